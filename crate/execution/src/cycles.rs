@@ -1,0 +1,123 @@
+//! The fee table of ic-interface.md §8, scaled to the subnet size (fees are quoted for 13 nodes).
+
+use serde::{Deserialize, Serialize};
+
+/// Fees for a 13-node application subnet; [`CyclesConfig::for_subnet_size`] scales them.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CyclesConfig {
+    pub subnet_size: u64,
+    pub canister_creation_fee: u128,
+    pub update_message_execution_fee: u128,
+    /// Per 10 instructions in the IC's wording; here per instruction, for wasm32.
+    pub ten_update_instructions_execution_fee: u128,
+    /// wasm64 canisters pay twice per instruction.
+    pub ten_update_instructions_execution_fee_wasm64: u128,
+    pub xnet_call_fee: u128,
+    pub xnet_byte_transmission_fee: u128,
+    pub ingress_message_reception_fee: u128,
+    pub ingress_byte_reception_fee: u128,
+    /// Per GiB per second.
+    pub gib_storage_per_second_fee: u128,
+    /// Per percent of compute allocation per second.
+    pub compute_percent_allocated_per_second_fee: u128,
+}
+
+impl CyclesConfig {
+    /// The published fee table, scaled by `subnet_size / 13`.
+    pub fn for_subnet_size(subnet_size: u64) -> Self {
+        let base = Self {
+            subnet_size: 13,
+            canister_creation_fee: 500_000_000_000,
+            update_message_execution_fee: 5_000_000,
+            ten_update_instructions_execution_fee: 10,
+            ten_update_instructions_execution_fee_wasm64: 20,
+            xnet_call_fee: 260_000,
+            xnet_byte_transmission_fee: 1_000,
+            ingress_message_reception_fee: 1_200_000,
+            ingress_byte_reception_fee: 2_000,
+            gib_storage_per_second_fee: 127_000,
+            compute_percent_allocated_per_second_fee: 10_000_000,
+        };
+        base.scaled(subnet_size)
+    }
+
+    fn scaled(&self, subnet_size: u64) -> Self {
+        let s = |fee: u128| fee * subnet_size as u128 / 13;
+        Self {
+            subnet_size,
+            canister_creation_fee: s(self.canister_creation_fee),
+            update_message_execution_fee: s(self.update_message_execution_fee),
+            ten_update_instructions_execution_fee: s(self.ten_update_instructions_execution_fee),
+            ten_update_instructions_execution_fee_wasm64: s(self.ten_update_instructions_execution_fee_wasm64),
+            xnet_call_fee: s(self.xnet_call_fee),
+            xnet_byte_transmission_fee: s(self.xnet_byte_transmission_fee),
+            ingress_message_reception_fee: s(self.ingress_message_reception_fee),
+            ingress_byte_reception_fee: s(self.ingress_byte_reception_fee),
+            gib_storage_per_second_fee: s(self.gib_storage_per_second_fee),
+            compute_percent_allocated_per_second_fee: s(self.compute_percent_allocated_per_second_fee),
+        }
+    }
+
+    /// Cost of executing `instructions` in one message (base fee plus per-instruction fee).
+    pub fn execution_cost(&self, instructions: u64, is_wasm64: bool) -> u128 {
+        let per_ten = if is_wasm64 {
+            self.ten_update_instructions_execution_fee_wasm64
+        } else {
+            self.ten_update_instructions_execution_fee
+        };
+        self.update_message_execution_fee + per_ten * instructions as u128 / 10
+    }
+
+    /// Cost of receiving an ingress message of `bytes` bytes (method name + argument).
+    pub fn ingress_induction_cost(&self, bytes: usize) -> u128 {
+        self.ingress_message_reception_fee + self.ingress_byte_reception_fee * bytes as u128
+    }
+
+    /// Cost of sending an inter-canister call of `bytes` bytes (method name + argument).
+    pub fn call_cost(&self, bytes: usize) -> u128 {
+        self.xnet_call_fee + self.xnet_byte_transmission_fee * bytes as u128
+    }
+
+    /// Storage cost of `bytes` held for `nanos` nanoseconds.
+    pub fn storage_cost(&self, bytes: u64, nanos: u64) -> u128 {
+        const GIB: u128 = 1 << 30;
+        self.gib_storage_per_second_fee * bytes as u128 * nanos as u128 / (GIB * 1_000_000_000)
+    }
+
+    /// Cycles burned per second by a canister that just sits there: storage and compute
+    /// allocation. This is what `canister_status` reports as `idle_cycles_burned_per_day / 86400`.
+    pub fn idle_burn_per_second(&self, memory_bytes: u64, compute_allocation_percent: u64) -> u128 {
+        const GIB: u128 = 1 << 30;
+        self.gib_storage_per_second_fee * memory_bytes as u128 / GIB
+            + self.compute_percent_allocated_per_second_fee * compute_allocation_percent as u128
+    }
+
+    /// The balance below which a canister is frozen: enough to pay its idle burn for
+    /// `freezing_threshold_seconds`.
+    pub fn freeze_threshold_cycles(
+        &self,
+        memory_bytes: u64,
+        compute_allocation_percent: u64,
+        freezing_threshold_seconds: u64,
+    ) -> u128 {
+        self.idle_burn_per_second(memory_bytes, compute_allocation_percent) * freezing_threshold_seconds as u128
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fees_scale_with_subnet_size() {
+        let thirteen = CyclesConfig::for_subnet_size(13);
+        assert_eq!(thirteen.canister_creation_fee, 500_000_000_000);
+        let one = CyclesConfig::for_subnet_size(1);
+        assert_eq!(one.canister_creation_fee, 500_000_000_000 / 13);
+        assert_eq!(thirteen.execution_cost(1_000, false), 5_000_000 + 1_000);
+        assert_eq!(thirteen.execution_cost(1_000, true), 5_000_000 + 2_000);
+        assert_eq!(thirteen.ingress_induction_cost(10), 1_200_000 + 20_000);
+        // 1 GiB for 1 s
+        assert_eq!(thirteen.storage_cost(1 << 30, 1_000_000_000), 127_000);
+    }
+}

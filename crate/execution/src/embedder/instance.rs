@@ -1,0 +1,545 @@
+//! The live Wasm state of one canister — a wasmi store and instance, its heap, stable memory
+//! and mutable globals — and the execution of one entry point on it.
+//!
+//! What persists is exactly heap, stable memory and mutable globals (as on the IC). Tables
+//! cannot change (`table.*` mutations are refused at validation), so an instance rebuilt from
+//! those three behaves like the live one; a snapshot/restore round trip is invisible.
+
+use super::instrument::{global_export, MEMORY_EXPORT, RESERVED_PREFIX, START_EXPORT, TABLE_EXPORT};
+use super::module::{invalid_wasm, CanisterModule};
+use crate::hypervisor::{
+    ApiType, EntryPoint, ExecutionOutcome, ExecutionParameters, SystemStateChanges, SystemStateView, WasmResult,
+};
+use crate::system_api::{
+    enforces_wasm_memory_limit, instruction_limit_error, wasm_memory_limit_error, Context, HeapLimiter, HostState,
+    StableMemory, SystemApi, WASM_PAGE_SIZE,
+};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use std::sync::Arc;
+use tabnet_types::{ErrorCode, UserError};
+use wasmi::{Func, Global, Instance, Memory, Store, Table, TrapCode, Val, F32, F64};
+
+/// The value of a mutable global, as persisted.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum GlobalValue {
+    I32(i32),
+    I64(i64),
+    /// IEEE bits.
+    F32(u32),
+    F64(u64),
+}
+
+impl GlobalValue {
+    fn of(val: &Val) -> Option<Self> {
+        Some(match val {
+            Val::I32(v) => Self::I32(*v),
+            Val::I64(v) => Self::I64(*v),
+            Val::F32(v) => Self::F32(v.to_bits()),
+            Val::F64(v) => Self::F64(v.to_bits()),
+            _ => return None,
+        })
+    }
+
+    fn to_val(self) -> Val {
+        match self {
+            Self::I32(v) => Val::I32(v),
+            Self::I64(v) => Val::I64(v),
+            Self::F32(v) => Val::F32(F32::from_bits(v)),
+            Self::F64(v) => Val::F64(F64::from_bits(v)),
+        }
+    }
+
+    fn hash_into(self, h: &mut Sha256) {
+        match self {
+            Self::I32(v) => h.update([[0u8].as_slice(), &v.to_le_bytes()].concat()),
+            Self::I64(v) => h.update([[1u8].as_slice(), &v.to_le_bytes()].concat()),
+            Self::F32(v) => h.update([[2u8].as_slice(), &v.to_le_bytes()].concat()),
+            Self::F64(v) => h.update([[3u8].as_slice(), &v.to_le_bytes()].concat()),
+        }
+    }
+}
+
+/// Everything needed to rebuild an [`ExecutionState`]: the module as installed, heap, stable
+/// memory and mutable globals.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExecutionSnapshot {
+    #[serde(with = "serde_bytes")]
+    pub module: Vec<u8>,
+    #[serde(with = "serde_bytes")]
+    pub heap: Vec<u8>,
+    #[serde(with = "serde_bytes")]
+    pub stable: Vec<u8>,
+    pub globals: Vec<GlobalValue>,
+}
+
+impl std::fmt::Debug for ExecutionSnapshot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ExecutionSnapshot")
+            .field("module", &self.module.len())
+            .field("heap", &self.heap.len())
+            .field("stable", &self.stable.len())
+            .field("globals", &self.globals)
+            .finish()
+    }
+}
+
+/// A canister's instantiated module with its memories.
+pub struct ExecutionState {
+    module: Arc<CanisterModule>,
+    store: Store<HostState>,
+    instance: Instance,
+    memory: Option<Memory>,
+    table: Option<Table>,
+    globals: Vec<Global>,
+    /// The heap before the running execution (reused between executions).
+    heap_before: Vec<u8>,
+}
+
+impl std::fmt::Debug for ExecutionState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ExecutionState")
+            .field("module", &self.module)
+            .field("heap", &self.heap_bytes().len())
+            .field("stable", &self.stable_bytes().len())
+            .finish_non_exhaustive()
+    }
+}
+
+/// The heap and globals before an execution, to roll back to.
+struct Saved {
+    globals: Vec<GlobalValue>,
+}
+
+impl ExecutionState {
+    /// Instantiates `module` with the given stable memory (empty for a fresh canister; the old
+    /// one on upgrade) and runs its `(start)` function. `Err` carries the failed start's outcome.
+    pub fn new(
+        module: Arc<CanisterModule>,
+        stable_memory: Vec<u8>,
+        sys: &SystemStateView,
+        params: &ExecutionParameters,
+    ) -> Result<(Self, ExecutionOutcome), ExecutionOutcome> {
+        let stable = checked_stable_memory(stable_memory).map_err(failed_outcome)?;
+        let state = Self::instantiate(module, stable).map_err(failed_outcome)?;
+        state.start(sys, params)
+    }
+
+    /// Upgrade with `wasm_memory_persistence = keep`: instantiates `module` with the heap and
+    /// stable memory of `old`, then runs `(start)`. Globals start fresh, as the spec says
+    /// ("any other WebAssembly state is discarded").
+    pub fn new_keeping_heap(
+        module: Arc<CanisterModule>,
+        old: &ExecutionState,
+        sys: &SystemStateView,
+        params: &ExecutionParameters,
+    ) -> Result<(Self, ExecutionOutcome), ExecutionOutcome> {
+        if module.is_wasm64() != old.module.is_wasm64() {
+            return Err(failed_outcome(invalid_wasm(
+                "the Wasm memory cannot be kept: the old and the new module differ in memory width (32/64-bit)",
+            )));
+        }
+        let heap = old.heap_bytes();
+        if !heap.is_empty() && !module.has_memory() {
+            return Err(failed_outcome(invalid_wasm("the Wasm memory cannot be kept: the new module has no memory")));
+        }
+        let mut state = Self::instantiate(module, StableMemory::new(old.stable_bytes().to_vec())).map_err(failed_outcome)?;
+        state.load_heap(heap).map_err(failed_outcome)?;
+        state.start(sys, params)
+    }
+
+    /// Rebuilds a state from a snapshot, compiling its module. `(start)` does not run.
+    pub fn restore(snapshot: ExecutionSnapshot) -> Result<Self, UserError> {
+        let module = CanisterModule::new(snapshot.module.as_slice())?;
+        Self::restore_with_module(module, snapshot)
+    }
+
+    /// Rebuilds a state from a snapshot with an already compiled module (which must be the
+    /// snapshot's). `(start)` does not run.
+    pub fn restore_with_module(module: Arc<CanisterModule>, snapshot: ExecutionSnapshot) -> Result<Self, UserError> {
+        let hash: [u8; 32] = Sha256::digest(&snapshot.module).into();
+        if hash != module.wasm_hash() {
+            return Err(restore_error("the snapshot was taken with a different module"));
+        }
+        Self::from_parts(module, &snapshot.heap, snapshot.stable, &snapshot.globals)
+    }
+
+    /// An independent copy (e.g. to run a composite query and its callbacks on, then drop).
+    pub fn try_clone(&self) -> Result<Self, UserError> {
+        Self::from_parts(self.module.clone(), self.heap_bytes(), self.stable_bytes().to_vec(), &self.global_values())
+    }
+
+    pub fn snapshot(&self) -> ExecutionSnapshot {
+        ExecutionSnapshot {
+            module: self.module.bytes().to_vec(),
+            heap: self.heap_bytes().to_vec(),
+            stable: self.stable_bytes().to_vec(),
+            globals: self.global_values(),
+        }
+    }
+
+    pub fn module(&self) -> &Arc<CanisterModule> {
+        &self.module
+    }
+
+    pub fn is_wasm64(&self) -> bool {
+        self.module.is_wasm64()
+    }
+
+    pub fn exports_function(&self, name: &str) -> bool {
+        self.module.exports_function(name)
+    }
+
+    pub fn heap_bytes(&self) -> &[u8] {
+        self.memory.map_or(&[], |m| m.data(&self.store))
+    }
+
+    pub fn stable_bytes(&self) -> &[u8] {
+        self.store.data().stable.bytes()
+    }
+
+    /// The stable memory, e.g. to hand to the new module on upgrade.
+    pub fn into_stable_memory(self) -> Vec<u8> {
+        self.store.into_data().stable.into_bytes()
+    }
+
+    pub fn global_values(&self) -> Vec<GlobalValue> {
+        self.globals
+            .iter()
+            .map(|g| GlobalValue::of(&g.get(&self.store)).expect("persisted globals are numeric (checked at validation)"))
+            .collect()
+    }
+
+    /// Bytes the canister uses: heap, stable memory, globals and the module itself.
+    pub fn memory_usage(&self) -> u64 {
+        (self.heap_bytes().len() + self.stable_bytes().len() + 8 * self.globals.len() + self.module.bytes().len()) as u64
+    }
+
+    /// SHA-256 over module hash, heap, stable memory and globals: replicas that ran the same
+    /// messages agree on it.
+    pub fn state_hash(&self) -> [u8; 32] {
+        let mut h = Sha256::new();
+        h.update(b"tabnet-execution-state-v1");
+        h.update(self.module.wasm_hash());
+        for part in [self.heap_bytes(), self.stable_bytes()] {
+            h.update((part.len() as u64).to_be_bytes());
+            h.update(part);
+        }
+        h.update((self.globals.len() as u64).to_be_bytes());
+        for g in self.global_values() {
+            g.hash_into(&mut h);
+        }
+        h.finalize().into()
+    }
+
+    // ---- building instances ----
+
+    /// A fresh instance of `module` (no start function run: instrumentation removed it).
+    fn instantiate(module: Arc<CanisterModule>, stable: StableMemory) -> Result<Self, UserError> {
+        let mut store = Store::new(module.engine(), HostState::new(stable));
+        store.limiter(|host| &mut host.limiter);
+        let instance = module
+            .linker()
+            .instantiate_and_start(&mut store, module.compiled())
+            .map_err(|e| invalid_wasm(format!("instantiation failed: {e}")))?;
+        let missing = |what: &str| UserError::new(ErrorCode::CanisterWasmEngineError, format!("instrumented {what} not found"));
+        let memory = match module.has_memory() {
+            true => Some(instance.get_memory(&store, MEMORY_EXPORT).ok_or_else(|| missing("memory"))?),
+            false => None,
+        };
+        let table = match module.has_table() {
+            true => Some(instance.get_table(&store, TABLE_EXPORT).ok_or_else(|| missing("table"))?),
+            false => None,
+        };
+        let globals = (0..module.persisted_globals().len())
+            .map(|i| instance.get_global(&store, &global_export(i)).ok_or_else(|| missing("global")))
+            .collect::<Result<Vec<_>, _>>()?;
+        store.data_mut().memory = memory;
+        Ok(Self { module, store, instance, memory, table, globals, heap_before: Vec::new() })
+    }
+
+    fn from_parts(
+        module: Arc<CanisterModule>,
+        heap: &[u8],
+        stable: Vec<u8>,
+        globals: &[GlobalValue],
+    ) -> Result<Self, UserError> {
+        let stable = checked_stable_memory(stable).map_err(|e| restore_error(e.message))?;
+        let mut state = Self::instantiate(module, stable).map_err(|e| restore_error(e.message))?;
+        state.load_heap(heap).map_err(|e| restore_error(e.message))?;
+        state.load_globals(globals)?;
+        Ok(state)
+    }
+
+    /// Copies `heap` over the start of the memory, growing the memory to hold it.
+    fn load_heap(&mut self, heap: &[u8]) -> Result<(), UserError> {
+        let Some(memory) = self.memory else {
+            return match heap.is_empty() {
+                true => Ok(()),
+                false => Err(restore_error("the module has no memory but the heap is not empty")),
+            };
+        };
+        if heap.len() as u64 % WASM_PAGE_SIZE != 0 {
+            return Err(restore_error("the heap size is not a multiple of the Wasm page size"));
+        }
+        let current = memory.data_size(&self.store);
+        if heap.len() > current {
+            let pages = ((heap.len() - current) as u64) / WASM_PAGE_SIZE;
+            memory
+                .grow(&mut self.store, pages)
+                .map_err(|e| restore_error(format!("cannot grow the memory to {} bytes: {e}", heap.len())))?;
+        }
+        memory.data_mut(&mut self.store)[..heap.len()].copy_from_slice(heap);
+        Ok(())
+    }
+
+    fn load_globals(&mut self, values: &[GlobalValue]) -> Result<(), UserError> {
+        if values.len() != self.globals.len() {
+            return Err(restore_error(format!(
+                "the module has {} mutable globals, the snapshot {}",
+                self.globals.len(),
+                values.len()
+            )));
+        }
+        for (global, value) in self.globals.iter().zip(values) {
+            global
+                .set(&mut self.store, value.to_val())
+                .map_err(|e| restore_error(format!("cannot set a global to {value:?}: {e}")))?;
+        }
+        Ok(())
+    }
+
+    /// Replaces the instance with a fresh one holding the same heap, globals and stable memory.
+    fn reinstantiate(&mut self, heap: &[u8], globals: &[GlobalValue]) -> Result<(), UserError> {
+        let stable = std::mem::take(&mut self.store.data_mut().stable);
+        let mut fresh = Self::instantiate(self.module.clone(), stable)?;
+        fresh.load_heap(heap)?;
+        fresh.load_globals(globals)?;
+        fresh.heap_before = std::mem::take(&mut self.heap_before);
+        *self = fresh;
+        Ok(())
+    }
+
+    fn start(mut self, sys: &SystemStateView, params: &ExecutionParameters) -> Result<(Self, ExecutionOutcome), ExecutionOutcome> {
+        if !self.module.has_start() {
+            let outcome = ExecutionOutcome {
+                result: Ok(None),
+                instructions_used: 0,
+                changes: SystemStateChanges::default(),
+                logs: Vec::new(),
+            };
+            return Ok((self, outcome));
+        }
+        let start = self.instance.get_func(&self.store, START_EXPORT);
+        let outcome = match start {
+            Some(start) => self.run(start, &[], ApiType::Start, sys, params),
+            None => failed_outcome(UserError::new(ErrorCode::CanisterWasmEngineError, "instrumented start not found")),
+        };
+        match outcome.result {
+            Ok(_) => Ok((self, outcome)),
+            Err(_) => Err(outcome),
+        }
+    }
+
+    // ---- execution ----
+
+    /// Runs one entry point under one context. On failure (and always for queries and
+    /// inspect_message) heap, stable memory and globals are rolled back.
+    pub fn execute(
+        &mut self,
+        entry: &EntryPoint,
+        api: ApiType,
+        sys: &SystemStateView,
+        params: &ExecutionParameters,
+    ) -> ExecutionOutcome {
+        if self.module.fresh_instance_per_execution() {
+            let (heap, globals) = (self.heap_bytes().to_vec(), self.global_values());
+            if let Err(e) = self.reinstantiate(&heap, &globals) {
+                return failed_outcome(e);
+            }
+        }
+        // Resolve after any re-instantiation: functions belong to their store.
+        let (func, args) = match self.resolve(entry, sys) {
+            Ok(found) => found,
+            Err(e) => return failed_outcome(e),
+        };
+        self.run(func, &args, api, sys, params)
+    }
+
+    fn run(&mut self, func: Func, args: &[Val], api: ApiType, sys: &SystemStateView, params: &ExecutionParameters) -> ExecutionOutcome {
+        let context = Context::of(&api);
+        let saved = self.save();
+        let host = self.store.data_mut();
+        host.stable.begin();
+        host.api = Some(SystemApi::new(api, sys.clone(), params.clone()));
+        host.limiter = HeapLimiter {
+            limit: params.wasm_memory_limit,
+            trap_on_excess: enforces_wasm_memory_limit(context),
+            exceeded: None,
+        };
+        let result = self
+            .store
+            .set_fuel(params.instruction_limit)
+            .and_then(|()| func.call(&mut self.store, args, &mut []));
+        let remaining = self.store.get_fuel().unwrap_or(0);
+        let instructions_used = params.instruction_limit.saturating_sub(remaining);
+
+        let host = self.store.data_mut();
+        let api = host.api.take();
+        let exceeded = std::mem::replace(&mut host.limiter, HeapLimiter::unlimited()).exceeded;
+        let Some(api) = api else {
+            let e = UserError::new(ErrorCode::CanisterWasmEngineError, "the System API state disappeared");
+            return self.fail(e, saved, instructions_used, Vec::new());
+        };
+        match result {
+            Err(e) => {
+                let error = classify_error(e, params, exceeded);
+                let logs = api.finish_with_error(&error);
+                self.fail(error, saved, instructions_used, logs)
+            }
+            Ok(()) => {
+                let done = api.finish();
+                if matches!(context, Context::ReplicatedQuery | Context::NonReplicatedQuery | Context::InspectMessage) {
+                    if let Err(e) = self.rollback(saved) {
+                        return failed_outcome(e);
+                    }
+                } else {
+                    self.store.data_mut().stable.commit();
+                }
+                let result = match context {
+                    // inspect_message answers whether it accepted the message.
+                    Context::InspectMessage => done.message_accepted.then(|| WasmResult::Reply(Vec::new())),
+                    _ => done.response,
+                };
+                ExecutionOutcome { result: Ok(result), instructions_used, changes: done.changes, logs: done.logs }
+            }
+        }
+    }
+
+    fn fail(&mut self, error: UserError, saved: Saved, instructions_used: u64, logs: Vec<crate::hypervisor::LogRecord>) -> ExecutionOutcome {
+        let error = match self.rollback(saved) {
+            Ok(()) => error,
+            Err(e) => e,
+        };
+        ExecutionOutcome { result: Err(error), instructions_used, changes: SystemStateChanges::default(), logs }
+    }
+
+    /// Remembers heap (in `heap_before`) and globals.
+    fn save(&mut self) -> Saved {
+        let mut heap = std::mem::take(&mut self.heap_before);
+        heap.clear();
+        heap.extend_from_slice(self.heap_bytes());
+        self.heap_before = heap;
+        Saved { globals: self.global_values() }
+    }
+
+    /// Puts back heap, globals and stable memory as they were at `save`.
+    fn rollback(&mut self, saved: Saved) -> Result<(), UserError> {
+        self.store.data_mut().stable.rollback();
+        match self.memory {
+            Some(memory) if memory.data_size(&self.store) != self.heap_before.len() => {
+                // The memory grew; memories cannot shrink, so rebuild the instance.
+                let heap = std::mem::take(&mut self.heap_before);
+                let result = self.reinstantiate(&heap, &saved.globals);
+                self.heap_before = heap;
+                result
+            }
+            Some(memory) => {
+                let heap = std::mem::take(&mut self.heap_before);
+                memory.data_mut(&mut self.store).copy_from_slice(&heap);
+                self.heap_before = heap;
+                self.load_globals(&saved.globals)
+            }
+            None => self.load_globals(&saved.globals),
+        }
+    }
+
+    /// The function to call for `entry`, with its arguments.
+    fn resolve(&self, entry: &EntryPoint, sys: &SystemStateView) -> Result<(Func, Vec<Val>), UserError> {
+        match entry {
+            EntryPoint::Export(name) => {
+                let func = (!name.starts_with(RESERVED_PREFIX))
+                    .then(|| self.instance.get_func(&self.store, name))
+                    .flatten()
+                    .ok_or_else(|| method_not_found(name, sys))?;
+                Ok((func, Vec::new()))
+            }
+            EntryPoint::Closure(closure) => {
+                let trapped = |what: String| UserError::new(ErrorCode::CanisterTrapped, format!("Canister trapped: {what}"));
+                let table = self.table.ok_or_else(|| trapped("the module has no table for callback functions".into()))?;
+                let func = match table.get(&self.store, closure.func) {
+                    None => return Err(trapped(format!("table out of bounds (callback function {})", closure.func))),
+                    Some(r) => match r.as_func().and_then(|f| f.val().map(|f| **f)) {
+                        Some(func) => func,
+                        None => return Err(trapped(format!("uninitialized table element {} (callback)", closure.func))),
+                    },
+                };
+                let env = if self.module.is_wasm64() { Val::I64(closure.env as i64) } else { Val::I32(closure.env as i32) };
+                let ty = func.ty(&self.store);
+                if ty.params() != [env.ty()] || !ty.results().is_empty() {
+                    return Err(trapped(format!(
+                        "indirect call type mismatch (callback function {} must take one {:?} and return nothing)",
+                        closure.func,
+                        env.ty()
+                    )));
+                }
+                Ok((func, vec![env]))
+            }
+        }
+    }
+}
+
+fn checked_stable_memory(bytes: Vec<u8>) -> Result<StableMemory, UserError> {
+    if bytes.len() as u64 % WASM_PAGE_SIZE != 0 {
+        return Err(restore_error("the stable memory size is not a multiple of the Wasm page size"));
+    }
+    Ok(StableMemory::new(bytes))
+}
+
+fn restore_error(detail: impl std::fmt::Display) -> UserError {
+    UserError::new(ErrorCode::CanisterWasmEngineError, format!("cannot rebuild the canister's Wasm state: {detail}"))
+}
+
+fn failed_outcome(e: UserError) -> ExecutionOutcome {
+    ExecutionOutcome { result: Err(e), instructions_used: 0, changes: SystemStateChanges::default(), logs: Vec::new() }
+}
+
+fn method_not_found(export: &str, sys: &SystemStateView) -> UserError {
+    let id = sys.canister_id;
+    let message = if let Some(m) = export.strip_prefix("canister_update ") {
+        format!("Canister {id} has no update method '{m}'")
+    } else if let Some(m) = export.strip_prefix("canister_query ") {
+        format!("Canister {id} has no query method '{m}'")
+    } else if let Some(m) = export.strip_prefix("canister_composite_query ") {
+        format!("Canister {id} has no composite query method '{m}'")
+    } else {
+        format!("Canister {id} does not export the function '{export}'")
+    };
+    UserError::new(ErrorCode::CanisterMethodNotFound, message)
+}
+
+/// The IC error for a failed execution.
+fn classify_error(e: wasmi::Error, params: &ExecutionParameters, heap_requested: Option<u64>) -> UserError {
+    if let Some(host) = e.downcast_ref::<crate::system_api::HostTrap>() {
+        return host.0.clone();
+    }
+    let trapped = |what: &str| UserError::new(ErrorCode::CanisterTrapped, format!("Canister trapped: {what}"));
+    match e.as_trap_code() {
+        Some(TrapCode::OutOfFuel) => instruction_limit_error(params.instruction_limit),
+        Some(TrapCode::GrowthOperationLimited) => match heap_requested {
+            Some(requested) => wasm_memory_limit_error(params.wasm_memory_limit, requested),
+            None => trapped("memory growth limited"),
+        },
+        Some(TrapCode::UnreachableCodeReached) => trapped("unreachable"),
+        Some(TrapCode::MemoryOutOfBounds) => trapped("heap out of bounds"),
+        Some(TrapCode::TableOutOfBounds) => trapped("table out of bounds"),
+        Some(TrapCode::IndirectCallToNull) => trapped("indirect call to uninitialized table element"),
+        Some(TrapCode::IntegerDivisionByZero) => trapped("integer division by 0"),
+        Some(TrapCode::IntegerOverflow) => trapped("integer overflow"),
+        Some(TrapCode::BadConversionToInteger) => trapped("invalid conversion to integer"),
+        Some(TrapCode::StackOverflow) => trapped("stack overflow"),
+        Some(TrapCode::BadSignature) => trapped("indirect call type mismatch"),
+        Some(TrapCode::OutOfSystemMemory) => trapped("out of memory"),
+        None => trapped(&e.to_string()),
+    }
+}

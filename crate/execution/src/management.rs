@@ -1,0 +1,634 @@
+//! The management canister `aaaaa-aa`: canister lifecycle, settings, cycles, randomness and
+//! logs. Arguments and results are Candid, typed as the interface spec's `ic.did`.
+
+mod chunks;
+mod install;
+pub mod types;
+
+use crate::hypervisor::WasmResult;
+use crate::scheduler::{error_payload, ExecutionEnvironment, IngressMessage};
+use crate::state::{
+    CallOrigin, CanisterState, CanisterStatus, LogVisibility, Request, ResponsePayload, SystemState,
+};
+use candid::{CandidType, Nat};
+use serde::de::DeserializeOwned;
+use tabnet_types::{CanisterId, ErrorCode, Principal, RejectCode, UserError};
+use types::*;
+
+/// The result of one management call.
+enum Outcome {
+    /// Reply with these Candid bytes; refund these cycles.
+    Reply(Vec<u8>, u128),
+    Reject(UserError, u128),
+    /// Answered later (`stop_canister`).
+    Pending,
+}
+
+/// Methods only canisters may call (the replica's list).
+const CANISTER_ONLY: &[&str] = &[
+    "create_canister",
+    "canister_info",
+    "canister_metadata",
+    "deposit_cycles",
+    "raw_rand",
+    "http_request",
+    "ecdsa_public_key",
+    "sign_with_ecdsa",
+    "schnorr_public_key",
+    "sign_with_schnorr",
+    "vetkd_public_key",
+    "vetkd_derive_key",
+    "bitcoin_get_balance",
+    "bitcoin_get_utxos",
+    "bitcoin_get_block_headers",
+    "bitcoin_send_transaction",
+    "bitcoin_get_current_fee_percentiles",
+    "node_metrics_history",
+    "subnet_info",
+];
+
+/// Methods a controller may call by ingress (effective canister id = the canister).
+const CONTROLLER_INGRESS: &[&str] = &[
+    "canister_status",
+    "start_canister",
+    "stop_canister",
+    "uninstall_code",
+    "delete_canister",
+    "update_settings",
+    "install_code",
+    "upload_chunk",
+    "stored_chunks",
+    "clear_chunk_store",
+    "install_chunked_code",
+];
+
+/// The effective canister id the replica reads from a management payload.
+fn effective_canister_id(method: &str, arg: &[u8]) -> Option<CanisterId> {
+    if method == "install_chunked_code" {
+        #[derive(CandidType, serde::Deserialize)]
+        struct Target {
+            target_canister: CanisterId,
+        }
+        return decode::<Target>(arg).ok().map(|t| t.target_canister);
+    }
+    decode::<CanisterIdRecord>(arg).ok().map(|r| r.canister_id)
+}
+
+/// Whether an ingress message to `aaaaa-aa` may enter (the replica's ingress filter).
+pub(crate) fn check_ingress(env: &ExecutionEnvironment, msg: &IngressMessage) -> Result<(), UserError> {
+    let m = msg.method.as_str();
+    if CANISTER_ONLY.contains(&m) {
+        return Err(UserError::new(ErrorCode::CanisterRejectedMessage, format!("Only canisters can call ic00 method {m}")));
+    }
+    if CONTROLLER_INGRESS.contains(&m) {
+        // The replica reads the effective canister id from the payload.
+        let id = effective_canister_id(m, &msg.arg).ok_or_else(|| {
+            UserError::new(ErrorCode::InvalidManagementPayload, format!("Failed to decode payload for ic00 method: {m}"))
+        })?;
+        let c = env
+            .state
+            .canister(&id)
+            .ok_or_else(|| UserError::new(ErrorCode::CanisterNotFound, format!("Canister {id} not found")))?;
+        if !c.system.is_controller(&msg.sender) {
+            return Err(UserError::new(
+                ErrorCode::CanisterInvalidController,
+                format!("Only controllers of canister {id} can call ic00 method {m}"),
+            ));
+        }
+        return Ok(());
+    }
+    match m {
+        "fetch_canister_logs" => Err(UserError::new(
+            ErrorCode::CanisterRejectedMessage,
+            "fetch_canister_logs API is not accessible via ingress in replicated mode",
+        )),
+        // A development subnet: everyone is on the provisional whitelist.
+        "provisional_create_canister_with_cycles" | "provisional_top_up_canister" => Ok(()),
+        _ => Err(unknown_method(m)),
+    }
+}
+
+/// Executes a request to the management canister and sends its response.
+pub(crate) fn execute(env: &mut ExecutionEnvironment, req: Request) {
+    let outcome = dispatch(env, &req);
+    match outcome {
+        Outcome::Reply(bytes, refund) => env.deliver_response(req.origin, ResponsePayload::Reply(bytes), refund),
+        Outcome::Reject(e, refund) => env.deliver_response(req.origin, error_payload(e), refund),
+        Outcome::Pending => {}
+    }
+}
+
+/// Management methods that answer as queries (controllers only / per log visibility).
+pub(crate) fn query(env: &mut ExecutionEnvironment, sender: Principal, method: &str, arg: &[u8]) -> Result<WasmResult, UserError> {
+    let reply = match method {
+        "canister_status" => {
+            let args: CanisterIdRecord = decode(arg)?;
+            canister_status(env, sender, &args.canister_id)?
+        }
+        "fetch_canister_logs" => {
+            let args: CanisterIdRecord = decode(arg)?;
+            fetch_canister_logs(env, sender, &args.canister_id)?
+        }
+        _ => return Err(unknown_method(method)),
+    };
+    Ok(WasmResult::Reply(reply))
+}
+
+fn dispatch(env: &mut ExecutionEnvironment, req: &Request) -> Outcome {
+    let sender = req.sender();
+    let cycles = req.cycles;
+    let caller_is_canister = matches!(req.origin, CallOrigin::Canister { .. });
+    // Most methods take no cycles: everything attached goes back.
+    let reply = |r: Result<Vec<u8>, UserError>| match r {
+        Ok(bytes) => Outcome::Reply(bytes, cycles),
+        Err(e) => Outcome::Reject(e, cycles),
+    };
+    let arg = req.arg.as_slice();
+    match req.method.as_str() {
+        "create_canister" if caller_is_canister => match decode::<CreateCanisterArgs>(arg) {
+            Ok(args) => create_canister(env, sender, cycles, args),
+            Err(e) => Outcome::Reject(e, cycles),
+        },
+        "provisional_create_canister_with_cycles" => reply(decode(arg).and_then(|a| provisional_create(env, sender, a))),
+        "provisional_top_up_canister" => reply(decode(arg).and_then(|a| provisional_top_up(env, a))),
+        "install_code" => reply(decode(arg).and_then(|a| install::install_code(env, sender, a))),
+        "install_chunked_code" => reply(decode(arg).and_then(|a| chunks::install_chunked_code(env, sender, a))),
+        "upload_chunk" => reply(decode(arg).and_then(|a| chunks::upload_chunk(env, sender, a))),
+        "stored_chunks" => reply(decode(arg).and_then(|a| chunks::stored_chunks(env, sender, a))),
+        "clear_chunk_store" => reply(decode(arg).and_then(|a| chunks::clear_chunk_store(env, sender, a))),
+        "uninstall_code" => reply(decode::<UninstallCodeArgs>(arg).and_then(|a| {
+            controlled_canister(env, sender, &a.canister_id)?;
+            uninstall(env, &a.canister_id);
+            Ok(empty_reply())
+        })),
+        "start_canister" => reply(decode::<CanisterIdRecord>(arg).and_then(|a| start_canister(env, sender, &a.canister_id))),
+        "stop_canister" => match decode::<CanisterIdRecord>(arg).and_then(|a| stop_canister(env, sender, &a.canister_id, &req.origin)) {
+            Ok(true) => Outcome::Reply(empty_reply(), cycles),
+            Ok(false) => Outcome::Pending,
+            Err(e) => Outcome::Reject(e, cycles),
+        },
+        "delete_canister" => reply(decode::<CanisterIdRecord>(arg).and_then(|a| delete_canister(env, sender, &a.canister_id))),
+        "update_settings" => reply(decode(arg).and_then(|a| update_settings(env, sender, a))),
+        "canister_status" => reply(decode::<CanisterIdRecord>(arg).and_then(|a| canister_status(env, sender, &a.canister_id))),
+        "deposit_cycles" if caller_is_canister => match decode::<CanisterIdRecord>(arg) {
+            Ok(a) => match env.state.canister_mut(&a.canister_id) {
+                Some(c) => {
+                    c.system.cycles += cycles;
+                    Outcome::Reply(empty_reply(), 0)
+                }
+                None => Outcome::Reject(not_found(&a.canister_id), cycles),
+            },
+            Err(e) => Outcome::Reject(e, cycles),
+        },
+        "raw_rand" if caller_is_canister => {
+            let bytes = env.next_random();
+            reply(Ok(encode(&serde_bytes::ByteBuf::from(bytes.to_vec()))))
+        }
+        "fetch_canister_logs" => reply(Err(UserError::new(
+            ErrorCode::CanisterRejectedMessage,
+            "fetch_canister_logs API is only accessible in non-replicated mode",
+        ))),
+        m if CANISTER_ONLY.contains(&m) && !caller_is_canister => {
+            reply(Err(UserError::new(ErrorCode::CanisterRejectedMessage, format!("Only canisters can call ic00 method {m}"))))
+        }
+        m => reply(Err(unknown_method(m))),
+    }
+}
+
+// ---- canister lifecycle ----
+
+fn create_canister(env: &mut ExecutionEnvironment, sender: Principal, cycles: u128, args: CreateCanisterArgs) -> Outcome {
+    let fee = env.config.cycles.canister_creation_fee;
+    if cycles < fee {
+        return Outcome::Reject(
+            UserError::new(
+                ErrorCode::InsufficientCyclesForCreateCanister,
+                format!(
+                    "Creating a canister requires a fee of {fee} that is deducted from the canister's initial balance but only {cycles} cycles were received with the create_canister request."
+                ),
+            ),
+            cycles,
+        );
+    }
+    match new_canister(env, sender, cycles - fee, args.settings, None) {
+        Ok(canister_id) => Outcome::Reply(encode(&CreateCanisterResult { canister_id }), 0),
+        Err(e) => Outcome::Reject(e, cycles),
+    }
+}
+
+fn provisional_create(
+    env: &mut ExecutionEnvironment,
+    sender: Principal,
+    args: ProvisionalCreateCanisterWithCyclesArgs,
+) -> Result<Vec<u8>, UserError> {
+    let amount = match &args.amount {
+        Some(n) => nat_to_u128(n, "amount")?,
+        None => env.config.provisional_default_cycles,
+    };
+    let canister_id = new_canister(env, sender, amount, args.settings, args.specified_id)?;
+    Ok(encode(&CreateCanisterResult { canister_id }))
+}
+
+fn provisional_top_up(env: &mut ExecutionEnvironment, args: ProvisionalTopUpCanisterArgs) -> Result<Vec<u8>, UserError> {
+    let amount = nat_to_u128(&args.amount, "amount")?;
+    let c = env.state.canister_mut(&args.canister_id).ok_or_else(|| not_found(&args.canister_id))?;
+    c.system.cycles = c.system.cycles.saturating_add(amount);
+    Ok(empty_reply())
+}
+
+/// Creates an empty running canister controlled by `sender` (unless the settings say otherwise).
+fn new_canister(
+    env: &mut ExecutionEnvironment,
+    sender: Principal,
+    cycles: u128,
+    settings: Option<CanisterSettings>,
+    specified_id: Option<Principal>,
+) -> Result<CanisterId, UserError> {
+    let settings = settings.unwrap_or_default();
+    let validated = validate_settings(env, &settings)?;
+    let id = match specified_id {
+        Some(id) => {
+            if !crate::state::ReplicatedState::in_range(&id) {
+                return Err(UserError::new(
+                    ErrorCode::CanisterNotHostedBySubnet,
+                    format!("Unsuccessful validation of specified ID: The specified canister ID {id} is not in this subnet's range"),
+                ));
+            }
+            if env.state.canister(&id).is_some() {
+                return Err(UserError::new(ErrorCode::CanisterAlreadyInstalled, format!("Canister {id} is already installed")));
+            }
+            id
+        }
+        None => env.state.allocate_canister_id().ok_or_else(|| {
+            UserError::new(
+                ErrorCode::SubnetOversubscribed,
+                "Could not create canister. Subnet has surpassed its canister ID allocation.",
+            )
+        })?,
+    };
+    let mut system = SystemState::new(
+        id,
+        vec![sender],
+        cycles,
+        crate::state::CanisterSettings::new(env.config.default_freezing_threshold),
+        env.time(),
+    );
+    validated.apply(&mut system);
+    env.state.insert_canister(CanisterState { system, execution: None });
+    Ok(id)
+}
+
+/// Removes the code and memories; open call contexts are rejected; callbacks stay so that
+/// their refunds still arrive, but they no longer run.
+pub(crate) fn uninstall(env: &mut ExecutionEnvironment, id: &CanisterId) {
+    let Some(c) = env.state.canister_mut(id) else { return };
+    c.execution = None;
+    c.system.certified_data.clear();
+    c.system.global_timer = 0;
+    c.system.canister_version += 1;
+    c.system.total_num_changes += 1;
+    let contexts = std::mem::take(&mut c.system.call_contexts);
+    for ctx in contexts.into_values().filter(|ctx| !ctx.responded) {
+        env.deliver_response(
+            ctx.origin,
+            ResponsePayload::Reject {
+                code: RejectCode::CanisterReject,
+                message: "Canister has been uninstalled.".into(),
+                error_code: Some(ErrorCode::CanisterRejectedMessage),
+            },
+            ctx.available_cycles,
+        );
+    }
+}
+
+fn start_canister(env: &mut ExecutionEnvironment, sender: Principal, id: &CanisterId) -> Result<Vec<u8>, UserError> {
+    controlled_canister(env, sender, id)?;
+    let c = env.state.canister_mut(id).expect("checked");
+    let old = std::mem::replace(&mut c.system.status, CanisterStatus::Running);
+    if let CanisterStatus::Stopping { stop_requests } = old {
+        for origin in stop_requests {
+            env.deliver_response(
+                origin,
+                error_payload(UserError::new(
+                    ErrorCode::CanisterStoppingCancelled,
+                    format!("Canister {id}'s stop request was cancelled."),
+                )),
+                0,
+            );
+        }
+    }
+    Ok(empty_reply())
+}
+
+/// Returns true when the canister is already stopped (reply now); otherwise the request waits
+/// in the `Stopping` status until the last call context closes.
+fn stop_canister(env: &mut ExecutionEnvironment, sender: Principal, id: &CanisterId, origin: &CallOrigin) -> Result<bool, UserError> {
+    controlled_canister(env, sender, id)?;
+    let c = env.state.canister_mut(id).expect("checked");
+    match &mut c.system.status {
+        CanisterStatus::Stopped => return Ok(true),
+        CanisterStatus::Stopping { stop_requests } => stop_requests.push(origin.clone()),
+        CanisterStatus::Running => c.system.status = CanisterStatus::Stopping { stop_requests: vec![origin.clone()] },
+    }
+    Ok(false)
+}
+
+fn delete_canister(env: &mut ExecutionEnvironment, sender: Principal, id: &CanisterId) -> Result<Vec<u8>, UserError> {
+    if sender == *id {
+        return Err(UserError::new(ErrorCode::CanisterInvalidController, format!("Canister {id} cannot delete itself.")));
+    }
+    let c = controlled_canister(env, sender, id)?;
+    if c.system.status != CanisterStatus::Stopped {
+        return Err(UserError::new(ErrorCode::CanisterNotStopped, format!("Canister {id} must be stopped before it is deleted.")));
+    }
+    // Requests still queued for it will never run: reject them as sent to a missing canister.
+    if let Some(deleted) = env.state.remove_canister(id) {
+        for msg in deleted.system.input_queue {
+            if let crate::state::CanisterMessage::Request(req) = msg {
+                env.reject_request(req.origin, *id, not_found(id), req.cycles);
+            }
+        }
+    }
+    Ok(empty_reply())
+}
+
+fn update_settings(env: &mut ExecutionEnvironment, sender: Principal, args: UpdateSettingsArgs) -> Result<Vec<u8>, UserError> {
+    controlled_canister(env, sender, &args.canister_id)?;
+    let validated = validate_settings(env, &args.settings)?;
+    let c = env.state.canister_mut(&args.canister_id).expect("checked");
+    if validated.controllers.is_some() {
+        c.system.total_num_changes += 1;
+    }
+    validated.apply(&mut c.system);
+    c.system.canister_version += 1;
+    Ok(empty_reply())
+}
+
+// ---- reads ----
+
+fn canister_status(env: &ExecutionEnvironment, sender: Principal, id: &CanisterId) -> Result<Vec<u8>, UserError> {
+    let c = env.state.canister(id).ok_or_else(|| not_found(id))?;
+    if sender != *id {
+        check_controller(c, sender)?;
+    }
+    let s = &c.system;
+    let memory_size = c.memory_usage();
+    let (heap, stable, globals, module) = c.execution.as_ref().map_or((0, 0, 0, 0), |e| {
+        (e.heap_bytes().len(), e.stable_bytes().len(), 8 * e.global_values().len(), e.module().bytes().len())
+    });
+    let idle_per_second = env.config.cycles.idle_burn_per_second(
+        memory_size.max(s.settings.memory_allocation),
+        s.settings.compute_allocation,
+    );
+    let custom_sections: usize = c.execution.as_ref().map_or(0, |e| {
+        let m = e.module();
+        m.metadata_sections().filter_map(|(name, _)| m.metadata(name)).map(|(_, content)| content.len()).sum()
+    });
+    let result = CanisterStatusResult {
+        status: match s.status {
+            CanisterStatus::Running => CanisterStatusType::Running,
+            CanisterStatus::Stopping { .. } => CanisterStatusType::Stopping,
+            CanisterStatus::Stopped => CanisterStatusType::Stopped,
+        },
+        settings: definite_settings(s),
+        module_hash: c.module_hash().map(|h| serde_bytes::ByteBuf::from(h.to_vec())),
+        memory_size: Nat::from(memory_size),
+        memory_metrics: MemoryMetrics {
+            wasm_memory_size: Nat::from(heap),
+            stable_memory_size: Nat::from(stable),
+            global_memory_size: Nat::from(globals),
+            wasm_binary_size: Nat::from(module),
+            custom_sections_size: Nat::from(custom_sections),
+            canister_history_size: Nat::from(0u64),
+            wasm_chunk_store_size: Nat::from(0u64),
+            snapshots_size: Nat::from(0u64),
+        },
+        cycles: Nat::from(s.cycles),
+        reserved_cycles: Nat::from(0u64),
+        idle_cycles_burned_per_day: Nat::from(idle_per_second * 86_400),
+        query_stats: QueryStats {
+            num_calls_total: Nat::from(0u64),
+            num_instructions_total: Nat::from(0u64),
+            request_payload_bytes_total: Nat::from(0u64),
+            response_payload_bytes_total: Nat::from(0u64),
+        },
+    };
+    Ok(encode(&result))
+}
+
+fn definite_settings(s: &SystemState) -> DefiniteCanisterSettings {
+    let st = &s.settings;
+    DefiniteCanisterSettings {
+        controllers: s.controllers.clone(),
+        compute_allocation: Nat::from(st.compute_allocation),
+        memory_allocation: Nat::from(st.memory_allocation),
+        freezing_threshold: Nat::from(st.freezing_threshold),
+        reserved_cycles_limit: Nat::from(st.reserved_cycles_limit),
+        log_visibility: match &st.log_visibility {
+            LogVisibility::Controllers => types::LogVisibility::Controllers,
+            LogVisibility::Public => types::LogVisibility::Public,
+            LogVisibility::AllowedViewers(v) => types::LogVisibility::AllowedViewers(v.clone()),
+        },
+        wasm_memory_limit: Nat::from(st.wasm_memory_limit),
+        wasm_memory_threshold: Nat::from(st.wasm_memory_threshold),
+        environment_variables: st
+            .environment_variables
+            .iter()
+            .map(|(name, value)| EnvironmentVariable { name: name.clone(), value: value.clone() })
+            .collect(),
+    }
+}
+
+fn fetch_canister_logs(env: &ExecutionEnvironment, sender: Principal, id: &CanisterId) -> Result<Vec<u8>, UserError> {
+    let c = env.state.canister(id).ok_or_else(|| not_found(id))?;
+    let allowed = match &c.system.settings.log_visibility {
+        LogVisibility::Public => true,
+        LogVisibility::Controllers => c.system.is_controller(&sender),
+        LogVisibility::AllowedViewers(viewers) => c.system.is_controller(&sender) || viewers.contains(&sender),
+    };
+    if !allowed {
+        return Err(UserError::new(
+            ErrorCode::CanisterRejectedMessage,
+            format!("Caller {sender} is not allowed to query ic00 method fetch_canister_logs"),
+        ));
+    }
+    let records = c
+        .system
+        .log
+        .records
+        .iter()
+        .map(|r| CanisterLogRecord { idx: r.idx, timestamp_nanos: r.timestamp_nanos, content: r.content.clone() })
+        .collect();
+    Ok(encode(&FetchCanisterLogsResult { canister_log_records: records }))
+}
+
+// ---- settings ----
+
+/// Settings checked against the subnet's limits, ready to apply.
+#[derive(Default)]
+struct ValidatedSettings {
+    controllers: Option<Vec<Principal>>,
+    compute_allocation: Option<u64>,
+    memory_allocation: Option<u64>,
+    freezing_threshold: Option<u64>,
+    reserved_cycles_limit: Option<u128>,
+    log_visibility: Option<LogVisibility>,
+    wasm_memory_limit: Option<u64>,
+    wasm_memory_threshold: Option<u64>,
+    environment_variables: Option<Vec<(String, String)>>,
+}
+
+impl ValidatedSettings {
+    fn apply(self, s: &mut SystemState) {
+        if let Some(v) = self.controllers {
+            s.controllers = v;
+        }
+        let st = &mut s.settings;
+        if let Some(v) = self.compute_allocation {
+            st.compute_allocation = v;
+        }
+        if let Some(v) = self.memory_allocation {
+            st.memory_allocation = v;
+        }
+        if let Some(v) = self.freezing_threshold {
+            st.freezing_threshold = v;
+        }
+        if let Some(v) = self.reserved_cycles_limit {
+            st.reserved_cycles_limit = v;
+        }
+        if let Some(v) = self.log_visibility {
+            st.log_visibility = v;
+        }
+        if let Some(v) = self.wasm_memory_limit {
+            st.wasm_memory_limit = v;
+        }
+        if let Some(v) = self.wasm_memory_threshold {
+            st.wasm_memory_threshold = v;
+        }
+        if let Some(v) = self.environment_variables {
+            st.environment_variables = v;
+        }
+    }
+}
+
+fn invalid_settings(message: String) -> UserError {
+    UserError::new(ErrorCode::CanisterContractViolation, format!("Could not validate the settings: {message} "))
+}
+
+fn validate_settings(env: &ExecutionEnvironment, s: &CanisterSettings) -> Result<ValidatedSettings, UserError> {
+    let mut v = ValidatedSettings::default();
+    if let Some(controllers) = &s.controllers {
+        if controllers.len() > env.config.max_controllers {
+            return Err(invalid_settings(format!(
+                "Invalid settings: 'controllers' length exceeds maximum size allowed of {}.",
+                env.config.max_controllers
+            )));
+        }
+        let mut sorted = controllers.clone();
+        sorted.sort();
+        sorted.dedup();
+        v.controllers = Some(sorted);
+    }
+    if let Some(n) = &s.compute_allocation {
+        let percent = nat_to_u64(n, "compute_allocation")?;
+        if percent > 100 {
+            return Err(invalid_settings(format!(
+                "ComputeAllocation expected to be in the range [0..100], got {percent}"
+            )));
+        }
+        v.compute_allocation = Some(percent);
+    }
+    if let Some(n) = &s.memory_allocation {
+        let bytes = nat_to_u64(n, "memory_allocation")?;
+        if bytes > 1 << 48 {
+            return Err(invalid_settings(format!("MemoryAllocation expected to be in the range [0..2^48], got {bytes}")));
+        }
+        v.memory_allocation = Some(bytes);
+    }
+    if let Some(n) = &s.freezing_threshold {
+        v.freezing_threshold = Some(nat_to_u64(n, "freezing_threshold")?);
+    }
+    if let Some(n) = &s.reserved_cycles_limit {
+        v.reserved_cycles_limit = Some(nat_to_u128(n, "reserved_cycles_limit")?);
+    }
+    if let Some(n) = &s.wasm_memory_limit {
+        let bytes = nat_to_u64(n, "wasm_memory_limit")?;
+        if bytes > 1 << 48 {
+            return Err(invalid_settings(format!("Wasm memory limit expected to be in the range [0..2^48], got {bytes}")));
+        }
+        v.wasm_memory_limit = Some(bytes);
+    }
+    if let Some(n) = &s.wasm_memory_threshold {
+        v.wasm_memory_threshold = Some(nat_to_u64(n, "wasm_memory_threshold")?);
+    }
+    if let Some(lv) = &s.log_visibility {
+        v.log_visibility = Some(match lv {
+            types::LogVisibility::Controllers => LogVisibility::Controllers,
+            types::LogVisibility::Public => LogVisibility::Public,
+            types::LogVisibility::AllowedViewers(p) => LogVisibility::AllowedViewers(p.clone()),
+        });
+    }
+    if let Some(vars) = &s.environment_variables {
+        v.environment_variables = Some(vars.iter().map(|e| (e.name.clone(), e.value.clone())).collect());
+    }
+    Ok(v)
+}
+
+// ---- helpers ----
+
+/// The canister, if it exists and `sender` controls it.
+fn controlled_canister<'a>(env: &'a ExecutionEnvironment, sender: Principal, id: &CanisterId) -> Result<&'a CanisterState, UserError> {
+    let c = env.state.canister(id).ok_or_else(|| not_found(id))?;
+    check_controller(c, sender)?;
+    Ok(c)
+}
+
+/// IC0512 unless `sender` controls the canister. A canister without controllers is immutable.
+fn check_controller(c: &CanisterState, sender: Principal) -> Result<(), UserError> {
+    if c.system.is_controller(&sender) {
+        return Ok(());
+    }
+    let controllers: Vec<String> = c.system.controllers.iter().map(|p| p.to_text()).collect();
+    Err(UserError::new(
+        ErrorCode::CanisterInvalidController,
+        format!(
+            "Only the controllers of the canister {} can control it.\nCanister's controllers: {}\nSender's ID: {}",
+            c.id(),
+            controllers.join(" "),
+            sender
+        ),
+    ))
+}
+
+fn not_found(id: &CanisterId) -> UserError {
+    UserError::new(ErrorCode::CanisterNotFound, format!("Canister {id} not found."))
+}
+
+fn unknown_method(m: &str) -> UserError {
+    UserError::new(ErrorCode::CanisterMethodNotFound, format!("Management canister has no method '{m}'"))
+}
+
+fn decode<T: DeserializeOwned + CandidType>(arg: &[u8]) -> Result<T, UserError> {
+    candid::decode_one(arg).map_err(|e| UserError::new(ErrorCode::InvalidManagementPayload, format!("Error decoding candid: {e}")))
+}
+
+fn encode<T: CandidType>(value: &T) -> Vec<u8> {
+    candid::encode_one(value).unwrap_or_default()
+}
+
+/// `()` in Candid.
+pub(crate) fn empty_reply() -> Vec<u8> {
+    candid::encode_args(()).unwrap_or_default()
+}
+
+fn nat_to_u128(n: &Nat, field: &str) -> Result<u128, UserError> {
+    u128::try_from(&n.0).map_err(|_| {
+        UserError::new(ErrorCode::InvalidManagementPayload, format!("Error decoding candid: {field} {n} is out of range"))
+    })
+}
+
+fn nat_to_u64(n: &Nat, field: &str) -> Result<u64, UserError> {
+    u64::try_from(&n.0).map_err(|_| {
+        UserError::new(ErrorCode::InvalidManagementPayload, format!("Error decoding candid: {field} {n} is out of range"))
+    })
+}

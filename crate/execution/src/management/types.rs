@@ -1,0 +1,209 @@
+//! Candid types of the management canister, as the IC interface spec's `ic.did` defines them.
+
+use candid::{CandidType, Deserialize, Nat, Principal};
+
+pub type CanisterId = Principal;
+
+#[derive(CandidType, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub enum LogVisibility {
+    #[serde(rename = "controllers")]
+    Controllers,
+    #[serde(rename = "public")]
+    Public,
+    #[serde(rename = "allowed_viewers")]
+    AllowedViewers(Vec<Principal>),
+}
+
+#[derive(CandidType, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct EnvironmentVariable {
+    pub name: String,
+    pub value: String,
+}
+
+#[derive(CandidType, Deserialize, Clone, Debug, Default, PartialEq, Eq)]
+pub struct CanisterSettings {
+    pub controllers: Option<Vec<Principal>>,
+    pub compute_allocation: Option<Nat>,
+    pub memory_allocation: Option<Nat>,
+    pub freezing_threshold: Option<Nat>,
+    pub reserved_cycles_limit: Option<Nat>,
+    pub log_visibility: Option<LogVisibility>,
+    pub wasm_memory_limit: Option<Nat>,
+    pub wasm_memory_threshold: Option<Nat>,
+    pub environment_variables: Option<Vec<EnvironmentVariable>>,
+}
+
+#[derive(CandidType, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct DefiniteCanisterSettings {
+    pub controllers: Vec<Principal>,
+    pub compute_allocation: Nat,
+    pub memory_allocation: Nat,
+    pub freezing_threshold: Nat,
+    pub reserved_cycles_limit: Nat,
+    pub log_visibility: LogVisibility,
+    pub wasm_memory_limit: Nat,
+    pub wasm_memory_threshold: Nat,
+    pub environment_variables: Vec<EnvironmentVariable>,
+}
+
+#[derive(CandidType, Deserialize, Clone, Debug, Default)]
+pub struct CreateCanisterArgs {
+    pub settings: Option<CanisterSettings>,
+    pub sender_canister_version: Option<u64>,
+}
+
+#[derive(CandidType, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct CreateCanisterResult {
+    pub canister_id: CanisterId,
+}
+
+#[derive(CandidType, Deserialize, Clone, Debug, Default)]
+pub struct ProvisionalCreateCanisterWithCyclesArgs {
+    pub amount: Option<Nat>,
+    pub settings: Option<CanisterSettings>,
+    pub specified_id: Option<CanisterId>,
+    pub sender_canister_version: Option<u64>,
+}
+
+#[derive(CandidType, Deserialize, Clone, Debug)]
+pub struct ProvisionalTopUpCanisterArgs {
+    pub canister_id: CanisterId,
+    pub amount: Nat,
+}
+
+#[derive(CandidType, Deserialize, Clone, Debug)]
+pub struct UpdateSettingsArgs {
+    pub canister_id: CanisterId,
+    pub settings: CanisterSettings,
+    pub sender_canister_version: Option<u64>,
+}
+
+#[derive(CandidType, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum WasmMemoryPersistence {
+    #[serde(rename = "keep")]
+    Keep,
+    #[serde(rename = "replace")]
+    Replace,
+}
+
+#[derive(CandidType, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct UpgradeOptions {
+    pub skip_pre_upgrade: Option<bool>,
+    pub wasm_memory_persistence: Option<WasmMemoryPersistence>,
+}
+
+#[derive(CandidType, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CanisterInstallMode {
+    #[serde(rename = "install")]
+    Install,
+    #[serde(rename = "reinstall")]
+    Reinstall,
+    #[serde(rename = "upgrade")]
+    Upgrade(Option<UpgradeOptions>),
+}
+
+#[derive(CandidType, Deserialize, Clone, Debug)]
+pub struct InstallCodeArgs {
+    pub mode: CanisterInstallMode,
+    pub canister_id: CanisterId,
+    #[serde(with = "serde_bytes")]
+    pub wasm_module: Vec<u8>,
+    #[serde(with = "serde_bytes")]
+    pub arg: Vec<u8>,
+    pub sender_canister_version: Option<u64>,
+}
+
+/// `record { canister_id }` with an optional `sender_canister_version` (uninstall_code,
+/// start/stop/delete_canister, canister_status, deposit_cycles, fetch_canister_logs).
+#[derive(CandidType, Deserialize, Clone, Debug)]
+pub struct CanisterIdRecord {
+    pub canister_id: CanisterId,
+}
+
+#[derive(CandidType, Deserialize, Clone, Debug)]
+pub struct UninstallCodeArgs {
+    pub canister_id: CanisterId,
+    pub sender_canister_version: Option<u64>,
+}
+
+#[derive(CandidType, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CanisterStatusType {
+    #[serde(rename = "running")]
+    Running,
+    #[serde(rename = "stopping")]
+    Stopping,
+    #[serde(rename = "stopped")]
+    Stopped,
+}
+
+#[derive(CandidType, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct QueryStats {
+    pub num_calls_total: Nat,
+    pub num_instructions_total: Nat,
+    pub request_payload_bytes_total: Nat,
+    pub response_payload_bytes_total: Nat,
+}
+
+#[derive(CandidType, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct MemoryMetrics {
+    pub wasm_memory_size: Nat,
+    pub stable_memory_size: Nat,
+    pub global_memory_size: Nat,
+    pub wasm_binary_size: Nat,
+    pub custom_sections_size: Nat,
+    pub canister_history_size: Nat,
+    pub wasm_chunk_store_size: Nat,
+    pub snapshots_size: Nat,
+}
+
+#[derive(CandidType, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct CanisterStatusResult {
+    pub status: CanisterStatusType,
+    pub settings: DefiniteCanisterSettings,
+    pub module_hash: Option<serde_bytes::ByteBuf>,
+    pub memory_size: Nat,
+    pub memory_metrics: MemoryMetrics,
+    pub cycles: Nat,
+    pub reserved_cycles: Nat,
+    pub idle_cycles_burned_per_day: Nat,
+    pub query_stats: QueryStats,
+}
+
+#[derive(CandidType, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct CanisterLogRecord {
+    pub idx: u64,
+    pub timestamp_nanos: u64,
+    #[serde(with = "serde_bytes")]
+    pub content: Vec<u8>,
+}
+
+#[derive(CandidType, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct FetchCanisterLogsResult {
+    pub canister_log_records: Vec<CanisterLogRecord>,
+}
+
+#[derive(CandidType, Deserialize, Clone, Debug)]
+pub struct UploadChunkArgs {
+    pub canister_id: CanisterId,
+    #[serde(with = "serde_bytes")]
+    pub chunk: Vec<u8>,
+}
+
+#[derive(CandidType, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct ChunkHash {
+    #[serde(with = "serde_bytes")]
+    pub hash: Vec<u8>,
+}
+
+#[derive(CandidType, Deserialize, Clone, Debug)]
+pub struct InstallChunkedCodeArgs {
+    pub mode: CanisterInstallMode,
+    pub target_canister: CanisterId,
+    pub store_canister: Option<CanisterId>,
+    pub chunk_hashes_list: Vec<ChunkHash>,
+    #[serde(with = "serde_bytes")]
+    pub wasm_module_hash: Vec<u8>,
+    #[serde(with = "serde_bytes")]
+    pub arg: Vec<u8>,
+    pub sender_canister_version: Option<u64>,
+}

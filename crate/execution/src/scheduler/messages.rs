@@ -1,0 +1,219 @@
+//! Running one message on a canister: requests, responses (callbacks and cleanup),
+//! `canister_inspect_message`, and applying what the code did to the system state.
+
+use super::{check_running, ExecutionEnvironment, IngressMessage, MethodKind};
+use crate::hypervisor::{ApiType, EntryPoint, OutgoingCall, SystemStateChanges, WasmResult};
+use crate::state::{CallContextId, CallOrigin, Callback, CanisterMessage, Request, Response, ResponsePayload};
+use tabnet_types::{CanisterId, ErrorCode, RejectCode, UserError};
+
+impl ExecutionEnvironment {
+    /// A request (from a user or a canister) to an update or query method.
+    pub(super) fn execute_request(&mut self, id: &CanisterId, req: Request) {
+        let Some(c) = self.state.canister(id) else {
+            let e = UserError::new(ErrorCode::CanisterNotFound, format!("Canister {id} not found"));
+            return self.reject_request(req.origin, *id, e, req.cycles);
+        };
+        let kind = check_running(c).and_then(|()| self.method_kind(c, &req.method));
+        let kind = match kind {
+            Ok(MethodKind::CompositeQuery) => Err(UserError::new(
+                ErrorCode::CompositeQueryCalledInReplicatedMode,
+                "Composite query cannot be called in replicated mode",
+            )),
+            other => other,
+        };
+        let limit = match kind {
+            Ok(MethodKind::Update) => self.config.max_instructions_per_update,
+            _ => self.config.max_instructions_per_query,
+        };
+        let kind = kind.and_then(|k| self.check_can_pay(c, self.prepayment(c, limit)).map(|()| k));
+        let kind = match kind {
+            Ok(k) => k,
+            Err(e) => return self.reject_request(req.origin, *id, e, req.cycles),
+        };
+
+        let caller = req.sender();
+        let deadline = req.origin.deadline();
+        let c = self.state.canister_mut(id).expect("checked above");
+        let ctx = c.system.new_call_context(req.origin, req.cycles);
+        let method = req.method;
+        let (entry, api) = match kind {
+            MethodKind::Update => (
+                format!("canister_update {method}"),
+                ApiType::Update { caller, method, arg: req.arg, cycles_available: req.cycles, deadline },
+            ),
+            _ => (
+                format!("canister_query {method}"),
+                ApiType::ReplicatedQuery { caller, method, arg: req.arg, cycles_available: req.cycles },
+            ),
+        };
+        // A query runs like an update, but the embedder rolls its memory back.
+        let result = self.execute_in_context(id, Some(ctx), EntryPoint::Export(entry), api, limit);
+        self.finish_call_context(id, ctx, result.err());
+    }
+
+    /// The response to a call the canister made: its reply or reject callback, and the cleanup
+    /// callback when that traps.
+    pub(super) fn execute_response(&mut self, id: &CanisterId, resp: Response) {
+        let Some(c) = self.state.canister_mut(id) else { return };
+        // No callback: the call timed out (best effort) and this late response is dropped.
+        let Some(cb) = c.system.callbacks.remove(&resp.callback_id) else { return };
+        c.system.cycles += resp.refund;
+        let ctx_id = cb.call_context;
+        // No call context: the canister was uninstalled meanwhile; nothing runs.
+        let Some(ctx) = c.system.call_contexts.get_mut(&ctx_id) else { return };
+        ctx.outstanding_callbacks = ctx.outstanding_callbacks.saturating_sub(1);
+        let caller = ctx.origin.caller(*id);
+        let cycles_available = ctx.available_cycles;
+        if c.execution.is_none() {
+            return self.finish_call_context(id, ctx_id, None);
+        }
+        let deadline = cb.deadline;
+        let (entry, api) = match resp.payload {
+            ResponsePayload::Reply(reply) => (
+                cb.on_reply,
+                ApiType::ReplyCallback { caller, reply, cycles_refunded: resp.refund, cycles_available, deadline },
+            ),
+            ResponsePayload::Reject { code, message, .. } => (
+                cb.on_reject,
+                ApiType::RejectCallback { caller, code, message, cycles_refunded: resp.refund, cycles_available, deadline },
+            ),
+        };
+        let limit = self.config.max_instructions_per_update;
+        let result = self.execute_in_context(id, Some(ctx_id), EntryPoint::Closure(entry), api, limit);
+        if result.is_err() {
+            if let Some(cleanup) = cb.on_cleanup {
+                // Cleanup may not call or reply; only its memory changes and logs remain.
+                let _ = self.execute_in_context(id, None, EntryPoint::Closure(cleanup), ApiType::Cleanup { caller }, limit);
+            }
+        }
+        self.finish_call_context(id, ctx_id, result.err());
+    }
+
+    /// Runs an entry point in replicated mode and applies its effects: cycles for the
+    /// instructions, logs, and (unless it trapped) the system-state changes and the response.
+    pub(crate) fn execute_in_context(
+        &mut self,
+        id: &CanisterId,
+        ctx: Option<CallContextId>,
+        entry: EntryPoint,
+        api: ApiType,
+        limit: u64,
+    ) -> Result<Option<WasmResult>, UserError> {
+        let Some(mut exec) = self.state.canister_mut(id).and_then(|c| c.execution.take()) else {
+            return Err(super::no_module_error(id));
+        };
+        let time = self.round.time;
+        let outcome = self.run_wasm(id, &mut exec, &entry, api, limit, time, true);
+        let cost = self.config.cycles.execution_cost(outcome.instructions_used, exec.is_wasm64());
+        let c = self.state.canister_mut(id).expect("canister exists while it executes");
+        c.execution = Some(exec);
+        c.system.charge(cost);
+        for record in outcome.logs {
+            c.system.log.push(record);
+        }
+        let result = outcome.result?;
+        self.apply_changes(id, ctx, outcome.changes);
+        if let (Some(ctx), Some(r)) = (ctx, &result) {
+            self.respond(id, ctx, r.clone().into());
+        }
+        Ok(result)
+    }
+
+    fn apply_changes(&mut self, id: &CanisterId, ctx: Option<CallContextId>, changes: SystemStateChanges) {
+        let Some(c) = self.state.canister_mut(id) else { return };
+        if let Some(ctx) = ctx.and_then(|ctx| c.system.call_contexts.get_mut(&ctx)) {
+            ctx.available_cycles = ctx.available_cycles.saturating_sub(changes.cycles_accepted);
+        }
+        c.system.cycles += changes.cycles_accepted;
+        c.system.charge(changes.cycles_burned);
+        if let Some(data) = changes.new_certified_data {
+            c.system.certified_data = data;
+        }
+        if let Some(timer) = changes.new_global_timer {
+            c.system.global_timer = timer;
+        }
+        if let Some(ctx) = ctx {
+            for call in changes.calls {
+                self.perform_call(id, ctx, call);
+            }
+        }
+    }
+
+    /// Sends a call the canister made: registers its callback, takes its cycles and fee, and
+    /// routes the request. A canister that cannot pay gets a SYS_TRANSIENT reject.
+    fn perform_call(&mut self, id: &CanisterId, ctx: CallContextId, call: OutgoingCall) {
+        let fee = self.config.cycles.call_cost(call.method.len() + call.payload.len());
+        let max_timeout = self.config.max_best_effort_timeout_seconds;
+        let deadline = call
+            .timeout_seconds
+            .map(|t| self.round.time.saturating_add(u64::from(t.clamp(1, max_timeout)) * 1_000_000_000));
+        let c = self.state.canister_mut(id).expect("caller exists");
+        let callback_id = c.system.register_callback(Callback {
+            call_context: ctx,
+            callee: call.callee,
+            on_reply: call.on_reply,
+            on_reject: call.on_reject,
+            on_cleanup: call.on_cleanup,
+            deadline,
+            expired: false,
+        });
+        if !c.system.withdraw(call.cycles + fee) {
+            c.system.input_queue.push_back(CanisterMessage::Response(Response {
+                callback_id,
+                respondent: call.callee,
+                payload: ResponsePayload::Reject {
+                    code: RejectCode::SysTransient,
+                    message: format!("Canister {id} is out of cycles"),
+                    error_code: Some(ErrorCode::CanisterOutOfCycles),
+                },
+                refund: 0,
+            }));
+            return;
+        }
+        c.system.cycles_consumed += fee;
+        self.route_request(Request {
+            receiver: call.callee,
+            method: call.method,
+            arg: call.payload,
+            cycles: call.cycles,
+            origin: CallOrigin::Canister { caller: *id, callback_id, deadline },
+        });
+    }
+
+    /// Runs `canister_inspect_message` (the embedder rolls its memory back); Ok if the canister
+    /// called `accept_message`.
+    pub(super) fn inspect_message(&mut self, msg: &IngressMessage, time: u64) -> Result<(), UserError> {
+        let id = msg.canister_id;
+        let Some(mut exec) = self.state.canisters.get_mut(&id).and_then(|c| c.execution.take()) else {
+            return Err(super::no_module_error(&id));
+        };
+        let api = ApiType::InspectMessage { caller: msg.sender, method: msg.method.clone(), arg: msg.arg.clone() };
+        let limit = self.config.max_instructions_per_inspect_message;
+        let entry = EntryPoint::Export("canister_inspect_message".into());
+        let outcome = self.run_wasm(&id, &mut exec, &entry, api, limit, time, false);
+        if let Some(c) = self.state.canisters.get_mut(&id) {
+            c.execution = Some(exec);
+        }
+        match outcome.result? {
+            Some(_) => Ok(()),
+            None => Err(UserError::new(ErrorCode::CanisterRejectedMessage, format!("Canister {id} rejected the message"))),
+        }
+    }
+}
+
+impl From<ResponsePayload> for Result<WasmResult, UserError> {
+    fn from(p: ResponsePayload) -> Self {
+        match p {
+            ResponsePayload::Reply(bytes) => Ok(WasmResult::Reply(bytes)),
+            ResponsePayload::Reject { code: RejectCode::CanisterReject, message, .. } => Ok(WasmResult::Reject(message)),
+            ResponsePayload::Reject { message, error_code, code } => Err(UserError::new(
+                error_code.unwrap_or(match code {
+                    RejectCode::DestinationInvalid => ErrorCode::CanisterNotFound,
+                    RejectCode::SysTransient => ErrorCode::CanisterOutOfCycles,
+                    _ => ErrorCode::CanisterCalledTrap,
+                }),
+                message,
+            )),
+        }
+    }
+}

@@ -1,0 +1,248 @@
+//! Replicated state: the canisters of this subnet and the subnet's own queue.
+//!
+//! Everything here is serialisable (compact CBOR) except the live Wasm instance, which persists
+//! through its `ExecutionSnapshot`. Two replicas that executed the same rounds have equal
+//! [`ReplicatedState::state_hash`]es.
+
+pub mod system_state;
+
+pub use system_state::*;
+
+use crate::hypervisor::{ExecutionSnapshot, ExecutionState};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use std::cell::RefCell;
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use tabnet_types::{canister_id_from_index, canister_index, CanisterId, Principal};
+
+/// This subnet hosts canister indices `[0, CANISTER_RANGE_END)`.
+pub const CANISTER_RANGE_END: u64 = 1 << 20;
+
+/// One canister: its system state and, once code is installed, its Wasm state.
+pub struct CanisterState {
+    pub system: SystemState,
+    pub execution: Option<ExecutionState>,
+}
+
+impl CanisterState {
+    /// Bytes the canister is charged storage for: Wasm memories, globals and the module, and
+    /// its certified data.
+    pub fn memory_usage(&self) -> u64 {
+        let wasm = self.execution.as_ref().map_or(0, |e| e.memory_usage());
+        wasm + self.system.certified_data.len() as u64
+    }
+
+    pub fn id(&self) -> CanisterId {
+        self.system.canister_id
+    }
+
+    pub fn module_hash(&self) -> Option<[u8; 32]> {
+        self.execution.as_ref().map(|e| e.module().wasm_hash())
+    }
+}
+
+/// Subnet-wide state besides the canisters.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StateMetadata {
+    pub next_canister_index: u64,
+    /// Requests to the management canister, in arrival order.
+    pub subnet_queue: VecDeque<Request>,
+    /// Rounds executed.
+    pub round: u64,
+    /// Block time of the last round.
+    pub time: u64,
+}
+
+#[derive(Default)]
+pub struct ReplicatedState {
+    /// Changed only through `canister_mut`/`insert_canister`/`remove_canister`, which keep
+    /// the dirty set and the hash cache right.
+    pub(crate) canisters: BTreeMap<CanisterId, CanisterState>,
+    pub metadata: StateMetadata,
+    /// Canisters changed since the last `take_dirty` (not replicated).
+    dirty: BTreeSet<CanisterId>,
+    /// Per-canister hashes of unchanged canisters, so that hashing the state after a round
+    /// does not rehash every canister's memories.
+    hash_cache: RefCell<BTreeMap<CanisterId, [u8; 32]>>,
+}
+
+/// How one canister is stored.
+#[derive(Serialize)]
+struct CanisterRecordRef<'a> {
+    system: &'a SystemState,
+    execution: Option<ExecutionSnapshot>,
+}
+
+#[derive(Deserialize)]
+struct CanisterRecord {
+    system: SystemState,
+    execution: Option<ExecutionSnapshot>,
+}
+
+impl ReplicatedState {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    pub fn canister(&self, id: &CanisterId) -> Option<&CanisterState> {
+        self.canisters.get(id)
+    }
+
+    /// Mutable access; marks the canister dirty.
+    pub fn canister_mut(&mut self, id: &CanisterId) -> Option<&mut CanisterState> {
+        if !self.canisters.contains_key(id) {
+            return None;
+        }
+        self.touch(id);
+        self.canisters.get_mut(id)
+    }
+
+    pub fn insert_canister(&mut self, canister: CanisterState) {
+        let id = canister.id();
+        self.touch(&id);
+        self.canisters.insert(id, canister);
+    }
+
+    pub fn remove_canister(&mut self, id: &CanisterId) -> Option<CanisterState> {
+        self.touch(id);
+        self.canisters.remove(id)
+    }
+
+    fn touch(&mut self, id: &CanisterId) {
+        self.dirty.insert(*id);
+        self.hash_cache.get_mut().remove(id);
+    }
+
+    /// Marks every canister dirty (e.g. to write a full checkpoint).
+    pub fn mark_all_dirty(&mut self) {
+        self.dirty.extend(self.canisters.keys().copied());
+    }
+
+    /// The next free canister id of this subnet's range, if any is left.
+    pub fn allocate_canister_id(&mut self) -> Option<CanisterId> {
+        while self.metadata.next_canister_index < CANISTER_RANGE_END {
+            let id = canister_id_from_index(self.metadata.next_canister_index);
+            self.metadata.next_canister_index += 1;
+            if !self.canisters.contains_key(&id) {
+                return Some(id);
+            }
+        }
+        None
+    }
+
+    /// Whether `id` is a canister id in this subnet's range.
+    pub fn in_range(id: &Principal) -> bool {
+        canister_index(id).is_some_and(|i| i < CANISTER_RANGE_END)
+    }
+
+    // ---- persistence ----
+
+    /// Canisters changed (or deleted) since the last call.
+    pub fn take_dirty(&mut self) -> BTreeSet<CanisterId> {
+        std::mem::take(&mut self.dirty)
+    }
+
+    /// The stored form of one canister; `None` if it does not exist (deleted).
+    pub fn encode_canister(&self, id: &CanisterId) -> Option<Vec<u8>> {
+        let c = self.canisters.get(id)?;
+        let record = CanisterRecordRef { system: &c.system, execution: c.execution.as_ref().map(|e| e.snapshot()) };
+        Some(to_cbor(&record))
+    }
+
+    /// The stored form of everything but the canisters.
+    pub fn encode_metadata(&self) -> Vec<u8> {
+        to_cbor(&self.metadata)
+    }
+
+    pub fn decode(metadata: &[u8], canisters: impl Iterator<Item = Vec<u8>>) -> Result<Self, String> {
+        let metadata: StateMetadata =
+            ciborium::from_reader(metadata).map_err(|e| format!("bad state metadata: {e}"))?;
+        let mut state = ReplicatedState { metadata, ..Default::default() };
+        for bytes in canisters {
+            let record: CanisterRecord =
+                ciborium::from_reader(bytes.as_slice()).map_err(|e| format!("bad canister record: {e}"))?;
+            let id = record.system.canister_id;
+            let execution = match record.execution {
+                Some(snapshot) => Some(
+                    ExecutionState::restore(snapshot).map_err(|e| format!("canister {id}: cannot restore: {e}"))?,
+                ),
+                None => None,
+            };
+            state.canisters.insert(id, CanisterState { system: record.system, execution });
+        }
+        Ok(state)
+    }
+
+    /// A hash of everything replicated: metadata, and per canister its system state and the
+    /// hash of its Wasm state.
+    pub fn state_hash(&self) -> [u8; 32] {
+        let mut h = Sha256::new();
+        h.update(b"tabnet-replicated-state");
+        let meta = self.encode_metadata();
+        h.update((meta.len() as u64).to_be_bytes());
+        h.update(&meta);
+        let mut cache = self.hash_cache.borrow_mut();
+        for (id, c) in &self.canisters {
+            let canister_hash = *cache.entry(*id).or_insert_with(|| canister_hash(id, c));
+            h.update(canister_hash);
+        }
+        h.finalize().into()
+    }
+
+    // ---- read access for the certified state tree ----
+
+    /// SHA-256 of the installed module as uploaded (`None`: empty canister).
+    pub fn module_hash(&self, id: &CanisterId) -> Option<[u8; 32]> {
+        Some(self.canisters.get(id)?.execution.as_ref()?.module().wasm_hash())
+    }
+
+    pub fn controllers(&self, id: &CanisterId) -> Option<&[Principal]> {
+        Some(&self.canisters.get(id)?.system.controllers)
+    }
+
+    pub fn certified_data(&self, id: &CanisterId) -> Option<&[u8]> {
+        Some(&self.canisters.get(id)?.system.certified_data)
+    }
+
+    /// Metadata section `name` of the canister's module: `(is_public, content)`.
+    pub fn metadata_section(&self, id: &CanisterId, name: &str) -> Option<(bool, &[u8])> {
+        self.canisters.get(id)?.execution.as_ref()?.module().metadata(name)
+    }
+
+    /// Names of the metadata sections, with their visibility (`true` = public).
+    pub fn metadata_sections(&self, id: &CanisterId) -> Vec<(String, bool)> {
+        match self.canisters.get(id).and_then(|c| c.execution.as_ref()) {
+            Some(e) => e.module().metadata_sections().map(|(n, p)| (n.to_string(), p)).collect(),
+            None => Vec::new(),
+        }
+    }
+
+    pub fn canister_ids(&self) -> impl Iterator<Item = &CanisterId> {
+        self.canisters.keys()
+    }
+}
+
+/// One canister's part of the state hash: its id, system state and Wasm state.
+fn canister_hash(id: &CanisterId, c: &CanisterState) -> [u8; 32] {
+    let mut h = Sha256::new();
+    h.update((id.as_slice().len() as u64).to_be_bytes());
+    h.update(id.as_slice());
+    let system = to_cbor(&c.system);
+    h.update((system.len() as u64).to_be_bytes());
+    h.update(&system);
+    match &c.execution {
+        Some(e) => {
+            h.update([1]);
+            h.update(e.state_hash());
+        }
+        None => h.update([0]),
+    }
+    h.finalize().into()
+}
+
+/// Compact CBOR; serialising these plain data types cannot fail.
+pub(crate) fn to_cbor<T: Serialize>(value: &T) -> Vec<u8> {
+    let mut out = Vec::new();
+    ciborium::into_writer(value, &mut out).expect("CBOR encoding of plain data");
+    out
+}

@@ -1,0 +1,291 @@
+//! The system state of one canister: everything the replica keeps about it besides its Wasm
+//! memories — controllers, status, cycles, settings, call contexts, callbacks, its input queue
+//! and its log.
+
+use crate::hypervisor::{CanisterStatusKind, LogRecord, WasmClosure};
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, VecDeque};
+use tabnet_types::{CanisterId, ErrorCode, Principal, RejectCode};
+
+/// An ingress message id (the request id).
+pub type MessageId = [u8; 32];
+pub type CallContextId = u64;
+pub type CallbackId = u64;
+
+/// Who is waiting for the response of a call context (or of a pending `stop_canister`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum CallOrigin {
+    Ingress { message_id: MessageId, user: Principal },
+    /// `deadline` is set for best-effort calls.
+    Canister { caller: CanisterId, callback_id: CallbackId, deadline: Option<u64> },
+    /// Heartbeat and global timer: nobody waits.
+    System,
+}
+
+impl CallOrigin {
+    /// The principal `msg_caller` reports; `own_id` for system tasks.
+    pub fn caller(&self, own_id: CanisterId) -> Principal {
+        match self {
+            CallOrigin::Ingress { user, .. } => *user,
+            CallOrigin::Canister { caller, .. } => *caller,
+            CallOrigin::System => own_id,
+        }
+    }
+    pub fn deadline(&self) -> Option<u64> {
+        match self {
+            CallOrigin::Canister { deadline, .. } => *deadline,
+            _ => None,
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum CanisterStatus {
+    Running,
+    /// Waiting for open call contexts to close; the stop requests are answered then.
+    Stopping { stop_requests: Vec<CallOrigin> },
+    Stopped,
+}
+
+impl CanisterStatus {
+    pub fn kind(&self) -> CanisterStatusKind {
+        match self {
+            CanisterStatus::Running => CanisterStatusKind::Running,
+            CanisterStatus::Stopping { .. } => CanisterStatusKind::Stopping,
+            CanisterStatus::Stopped => CanisterStatusKind::Stopped,
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum LogVisibility {
+    Controllers,
+    Public,
+    AllowedViewers(Vec<Principal>),
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CanisterSettings {
+    /// Percent, 0..=100.
+    pub compute_allocation: u64,
+    /// Bytes; 0 = best effort.
+    pub memory_allocation: u64,
+    /// Seconds.
+    pub freezing_threshold: u64,
+    pub reserved_cycles_limit: u128,
+    /// Bytes; 0 = no limit.
+    pub wasm_memory_limit: u64,
+    pub wasm_memory_threshold: u64,
+    pub log_visibility: LogVisibility,
+    pub environment_variables: Vec<(String, String)>,
+}
+
+impl CanisterSettings {
+    pub fn new(default_freezing_threshold: u64) -> Self {
+        Self {
+            compute_allocation: 0,
+            memory_allocation: 0,
+            freezing_threshold: default_freezing_threshold,
+            reserved_cycles_limit: 5_000_000_000_000,
+            wasm_memory_limit: 3 << 30,
+            wasm_memory_threshold: 0,
+            log_visibility: LogVisibility::Controllers,
+            environment_variables: Vec::new(),
+        }
+    }
+}
+
+/// An open call context: one incoming message (or system task) and the calls it made.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CallContext {
+    pub origin: CallOrigin,
+    /// Cycles of the incoming message not yet accepted; refunded with the response.
+    pub available_cycles: u128,
+    pub responded: bool,
+    pub outstanding_callbacks: u64,
+}
+
+/// What to run when the response to an outgoing call arrives.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Callback {
+    pub call_context: CallContextId,
+    pub callee: Principal,
+    pub on_reply: WasmClosure,
+    pub on_reject: WasmClosure,
+    pub on_cleanup: Option<WasmClosure>,
+    /// Best-effort calls: when this passes, the caller gets SYS_UNKNOWN.
+    pub deadline: Option<u64>,
+    /// The deadline passed and the caller was (or is being) told; a late response is dropped.
+    pub expired: bool,
+}
+
+/// A call in flight.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Request {
+    pub receiver: Principal,
+    pub method: String,
+    #[serde(with = "serde_bytes")]
+    pub arg: Vec<u8>,
+    pub cycles: u128,
+    pub origin: CallOrigin,
+}
+
+impl Request {
+    pub fn sender(&self) -> Principal {
+        match &self.origin {
+            CallOrigin::Ingress { user, .. } => *user,
+            CallOrigin::Canister { caller, .. } => *caller,
+            CallOrigin::System => Principal::management_canister(),
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ResponsePayload {
+    Reply(#[serde(with = "serde_bytes")] Vec<u8>),
+    Reject { code: RejectCode, message: String, error_code: Option<ErrorCode> },
+}
+
+/// The response to a call a canister made, on its way back.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Response {
+    pub callback_id: CallbackId,
+    pub respondent: Principal,
+    pub payload: ResponsePayload,
+    pub refund: u128,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum CanisterMessage {
+    Request(Request),
+    Response(Response),
+}
+
+/// One log line as `fetch_canister_logs` returns it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LogEntry {
+    pub idx: u64,
+    pub timestamp_nanos: u64,
+    #[serde(with = "serde_bytes")]
+    pub content: Vec<u8>,
+}
+
+/// The canister log: a ring bounded by total content size; indices keep counting.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CanisterLog {
+    pub records: VecDeque<LogEntry>,
+    pub next_idx: u64,
+    pub bytes: usize,
+}
+
+impl CanisterLog {
+    /// The IC keeps 4 KiB of log per canister.
+    pub const MAX_BYTES: usize = 4096;
+
+    pub fn push(&mut self, record: LogRecord) {
+        let mut content = record.content;
+        content.truncate(Self::MAX_BYTES);
+        self.bytes += content.len();
+        self.records.push_back(LogEntry { idx: self.next_idx, timestamp_nanos: record.timestamp_nanos, content });
+        self.next_idx += 1;
+        while self.bytes > Self::MAX_BYTES {
+            match self.records.pop_front() {
+                Some(old) => self.bytes -= old.content.len(),
+                None => break,
+            }
+        }
+    }
+}
+
+/// Everything about a canister except its Wasm state.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SystemState {
+    pub canister_id: CanisterId,
+    pub controllers: Vec<Principal>,
+    pub status: CanisterStatus,
+    pub cycles: u128,
+    pub settings: CanisterSettings,
+    #[serde(with = "serde_bytes")]
+    pub certified_data: Vec<u8>,
+    /// 0 = inactive.
+    pub global_timer: u64,
+    pub canister_version: u64,
+    pub call_contexts: BTreeMap<CallContextId, CallContext>,
+    pub next_call_context_id: CallContextId,
+    pub callbacks: BTreeMap<CallbackId, Callback>,
+    pub next_callback_id: CallbackId,
+    pub input_queue: VecDeque<CanisterMessage>,
+    pub log: CanisterLog,
+    /// Chunks uploaded with `upload_chunk`, by SHA-256.
+    pub wasm_chunk_store: BTreeMap<[u8; 32], serde_bytes::ByteBuf>,
+    /// Entries the canister history would hold: creation, installs, uninstalls, controller changes.
+    pub total_num_changes: u64,
+    /// Block time of the last storage/compute charge.
+    pub last_charge_time: u64,
+    /// Cycles burned, for metrics.
+    pub cycles_consumed: u128,
+}
+
+impl SystemState {
+    pub fn new(canister_id: CanisterId, controllers: Vec<Principal>, cycles: u128, settings: CanisterSettings, time: u64) -> Self {
+        Self {
+            canister_id,
+            controllers,
+            status: CanisterStatus::Running,
+            cycles,
+            settings,
+            certified_data: Vec::new(),
+            global_timer: 0,
+            canister_version: 0,
+            call_contexts: BTreeMap::new(),
+            next_call_context_id: 0,
+            callbacks: BTreeMap::new(),
+            next_callback_id: 0,
+            input_queue: VecDeque::new(),
+            log: CanisterLog::default(),
+            wasm_chunk_store: BTreeMap::new(),
+            total_num_changes: 1,
+            last_charge_time: time,
+            cycles_consumed: 0,
+        }
+    }
+
+    pub fn is_controller(&self, p: &Principal) -> bool {
+        self.controllers.contains(p)
+    }
+
+    pub fn new_call_context(&mut self, origin: CallOrigin, available_cycles: u128) -> CallContextId {
+        let id = self.next_call_context_id;
+        self.next_call_context_id += 1;
+        self.call_contexts.insert(id, CallContext { origin, available_cycles, responded: false, outstanding_callbacks: 0 });
+        id
+    }
+
+    pub fn register_callback(&mut self, callback: Callback) -> CallbackId {
+        let id = self.next_callback_id;
+        self.next_callback_id += 1;
+        if let Some(ctx) = self.call_contexts.get_mut(&callback.call_context) {
+            ctx.outstanding_callbacks += 1;
+        }
+        self.callbacks.insert(id, callback);
+        id
+    }
+
+    /// Take cycles out of the balance; false (and nothing taken) if there are not enough.
+    pub fn withdraw(&mut self, amount: u128) -> bool {
+        match self.cycles.checked_sub(amount) {
+            Some(rest) => {
+                self.cycles = rest;
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Burn cycles for fees: as many as there are.
+    pub fn charge(&mut self, amount: u128) {
+        let taken = amount.min(self.cycles);
+        self.cycles -= taken;
+        self.cycles_consumed += taken;
+    }
+}

@@ -1,0 +1,129 @@
+//! Stable memory: a byte vector grown in 64 KiB pages, with an undo log so that a trapping
+//! execution can be rolled back without copying the whole memory first.
+
+use std::ops::Range;
+
+pub const WASM_PAGE_SIZE: u64 = 64 * 1024;
+
+#[derive(Clone, Debug, Default)]
+pub struct StableMemory {
+    bytes: Vec<u8>,
+    /// Present while an execution runs: the size before it and the bytes each write replaced.
+    undo: Option<UndoLog>,
+}
+
+#[derive(Clone, Debug)]
+struct UndoLog {
+    len_before: usize,
+    overwritten: Vec<(usize, Vec<u8>)>,
+}
+
+impl StableMemory {
+    /// `bytes.len()` must be a multiple of the page size (checked by the callers that restore).
+    pub fn new(bytes: Vec<u8>) -> Self {
+        Self { bytes, undo: None }
+    }
+
+    pub fn bytes(&self) -> &[u8] {
+        &self.bytes
+    }
+
+    pub fn into_bytes(self) -> Vec<u8> {
+        self.bytes
+    }
+
+    pub fn size_in_pages(&self) -> u64 {
+        self.bytes.len() as u64 / WASM_PAGE_SIZE
+    }
+
+    /// Grows by `pages` zeroed pages unless the result would exceed `limit_bytes` (or the host
+    /// cannot allocate it). Returns the previous size in pages.
+    pub fn grow(&mut self, pages: u64, limit_bytes: u64) -> Option<u64> {
+        let old = self.size_in_pages();
+        let new_len = old.checked_add(pages)?.checked_mul(WASM_PAGE_SIZE)?;
+        if new_len > limit_bytes {
+            return None;
+        }
+        let new_len = usize::try_from(new_len).ok()?;
+        let additional = new_len - self.bytes.len();
+        self.bytes.try_reserve_exact(additional).ok()?;
+        self.bytes.resize(new_len, 0);
+        Some(old)
+    }
+
+    /// The byte range `[offset, offset + len)` if it lies inside the memory.
+    pub fn range(&self, offset: u64, len: u64) -> Option<Range<usize>> {
+        let end = offset.checked_add(len)?;
+        if end > self.bytes.len() as u64 {
+            return None;
+        }
+        Some(offset as usize..end as usize)
+    }
+
+    pub fn read(&self, offset: u64, len: u64) -> Option<&[u8]> {
+        self.range(offset, len).map(|r| &self.bytes[r])
+    }
+
+    /// Writes `data` at `offset`; `false` (and nothing written) if it does not fit.
+    pub fn write(&mut self, offset: u64, data: &[u8]) -> bool {
+        let Some(range) = self.range(offset, data.len() as u64) else { return false };
+        if let Some(undo) = &mut self.undo {
+            // Bytes beyond the size before the execution disappear on rollback anyway.
+            let logged_end = range.end.min(undo.len_before);
+            if range.start < logged_end {
+                undo.overwritten.push((range.start, self.bytes[range.start..logged_end].to_vec()));
+            }
+        }
+        self.bytes[range].copy_from_slice(data);
+        true
+    }
+
+    /// Starts recording changes (one execution).
+    pub fn begin(&mut self) {
+        self.undo = Some(UndoLog { len_before: self.bytes.len(), overwritten: Vec::new() });
+    }
+
+    /// Keeps the changes since `begin`.
+    pub fn commit(&mut self) {
+        self.undo = None;
+    }
+
+    /// Undoes the changes since `begin`.
+    pub fn rollback(&mut self) {
+        if let Some(undo) = self.undo.take() {
+            self.bytes.truncate(undo.len_before);
+            for (offset, old) in undo.overwritten.into_iter().rev() {
+                self.bytes[offset..offset + old.len()].copy_from_slice(&old);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rollback_restores_size_and_contents() {
+        let mut m = StableMemory::new(vec![0; WASM_PAGE_SIZE as usize]);
+        assert!(m.write(10, b"keep"));
+        m.begin();
+        assert!(m.write(10, b"gone"));
+        assert_eq!(m.grow(2, u64::MAX), Some(1));
+        assert!(m.write(WASM_PAGE_SIZE - 2, b"span"));
+        m.rollback();
+        assert_eq!(m.size_in_pages(), 1);
+        assert_eq!(m.read(10, 4), Some(&b"keep"[..]));
+        assert_eq!(m.read(WASM_PAGE_SIZE - 2, 2), Some(&[0u8, 0][..]));
+    }
+
+    #[test]
+    fn grow_respects_the_limit_and_bounds_are_checked() {
+        let mut m = StableMemory::default();
+        assert_eq!(m.grow(2, WASM_PAGE_SIZE), None);
+        assert_eq!(m.grow(1, WASM_PAGE_SIZE), Some(0));
+        assert_eq!(m.grow(u64::MAX, u64::MAX), None);
+        assert!(!m.write(WASM_PAGE_SIZE - 1, b"xy"));
+        assert_eq!(m.read(u64::MAX, 2), None);
+    }
+}

@@ -1,0 +1,191 @@
+//! Traps and limits: every failure rolls heap, stable memory and globals back and carries the
+//! IC's error code.
+
+mod embedder_support;
+
+use embedder_support::*;
+use tabnet_execution::hypervisor::{execute, ApiType, EntryPoint, ExecutionParameters, ExecutionState};
+use tabnet_types::ErrorCode;
+
+const MODULE: &str = r#"
+(module
+  (import "ic0" "msg_reply_data_append" (func $append (param i32 i32)))
+  (import "ic0" "msg_reply" (func $reply))
+  (import "ic0" "trap" (func $trap (param i32 i32)))
+  (import "ic0" "debug_print" (func $print (param i32 i32)))
+  (import "ic0" "stable64_grow" (func $stable_grow (param i64) (result i64)))
+  (import "ic0" "stable64_write" (func $stable_write (param i64 i64 i64)))
+  (memory 1)
+  (data (i32.const 100) "boom")
+  (global $g (mut i64) (i64.const 0))
+  (func $mutate_everything
+    (global.set $g (i64.add (global.get $g) (i64.const 1)))
+    (i32.store (i32.const 0) (i32.add (i32.load (i32.const 0)) (i32.const 1)))
+    (drop (call $stable_grow (i64.const 1)))
+    (call $stable_write (i64.const 0) (i64.const 100) (i64.const 4))
+    (drop (memory.grow (i32.const 3))))
+  (func (export "canister_update ok") (call $mutate_everything) (call $reply))
+  (func (export "canister_update trap")
+    (call $mutate_everything)
+    (call $print (i32.const 100) (i32.const 4))
+    (call $trap (i32.const 100) (i32.const 4)))
+  (func (export "canister_update unreachable") (call $mutate_everything) (unreachable))
+  (func (export "canister_update out_of_bounds") (drop (i32.load (i32.const 1000000000))))
+  (func (export "canister_update divide_by_zero") (drop (i32.div_u (i32.const 1) (i32.const 0))))
+  (func $recurse (call $recurse))
+  (func (export "canister_update recurse") (call $recurse))
+  (func (export "canister_update loop") (call $mutate_everything) (loop $l (br $l)))
+  (func (export "canister_update grow")
+    ;; grow by the number of pages in the argument's first byte... fixed at 100 pages
+    (i32.store (i32.const 0) (memory.grow (i32.const 100)))
+    (call $append (i32.const 0) (i32.const 4))
+    (call $reply))
+  (func (export "canister_query grow_q") (i32.store (i32.const 0) (memory.grow (i32.const 100)))
+    (call $append (i32.const 0) (i32.const 4))
+    (call $reply))
+  (func (export "canister_update big_reply") (call $append (i32.const 0) (i32.const 65536)) (call $reply)))
+"#;
+
+fn state() -> ExecutionState {
+    let mut s = install(MODULE);
+    assert_eq!(reply(&update(&mut s, "ok", &[])), b"");
+    s
+}
+
+fn assert_rolled_back(s: &ExecutionState, before: [u8; 32], heap_len: usize) {
+    assert_eq!(s.state_hash(), before);
+    assert_eq!(s.heap_bytes().len(), heap_len);
+}
+
+#[test]
+fn an_explicit_trap_rolls_everything_back_and_keeps_the_logs() {
+    let mut s = state();
+    let (before, heap) = (s.state_hash(), s.heap_bytes().len());
+    let o = update(&mut s, "trap", &[]);
+    assert_eq!(error_code(&o), ErrorCode::CanisterCalledTrap);
+    assert_eq!(error_message(&o), "Canister called `ic0.trap` with message: 'boom'");
+    assert_eq!(o.logs.len(), 2);
+    assert_eq!(o.logs[0].content, b"boom");
+    assert!(o.changes.calls.is_empty());
+    assert_rolled_back(&s, before, heap);
+    // And the state still works.
+    update(&mut s, "ok", &[]);
+    assert_ne!(s.state_hash(), before);
+}
+
+#[test]
+fn wasm_traps_are_ic0502() {
+    let mut s = state();
+    let (before, heap) = (s.state_hash(), s.heap_bytes().len());
+    for (method, message) in [
+        ("unreachable", "Canister trapped: unreachable"),
+        ("out_of_bounds", "Canister trapped: heap out of bounds"),
+        ("divide_by_zero", "Canister trapped: integer division by 0"),
+        ("recurse", "Canister trapped: stack overflow"),
+    ] {
+        let o = update(&mut s, method, &[]);
+        assert_eq!(error_code(&o), ErrorCode::CanisterTrapped, "{method}");
+        assert_eq!(error_message(&o), message);
+        assert_eq!(String::from_utf8_lossy(&o.logs.last().unwrap().content), format!("[TRAP]: {message}"));
+        assert_rolled_back(&s, before, heap);
+    }
+}
+
+#[test]
+fn the_instruction_limit_is_ic0522() {
+    let mut s = state();
+    let (before, heap) = (s.state_hash(), s.heap_bytes().len());
+    let mut p = params();
+    p.instruction_limit = 5_000_000;
+    let o = execute(&mut s, &EntryPoint::Export("canister_update loop".into()), update_api("loop", &[]), &sys(), &p);
+    assert_eq!(error_code(&o), ErrorCode::CanisterInstructionLimitExceeded);
+    assert_eq!(error_message(&o), "Canister exceeded the limit of 5000000 instructions for single message execution.");
+    assert_eq!(o.instructions_used, 5_000_000);
+    assert_rolled_back(&s, before, heap);
+}
+
+#[test]
+fn system_api_calls_cost_instructions_too() {
+    let mut s = install(
+        r#"(module
+          (import "ic0" "stable64_grow" (func $grow (param i64) (result i64)))
+          (import "ic0" "stable64_write" (func $write (param i64 i64 i64)))
+          (memory 1)
+          (func (export "canister_update write")
+            (drop (call $grow (i64.const 16)))
+            (loop $l (call $write (i64.const 0) (i64.const 0) (i64.const 65536)) (br $l))))"#,
+    );
+    let mut p = params();
+    p.instruction_limit = 10_000_000;
+    let o = execute(&mut s, &EntryPoint::Export("canister_update write".into()), update_api("w", &[]), &sys(), &p);
+    assert_eq!(error_code(&o), ErrorCode::CanisterInstructionLimitExceeded);
+    assert!(s.stable_bytes().is_empty(), "rolled back");
+}
+
+fn with_heap_limit(bytes: u64) -> ExecutionParameters {
+    let mut p = params();
+    p.wasm_memory_limit = bytes;
+    p
+}
+
+#[test]
+fn growing_the_heap_past_the_wasm_memory_limit() {
+    let mut s = state();
+    let (before, heap) = (s.state_hash(), s.heap_bytes().len());
+    let limit = 50 * 65536;
+    // Updates fail with IC0539, as on the IC.
+    let o = execute(&mut s, &EntryPoint::Export("canister_update grow".into()), update_api("grow", &[]), &sys(), &with_heap_limit(limit));
+    assert_eq!(error_code(&o), ErrorCode::CanisterWasmMemoryLimitExceeded);
+    assert!(error_message(&o).starts_with(&format!(
+        "Canister exceeded its current Wasm memory limit of {limit} bytes. The peak Wasm memory usage was {} bytes.",
+        heap + 100 * 65536
+    )));
+    assert_rolled_back(&s, before, heap);
+    // Queries are not held to wasm_memory_limit: memory.grow just fails.
+    let o = execute(&mut s, &EntryPoint::Export("canister_query grow_q".into()), query_api("grow_q", &[]), &sys(), &with_heap_limit(limit));
+    assert_eq!(i32::from_le_bytes(reply(&o).try_into().unwrap()), -1);
+    // Within the limit, growth works and is kept.
+    let o = update(&mut s, "grow", &[]);
+    assert_eq!(u32_reply(&o) as usize, heap / 65536);
+    assert_eq!(s.heap_bytes().len(), heap + 100 * 65536);
+}
+
+#[test]
+fn a_reply_beyond_the_limit_traps() {
+    let mut s = state();
+    let mut p = params();
+    p.max_reply_bytes = 1000;
+    let o = execute(&mut s, &EntryPoint::Export("canister_update big_reply".into()), update_api("x", &[]), &sys(), &p);
+    assert_eq!(error_code(&o), ErrorCode::CanisterContractViolation);
+    assert!(error_message(&o).contains("application payload size (65536) cannot be larger than 1000"));
+}
+
+#[test]
+fn queries_and_inspect_message_roll_back_even_on_success() {
+    let mut s = state();
+    let (before, heap) = (s.state_hash(), s.heap_bytes().len());
+    for api in [
+        query_api("ok", &[]),
+        ApiType::ReplicatedQuery { caller: user(), method: "ok".into(), arg: vec![], cycles_available: 0 },
+    ] {
+        assert_eq!(reply(&run(&mut s, "canister_update ok", api)), b"");
+        assert_rolled_back(&s, before, heap);
+    }
+    let inspect = ApiType::InspectMessage { caller: user(), method: "ok".into(), arg: vec![] };
+    let o = run(&mut s, "canister_update ok", inspect);
+    assert_eq!(error_code(&o), ErrorCode::CanisterContractViolation, "stable64_* is fine, msg_reply is not here");
+    assert_rolled_back(&s, before, heap);
+}
+
+#[test]
+fn failures_are_deterministic() {
+    let failing = || {
+        let mut s = state();
+        let mut p = params();
+        p.instruction_limit = 1_234_567;
+        let o = execute(&mut s, &EntryPoint::Export("canister_update loop".into()), update_api("loop", &[]), &sys(), &p);
+        let trapped = update(&mut s, "unreachable", &[]);
+        (o.instructions_used, trapped.instructions_used, s.state_hash())
+    };
+    assert_eq!(failing(), failing());
+}

@@ -1,0 +1,296 @@
+//! The HTTP edge: axum routes onto the sans-IO replica, and the task that runs rounds.
+//!
+//! One executor task runs rounds: at once when a call arrives (everything that has arrived by
+//! then is one batch), and every `IDLE_ROUND` otherwise so heartbeats and timers fire. Round
+//! time is wall-clock nanoseconds, never earlier than the last round (the replica clamps it,
+//! across restarts too). Request handlers do their CPU work (signature checks, queries) on the
+//! blocking pool.
+
+use std::path::Path;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, Path as UrlPath, Request, State};
+use axum::http::{header, HeaderValue, Method, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::Router;
+use tabnet_execution::SubnetConfig;
+use tabnet_replica::{rejection_body, replied_body, HttpError, ReadStateScope, Replica, RequestId, SubmitError};
+use tabnet_types::{Principal, MANAGEMENT_CANISTER};
+use tokio::sync::{watch, Notify};
+
+use crate::file_store::FileStore;
+
+/// Rounds run at least this often, for heartbeats and timers.
+const IDLE_ROUND: Duration = Duration::from_millis(150);
+/// A synchronous call answers 202 if it has not completed by then.
+const SYNC_CALL_TIMEOUT: Duration = Duration::from_secs(10);
+/// Ingress messages are at most 2 MiB; the envelope adds signatures and delegations.
+const MAX_BODY_BYTES: usize = 2 * 1024 * 1024 + 256 * 1024;
+/// Fees are those of a 13-node application subnet, like the IC's local development replicas.
+const FEE_SUBNET_SIZE: u64 = 13;
+
+pub struct Node {
+    replica: Mutex<Replica<FileStore>>,
+    /// Wakes the executor when ingress arrives.
+    wake: Notify,
+    /// Counts rounds; synchronous calls wait on it.
+    rounds: watch::Sender<u64>,
+}
+
+impl Node {
+    fn replica(&self) -> MutexGuard<'_, Replica<FileStore>> {
+        // A panic while holding the lock is a bug; the replica state is still the last
+        // persisted-consistent one for everything but that request, so keep serving.
+        self.replica.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+fn now_nanos() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(0)
+}
+
+fn random32() -> [u8; 32] {
+    let mut seed = [0u8; 32];
+    getrandom::getrandom(&mut seed).expect("the OS random number generator is available");
+    seed
+}
+
+pub async fn serve(bind: &str, port: u16, state_dir: &Path) -> Result<(), String> {
+    let store = FileStore::open(state_dir)?;
+    let replica = tokio::task::spawn_blocking(move || {
+        Replica::open(store, random32(), SubnetConfig::for_subnet_size(FEE_SUBNET_SIZE))
+    })
+    .await
+    .map_err(|e| format!("opening the state failed: {e}"))?
+    .map_err(|e| format!("cannot open the state in {}: {e}", state_dir.display()))?;
+    let (rounds, _) = watch::channel(0u64);
+    let node = Arc::new(Node { replica: Mutex::new(replica), wake: Notify::new(), rounds });
+
+    let listener = tokio::net::TcpListener::bind((bind, port)).await.map_err(|e| format!("cannot listen on {bind}:{port}: {e}"))?;
+    let addr = listener.local_addr().map_err(|e| e.to_string())?;
+    println!("tabnet listening on http://{addr} (state in {})", state_dir.display());
+    use std::io::Write;
+    let _ = std::io::stdout().flush();
+
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let executor = tokio::spawn(run_rounds(node.clone(), stop_rx));
+    axum::serve(listener, router(node))
+        .with_graceful_shutdown(shutdown_signal())
+        .await
+        .map_err(|e| format!("server error: {e}"))?;
+    let _ = stop_tx.send(true);
+    let _ = executor.await;
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! { _ = ctrl_c => {}, _ = term => {} }
+}
+
+/// The executor: one round at a time, never concurrently.
+async fn run_rounds(node: Arc<Node>, mut stop: watch::Receiver<bool>) {
+    loop {
+        tokio::select! {
+            _ = node.wake.notified() => {}
+            _ = tokio::time::sleep(IDLE_ROUND) => {}
+            _ = stop.changed() => return,
+        }
+        let n = node.clone();
+        let result = tokio::task::spawn_blocking(move || n.replica().tick(now_nanos(), random32())).await;
+        match result {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => eprintln!("tabnet: round failed: {e}"),
+            Err(e) => eprintln!("tabnet: round panicked: {e}"),
+        }
+        node.rounds.send_modify(|r| *r += 1);
+    }
+}
+
+pub fn router(node: Arc<Node>) -> Router {
+    Router::new()
+        .route("/api/v2/status", get(status))
+        .route("/api/v2/canister/{ecid}/call", post(call_v2))
+        .route("/api/v3/canister/{ecid}/call", post(call_sync))
+        .route("/api/v4/canister/{ecid}/call", post(call_sync))
+        .route("/api/v4/subnet/{subnet}/call", post(call_subnet_sync))
+        .route("/api/v2/canister/{ecid}/query", post(query))
+        .route("/api/v3/canister/{ecid}/query", post(query))
+        .route("/api/v3/subnet/{subnet}/query", post(query_subnet))
+        .route("/api/v2/canister/{ecid}/read_state", post(read_state))
+        .route("/api/v3/canister/{ecid}/read_state", post(read_state))
+        .route("/api/v2/subnet/{subnet}/read_state", post(read_state_subnet))
+        .route("/api/v3/subnet/{subnet}/read_state", post(read_state_subnet))
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(middleware::from_fn(cors))
+        .with_state(node)
+}
+
+/// CORS, so a web page on another origin can talk to the node; preflights answer here.
+async fn cors(request: Request, next: Next) -> Response {
+    let mut response = if request.method() == Method::OPTIONS {
+        StatusCode::NO_CONTENT.into_response()
+    } else {
+        next.run(request).await
+    };
+    let h = response.headers_mut();
+    h.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, HeaderValue::from_static("*"));
+    h.insert(header::ACCESS_CONTROL_ALLOW_METHODS, HeaderValue::from_static("GET, POST, OPTIONS"));
+    h.insert(header::ACCESS_CONTROL_ALLOW_HEADERS, HeaderValue::from_static("*"));
+    h.insert(header::ACCESS_CONTROL_MAX_AGE, HeaderValue::from_static("86400"));
+    response
+}
+
+fn cbor(status: StatusCode, body: Vec<u8>) -> Response {
+    (status, [(header::CONTENT_TYPE, "application/cbor")], body).into_response()
+}
+
+fn error(e: HttpError) -> Response {
+    let status = StatusCode::from_u16(e.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    (status, [(header::CONTENT_TYPE, "text/plain; charset=utf-8")], e.message).into_response()
+}
+
+fn principal(text: &str, what: &str) -> Result<Principal, Response> {
+    Principal::from_text(text).map_err(|e| error(HttpError::bad_request(format!("Invalid {what} {text:?} in URL: {e}"))))
+}
+
+/// Runs CPU work with the replica locked, off the async threads.
+async fn with_replica<T: Send + 'static>(
+    node: &Arc<Node>,
+    f: impl FnOnce(&mut Replica<FileStore>) -> T + Send + 'static,
+) -> Result<T, Response> {
+    let node = node.clone();
+    tokio::task::spawn_blocking(move || f(&mut node.replica()))
+        .await
+        .map_err(|e| error(HttpError::internal(format!("request handler failed: {e}"))))
+}
+
+async fn status(State(node): State<Arc<Node>>) -> Response {
+    cbor(StatusCode::OK, node.replica().status())
+}
+
+async fn submit(node: &Arc<Node>, ecid: Principal, body: Bytes) -> Result<Result<RequestId, SubmitError>, Response> {
+    let result = with_replica(node, move |r| r.submit_call(&body, &ecid, now_nanos())).await?;
+    if result.is_ok() {
+        node.wake.notify_one();
+    }
+    Ok(result)
+}
+
+async fn call_v2(State(node): State<Arc<Node>>, UrlPath(ecid): UrlPath<String>, body: Bytes) -> Response {
+    let ecid = match principal(&ecid, "effective canister id") {
+        Ok(p) => p,
+        Err(r) => return r,
+    };
+    match submit(&node, ecid, body).await {
+        Err(r) => r,
+        Ok(Ok(_)) => StatusCode::ACCEPTED.into_response(),
+        Ok(Err(SubmitError::Http(e))) => error(e),
+        Ok(Err(SubmitError::Rejected(e))) => cbor(StatusCode::OK, rejection_body(&e, false)),
+    }
+}
+
+async fn call_sync(State(node): State<Arc<Node>>, UrlPath(ecid): UrlPath<String>, body: Bytes) -> Response {
+    match principal(&ecid, "effective canister id") {
+        Ok(ecid) => sync_call(node, ecid, body).await,
+        Err(r) => r,
+    }
+}
+
+/// `/api/v4/subnet/<id>/call`: only canister creation is addressed to a subnet; the created
+/// canister's id is unknown, so the call's effective canister id is the management canister.
+async fn call_subnet_sync(State(node): State<Arc<Node>>, UrlPath(subnet): UrlPath<String>, body: Bytes) -> Response {
+    let subnet = match principal(&subnet, "subnet id") {
+        Ok(p) => p,
+        Err(r) => return r,
+    };
+    if subnet != node.replica().subnet_id() {
+        return error(HttpError::not_found(format!("Subnet {} is not this subnet", subnet.to_text())));
+    }
+    sync_call(node, MANAGEMENT_CANISTER, body).await
+}
+
+/// v3/v4 calls: accept, wait for the outcome, answer with its certificate (or 202 on timeout).
+async fn sync_call(node: Arc<Node>, ecid: Principal, body: Bytes) -> Response {
+    let id = match submit(&node, ecid, body).await {
+        Err(r) => return r,
+        Ok(Ok(id)) => id,
+        Ok(Err(SubmitError::Http(e))) => return error(e),
+        Ok(Err(SubmitError::Rejected(e))) => return cbor(StatusCode::OK, rejection_body(&e, true)),
+    };
+    let mut rounds = node.rounds.subscribe();
+    let deadline = tokio::time::Instant::now() + SYNC_CALL_TIMEOUT;
+    loop {
+        {
+            let replica = node.replica();
+            match replica.request_status(&id) {
+                Some(status) if status.state.is_terminal() => {
+                    return cbor(StatusCode::OK, replied_body(replica.call_certificate(&id)));
+                }
+                Some(_) => {}
+                None => return StatusCode::ACCEPTED.into_response(),
+            }
+        }
+        match tokio::time::timeout_at(deadline, rounds.changed()).await {
+            Ok(Ok(())) => continue,
+            _ => return StatusCode::ACCEPTED.into_response(),
+        }
+    }
+}
+
+async fn query(State(node): State<Arc<Node>>, UrlPath(ecid): UrlPath<String>, body: Bytes) -> Response {
+    let ecid = match principal(&ecid, "effective canister id") {
+        Ok(p) => p,
+        Err(r) => return r,
+    };
+    respond(with_replica(&node, move |r| r.query(&body, ReadStateScope::Canister(ecid), now_nanos())).await)
+}
+
+async fn query_subnet(State(node): State<Arc<Node>>, UrlPath(subnet): UrlPath<String>, body: Bytes) -> Response {
+    let subnet = match principal(&subnet, "subnet id") {
+        Ok(p) => p,
+        Err(r) => return r,
+    };
+    respond(with_replica(&node, move |r| r.query(&body, ReadStateScope::Subnet(subnet), now_nanos())).await)
+}
+
+async fn read_state(State(node): State<Arc<Node>>, UrlPath(ecid): UrlPath<String>, body: Bytes) -> Response {
+    let ecid = match principal(&ecid, "effective canister id") {
+        Ok(p) => p,
+        Err(r) => return r,
+    };
+    respond(with_replica(&node, move |r| r.read_state(&body, ReadStateScope::Canister(ecid), now_nanos())).await)
+}
+
+async fn read_state_subnet(State(node): State<Arc<Node>>, UrlPath(subnet): UrlPath<String>, body: Bytes) -> Response {
+    let subnet = match principal(&subnet, "subnet id") {
+        Ok(p) => p,
+        Err(r) => return r,
+    };
+    respond(with_replica(&node, move |r| r.read_state(&body, ReadStateScope::Subnet(subnet), now_nanos())).await)
+}
+
+fn respond(result: Result<Result<Vec<u8>, HttpError>, Response>) -> Response {
+    match result {
+        Err(r) => r,
+        Ok(Ok(body)) => cbor(StatusCode::OK, body),
+        Ok(Err(e)) => error(e),
+    }
+}

@@ -1,0 +1,522 @@
+//! One replica that is a whole subnet: it accepts ingress, orders it itself, executes rounds,
+//! certifies the state after each round and answers queries and read_state requests.
+//!
+//! Sans-IO: time and randomness are arguments; storage goes through [`Store`].
+//!
+//! Keys and ids. The replica's 32-byte secret seed (made by the caller once, then kept in the
+//! store) derives the subnet's BLS key and the node's Ed25519 key. The BLS public key is the
+//! root key: with one subnet there is no delegation. The subnet id is the self-authenticating
+//! principal of the DER root key (SHA-224(der) ‖ 0x02) — exactly what agents derive for a
+//! certificate without delegation — and the node id is the self-authenticating principal of
+//! the node's DER public key, as on the IC.
+
+use ciborium::Value;
+use tabnet_crypto::{
+    hash_of_map, self_authenticating_principal, sha256, BlsSecretKey, Certificate, LabeledTree, NodeSigningKey,
+    IC_RESPONSE, IC_STATE_ROOT,
+};
+use tabnet_execution::hypervisor::WasmResult;
+use tabnet_execution::scheduler::{ExecutionEnvironment, IngressMessage as ExecIngress, IngressOutcome};
+use tabnet_execution::state::ReplicatedState;
+use tabnet_execution::SubnetConfig;
+use tabnet_types::{CanisterId, ErrorCode, Principal, UserError, MANAGEMENT_CANISTER};
+
+use crate::envelope::{self, CanisterCall, Content, RequestType};
+use crate::error::{HttpError, SubmitError};
+use crate::ingress::{IngressHistory, IngressMessage, IngressPool, IngressState, IngressStatus, RequestId};
+use crate::read_state::{self, CanisterAccess, ReadStateScope};
+use crate::state_tree::{self, SubnetInfo};
+use crate::store::Store;
+
+/// The version reported by `/api/v2/status`.
+pub const IMPL_VERSION: &str = concat!("tabnet-", env!("CARGO_PKG_VERSION"));
+
+/// Store keys.
+const KEY_SEED: &str = "keys/seed";
+const KEY_METADATA: &str = "state/metadata";
+const PREFIX_CANISTER: &str = "state/canister/";
+const PREFIX_INGRESS: &str = "ingress/";
+
+/// Management canister methods that create canisters: they may be sent to any effective
+/// canister id (the new canister's id is not known yet).
+const CREATE_METHODS: [&str; 2] = ["provisional_create_canister_with_cycles", "create_canister"];
+
+/// The state as of the last round, certified.
+struct Certified {
+    height: u64,
+    time: u64,
+    tree: LabeledTree,
+    /// BLS signature over `IC_STATE_ROOT ‖ root hash`; valid for every witness of `tree`.
+    signature: [u8; 48],
+}
+
+pub struct Replica<S: Store> {
+    store: S,
+    scheduler: ExecutionEnvironment,
+    pool: IngressPool,
+    history: IngressHistory,
+    subnet_key: BlsSecretKey,
+    node_key: NodeSigningKey,
+    subnet: SubnetInfo,
+    certified: Certified,
+}
+
+impl<S: Store> Replica<S> {
+    /// Opens the replica kept in `store`, or creates a new one from `fresh_seed` if the store is
+    /// empty (the seed is then persisted; later opens ignore `fresh_seed`).
+    pub fn open(mut store: S, fresh_seed: [u8; 32], config: SubnetConfig) -> Result<Self, String> {
+        let seed: [u8; 32] = match store.get(KEY_SEED)? {
+            Some(bytes) => bytes.try_into().map_err(|_| "stored key seed is not 32 bytes".to_string())?,
+            None => {
+                store.put(KEY_SEED, &fresh_seed)?;
+                fresh_seed
+            }
+        };
+        let subnet_key = BlsSecretKey::from_seed(&sha256(&[b"tabnet-subnet-key".as_slice(), &seed].concat()));
+        let node_key = NodeSigningKey::from_seed(sha256(&[b"tabnet-node-key".as_slice(), &seed].concat()));
+        let root_key_der = subnet_key.public_key().to_der();
+        let node_public_key_der = node_key.public_key_der();
+        let subnet = SubnetInfo {
+            subnet_id: self_authenticating_principal(&root_key_der),
+            node_id: self_authenticating_principal(&node_public_key_der),
+            public_key_der: root_key_der.clone(),
+            node_public_key_der,
+        };
+
+        let state = match store.get(KEY_METADATA)? {
+            Some(metadata) => {
+                let mut canisters = Vec::new();
+                for key in store.list(PREFIX_CANISTER)? {
+                    canisters.push(store.get(&key)?.ok_or_else(|| format!("store lost {key}"))?);
+                }
+                ReplicatedState::decode(&metadata, canisters.into_iter())?
+            }
+            None => ReplicatedState::new(),
+        };
+        let mut history = IngressHistory::default();
+        for key in store.list(PREFIX_INGRESS)? {
+            let id = hex::decode(&key[PREFIX_INGRESS.len()..])
+                .ok()
+                .and_then(|b| <[u8; 32]>::try_from(b).ok())
+                .ok_or_else(|| format!("bad ingress key {key}"))?;
+            let bytes = store.get(&key)?.ok_or_else(|| format!("store lost {key}"))?;
+            let status: IngressStatus =
+                ciborium::from_reader(bytes.as_slice()).map_err(|e| format!("bad ingress record {key}: {e}"))?;
+            history.restore(id, status);
+        }
+        let pool = IngressPool::default();
+        // Calls that were accepted but not executed before a restart are lost from the pool;
+        // they come back to the pool so that an acknowledged call is never dropped.
+        let mut replica = Self {
+            store,
+            scheduler: ExecutionEnvironment::from_state(state, config, subnet.subnet_id, root_key_der),
+            pool,
+            history,
+            subnet_key,
+            node_key,
+            subnet,
+            certified: Certified { height: 0, time: 0, tree: LabeledTree::SubTree(Default::default()), signature: [0; 48] },
+        };
+        replica.requeue_received()?;
+        let time = replica.scheduler.state().metadata.time;
+        let height = replica.scheduler.state().metadata.round;
+        replica.certify(height, time);
+        Ok(replica)
+    }
+
+    /// Ingress that was persisted as received goes back into the pool after a restart.
+    fn requeue_received(&mut self) -> Result<(), String> {
+        for key in self.store.list("pool/")? {
+            let bytes = self.store.get(&key)?.ok_or_else(|| format!("store lost {key}"))?;
+            let message: IngressMessage =
+                ciborium::from_reader(bytes.as_slice()).map_err(|e| format!("bad pool record {key}: {e}"))?;
+            if matches!(self.history.get(&message.request_id).map(|s| &s.state), Some(IngressState::Received)) {
+                self.pool.push(message);
+            } else {
+                self.store.delete(&key)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Gives the store back (to reopen it, in tests).
+    pub fn into_store(self) -> S {
+        self.store
+    }
+
+    pub fn subnet_id(&self) -> Principal {
+        self.subnet.subnet_id
+    }
+    pub fn node_id(&self) -> Principal {
+        self.subnet.node_id
+    }
+    /// The DER-encoded root key (`/api/v2/status`'s `root_key`).
+    pub fn root_key(&self) -> &[u8] {
+        &self.subnet.public_key_der
+    }
+    /// Block time of the last round; the driver never asks for a round before it.
+    pub fn last_round_time(&self) -> u64 {
+        self.certified.time
+    }
+    pub fn certified_height(&self) -> u64 {
+        self.certified.height
+    }
+    /// Whether accepted calls wait for a round.
+    pub fn has_pending_ingress(&self) -> bool {
+        !self.pool.is_empty()
+    }
+    pub fn state(&self) -> &ReplicatedState {
+        self.scheduler.state()
+    }
+    pub fn request_status(&self, id: &RequestId) -> Option<&IngressStatus> {
+        self.history.get(id)
+    }
+
+    // ---- calls ----
+
+    /// Accepts a call envelope submitted at `/api/v*/canister/<ecid>/call`: decodes and
+    /// authenticates it, asks execution whether the canister takes it, persists it and puts it
+    /// in the pool. Submitting the same request again is harmless and returns its id.
+    pub fn submit_call(&mut self, bytes: &[u8], effective_canister_id: &Principal, now: u64) -> Result<RequestId, SubmitError> {
+        let request = envelope::decode(bytes, RequestType::Call)?;
+        let Content::Call(call) = &request.content else { unreachable!("decode checked the type") };
+        check_effective_canister_id(call, effective_canister_id)?;
+        envelope::validate(&request, now, Some(&call.canister_id))?;
+
+        if self.history.contains(&request.request_id) || self.pool.contains(&request.request_id) {
+            return Ok(request.request_id);
+        }
+        let message = IngressMessage {
+            request_id: request.request_id,
+            sender: request.sender,
+            canister_id: call.canister_id,
+            method_name: call.method_name.clone(),
+            arg: call.arg.clone(),
+            ingress_expiry: request.ingress_expiry,
+            effective_canister_id: *effective_canister_id,
+        };
+        self.scheduler.should_accept_ingress(&to_execution(&message), now).map_err(SubmitError::Rejected)?;
+
+        let status = IngressStatus {
+            state: IngressState::Received,
+            sender: request.sender,
+            effective_canister_id: *effective_canister_id,
+            ingress_expiry: request.ingress_expiry,
+            updated_at: now,
+        };
+        // Persist before acknowledging: the message and its status survive a crash.
+        self.store
+            .put(&pool_key(&message.request_id), &to_cbor(&message))
+            .and_then(|_| self.store.put(&ingress_key(&message.request_id), &to_cbor(&status)))
+            .map_err(|e| HttpError::internal(format!("could not persist the call: {e}")))?;
+        self.history.insert(request.request_id, status);
+        self.history.take_dirty_one(&request.request_id);
+        self.pool.push(message);
+        Ok(request.request_id)
+    }
+
+    /// Executes one round at `now` (clamped to be after the last round) with everything in the
+    /// pool, certifies and persists the result. Returns the ids of calls that completed.
+    pub fn tick(&mut self, now: u64, random_seed: [u8; 32]) -> Result<Vec<RequestId>, String> {
+        let time = now.max(self.certified.time.saturating_add(1));
+        let (messages, expired) = self.pool.take(time);
+        for m in &expired {
+            // Never started: the call is forgotten as if it had not been received.
+            self.history.set_state(
+                &m.request_id,
+                IngressState::rejected(&UserError::new(
+                    ErrorCode::IngressMessageTimeout,
+                    "Ingress message expired before it could be executed.",
+                )),
+                time,
+            );
+        }
+        for m in &messages {
+            self.history.set_state(&m.request_id, IngressState::Processing, time);
+        }
+        let pool_ids: Vec<RequestId> = messages.iter().chain(expired.iter()).map(|m| m.request_id).collect();
+
+        let outcomes = self.scheduler.execute_round(time, random_seed, messages.iter().map(to_execution).collect());
+        let mut completed = Vec::with_capacity(outcomes.len());
+        for (id, outcome) in outcomes {
+            let state = match outcome {
+                IngressOutcome::Replied(reply) => IngressState::Replied(reply),
+                IngressOutcome::Rejected { reject_code, message, error_code } => IngressState::Rejected {
+                    reject_code: reject_code as u32,
+                    reject_message: message,
+                    error_code: Some(error_code.to_string()),
+                },
+            };
+            self.history.set_state(&id, state, time);
+            completed.push(id);
+        }
+        self.history.prune(time);
+
+        self.persist(&pool_ids)?;
+        let height = self.scheduler.state().metadata.round;
+        self.certify(height, time);
+        Ok(completed)
+    }
+
+    /// Writes the round's changes: dirty canisters, metadata, ingress history; removes the
+    /// executed messages from the stored pool.
+    fn persist(&mut self, executed: &[RequestId]) -> Result<(), String> {
+        let state = self.scheduler.state_mut();
+        for id in state.take_dirty() {
+            let key = format!("{PREFIX_CANISTER}{}", hex::encode(id.as_slice()));
+            match state.encode_canister(&id) {
+                Some(bytes) => self.store.put(&key, &bytes)?,
+                None => self.store.delete(&key)?,
+            }
+        }
+        let metadata = state.encode_metadata();
+        self.store.put(KEY_METADATA, &metadata)?;
+        for (id, status) in self.history.take_dirty() {
+            match status {
+                Some(status) => self.store.put(&ingress_key(&id), &to_cbor(&status))?,
+                None => self.store.delete(&ingress_key(&id))?,
+            }
+        }
+        for id in executed {
+            self.store.delete(&pool_key(id))?;
+        }
+        Ok(())
+    }
+
+    /// Builds and signs the state tree of the current state.
+    fn certify(&mut self, height: u64, time: u64) {
+        let tree = state_tree::build(time, self.scheduler.state(), &self.history, &self.subnet);
+        let message = [IC_STATE_ROOT, &tree.root_hash()].concat();
+        let signature = self.subnet_key.sign(&message);
+        self.certified = Certified { height, time, tree, signature };
+    }
+
+    /// A certificate revealing `paths` (and always `/time`) of the latest certified state.
+    pub fn certificate(&self, paths: &[Vec<Vec<u8>>]) -> Vec<u8> {
+        let mut paths = paths.to_vec();
+        paths.push(vec![b"time".to_vec()]);
+        let tree = self.certified.tree.witness(&paths);
+        Certificate { tree, signature: self.certified.signature }.to_cbor()
+    }
+
+    /// The certificate a synchronous call answers with: its request status and `/time`.
+    pub fn call_certificate(&self, id: &RequestId) -> Vec<u8> {
+        self.certificate(&[vec![b"request_status".to_vec(), id.to_vec()]])
+    }
+
+    // ---- read_state ----
+
+    /// Answers `/api/v*/canister/<ecid>/read_state` or `/api/v*/subnet/<id>/read_state`:
+    /// the CBOR body `{certificate}`.
+    pub fn read_state(&self, bytes: &[u8], scope: ReadStateScope, now: u64) -> Result<Vec<u8>, HttpError> {
+        if let ReadStateScope::Subnet(id) = scope {
+            if id != self.subnet.subnet_id {
+                return Err(HttpError::not_found(format!("Subnet {} is not this subnet", id.to_text())));
+            }
+        }
+        let request = envelope::decode(bytes, RequestType::ReadState)?;
+        let target = match scope {
+            ReadStateScope::Canister(ecid) => Some(ecid),
+            ReadStateScope::Subnet(_) => None,
+        };
+        envelope::validate(&request, now, target.as_ref())?;
+        let Content::ReadState { paths } = &request.content else { unreachable!("decode checked the type") };
+        read_state::authorize(paths, scope, &request.sender, &self.history, &StateAccess(self.scheduler.state()))?;
+        let certificate = self.certificate(paths);
+        Ok(cbor_map(vec![("certificate", Value::Bytes(certificate))]))
+    }
+
+    // ---- queries ----
+
+    /// Answers `/api/v*/canister/<ecid>/query` (`scope` is `Canister(ecid)`) or
+    /// `/api/v3/subnet/<id>/query`: runs the query on the certified state and returns the
+    /// signed CBOR response.
+    pub fn query(&mut self, bytes: &[u8], scope: ReadStateScope, now: u64) -> Result<Vec<u8>, HttpError> {
+        let request = envelope::decode(bytes, RequestType::Query)?;
+        let Content::Query(call) = &request.content else { unreachable!("decode checked the type") };
+        match scope {
+            ReadStateScope::Canister(ecid) if call.canister_id != ecid => {
+                return Err(HttpError::bad_request(format!(
+                    "Specified CanisterId {} does not match effective canister id in URL {}",
+                    call.canister_id.to_text(),
+                    ecid.to_text()
+                )));
+            }
+            ReadStateScope::Subnet(id) if id != self.subnet.subnet_id => {
+                return Err(HttpError::not_found(format!("Subnet {} is not this subnet", id.to_text())));
+            }
+            _ => {}
+        }
+        envelope::validate(&request, now, Some(&call.canister_id))?;
+
+        let data_certificate = self.certificate(&[vec![
+            b"canister".to_vec(),
+            call.canister_id.as_slice().to_vec(),
+            b"certified_data".to_vec(),
+        ]]);
+        let result = self.scheduler.query(
+            self.certified.time,
+            request.sender,
+            call.canister_id,
+            &call.method_name,
+            call.arg.clone(),
+            Some(data_certificate),
+        );
+        Ok(self.signed_query_response(result, &request.request_id, now))
+    }
+
+    /// `{status, reply | reject…, signatures: [{timestamp, signature, identity}]}`, the node
+    /// signing `IC_RESPONSE ‖ hash_of_map(response without signatures, plus timestamp and
+    /// request_id)`.
+    fn signed_query_response(&self, result: Result<WasmResult, UserError>, request_id: &RequestId, timestamp: u64) -> Vec<u8> {
+        let mut fields: Vec<(&str, Value)> = match result {
+            Ok(WasmResult::Reply(arg)) => vec![
+                ("status", Value::Text("replied".into())),
+                ("reply", Value::Map(vec![(Value::Text("arg".into()), Value::Bytes(arg))])),
+            ],
+            Ok(WasmResult::Reject(message)) => reject_fields(&UserError::new(ErrorCode::CanisterRejectedMessage, message)),
+            Err(error) => reject_fields(&error),
+        };
+        let mut signed = fields.clone();
+        signed.push(("timestamp", Value::Integer(timestamp.into())));
+        signed.push(("request_id", Value::Bytes(request_id.to_vec())));
+        let hash = hash_of_map(&map_value(signed)).expect("a map of text, blobs and nats hashes");
+        let signature = self.node_key.sign(&[IC_RESPONSE, &hash].concat());
+        fields.push((
+            "signatures",
+            Value::Array(vec![map_value(vec![
+                ("timestamp", Value::Integer(timestamp.into())),
+                ("signature", Value::Bytes(signature.to_vec())),
+                ("identity", Value::Bytes(self.subnet.node_id.as_slice().to_vec())),
+            ])]),
+        ));
+        cbor_map(fields)
+    }
+
+    // ---- status ----
+
+    /// The CBOR body of `/api/v2/status`.
+    pub fn status(&self) -> Vec<u8> {
+        cbor_map(vec![
+            ("impl_version", Value::Text(IMPL_VERSION.into())),
+            ("root_key", Value::Bytes(self.subnet.public_key_der.clone())),
+            ("replica_health_status", Value::Text("healthy".into())),
+            ("certified_height", Value::Integer(self.certified.height.into())),
+        ])
+    }
+}
+
+/// The body of a v2 call refused before execution, and of v3/v4's
+/// `{status: "non_replicated_rejection", ...}` (`with_status`).
+pub fn rejection_body(error: &UserError, with_status: bool) -> Vec<u8> {
+    let mut fields = reject_fields(error);
+    if with_status {
+        fields[0].1 = Value::Text("non_replicated_rejection".into());
+    } else {
+        fields.remove(0);
+    }
+    cbor_map(fields)
+}
+
+/// The body of a synchronous call that completed: `{status: "replied", certificate}`.
+pub fn replied_body(certificate: Vec<u8>) -> Vec<u8> {
+    cbor_map(vec![("status", Value::Text("replied".into())), ("certificate", Value::Bytes(certificate))])
+}
+
+fn reject_fields(error: &UserError) -> Vec<(&'static str, Value)> {
+    vec![
+        ("status", Value::Text("rejected".into())),
+        ("reject_code", Value::Integer((error.reject_code() as u32).into())),
+        ("reject_message", Value::Text(error.message.clone())),
+        ("error_code", Value::Text(error.code.to_string())),
+    ]
+}
+
+fn map_value(fields: Vec<(&str, Value)>) -> Value {
+    Value::Map(fields.into_iter().map(|(k, v)| (Value::Text(k.into()), v)).collect())
+}
+
+/// A CBOR map under the self-describing tag, as replicas send response bodies.
+fn cbor_map(fields: Vec<(&str, Value)>) -> Vec<u8> {
+    let mut out = Vec::new();
+    ciborium::into_writer(&Value::Tag(envelope::CBOR_SELF_DESCRIBE_TAG, Box::new(map_value(fields))), &mut out)
+        .expect("CBOR to a Vec cannot fail");
+    out
+}
+
+fn to_cbor<T: serde::Serialize>(value: &T) -> Vec<u8> {
+    let mut out = Vec::new();
+    ciborium::into_writer(value, &mut out).expect("CBOR to a Vec cannot fail");
+    out
+}
+
+fn ingress_key(id: &RequestId) -> String {
+    format!("{PREFIX_INGRESS}{}", hex::encode(id))
+}
+
+fn pool_key(id: &RequestId) -> String {
+    format!("pool/{}", hex::encode(id))
+}
+
+/// The effective canister id rules of the spec, for calls.
+pub fn check_effective_canister_id(call: &CanisterCall, ecid: &Principal) -> Result<(), HttpError> {
+    if call.canister_id != MANAGEMENT_CANISTER {
+        if &call.canister_id != ecid {
+            return Err(HttpError::bad_request(format!(
+                "Specified CanisterId {} does not match effective canister id in URL {}",
+                call.canister_id.to_text(),
+                ecid.to_text()
+            )));
+        }
+        return Ok(());
+    }
+    if CREATE_METHODS.contains(&call.method_name.as_str()) {
+        return Ok(());
+    }
+    match management_target(&call.arg) {
+        Some(target) if &target == ecid => Ok(()),
+        Some(target) => Err(HttpError::bad_request(format!(
+            "Effective canister id in URL {} does not match the canister_id {} in the argument of {}",
+            ecid.to_text(),
+            target.to_text(),
+            call.method_name
+        ))),
+        None => Err(HttpError::bad_request(format!(
+            "Could not determine the effective canister id of management method {}: its argument has no canister_id field",
+            call.method_name
+        ))),
+    }
+}
+
+/// The `canister_id` field of a management call's Candid record argument (other fields and
+/// further arguments are ignored, as Candid subtyping allows).
+fn management_target(arg: &[u8]) -> Option<CanisterId> {
+    #[derive(candid::Deserialize, candid::CandidType)]
+    struct CanisterIdRecord {
+        canister_id: Principal,
+    }
+    let mut de = candid::de::IDLDeserialize::new(arg).ok()?;
+    de.get_value::<CanisterIdRecord>().ok().map(|r| r.canister_id)
+}
+
+struct StateAccess<'a>(&'a ReplicatedState);
+
+impl CanisterAccess for StateAccess<'_> {
+    fn controllers(&self, canister: &Principal) -> Option<Vec<Principal>> {
+        self.0.controllers(canister).map(|c| c.to_vec())
+    }
+    fn metadata_is_public(&self, canister: &Principal, name: &str) -> Option<bool> {
+        self.0.metadata_section(canister, name).map(|(public, _)| public)
+    }
+}
+
+fn to_execution(m: &IngressMessage) -> ExecIngress {
+    ExecIngress {
+        id: m.request_id,
+        sender: m.sender,
+        canister_id: m.canister_id,
+        method: m.method_name.clone(),
+        arg: m.arg.clone(),
+        effective_canister_id: m.effective_canister_id,
+    }
+}

@@ -1,0 +1,66 @@
+//! Where the replica keeps what must survive a restart: a flat key → bytes store.
+//!
+//! The replica writes through this trait only, so the same code persists to files (native),
+//! IndexedDB (browser) or memory (tests). Keys are short ASCII paths like `canister/<id>`.
+
+use std::collections::BTreeMap;
+
+/// A key-value store. Writes must be durable when `put`/`delete` return (the replica
+/// acknowledges requests only after persisting them).
+pub trait Store {
+    fn get(&self, key: &str) -> Result<Option<Vec<u8>>, String>;
+    fn put(&mut self, key: &str, value: &[u8]) -> Result<(), String>;
+    fn delete(&mut self, key: &str) -> Result<(), String>;
+    /// All keys that start with `prefix`, in ascending order.
+    fn list(&self, prefix: &str) -> Result<Vec<String>, String>;
+}
+
+/// A store in memory, for tests and for nodes that need no persistence.
+#[derive(Clone, Debug, Default)]
+pub struct MemoryStore {
+    entries: BTreeMap<String, Vec<u8>>,
+}
+
+impl MemoryStore {
+    pub fn new() -> Self {
+        Self::default()
+    }
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+}
+
+impl Store for MemoryStore {
+    fn get(&self, key: &str) -> Result<Option<Vec<u8>>, String> {
+        Ok(self.entries.get(key).cloned())
+    }
+    fn put(&mut self, key: &str, value: &[u8]) -> Result<(), String> {
+        self.entries.insert(key.to_string(), value.to_vec());
+        Ok(())
+    }
+    fn delete(&mut self, key: &str) -> Result<(), String> {
+        self.entries.remove(key);
+        Ok(())
+    }
+    fn list(&self, prefix: &str) -> Result<Vec<String>, String> {
+        Ok(self.entries.range(prefix.to_string()..).take_while(|(k, _)| k.starts_with(prefix)).map(|(k, _)| k.clone()).collect())
+    }
+}
+
+impl<S: Store + ?Sized> Store for Box<S> {
+    fn get(&self, key: &str) -> Result<Option<Vec<u8>>, String> {
+        (**self).get(key)
+    }
+    fn put(&mut self, key: &str, value: &[u8]) -> Result<(), String> {
+        (**self).put(key, value)
+    }
+    fn delete(&mut self, key: &str) -> Result<(), String> {
+        (**self).delete(key)
+    }
+    fn list(&self, prefix: &str) -> Result<Vec<String>, String> {
+        (**self).list(prefix)
+    }
+}

@@ -1,0 +1,388 @@
+//! Tests of the replica through its public API, with real Ed25519 identities and the real
+//! execution environment.
+
+use candid::{CandidType, Encode};
+use ciborium::Value;
+use ed25519_dalek::{Signer, SigningKey, Verifier};
+use tabnet_crypto::{lookup_path, Certificate, LookupResult};
+use tabnet_execution::SubnetConfig;
+use tabnet_types::{canister_id_from_index, Principal, MANAGEMENT_CANISTER};
+
+use crate::envelope::{self, RequestType, MAX_INGRESS_TTL_NANOS};
+use crate::{IngressState, MemoryStore, ReadStateScope, Replica, SubmitError};
+
+const NOW: u64 = 1_700_000_000_000_000_000;
+const ED25519_DER_PREFIX: [u8; 12] = [0x30, 0x2a, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x03, 0x21, 0x00];
+
+struct Identity {
+    key: SigningKey,
+}
+
+impl Identity {
+    fn new(seed: u8) -> Self {
+        Self { key: SigningKey::from_bytes(&[seed; 32]) }
+    }
+    fn der(&self) -> Vec<u8> {
+        [&ED25519_DER_PREFIX[..], self.key.verifying_key().as_bytes()].concat()
+    }
+    fn principal(&self) -> Principal {
+        tabnet_crypto::self_authenticating_principal(&self.der())
+    }
+    /// A signed envelope around `content` (whose `sender` must be this identity).
+    fn envelope(&self, content: Value) -> Vec<u8> {
+        let id = tabnet_crypto::request_id(&content).unwrap();
+        let sig = self.key.sign(&[b"\x0Aic-request".as_slice(), &id].concat());
+        encode(&Value::Tag(
+            55799,
+            Box::new(map(vec![
+                ("content", content),
+                ("sender_pubkey", Value::Bytes(self.der())),
+                ("sender_sig", Value::Bytes(sig.to_bytes().to_vec())),
+            ])),
+        ))
+    }
+}
+
+fn map(fields: Vec<(&str, Value)>) -> Value {
+    Value::Map(fields.into_iter().map(|(k, v)| (Value::Text(k.into()), v)).collect())
+}
+
+fn encode(v: &Value) -> Vec<u8> {
+    let mut out = Vec::new();
+    ciborium::into_writer(v, &mut out).unwrap();
+    out
+}
+
+fn decode(bytes: &[u8]) -> Value {
+    envelope::parse_cbor(bytes).unwrap()
+}
+
+fn field<'a>(v: &'a Value, name: &str) -> &'a Value {
+    let Value::Map(m) = v else { panic!("not a map: {v:?}") };
+    m.iter().find(|(k, _)| k == &Value::Text(name.into())).map(|(_, v)| v).unwrap_or_else(|| panic!("no {name}"))
+}
+
+fn bytes(v: &Value) -> Vec<u8> {
+    match v {
+        Value::Bytes(b) => b.clone(),
+        other => panic!("not bytes: {other:?}"),
+    }
+}
+
+fn call_content(sender: Principal, canister: Principal, method: &str, arg: Vec<u8>, expiry: u64) -> Value {
+    map(vec![
+        ("request_type", Value::Text("call".into())),
+        ("sender", Value::Bytes(sender.as_slice().to_vec())),
+        ("ingress_expiry", Value::Integer(expiry.into())),
+        ("canister_id", Value::Bytes(canister.as_slice().to_vec())),
+        ("method_name", Value::Text(method.into())),
+        ("arg", Value::Bytes(arg)),
+        ("nonce", Value::Bytes(vec![1, 2, 3])),
+    ])
+}
+
+fn read_state_content(sender: Principal, paths: Vec<Vec<&[u8]>>, expiry: u64) -> Value {
+    map(vec![
+        ("request_type", Value::Text("read_state".into())),
+        ("sender", Value::Bytes(sender.as_slice().to_vec())),
+        ("ingress_expiry", Value::Integer(expiry.into())),
+        (
+            "paths",
+            Value::Array(
+                paths.into_iter().map(|p| Value::Array(p.into_iter().map(|l| Value::Bytes(l.to_vec())).collect())).collect(),
+            ),
+        ),
+    ])
+}
+
+#[derive(CandidType)]
+struct CreateArgs {
+    amount: Option<candid::Nat>,
+}
+
+fn create_arg() -> Vec<u8> {
+    Encode!(&CreateArgs { amount: Some(candid::Nat::from(5_000_000_000_000u64)) }).unwrap()
+}
+
+fn new_replica() -> Replica<MemoryStore> {
+    Replica::open(MemoryStore::new(), [42; 32], SubnetConfig::for_subnet_size(13)).unwrap()
+}
+
+/// Creates a canister with `identity` and returns the request id.
+fn create_canister(r: &mut Replica<MemoryStore>, identity: &Identity, now: u64) -> [u8; 32] {
+    let content = call_content(identity.principal(), MANAGEMENT_CANISTER, "provisional_create_canister_with_cycles", create_arg(), now + 60_000_000_000);
+    let id = r.submit_call(&identity.envelope(content), &MANAGEMENT_CANISTER, now).unwrap();
+    assert_eq!(r.request_status(&id).unwrap().state, IngressState::Received);
+    let completed = r.tick(now + 1, [7; 32]).unwrap();
+    assert_eq!(completed, vec![id]);
+    id
+}
+
+fn read_state(r: &Replica<MemoryStore>, identity: &Identity, scope: ReadStateScope, paths: Vec<Vec<&[u8]>>, now: u64) -> Result<Certificate, u16> {
+    let body = identity.envelope(read_state_content(identity.principal(), paths, now + 60_000_000_000));
+    let response = r.read_state(&body, scope, now).map_err(|e| e.status)?;
+    let cert = Certificate::from_cbor(&bytes(field(&decode(&response), "certificate"))).unwrap();
+    cert.verify(r.root_key()).unwrap();
+    Ok(cert)
+}
+
+#[test]
+fn envelopes_decode_and_malformed_ones_are_400() {
+    let alice = Identity::new(1);
+    let content = call_content(alice.principal(), canister_id_from_index(0), "inc", vec![], NOW);
+    let request = envelope::decode(&alice.envelope(content.clone()), RequestType::Call).unwrap();
+    assert_eq!(request.sender, alice.principal());
+    assert_eq!(request.call().unwrap().method_name, "inc");
+    assert_eq!(request.nonce, Some(vec![1, 2, 3]));
+    assert_eq!(request.request_id, tabnet_crypto::request_id(&content).unwrap());
+
+    let bad = |bytes: &[u8]| envelope::decode(bytes, RequestType::Call).unwrap_err().status;
+    assert_eq!(bad(b"\xff\x00garbage"), 400);
+    assert_eq!(bad(&encode(&Value::Array(vec![]))), 400);
+    assert_eq!(bad(&encode(&map(vec![("sender_sig", Value::Bytes(vec![]))]))), 400);
+    // Wrong request type for the endpoint.
+    assert_eq!(envelope::decode(&alice.envelope(content.clone()), RequestType::Query).unwrap_err().status, 400);
+    // A missing and a mistyped field.
+    let Value::Map(fields) = content.clone() else { unreachable!() };
+    let without_method: Vec<_> = fields.iter().filter(|(k, _)| k != &Value::Text("method_name".into())).cloned().collect();
+    let e = envelope::decode(&alice.envelope(Value::Map(without_method)), RequestType::Call).unwrap_err();
+    assert!(e.message.contains("method_name"), "{e}");
+    let mistyped: Vec<_> = fields
+        .iter()
+        .map(|(k, v)| if k == &Value::Text("arg".into()) { (k.clone(), Value::Text("x".into())) } else { (k.clone(), v.clone()) })
+        .collect();
+    let e = envelope::decode(&alice.envelope(Value::Map(mistyped)), RequestType::Call).unwrap_err();
+    assert!(e.message.contains("`arg`"), "{e}");
+    // Oversized nonce.
+    let big_nonce: Vec<_> = fields
+        .iter()
+        .map(|(k, v)| if k == &Value::Text("nonce".into()) { (k.clone(), Value::Bytes(vec![0; 33])) } else { (k.clone(), v.clone()) })
+        .collect();
+    assert_eq!(envelope::decode(&alice.envelope(Value::Map(big_nonce)), RequestType::Call).unwrap_err().status, 400);
+}
+
+#[test]
+fn expiry_window_is_enforced() {
+    assert!(envelope::check_expiry(NOW, NOW).is_ok());
+    assert!(envelope::check_expiry(NOW + MAX_INGRESS_TTL_NANOS, NOW).is_ok());
+    assert_eq!(envelope::check_expiry(NOW - 1, NOW).unwrap_err().status, 400);
+    assert_eq!(envelope::check_expiry(NOW + MAX_INGRESS_TTL_NANOS + 61_000_000_000, NOW).unwrap_err().status, 400);
+
+    let mut r = new_replica();
+    let alice = Identity::new(1);
+    let past = call_content(alice.principal(), MANAGEMENT_CANISTER, "provisional_create_canister_with_cycles", create_arg(), NOW - 1);
+    match r.submit_call(&alice.envelope(past), &MANAGEMENT_CANISTER, NOW) {
+        Err(SubmitError::Http(e)) => assert!(e.status == 400 && e.message.contains("expiry"), "{e}"),
+        other => panic!("expected 400, got {other:?}"),
+    }
+}
+
+#[test]
+fn authentication_failures_are_400() {
+    let mut r = new_replica();
+    let alice = Identity::new(1);
+    let mallory = Identity::new(2);
+    let expiry = NOW + 60_000_000_000;
+    let content = call_content(alice.principal(), MANAGEMENT_CANISTER, "provisional_create_canister_with_cycles", create_arg(), expiry);
+    let status = |r: &mut Replica<MemoryStore>, body: Vec<u8>| match r.submit_call(&body, &MANAGEMENT_CANISTER, NOW) {
+        Err(SubmitError::Http(e)) => e.status,
+        other => panic!("expected an HTTP error, got {other:?}"),
+    };
+    // Signed by someone else's key (sender is not that key's principal).
+    assert_eq!(status(&mut r, mallory.envelope(content.clone())), 400);
+    // A signature that does not verify.
+    let id = tabnet_crypto::request_id(&content).unwrap();
+    let mut sig = alice.key.sign(&[b"\x0Aic-request".as_slice(), &id].concat()).to_bytes();
+    sig[0] ^= 1;
+    let forged = encode(&map(vec![
+        ("content", content.clone()),
+        ("sender_pubkey", Value::Bytes(alice.der())),
+        ("sender_sig", Value::Bytes(sig.to_vec())),
+    ]));
+    assert_eq!(status(&mut r, forged), 400);
+    // Unsigned but not anonymous.
+    assert_eq!(status(&mut r, encode(&map(vec![("content", content.clone())]))), 400);
+    // The genuine one is accepted.
+    assert!(r.submit_call(&alice.envelope(content), &MANAGEMENT_CANISTER, NOW).is_ok());
+}
+
+#[test]
+fn effective_canister_id_must_match() {
+    let mut r = new_replica();
+    let alice = Identity::new(1);
+    let expiry = NOW + 60_000_000_000;
+    let c0 = canister_id_from_index(0);
+    let c1 = canister_id_from_index(1);
+    let to_c0 = call_content(alice.principal(), c0, "inc", vec![], expiry);
+    match r.submit_call(&alice.envelope(to_c0.clone()), &c1, NOW) {
+        Err(SubmitError::Http(e)) => assert_eq!(e.status, 400),
+        other => panic!("expected 400, got {other:?}"),
+    }
+    // The right id, but no such canister: refused before execution with IC0301.
+    match r.submit_call(&alice.envelope(to_c0), &c0, NOW) {
+        Err(SubmitError::Rejected(e)) => assert_eq!(e.code, tabnet_types::ErrorCode::CanisterNotFound),
+        other => panic!("expected a rejection, got {other:?}"),
+    }
+    // Management calls: the canister_id in the argument is the effective canister id.
+    #[derive(CandidType)]
+    struct Arg {
+        canister_id: Principal,
+    }
+    let status_call = call_content(alice.principal(), MANAGEMENT_CANISTER, "start_canister", Encode!(&Arg { canister_id: c0 }).unwrap(), expiry);
+    match r.submit_call(&alice.envelope(status_call), &c1, NOW) {
+        Err(SubmitError::Http(e)) => assert_eq!(e.status, 400),
+        other => panic!("expected 400, got {other:?}"),
+    }
+}
+
+#[test]
+fn calls_complete_and_the_certified_tree_shows_them() {
+    let mut r = new_replica();
+    let alice = Identity::new(1);
+    let bob = Identity::new(2);
+    let id = create_canister(&mut r, &alice, NOW);
+    let IngressState::Replied(reply) = &r.request_status(&id).unwrap().state else {
+        panic!("not replied: {:?}", r.request_status(&id))
+    };
+    assert!(reply.starts_with(b"DIDL"));
+    let canister = canister_id_from_index(0);
+    assert!(r.state().canister(&canister).is_some());
+
+    // The sender reads its request status; the certificate verifies under the root key.
+    let scope = ReadStateScope::Canister(MANAGEMENT_CANISTER);
+    let cert = read_state(&r, &alice, scope, vec![vec![b"request_status", &id]], NOW + 2).unwrap();
+    assert_eq!(lookup_path(&cert.tree, &[b"request_status", &id, b"status"]), LookupResult::Found(b"replied"));
+    assert_eq!(lookup_path(&cert.tree, &[b"request_status", &id, b"reply"]), LookupResult::Found(reply.as_slice()));
+    let LookupResult::Found(time) = lookup_path(&cert.tree, &[b"time"]) else { panic!("no time") };
+    assert_eq!(leb128::read::unsigned(&mut &time[..]).unwrap(), NOW + 1);
+    // Someone else may not.
+    assert_eq!(read_state(&r, &bob, scope, vec![vec![b"request_status", &id]], NOW + 2).unwrap_err(), 403);
+
+    // Canister information, for the effective canister id.
+    let cs = ReadStateScope::Canister(canister);
+    let cert = read_state(&r, &bob, cs, vec![vec![b"canister", canister.as_slice(), b"controllers"], vec![b"canister", canister.as_slice(), b"module_hash"]], NOW + 2).unwrap();
+    let LookupResult::Found(controllers) = lookup_path(&cert.tree, &[b"canister", canister.as_slice(), b"controllers"]) else {
+        panic!("no controllers")
+    };
+    assert_eq!(
+        decode(controllers),
+        Value::Array(vec![Value::Bytes(alice.principal().as_slice().to_vec())])
+    );
+    assert_eq!(&controllers[..3], &[0xd9, 0xd9, 0xf7]);
+    // No code installed: no module hash.
+    assert_eq!(lookup_path(&cert.tree, &[b"canister", canister.as_slice(), b"module_hash"]), LookupResult::Absent);
+
+    // The subnet: its key is the root key, its id the self-authenticating id of that key, and
+    // the node's key is listed.
+    let subnet = r.subnet_id();
+    assert_eq!(subnet, tabnet_crypto::self_authenticating_principal(r.root_key()));
+    let cert = read_state(&r, &bob, ReadStateScope::Subnet(subnet), vec![vec![b"subnet"], vec![b"canister_ranges", subnet.as_slice()]], NOW + 2).unwrap();
+    assert_eq!(lookup_path(&cert.tree, &[b"subnet", subnet.as_slice(), b"public_key"]), LookupResult::Found(r.root_key()));
+    let node = r.node_id();
+    let LookupResult::Found(node_key) = lookup_path(&cert.tree, &[b"subnet", subnet.as_slice(), b"node", node.as_slice(), b"public_key"]) else {
+        panic!("no node key")
+    };
+    assert_eq!(node, tabnet_crypto::self_authenticating_principal(node_key));
+    let LookupResult::Found(ranges) = lookup_path(&cert.tree, &[b"subnet", subnet.as_slice(), b"canister_ranges"]) else { panic!() };
+    assert_eq!(
+        decode(ranges),
+        Value::Array(vec![Value::Array(vec![
+            Value::Bytes(canister_id_from_index(0).as_slice().to_vec()),
+            Value::Bytes(canister_id_from_index((1 << 20) - 1).as_slice().to_vec()),
+        ])])
+    );
+    assert!(matches!(
+        lookup_path(&cert.tree, &[b"canister_ranges", subnet.as_slice(), canister_id_from_index(0).as_slice()]),
+        LookupResult::Found(_)
+    ));
+    // Another subnet id is not served.
+    assert_eq!(read_state(&r, &bob, ReadStateScope::Subnet(Principal::from_slice(&[9])), vec![vec![b"time"]], NOW + 2).unwrap_err(), 404);
+
+    // Submitting the same call again is harmless.
+    let again = call_content(alice.principal(), MANAGEMENT_CANISTER, "provisional_create_canister_with_cycles", create_arg(), NOW + 60_000_000_000);
+    assert_eq!(r.submit_call(&alice.envelope(again), &MANAGEMENT_CANISTER, NOW + 3).unwrap(), id);
+    assert!(!r.has_pending_ingress());
+}
+
+#[test]
+fn query_responses_are_signed_by_the_node_key() {
+    let mut r = new_replica();
+    let alice = Identity::new(1);
+    create_canister(&mut r, &alice, NOW);
+    let canister = canister_id_from_index(0);
+    let content = map(vec![
+        ("request_type", Value::Text("query".into())),
+        ("sender", Value::Bytes(alice.principal().as_slice().to_vec())),
+        ("ingress_expiry", Value::Integer((NOW + 60_000_000_000).into())),
+        ("canister_id", Value::Bytes(canister.as_slice().to_vec())),
+        ("method_name", Value::Text("greet".into())),
+        ("arg", Value::Bytes(b"DIDL\x00\x00".to_vec())),
+    ]);
+    let request_id = tabnet_crypto::request_id(&content).unwrap();
+    let body = r.query(&alice.envelope(content), ReadStateScope::Canister(canister), NOW + 5).unwrap();
+    let response = decode(&body);
+    // The canister is empty: the query is rejected, and the rejection is signed.
+    assert_eq!(field(&response, "status"), &Value::Text("rejected".into()));
+    let Value::Array(sigs) = field(&response, "signatures") else { panic!() };
+    let sig = &sigs[0];
+    let timestamp = field(sig, "timestamp").clone();
+    assert_eq!(timestamp, Value::Integer((NOW + 5).into()));
+    assert_eq!(bytes(field(sig, "identity")), r.node_id().as_slice().to_vec());
+    let signed = map(vec![
+        ("status", Value::Text("rejected".into())),
+        ("reject_code", field(&response, "reject_code").clone()),
+        ("reject_message", field(&response, "reject_message").clone()),
+        ("error_code", field(&response, "error_code").clone()),
+        ("timestamp", timestamp),
+        ("request_id", Value::Bytes(request_id.to_vec())),
+    ]);
+    let hash = tabnet_crypto::hash_of_map(&signed).unwrap();
+    // The node key from the certified tree verifies the signature.
+    let cert = read_state(&r, &alice, ReadStateScope::Canister(canister), vec![vec![b"subnet"]], NOW + 5).unwrap();
+    let subnet = r.subnet_id();
+    let node = r.node_id();
+    let LookupResult::Found(der) = lookup_path(&cert.tree, &[b"subnet", subnet.as_slice(), b"node", node.as_slice(), b"public_key"]) else {
+        panic!()
+    };
+    let key = ed25519_dalek::VerifyingKey::from_bytes(der[12..].try_into().unwrap()).unwrap();
+    let signature = ed25519_dalek::Signature::from_slice(&bytes(field(sig, "signature"))).unwrap();
+    key.verify(&[b"\x0Bic-response".as_slice(), &hash].concat(), &signature).unwrap();
+
+    // A query whose canister id is not the effective one is a 400.
+    let content = map(vec![
+        ("request_type", Value::Text("query".into())),
+        ("sender", Value::Bytes(Principal::anonymous().as_slice().to_vec())),
+        ("ingress_expiry", Value::Integer((NOW + 60_000_000_000).into())),
+        ("canister_id", Value::Bytes(canister.as_slice().to_vec())),
+        ("method_name", Value::Text("greet".into())),
+        ("arg", Value::Bytes(vec![])),
+    ]);
+    let anonymous = encode(&map(vec![("content", content)]));
+    let e = r.query(&anonymous, ReadStateScope::Canister(canister_id_from_index(3)), NOW + 5).unwrap_err();
+    assert_eq!(e.status, 400);
+}
+
+#[test]
+fn state_survives_reopening_the_store() {
+    let mut r = new_replica();
+    let alice = Identity::new(1);
+    let id = create_canister(&mut r, &alice, NOW);
+    // One call stays in the pool, unexecuted, across the restart.
+    let pending = call_content(alice.principal(), MANAGEMENT_CANISTER, "provisional_create_canister_with_cycles", create_arg(), NOW + 120_000_000_000);
+    let pending_id = r.submit_call(&alice.envelope(pending), &MANAGEMENT_CANISTER, NOW + 2).unwrap();
+    let root_key = r.root_key().to_vec();
+    let cycles = r.state().canister(&canister_id_from_index(0)).unwrap().system.cycles;
+    let store = r.into_store();
+
+    // A different fresh seed: the stored one wins.
+    let mut r = Replica::open(store, [1; 32], SubnetConfig::for_subnet_size(13)).unwrap();
+    assert_eq!(r.root_key(), root_key.as_slice());
+    assert_eq!(r.last_round_time(), NOW + 1);
+    assert_eq!(r.state().canister(&canister_id_from_index(0)).unwrap().system.cycles, cycles);
+    assert!(matches!(r.request_status(&id).unwrap().state, IngressState::Replied(_)));
+    assert!(r.has_pending_ingress());
+    // A round before the last one's time is moved after it.
+    assert_eq!(r.tick(NOW - 1_000, [3; 32]).unwrap(), vec![pending_id]);
+    assert_eq!(r.last_round_time(), NOW + 2);
+    assert!(r.state().canister(&canister_id_from_index(1)).is_some());
+}

@@ -1,0 +1,112 @@
+//! The execution benchmark: a compute-bound canister (xorshift in a loop) run by the embedder,
+//! natively (`cargo run --release -p tabnet-web --example bench_fuel`) and in a tab
+//! (`www/bench.js`). Reports fuel (= instructions charged) and the time taken.
+
+use serde::Serialize;
+use tabnet_execution::hypervisor::{
+    execute, ApiType, CanisterModule, CanisterStatusKind, EntryPoint, ExecutionParameters, ExecutionState, SystemStateView,
+};
+use tabnet_execution::SubnetConfig;
+use tabnet_types::{canister_id_from_index, Principal};
+use wasm_bindgen::prelude::*;
+
+/// `canister_update compute`: reads n (u64 LE) from the argument, runs n xorshift rounds,
+/// replies with the accumulated value.
+const COMPUTE_WAT: &str = r#"
+(module
+  (import "ic0" "msg_arg_data_copy" (func $arg_copy (param i32 i32 i32)))
+  (import "ic0" "msg_reply_data_append" (func $append (param i32 i32)))
+  (import "ic0" "msg_reply" (func $reply))
+  (memory 1)
+  (func (export "canister_update compute")
+    (local $n i64) (local $i i64) (local $x i64) (local $acc i64)
+    (call $arg_copy (i32.const 0) (i32.const 0) (i32.const 8))
+    (local.set $n (i64.load (i32.const 0)))
+    (local.set $x (i64.const 88172645463325252))
+    (block $done
+      (loop $next
+        (br_if $done (i64.ge_u (local.get $i) (local.get $n)))
+        (local.set $x (i64.xor (local.get $x) (i64.shl (local.get $x) (i64.const 13))))
+        (local.set $x (i64.xor (local.get $x) (i64.shr_u (local.get $x) (i64.const 7))))
+        (local.set $x (i64.xor (local.get $x) (i64.shl (local.get $x) (i64.const 17))))
+        (local.set $acc (i64.add (local.get $acc) (local.get $x)))
+        (local.set $i (i64.add (local.get $i) (i64.const 1)))
+        (br $next)))
+    (i64.store (i32.const 0) (local.get $acc))
+    (call $append (i32.const 0) (i32.const 8))
+    (call $reply)))
+"#;
+
+#[derive(Serialize, Debug, Clone, Copy)]
+pub struct FuelRun {
+    /// Instructions charged (wasmi fuel).
+    pub fuel: u64,
+    pub millis: f64,
+    /// The reply, so that the work cannot be optimised away and runs can be compared.
+    pub result: u64,
+}
+
+fn system_state() -> SystemStateView {
+    SystemStateView {
+        canister_id: canister_id_from_index(0),
+        controllers: vec![],
+        status: CanisterStatusKind::Running,
+        canister_version: 0,
+        cycles_balance: 1 << 100,
+        cycles_reserved: 0,
+        subnet_id: Principal::management_canister(),
+        root_key: vec![],
+        time: 0,
+        global_timer: 0,
+        certified_data: vec![],
+        in_replicated_execution: true,
+    }
+}
+
+fn parameters(config: &SubnetConfig) -> ExecutionParameters {
+    ExecutionParameters {
+        instruction_limit: config.max_instructions_per_update,
+        wasm_memory_limit: config.max_wasm32_memory,
+        stable_memory_limit: config.max_stable_memory,
+        max_reply_bytes: config.max_reply_bytes,
+        max_call_payload_bytes: config.max_inter_canister_payload_same_subnet,
+        max_certified_data_bytes: config.max_certified_data_bytes,
+        max_best_effort_timeout_seconds: config.max_best_effort_timeout_seconds,
+        cycles: config.cycles.clone(),
+    }
+}
+
+/// Runs the compute canister for `iterations` loop turns; `now_millis` is the platform's clock.
+pub fn run_fuel(iterations: u64, now_millis: &dyn Fn() -> f64) -> Result<FuelRun, String> {
+    let config = SubnetConfig::for_subnet_size(13);
+    let (sys, params) = (system_state(), parameters(&config));
+    let wasm = wat::parse_str(COMPUTE_WAT).map_err(|e| e.to_string())?;
+    let module = CanisterModule::new(wasm).map_err(|e| e.to_string())?;
+    let (mut state, _) = ExecutionState::new(module, Vec::new(), &sys, &params).map_err(|o| format!("{:?}", o.result))?;
+    let api = ApiType::Update {
+        caller: Principal::anonymous(),
+        method: "compute".into(),
+        arg: iterations.to_le_bytes().to_vec(),
+        cycles_available: 0,
+        deadline: None,
+    };
+    let started = now_millis();
+    let outcome = execute(&mut state, &EntryPoint::Export("canister_update compute".into()), api, &sys, &params);
+    let millis = now_millis() - started;
+    match outcome.result {
+        Ok(Some(tabnet_execution::hypervisor::WasmResult::Reply(bytes))) if bytes.len() == 8 => Ok(FuelRun {
+            fuel: outcome.instructions_used,
+            millis,
+            result: u64::from_le_bytes(bytes.try_into().expect("8 bytes")),
+        }),
+        other => Err(format!("the compute canister did not reply: {other:?}")),
+    }
+}
+
+/// The benchmark for JavaScript: `bench_fuel(n, () => performance.now())` → `{fuel, millis, result}`.
+#[wasm_bindgen]
+pub fn bench_fuel(iterations: u64, now_millis: &js_sys::Function) -> Result<JsValue, JsValue> {
+    let clock = || now_millis.call0(&JsValue::NULL).ok().and_then(|v| v.as_f64()).unwrap_or(f64::NAN);
+    let run = run_fuel(iterations, &clock).map_err(|e| JsValue::from_str(&e))?;
+    serde_wasm_bindgen::to_value(&run).map_err(|e| JsValue::from_str(&e.to_string()))
+}

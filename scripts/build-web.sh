@@ -1,0 +1,9 @@
+#!/usr/bin/env bash
+# Builds the browser node (crate/web → pkg/ with wasm-pack) and bundles the web app (www/dist).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+# wasm-pack's `cargo metadata` wants every platform's crates; fetch them once, quietly.
+cargo fetch -q
+wasm-pack build --mode no-install --release --target bundler --out-dir ../../pkg crate/web
+npx webpack --no-stats
+echo "web app in www/dist ($(du -sh www/dist | cut -f1)), wasm $(du -h pkg/*_bg.wasm | cut -f1)"

@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# Runs every test of tabnet: native Rust tests, the same execution tests as wasm32 in headless
+# Chromium, and the end-to-end tests with DFINITY's agent-js and ic-agent against the native node.
+# Sets up what it needs first (scripts/setup.sh), so it works on a fresh machine.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+root=$(pwd)
+
+scripts/setup.sh
+scripts/build-canisters.sh
+
+echo; echo "== test: native (cargo test --workspace)"
+cargo build --workspace --bins
+cargo test --workspace
+
+echo; echo "== test: wasm32 in headless Chromium"
+export CHROMEDRIVER=/usr/bin/chromedriver
+export WASM_BINDGEN_TEST_WEBDRIVER_JSON="$root/webdriver.json"
+export WASM_BINDGEN_TEST_TIMEOUT=300
+cargo test --target wasm32-unknown-unknown -p tabnet-execution -p tabnet-web
+
+echo; echo "== test: agent-js end to end"
+TABNET_BIN="$root/target/debug/tabnet" node --test --test-concurrency=1 tests/agent-js/

@@ -1,0 +1,19 @@
+// Bundles the web app (www/) with the node compiled to wasm (pkg/, from scripts/build-web.sh).
+const path = require('path');
+const HtmlWebpackPlugin = require('html-webpack-plugin');
+
+module.exports = {
+  mode: process.env.NODE_ENV === 'development' ? 'development' : 'production',
+  entry: { index: './www/index.js', bench: './www/bench.js' },
+  output: {
+    path: path.resolve(__dirname, 'www/dist'),
+    filename: '[name].[contenthash].js',
+    clean: true,
+  },
+  experiments: { asyncWebAssembly: true },
+  performance: { hints: false },
+  plugins: [
+    new HtmlWebpackPlugin({ template: './www/index.html', chunks: ['index'] }),
+    new HtmlWebpackPlugin({ template: './www/bench.html', filename: 'bench.html', chunks: ['bench'] }),
+  ],
+};

@@ -1,0 +1,64 @@
+// The web app: shows the native node that served the page, and runs a node in this tab.
+import { TabNode } from '../pkg/tabnet_web.js';
+
+const $ = (id) => document.getElementById(id);
+
+async function showNativeNode() {
+  $('api-url').textContent = `${location.origin}/api/v2/status`;
+  try {
+    const response = await fetch('/api/v2/status');
+    const bytes = new Uint8Array(await response.arrayBuffer());
+    $('native-status').textContent = TabNode.describe_status(bytes);
+  } catch (e) {
+    $('native-status').textContent = `no node answers here (${e})`;
+  }
+}
+
+const node = new TabNode(BigInt(Date.now()) * 1_000_000n);
+let canisterId = null;
+
+function show(outcome) {
+  const el = $('result');
+  el.className = outcome.ok ? '' : 'err';
+  el.textContent = outcome.ok ? outcome.reply : `${outcome.error_code} (reject ${outcome.reject_code}): ${outcome.message}`;
+  refresh();
+}
+
+function refresh() {
+  if (!canisterId) return;
+  const s = node.canister_status(canisterId);
+  $('canister').innerHTML = Object.entries(s)
+    .map(([k, v]) => `<tr><th>${k}</th><td>${v}</td></tr>`).join('');
+  $('logs').textContent = node.logs(canisterId).join('\n');
+}
+
+function now() { return BigInt(Date.now()) * 1_000_000n; }
+
+async function moduleBytes() {
+  const file = $('wasm-file').files[0];
+  if (!file) throw new Error('choose a .wasm file first');
+  return new Uint8Array(await file.arrayBuffer());
+}
+
+async function install(mode) {
+  try {
+    show(node.install_code(canisterId, mode, await moduleBytes(), '()', now()));
+  } catch (e) {
+    show({ ok: false, error_code: '', reject_code: '', message: String(e) });
+  }
+}
+
+$('create').onclick = () => {
+  canisterId = node.create_canister(now());
+  for (const id of ['install', 'upgrade', 'reinstall', 'update', 'query']) $(id).disabled = false;
+  show({ ok: true, reply: `created ${canisterId}` });
+};
+$('install').onclick = () => install('install');
+$('upgrade').onclick = () => install('upgrade');
+$('reinstall').onclick = () => install('reinstall');
+$('update').onclick = () => show(node.update(canisterId, $('method').value, $('arg').value, now()));
+$('query').onclick = () => show(node.query(canisterId, $('method').value, $('arg').value, now()));
+
+// Timers and heartbeats run in rounds, as on the IC.
+setInterval(() => { node.tick(now()); refresh(); }, 500);
+showNativeNode();
