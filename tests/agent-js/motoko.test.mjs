@@ -74,7 +74,9 @@ test('an upgrade that keeps main memory keeps the persistent var, resets the tra
 test('an upgrade without wasm_memory_persistence = keep is refused and changes nothing', async () => {
   await expectReject(
     installCode(agent, moCounterId, canisterWasm('motoko_counter'), { mode: 'upgrade' }),
-    { rejectCode: 5 },
+    // The replica's words: "Missing upgrade option: Enhanced orthogonal persistence requires
+    // the `wasm_memory_persistence` upgrade option."
+    { rejectCode: 5, errorCode: 'IC0504', messageIncludes: 'wasm_memory_persistence' },
   );
   assert.equal(await moCounter.get(), 3n);
 });

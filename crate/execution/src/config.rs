@@ -15,6 +15,10 @@ pub struct SubnetConfig {
     /// Heap limit for 64-bit modules, bytes.
     pub max_wasm64_memory: u64,
     pub max_stable_memory: u64,
+    /// Memory all canisters of the node may use together (heaps and stable memories). Growing
+    /// beyond it fails (`memory.grow` and `stable64_grow` return -1), so one canister can't
+    /// exhaust the machine. The IC's subnets have terabytes; a tab or a laptop has less.
+    pub subnet_memory_capacity: u64,
     pub max_ingress_bytes: usize,
     pub max_inter_canister_payload_same_subnet: usize,
     pub max_reply_bytes: usize,
@@ -41,6 +45,7 @@ impl SubnetConfig {
             max_wasm32_memory: 4 * GIB,
             max_wasm64_memory: 6 * GIB,
             max_stable_memory: 500 * GIB,
+            subnet_memory_capacity: 4 * GIB,
             max_ingress_bytes: 2 * 1024 * 1024,
             max_inter_canister_payload_same_subnet: 10 * 1024 * 1024,
             max_reply_bytes: 2 * 1024 * 1024,

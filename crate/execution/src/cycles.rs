@@ -2,13 +2,15 @@
 
 use serde::{Deserialize, Serialize};
 
-/// Fees for a 13-node application subnet; [`CyclesConfig::for_subnet_size`] scales them.
+/// The published fees of a 13-node application subnet, and the size of this subnet. Every
+/// cost is computed at full precision with the 13-node fees, then scaled by `subnet_size / 13`
+/// (scaling each fee first would round the per-instruction fee of small subnets to zero).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CyclesConfig {
     pub subnet_size: u64,
     pub canister_creation_fee: u128,
     pub update_message_execution_fee: u128,
-    /// Per 10 instructions in the IC's wording; here per instruction, for wasm32.
+    /// Per 10 instructions, for wasm32.
     pub ten_update_instructions_execution_fee: u128,
     /// wasm64 canisters pay twice per instruction.
     pub ten_update_instructions_execution_fee_wasm64: u128,
@@ -22,11 +24,15 @@ pub struct CyclesConfig {
     pub compute_percent_allocated_per_second_fee: u128,
 }
 
+const GIB: u128 = 1 << 30;
+/// The subnet size the published fees are for.
+const REFERENCE_SUBNET_SIZE: u128 = 13;
+
 impl CyclesConfig {
-    /// The published fee table, scaled by `subnet_size / 13`.
+    /// The published fee table, for a subnet of `subnet_size` nodes.
     pub fn for_subnet_size(subnet_size: u64) -> Self {
-        let base = Self {
-            subnet_size: 13,
+        Self {
+            subnet_size,
             canister_creation_fee: 500_000_000_000,
             update_message_execution_fee: 5_000_000,
             ten_update_instructions_execution_fee: 10,
@@ -37,25 +43,16 @@ impl CyclesConfig {
             ingress_byte_reception_fee: 2_000,
             gib_storage_per_second_fee: 127_000,
             compute_percent_allocated_per_second_fee: 10_000_000,
-        };
-        base.scaled(subnet_size)
+        }
     }
 
-    fn scaled(&self, subnet_size: u64) -> Self {
-        let s = |fee: u128| fee * subnet_size as u128 / 13;
-        Self {
-            subnet_size,
-            canister_creation_fee: s(self.canister_creation_fee),
-            update_message_execution_fee: s(self.update_message_execution_fee),
-            ten_update_instructions_execution_fee: s(self.ten_update_instructions_execution_fee),
-            ten_update_instructions_execution_fee_wasm64: s(self.ten_update_instructions_execution_fee_wasm64),
-            xnet_call_fee: s(self.xnet_call_fee),
-            xnet_byte_transmission_fee: s(self.xnet_byte_transmission_fee),
-            ingress_message_reception_fee: s(self.ingress_message_reception_fee),
-            ingress_byte_reception_fee: s(self.ingress_byte_reception_fee),
-            gib_storage_per_second_fee: s(self.gib_storage_per_second_fee),
-            compute_percent_allocated_per_second_fee: s(self.compute_percent_allocated_per_second_fee),
-        }
+    /// A cost at 13-node prices, scaled to this subnet.
+    fn scale(&self, cost: u128) -> u128 {
+        cost.saturating_mul(self.subnet_size as u128) / REFERENCE_SUBNET_SIZE
+    }
+
+    pub fn creation_fee(&self) -> u128 {
+        self.scale(self.canister_creation_fee)
     }
 
     /// Cost of executing `instructions` in one message (base fee plus per-instruction fee).
@@ -65,31 +62,36 @@ impl CyclesConfig {
         } else {
             self.ten_update_instructions_execution_fee
         };
-        self.update_message_execution_fee + per_ten * instructions as u128 / 10
+        self.scale(self.update_message_execution_fee + per_ten * instructions as u128 / 10)
     }
 
     /// Cost of receiving an ingress message of `bytes` bytes (method name + argument).
     pub fn ingress_induction_cost(&self, bytes: usize) -> u128 {
-        self.ingress_message_reception_fee + self.ingress_byte_reception_fee * bytes as u128
+        self.scale(self.ingress_message_reception_fee + self.ingress_byte_reception_fee * bytes as u128)
     }
 
     /// Cost of sending an inter-canister call of `bytes` bytes (method name + argument).
     pub fn call_cost(&self, bytes: usize) -> u128 {
-        self.xnet_call_fee + self.xnet_byte_transmission_fee * bytes as u128
+        self.scale(self.xnet_call_fee + self.xnet_byte_transmission_fee * bytes as u128)
     }
 
     /// Storage cost of `bytes` held for `nanos` nanoseconds.
     pub fn storage_cost(&self, bytes: u64, nanos: u64) -> u128 {
-        const GIB: u128 = 1 << 30;
-        self.gib_storage_per_second_fee * bytes as u128 * nanos as u128 / (GIB * 1_000_000_000)
+        self.scale(self.gib_storage_per_second_fee * bytes as u128 * nanos as u128 / (GIB * 1_000_000_000))
+    }
+
+    /// Cost of a compute allocation of `percent` held for `seconds`.
+    pub fn compute_allocation_cost(&self, percent: u64, seconds: u64) -> u128 {
+        self.scale(self.compute_percent_allocated_per_second_fee * percent as u128 * seconds as u128)
     }
 
     /// Cycles burned per second by a canister that just sits there: storage and compute
     /// allocation. This is what `canister_status` reports as `idle_cycles_burned_per_day / 86400`.
     pub fn idle_burn_per_second(&self, memory_bytes: u64, compute_allocation_percent: u64) -> u128 {
-        const GIB: u128 = 1 << 30;
-        self.gib_storage_per_second_fee * memory_bytes as u128 / GIB
-            + self.compute_percent_allocated_per_second_fee * compute_allocation_percent as u128
+        self.scale(
+            self.gib_storage_per_second_fee * memory_bytes as u128 / GIB
+                + self.compute_percent_allocated_per_second_fee * compute_allocation_percent as u128,
+        )
     }
 
     /// The balance below which a canister is frozen: enough to pay its idle burn for
@@ -111,9 +113,11 @@ mod tests {
     #[test]
     fn fees_scale_with_subnet_size() {
         let thirteen = CyclesConfig::for_subnet_size(13);
-        assert_eq!(thirteen.canister_creation_fee, 500_000_000_000);
+        assert_eq!(thirteen.creation_fee(), 500_000_000_000);
         let one = CyclesConfig::for_subnet_size(1);
-        assert_eq!(one.canister_creation_fee, 500_000_000_000 / 13);
+        assert_eq!(one.creation_fee(), 500_000_000_000 / 13);
+        // Scaled after summing: a small subnet still pays for instructions.
+        assert_eq!(one.execution_cost(13_000_000, false), (5_000_000 + 13_000_000) / 13);
         assert_eq!(thirteen.execution_cost(1_000, false), 5_000_000 + 1_000);
         assert_eq!(thirteen.execution_cost(1_000, true), 5_000_000 + 2_000);
         assert_eq!(thirteen.ingress_induction_cost(10), 1_200_000 + 20_000);

@@ -6,13 +6,13 @@ mod install;
 pub mod types;
 
 use crate::hypervisor::WasmResult;
-use crate::scheduler::{error_payload, ExecutionEnvironment, IngressMessage};
+use crate::scheduler::{ExecutionEnvironment, IngressMessage};
 use crate::state::{
     CallOrigin, CanisterState, CanisterStatus, LogVisibility, Request, ResponsePayload, SystemState,
 };
 use candid::{CandidType, Nat};
 use serde::de::DeserializeOwned;
-use tabnet_types::{CanisterId, ErrorCode, Principal, RejectCode, UserError};
+use tabnet_types::{CanisterId, ErrorCode, Principal, RejectCode, UserError, MANAGEMENT_CANISTER};
 use types::*;
 
 /// The result of one management call.
@@ -112,8 +112,8 @@ pub(crate) fn check_ingress(env: &ExecutionEnvironment, msg: &IngressMessage) ->
 pub(crate) fn execute(env: &mut ExecutionEnvironment, req: Request) {
     let outcome = dispatch(env, &req);
     match outcome {
-        Outcome::Reply(bytes, refund) => env.deliver_response(req.origin, ResponsePayload::Reply(bytes), refund),
-        Outcome::Reject(e, refund) => env.deliver_response(req.origin, error_payload(e), refund),
+        Outcome::Reply(bytes, refund) => env.deliver_response(req.origin, MANAGEMENT_CANISTER, ResponsePayload::Reply(bytes), refund),
+        Outcome::Reject(e, refund) => env.reject_request(req.origin, MANAGEMENT_CANISTER, e, refund),
         Outcome::Pending => {}
     }
 }
@@ -198,7 +198,7 @@ fn dispatch(env: &mut ExecutionEnvironment, req: &Request) -> Outcome {
 // ---- canister lifecycle ----
 
 fn create_canister(env: &mut ExecutionEnvironment, sender: Principal, cycles: u128, args: CreateCanisterArgs) -> Outcome {
-    let fee = env.config.cycles.canister_creation_fee;
+    let fee = env.config.cycles.creation_fee();
     if cycles < fee {
         return Outcome::Reject(
             UserError::new(
@@ -291,6 +291,7 @@ pub(crate) fn uninstall(env: &mut ExecutionEnvironment, id: &CanisterId) {
     for ctx in contexts.into_values().filter(|ctx| !ctx.responded) {
         env.deliver_response(
             ctx.origin,
+            *id,
             ResponsePayload::Reject {
                 code: RejectCode::CanisterReject,
                 message: "Canister has been uninstalled.".into(),
@@ -307,14 +308,8 @@ fn start_canister(env: &mut ExecutionEnvironment, sender: Principal, id: &Canist
     let old = std::mem::replace(&mut c.system.status, CanisterStatus::Running);
     if let CanisterStatus::Stopping { stop_requests } = old {
         for origin in stop_requests {
-            env.deliver_response(
-                origin,
-                error_payload(UserError::new(
-                    ErrorCode::CanisterStoppingCancelled,
-                    format!("Canister {id}'s stop request was cancelled."),
-                )),
-                0,
-            );
+            let e = UserError::new(ErrorCode::CanisterStoppingCancelled, format!("Canister {id}'s stop request was cancelled."));
+            env.reject_request(origin, MANAGEMENT_CANISTER, e, 0);
         }
     }
     Ok(empty_reply())
@@ -390,6 +385,8 @@ fn canister_status(env: &ExecutionEnvironment, sender: Principal, id: &CanisterI
             CanisterStatus::Stopping { .. } => CanisterStatusType::Stopping,
             CanisterStatus::Stopped => CanisterStatusType::Stopped,
         },
+        ready_for_migration: s.status == CanisterStatus::Stopped && s.input_queue.is_empty(),
+        version: s.canister_version,
         settings: definite_settings(s),
         module_hash: c.module_hash().map(|h| serde_bytes::ByteBuf::from(h.to_vec())),
         memory_size: Nat::from(memory_size),
@@ -429,6 +426,7 @@ fn definite_settings(s: &SystemState) -> DefiniteCanisterSettings {
             LogVisibility::Public => types::LogVisibility::Public,
             LogVisibility::AllowedViewers(v) => types::LogVisibility::AllowedViewers(v.clone()),
         },
+        log_memory_limit: Nat::from(crate::state::CanisterLog::MAX_BYTES),
         wasm_memory_limit: Nat::from(st.wasm_memory_limit),
         wasm_memory_threshold: Nat::from(st.wasm_memory_threshold),
         environment_variables: st

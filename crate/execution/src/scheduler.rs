@@ -165,9 +165,7 @@ impl ExecutionEnvironment {
             }
             let bytes = c.memory_usage().max(c.system.settings.memory_allocation);
             let cost = self.config.cycles.storage_cost(bytes, elapsed)
-                + self.config.cycles.compute_percent_allocated_per_second_fee
-                    * c.system.settings.compute_allocation as u128
-                    * (elapsed / 1_000_000_000) as u128;
+                + self.config.cycles.compute_allocation_cost(c.system.settings.compute_allocation, elapsed / 1_000_000_000);
             let can_pay = c.system.cycles >= cost;
             let c = self.state.canister_mut(&id).expect("listed canister exists");
             c.system.charge(cost);
@@ -184,11 +182,22 @@ impl ExecutionEnvironment {
         let time = self.round.time;
         let ids: Vec<CanisterId> = self.state.canisters.keys().copied().collect();
         for id in ids {
-            let expired: Vec<(u64, Principal)> = self.state.canisters[&id]
-                .system
+            let system = &self.state.canisters[&id].system;
+            // A response that arrived in time but still waits in the queue wins.
+            let answered: std::collections::BTreeSet<u64> = system
+                .input_queue
+                .iter()
+                .filter_map(|m| match m {
+                    CanisterMessage::Response(r) => Some(r.callback_id),
+                    CanisterMessage::Request(_) => None,
+                })
+                .collect();
+            let expired: Vec<(u64, Principal)> = system
                 .callbacks
                 .iter()
-                .filter(|(_, cb)| !cb.expired && cb.deadline.is_some_and(|d| time >= d))
+                .filter(|(cb_id, cb)| {
+                    !cb.expired && cb.deadline.is_some_and(|d| time >= d) && !answered.contains(cb_id)
+                })
                 .map(|(cb_id, cb)| (*cb_id, cb.callee))
                 .collect();
             if expired.is_empty() {
@@ -341,7 +350,7 @@ impl ExecutionEnvironment {
                 continue;
             };
             for origin in stop_requests {
-                self.deliver_response(origin, ResponsePayload::Reply(candid::encode_args(()).unwrap_or_default()), 0);
+                self.deliver_response(origin, MANAGEMENT_CANISTER, ResponsePayload::Reply(management::empty_reply()), 0);
             }
         }
     }
@@ -433,10 +442,15 @@ impl ExecutionEnvironment {
     pub(crate) fn params(&self, c: &CanisterState, wasm64: bool, instruction_limit: u64, max_reply_bytes: usize) -> ExecutionParameters {
         let subnet_limit = if wasm64 { self.config.max_wasm64_memory } else { self.config.max_wasm32_memory };
         let own_limit = c.system.settings.wasm_memory_limit;
+        let wasm_limit = if own_limit == 0 { subnet_limit } else { own_limit.min(subnet_limit) };
+        // What the node can still give: a canister may grow into it, no further.
+        let used: u64 = self.state.canisters.values().map(CanisterState::memory_usage).sum();
+        let available = self.config.subnet_memory_capacity.saturating_sub(used);
+        let (heap, stable) = c.execution.as_ref().map_or((0, 0), |e| (e.heap_bytes().len() as u64, e.stable_bytes().len() as u64));
         ExecutionParameters {
             instruction_limit,
-            wasm_memory_limit: if own_limit == 0 { subnet_limit } else { own_limit.min(subnet_limit) },
-            stable_memory_limit: self.config.max_stable_memory,
+            wasm_memory_limit: wasm_limit.min(heap.saturating_add(available)),
+            stable_memory_limit: self.config.max_stable_memory.min(stable.saturating_add(available)),
             max_reply_bytes,
             max_call_payload_bytes: self.config.max_inter_canister_payload_same_subnet,
             max_certified_data_bytes: self.config.max_certified_data_bytes,
@@ -445,9 +459,9 @@ impl ExecutionEnvironment {
         }
     }
 
-    /// Sends the response for `origin`: to the ingress history, to the calling canister's
-    /// queue, or nowhere (system tasks).
-    pub(crate) fn deliver_response(&mut self, origin: CallOrigin, payload: ResponsePayload, refund: u128) {
+    /// Sends the response for `origin` from `respondent`: to the ingress history, to the
+    /// calling canister's queue, or nowhere (system tasks).
+    pub(crate) fn deliver_response(&mut self, origin: CallOrigin, respondent: Principal, payload: ResponsePayload, refund: u128) {
         match origin {
             CallOrigin::Ingress { message_id, .. } => {
                 let outcome = match payload {
@@ -465,7 +479,7 @@ impl ExecutionEnvironment {
                 if let Some(c) = self.state.canister_mut(&caller) {
                     c.system.input_queue.push_back(CanisterMessage::Response(crate::state::Response {
                         callback_id,
-                        respondent: Principal::management_canister(),
+                        respondent,
                         payload,
                         refund,
                     }));
@@ -485,19 +499,7 @@ impl ExecutionEnvironment {
         ctx.responded = true;
         let refund = std::mem::take(&mut ctx.available_cycles);
         let origin = ctx.origin.clone();
-        match origin {
-            CallOrigin::Canister { caller, callback_id, .. } => {
-                if let Some(c) = self.state.canister_mut(&caller) {
-                    c.system.input_queue.push_back(CanisterMessage::Response(crate::state::Response {
-                        callback_id,
-                        respondent: *id,
-                        payload,
-                        refund,
-                    }));
-                }
-            }
-            other => self.deliver_response(other, payload, refund),
-        }
+        self.deliver_response(origin, *id, payload, refund);
     }
 
     /// Closes the call context if nothing is outstanding; a context that never responded
@@ -535,24 +537,10 @@ impl ExecutionEnvironment {
 
     /// Rejects a request that never ran.
     pub(crate) fn reject_request(&mut self, origin: CallOrigin, respondent: Principal, e: UserError, refund: u128) {
-        match origin {
-            CallOrigin::Canister { caller, callback_id, .. } => {
-                if let Some(c) = self.state.canister_mut(&caller) {
-                    c.system.input_queue.push_back(CanisterMessage::Response(crate::state::Response {
-                        callback_id,
-                        respondent,
-                        payload: error_payload(e),
-                        refund,
-                    }));
-                }
-            }
-            other => self.deliver_response(other, error_payload(e), refund),
-        }
+        self.deliver_response(origin, respondent, error_payload(e), refund);
     }
 
-    /// Runs one entry point on `exec` (the canister's instance, taken out of it, or a new or
-    /// scratch instance) with the canister's system state. Queries are rolled back by the
-    /// embedder; nothing is applied here.
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn run_wasm(
         &mut self,
         id: &CanisterId,

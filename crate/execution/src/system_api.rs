@@ -11,17 +11,19 @@ mod linker;
 mod stable;
 
 pub(crate) use imports::{lookup as lookup_ic0_function, mode_name, Context};
-pub(crate) use linker::HostTrap;
 pub(crate) use linker::new_linker;
+pub(crate) use linker::HostTrap;
 pub(crate) use stable::{StableMemory, WASM_PAGE_SIZE};
 
 use crate::hypervisor::{
     ApiType, ExecutionParameters, LogRecord, OutgoingCall, SystemStateChanges, SystemStateView, WasmClosure, WasmResult,
 };
 use tabnet_types::{ErrorCode, Principal, UserError};
-use wasmi_core::LimiterError;
 use wasmi::Memory;
+use wasmi_core::LimiterError;
 
+/// Largest table a module may declare (real canisters use a few thousand entries).
+const MAX_TABLE_ELEMENTS: usize = 1 << 20;
 /// Longest `debug_print` line kept in the log, and the longest trap message kept.
 pub const MAX_LOG_RECORD_BYTES: usize = 4 * 1024;
 pub const MAX_TRAP_MESSAGE_BYTES: usize = 16 * 1024;
@@ -51,37 +53,44 @@ impl HostState {
     }
 }
 
-/// Enforces the heap limit on `memory.grow`: beyond it, the growth fails (−1) or, where the
-/// IC enforces `wasm_memory_limit`, the execution traps with IC0539.
+/// Enforces the heap limit on `memory.grow`: beyond it the growth fails (−1). The size asked
+/// for is remembered: where the IC enforces `wasm_memory_limit`, an execution that then traps
+/// fails with IC0539.
 pub(crate) struct HeapLimiter {
     pub limit: u64,
-    pub trap_on_excess: bool,
-    /// The size a failed growth asked for, when it trapped.
+    /// The largest size a failed growth asked for.
     pub exceeded: Option<u64>,
 }
 
 impl HeapLimiter {
     pub fn unlimited() -> Self {
-        Self { limit: u64::MAX, trap_on_excess: false, exceeded: None }
+        Self { limit: u64::MAX, exceeded: None }
     }
 }
 
 impl wasmi::ResourceLimiter for HeapLimiter {
-    fn memory_growing(&mut self, _current: usize, desired: usize, _maximum: Option<usize>) -> Result<bool, LimiterError> {
+    fn memory_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> Result<bool, LimiterError> {
         let desired = desired as u64;
-        if desired <= self.limit {
-            Ok(true)
-        } else if self.trap_on_excess {
-            self.exceeded = Some(desired);
-            Err(LimiterError::ResourceLimiterDeniedAllocation)
-        } else {
-            Ok(false)
+        if desired > self.limit {
+            self.exceeded = self.exceeded.max(Some(desired));
+            return Ok(false);
         }
+        Ok(true)
     }
 
-    fn table_growing(&mut self, _current: usize, _desired: usize, _maximum: Option<usize>) -> Result<bool, LimiterError> {
+    fn table_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> Result<bool, LimiterError> {
         // `table.grow` is refused at validation; this only sees instantiation.
-        Ok(true)
+        Ok(desired <= MAX_TABLE_ELEMENTS)
     }
 
     fn instances(&self) -> usize {
@@ -184,8 +193,12 @@ impl SystemApi {
 
     /// Logs kept when the execution failed: everything printed, then the failure.
     pub fn finish_with_error(mut self, error: &UserError) -> Vec<LogRecord> {
-        self.log(format!("[TRAP]: {}", error.message).into_bytes());
+        self.log_error(error);
         self.logs
+    }
+
+    pub fn log_error(&mut self, error: &UserError) {
+        self.log(format!("[TRAP]: {}", error.message).into_bytes());
     }
 
     // ---- errors ----
@@ -248,7 +261,9 @@ impl SystemApi {
 
     pub fn reject_message(&self) -> &[u8] {
         match &self.api {
-            ApiType::RejectCallback { message, .. } | ApiType::CompositeRejectCallback { message, .. } => message.as_bytes(),
+            ApiType::RejectCallback { message, .. } | ApiType::CompositeRejectCallback { message, .. } => {
+                message.as_bytes()
+            }
             _ => &[],
         }
     }
@@ -408,7 +423,9 @@ impl SystemApi {
     }
 
     fn call_mut(&mut self, name: &str) -> Result<&mut CallUnderConstruction, UserError> {
-        self.call.as_mut().ok_or_else(|| Self::violation(name, "there is no call under construction (call ic0.call_new first)"))
+        self.call
+            .as_mut()
+            .ok_or_else(|| Self::violation(name, "there is no call under construction (call ic0.call_new first)"))
     }
 
     pub fn call_new(
@@ -459,7 +476,10 @@ impl SystemApi {
         let call = self.call_mut(NAME)?;
         let total = call.payload.len() + data.len();
         if total > limit {
-            return Err(Self::violation(NAME, format!("the call payload size ({total}) cannot be larger than {limit}")));
+            return Err(Self::violation(
+                NAME,
+                format!("the call payload size ({total}) cannot be larger than {limit}"),
+            ));
         }
         call.payload.extend_from_slice(data);
         Ok(())
@@ -502,7 +522,9 @@ impl SystemApi {
     pub fn call_perform(&mut self) -> Result<i32, UserError> {
         self.call_mut("call_perform")?;
         let fee = match &self.call {
-            Some(call) if !self.calls_are_queries() => self.cost_call(call.method.len() as u64, call.payload.len() as u64),
+            Some(call) if !self.calls_are_queries() => {
+                self.cost_call(call.method.len() as u64, call.payload.len() as u64)
+            }
             _ => 0,
         };
         if fee > self.liquid_balance() {
@@ -558,7 +580,7 @@ impl SystemApi {
     }
 
     pub fn cost_create_canister(&self) -> u128 {
-        self.params.cycles.canister_creation_fee
+        self.params.cycles.creation_fee()
     }
 
     /// The IC's HTTPS outcall fee: `(3M + 60K·n + 400·request + 800·max_response) · n`.
@@ -650,8 +672,8 @@ pub(crate) fn wasm_memory_limit_error(limit: u64, requested: u64) -> UserError {
     )
 }
 
-/// Whether the IC enforces `wasm_memory_limit` (rather than failing `memory.grow`) here:
-/// updates, callbacks, system tasks, install and upgrade hooks — not queries.
+/// Whether the IC enforces `wasm_memory_limit` here: updates, callbacks, system tasks, install
+/// and upgrade hooks — not queries.
 pub(crate) fn enforces_wasm_memory_limit(context: Context) -> bool {
     matches!(
         context,

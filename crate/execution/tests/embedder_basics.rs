@@ -2,6 +2,12 @@
 
 mod embedder_support;
 
+// In wasm32 builds the same tests run in headless Chromium.
+#[cfg(target_arch = "wasm32")]
+use wasm_bindgen_test::wasm_bindgen_test as test;
+#[cfg(target_arch = "wasm32")]
+wasm_bindgen_test::wasm_bindgen_test_configure!(run_in_browser);
+
 use embedder_support::*;
 use sha2::{Digest, Sha256};
 use std::io::Write;
@@ -126,11 +132,11 @@ fn invalid_modules_are_rejected_with_ic0505() {
         ("(module (func (export \"canister_foo\")))", "canister_foo"),
         ("(module (func (export \"canister_update f\") (param i32)))", "[] -> []"),
         ("(module (func (export \"canister_init\") (result i32) (i32.const 0)))", "[] -> []"),
-        ("(module (func $f) (export \"canister_update f\" (func $f)) (export \"canister_query f\" (func $f)))", "duplicate"),
         (
-            "(module (table 1 funcref) (func (drop (table.grow (ref.null func) (i32.const 1)))))",
-            "table.grow",
+            "(module (func $f) (export \"canister_update f\" (func $f)) (export \"canister_query f\" (func $f)))",
+            "duplicate",
         ),
+        ("(module (table 1 funcref) (func (drop (table.grow (ref.null func) (i32.const 1)))))", "table.grow"),
         ("(module (table 1 funcref) (func (table.set (i32.const 0) (ref.null func))))", "table.set"),
         ("(module (@custom \"icp:foo\" \"x\"))", "icp:foo"),
         ("(module (@custom \"icp:public x\" \"1\") (@custom \"icp:private x\" \"2\"))", "twice"),
@@ -265,9 +271,7 @@ fn start_runs_at_installation_only() {
 
 #[test]
 fn start_may_not_reply() {
-    let m = module(
-        r#"(module (import "ic0" "msg_reply" (func $reply)) (func $s (call $reply)) (start $s))"#,
-    );
+    let m = module(r#"(module (import "ic0" "msg_reply" (func $reply)) (func $s (call $reply)) (start $s))"#);
     let outcome = ExecutionState::new(m, Vec::new(), &sys(), &params()).unwrap_err();
     assert_eq!(error_code(&outcome), ErrorCode::CanisterContractViolation);
     assert_eq!(error_message(&outcome), "\"ic0.msg_reply\" cannot be executed in start mode");
@@ -330,4 +334,30 @@ fn memory_usage_counts_heap_stable_and_module() {
     let state = install(WITH_START);
     let module_len = state.module().bytes().len() as u64;
     assert_eq!(state.memory_usage(), 65536 + 65536 + 8 + module_len);
+}
+
+/// Natively and in the browser, the same messages give the same instruction counts and the
+/// same state hash — NaN bits included (the hash is hard-coded, so both builds check it).
+#[test]
+fn results_are_identical_on_every_platform() {
+    let mut state = install(
+        r#"(module
+          (import "ic0" "msg_reply_data_append" (func $append (param i32 i32)))
+          (import "ic0" "msg_reply" (func $reply))
+          (memory 1)
+          (global $f (mut f64) (f64.const 1))
+          (func (export "canister_update nan")
+            (f32.store (i32.const 0) (f32.div (f32.const 0) (f32.const 0)))
+            (f64.store (i32.const 8) (f64.sqrt (f64.const -1)))
+            (global.set $f (f64.mul (global.get $f) (f64.const 1.5)))
+            (call $append (i32.const 0) (i32.const 16))
+            (call $reply)))"#,
+    );
+    let fuel: Vec<u64> = (0..3).map(|_| update(&mut state, "nan", &[]).instructions_used).collect();
+    let hash: String = state.state_hash().iter().map(|b| format!("{b:02x}")).collect();
+    assert_eq!(fuel, [74, 74, 74]);
+    assert_eq!(hash, "106f1c71bf6ef12c0bd0fed06910a736c4e1cfa3fc6e79e2efd306d3617815a3");
+    // The NaNs are canonical: sign clear, quiet bit set, payload zero.
+    assert_eq!(&state.heap_bytes()[0..4], &0x7fc0_0000u32.to_le_bytes());
+    assert_eq!(&state.heap_bytes()[8..16], &0x7ff8_0000_0000_0000u64.to_le_bytes());
 }

@@ -4,6 +4,12 @@
 
 mod embedder_support;
 
+// In wasm32 builds the same tests run in headless Chromium.
+#[cfg(target_arch = "wasm32")]
+use wasm_bindgen_test::wasm_bindgen_test as test;
+#[cfg(target_arch = "wasm32")]
+wasm_bindgen_test::wasm_bindgen_test_configure!(run_in_browser);
+
 use embedder_support::*;
 use tabnet_execution::hypervisor::ApiType;
 use tabnet_types::ErrorCode;

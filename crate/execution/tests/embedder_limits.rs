@@ -3,6 +3,12 @@
 
 mod embedder_support;
 
+// In wasm32 builds the same tests run in headless Chromium.
+#[cfg(target_arch = "wasm32")]
+use wasm_bindgen_test::wasm_bindgen_test as test;
+#[cfg(target_arch = "wasm32")]
+wasm_bindgen_test::wasm_bindgen_test_configure!(run_in_browser);
+
 use embedder_support::*;
 use tabnet_execution::hypervisor::{execute, ApiType, EntryPoint, ExecutionParameters, ExecutionState};
 use tabnet_types::ErrorCode;
@@ -39,6 +45,9 @@ const MODULE: &str = r#"
     ;; grow by the number of pages in the argument's first byte... fixed at 100 pages
     (i32.store (i32.const 0) (memory.grow (i32.const 100)))
     (call $append (i32.const 0) (i32.const 4))
+    (call $reply))
+  (func (export "canister_update grow_or_trap")
+    (if (i32.eq (memory.grow (i32.const 100)) (i32.const -1)) (then (unreachable)))
     (call $reply))
   (func (export "canister_query grow_q") (i32.store (i32.const 0) (memory.grow (i32.const 100)))
     (call $append (i32.const 0) (i32.const 4))
@@ -131,19 +140,27 @@ fn with_heap_limit(bytes: u64) -> ExecutionParameters {
 #[test]
 fn growing_the_heap_past_the_wasm_memory_limit() {
     let mut s = state();
-    let (before, heap) = (s.state_hash(), s.heap_bytes().len());
+    let heap = s.heap_bytes().len();
     let limit = 50 * 65536;
-    // Updates fail with IC0539, as on the IC.
-    let o = execute(&mut s, &EntryPoint::Export("canister_update grow".into()), update_api("grow", &[]), &sys(), &with_heap_limit(limit));
+    let run_with_limit = |s: &mut ExecutionState, export: &str, api| {
+        execute(s, &EntryPoint::Export(export.into()), api, &sys(), &with_heap_limit(limit))
+    };
+    // memory.grow fails (-1); a canister that copes carries on.
+    let o = run_with_limit(&mut s, "canister_update grow", update_api("grow", &[]));
+    assert_eq!(i32::from_le_bytes(reply(&o).try_into().unwrap()), -1);
+    let before = s.state_hash();
+    // A canister that traps over it fails with IC0539, as on the IC; the trap is logged.
+    let o = run_with_limit(&mut s, "canister_update grow_or_trap", update_api("grow_or_trap", &[]));
     assert_eq!(error_code(&o), ErrorCode::CanisterWasmMemoryLimitExceeded);
     assert!(error_message(&o).starts_with(&format!(
         "Canister exceeded its current Wasm memory limit of {limit} bytes. The peak Wasm memory usage was {} bytes.",
         heap + 100 * 65536
     )));
+    assert_eq!(o.logs[0].content, b"[TRAP]: Canister trapped: unreachable");
     assert_rolled_back(&s, before, heap);
-    // Queries are not held to wasm_memory_limit: memory.grow just fails.
-    let o = execute(&mut s, &EntryPoint::Export("canister_query grow_q".into()), query_api("grow_q", &[]), &sys(), &with_heap_limit(limit));
-    assert_eq!(i32::from_le_bytes(reply(&o).try_into().unwrap()), -1);
+    // Queries are not held to wasm_memory_limit: the trap is reported as it is.
+    let o = run_with_limit(&mut s, "canister_update grow_or_trap", query_api("grow_or_trap", &[]));
+    assert_eq!(error_code(&o), ErrorCode::CanisterTrapped);
     // Within the limit, growth works and is kept.
     let o = update(&mut s, "grow", &[]);
     assert_eq!(u32_reply(&o) as usize, heap / 65536);
@@ -183,9 +200,21 @@ fn failures_are_deterministic() {
         let mut s = state();
         let mut p = params();
         p.instruction_limit = 1_234_567;
-        let o = execute(&mut s, &EntryPoint::Export("canister_update loop".into()), update_api("loop", &[]), &sys(), &p);
+        let o =
+            execute(&mut s, &EntryPoint::Export("canister_update loop".into()), update_api("loop", &[]), &sys(), &p);
         let trapped = update(&mut s, "unreachable", &[]);
         (o.instructions_used, trapped.instructions_used, s.state_hash())
     };
     assert_eq!(failing(), failing());
+}
+
+#[test]
+fn oversized_initial_memories_and_tables_are_refused_at_installation() {
+    let m = embedder_support::module("(module (memory 100))");
+    let outcome = ExecutionState::new(m, Vec::new(), &sys(), &with_heap_limit(10 * 65536)).unwrap_err();
+    assert_eq!(error_code(&outcome), ErrorCode::CanisterInvalidWasm);
+    assert!(error_message(&outcome).contains("instantiation failed"), "{}", error_message(&outcome));
+    let m = embedder_support::module("(module (table 100000000 funcref))");
+    let outcome = ExecutionState::new(m, Vec::new(), &sys(), &params()).unwrap_err();
+    assert_eq!(error_code(&outcome), ErrorCode::CanisterInvalidWasm);
 }

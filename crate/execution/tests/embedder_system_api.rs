@@ -3,6 +3,12 @@
 
 mod embedder_support;
 
+// In wasm32 builds the same tests run in headless Chromium.
+#[cfg(target_arch = "wasm32")]
+use wasm_bindgen_test::wasm_bindgen_test as test;
+#[cfg(target_arch = "wasm32")]
+wasm_bindgen_test::wasm_bindgen_test_configure!(run_in_browser);
+
 use embedder_support::*;
 use tabnet_execution::hypervisor::{
     execute, ApiType, EntryPoint, ExecutionState, OutgoingCall, WasmClosure, WasmResult,
@@ -79,6 +85,9 @@ const SINK: &str = r#"
   (func (export "canister_update caller")
     (call $caller_copy (i32.const 0) (i32.const 0) (call $caller_size))
     (call $reply_bytes (i32.const 0) (call $caller_size)))
+  (func (export "canister_update caller_log")
+    (call $caller_copy (i32.const 0) (i32.const 0) (call $caller_size))
+    (call $print (i32.const 0) (call $caller_size)))
   (func (export "canister_update arg_out_of_range")
     (call $arg_copy (i32.const 0) (i32.const 1) (call $arg_size)))
   (func (export "canister_update reply_twice") (call $reply) (call $reply))
@@ -218,7 +227,13 @@ fn u128_at(bytes: &[u8], offset: usize) -> u128 {
 }
 
 fn with_cycles(method: &str, arg: &[u8], cycles: u128) -> ApiType {
-    ApiType::Update { caller: user(), method: method.into(), arg: arg.to_vec(), cycles_available: cycles, deadline: None }
+    ApiType::Update {
+        caller: user(),
+        method: method.into(),
+        arg: arg.to_vec(),
+        cycles_available: cycles,
+        deadline: None,
+    }
 }
 
 #[test]
@@ -227,8 +242,9 @@ fn argument_caller_and_replies() {
     assert_eq!(reply(&update(&mut s, "echo", b"ping")), b"ping");
     assert_eq!(reply(&update(&mut s, "caller", &[])), user().as_slice());
     // System tasks are called by the management canister (the empty principal).
-    let o = run(&mut s, "canister_update caller", ApiType::Heartbeat);
-    assert_eq!(error_code(&o), ErrorCode::CanisterContractViolation); // cannot reply in heartbeat
+    let o = run(&mut s, "canister_update caller_log", ApiType::Heartbeat);
+    assert_eq!(o.result, Ok(None));
+    assert_eq!(o.logs[0].content, Principal::management_canister().as_slice());
     let o = update(&mut s, "arg_out_of_range", b"xy");
     assert_eq!(error_code(&o), ErrorCode::CanisterContractViolation);
     assert!(error_message(&o).contains("exceeds the data size 2"), "{}", error_message(&o));
@@ -313,7 +329,13 @@ fn calls_are_assembled_and_paid_for() {
     let mut poor = sys();
     // (call_unfunded sends "hello" with no payload.)
     poor.cycles_reserved = BALANCE - CyclesConfig::for_subnet_size(13).call_cost(5) + 1;
-    let o = execute(&mut s, &EntryPoint::Export("canister_update call_unfunded".into()), update_api("x", callee.as_slice()), &poor, &params());
+    let o = execute(
+        &mut s,
+        &EntryPoint::Export("canister_update call_unfunded".into()),
+        update_api("x", callee.as_slice()),
+        &poor,
+        &params(),
+    );
     assert_eq!(u32::from_le_bytes(reply(&o).try_into().unwrap()), 2);
     assert!(o.changes.calls.is_empty());
 
@@ -350,7 +372,13 @@ fn certified_data_timer_and_identity() {
 
     let mut timer_sys = sys();
     timer_sys.global_timer = 77;
-    let o = execute(&mut s, &EntryPoint::Export("canister_update timer".into()), update_api("timer", &[]), &timer_sys, &params());
+    let o = execute(
+        &mut s,
+        &EntryPoint::Export("canister_update timer".into()),
+        update_api("timer", &[]),
+        &timer_sys,
+        &params(),
+    );
     assert_eq!(u64_reply(&o), 5, "global_timer_set returns the previous value");
     assert_eq!(o.changes.new_global_timer, Some(9));
 
@@ -487,7 +515,9 @@ fn callbacks_run_table_functions_with_their_env() {
         let o = execute(&mut s, &closure(2), reject_api, &sys(), &params());
         assert_eq!(reply(&o), b"\x05oops");
 
-        for (func, expected) in [(0, "uninitialized"), (3, "type mismatch"), (4, "out of bounds"), (u64::MAX, "out of bounds")] {
+        for (func, expected) in
+            [(0, "uninitialized"), (3, "type mismatch"), (4, "out of bounds"), (u64::MAX, "out of bounds")]
+        {
             let o = execute(&mut s, &closure(func), reply_api.clone(), &sys(), &params());
             assert_eq!(error_code(&o), ErrorCode::CanisterTrapped);
             assert!(error_message(&o).contains(expected), "{func}: {}", error_message(&o));
@@ -497,7 +527,7 @@ fn callbacks_run_table_functions_with_their_env() {
 
 #[test]
 fn composite_queries_keep_their_state_for_their_callbacks() {
-    let mut s = install(
+    let s = install(
         r#"(module
           (import "ic0" "msg_reply_data_append" (func $append (param i32 i32)))
           (import "ic0" "msg_reply" (func $reply))
@@ -515,7 +545,6 @@ fn composite_queries_keep_their_state_for_their_callbacks() {
     assert_eq!(reply(&execute(&mut copy, &callback, api, &sys(), &params())), [7]);
     // The original is untouched.
     assert_eq!(s.heap_bytes()[0], 0);
-    let _ = &mut s;
 }
 
 #[test]
@@ -550,7 +579,8 @@ fn stable_memory_in_both_widths() {
         ));
         let mut limited = params();
         limited.stable_memory_limit = 1 << 30;
-        let o = execute(&mut s, &EntryPoint::Export("canister_update grow".into()), update_api("g", &[]), &sys(), &limited);
+        let o =
+            execute(&mut s, &EntryPoint::Export("canister_update grow".into()), update_api("g", &[]), &sys(), &limited);
         let r = reply(&o);
         assert_eq!(i64::from_le_bytes(r[0..8].try_into().unwrap()), 0);
         assert_eq!(i64::from_le_bytes(r[8..16].try_into().unwrap()), -1, "beyond the stable memory limit");

@@ -1,6 +1,11 @@
 //! Canister lifecycle through the management canister: create, install, upgrade, reinstall,
 //! uninstall, stop/start/delete, settings, status, controllers, bad input.
 
+#[cfg(target_arch = "wasm32")]
+use wasm_bindgen_test::wasm_bindgen_test as test;
+#[cfg(target_arch = "wasm32")]
+wasm_bindgen_test::wasm_bindgen_test_configure!(run_in_browser);
+
 mod scheduler_support;
 
 use candid::{Encode, Nat, Principal};
@@ -114,7 +119,10 @@ fn stop_start_delete_lifecycle() {
     assert_eq!(err.2, ErrorCode::CanisterNotStopped);
 
     t.mgmt(user(), "stop_canister", &rec).unwrap();
-    assert_eq!(t.status(id).status, CanisterStatusType::Stopped);
+    let status = t.status(id);
+    assert_eq!(status.status, CanisterStatusType::Stopped);
+    assert!(status.ready_for_migration);
+    assert_eq!(status.version, t.env.state().canister(&id).unwrap().system.canister_version);
     let err = t.update(id, "inc", vec![]).unwrap_err();
     assert_eq!((err.0, err.2), (RejectCode::CanisterError, ErrorCode::CanisterStopped));
     let err = t.query(user(), id, "read", vec![]).unwrap_err();
@@ -150,8 +158,8 @@ fn uninstall_removes_code_and_status_reports_settings() {
     assert_eq!(s.settings.compute_allocation, Nat::from(5u64));
     assert_eq!(s.settings.controllers, vec![user()]);
     assert_eq!(s.settings.log_visibility, LogVisibility::Public);
-    assert!(s.idle_cycles_burned_per_day > Nat::from(0u64));
-    assert!(s.memory_size > Nat::from(0u64));
+    assert!(u128::try_from(&s.idle_cycles_burned_per_day.0).unwrap() > 0);
+    assert!(u64::try_from(&s.memory_size.0).unwrap() > 0);
     assert_eq!(s.query_stats.num_calls_total, Nat::from(0u64));
 
     // canister_status also answers as a query, to controllers only.

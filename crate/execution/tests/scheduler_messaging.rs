@@ -1,5 +1,10 @@
 //! Messages between canisters, traps, limits, cycles, timers, queries and determinism.
 
+#[cfg(target_arch = "wasm32")]
+use wasm_bindgen_test::wasm_bindgen_test as test;
+#[cfg(target_arch = "wasm32")]
+wasm_bindgen_test::wasm_bindgen_test_configure!(run_in_browser);
+
 mod scheduler_support;
 
 use candid::{Encode, Nat};
@@ -241,7 +246,7 @@ fn raw_rand_and_create_canister_from_a_canister() {
     let reply2 = proxy_result(&t.update(a, "forward", forward_arg(mgmt, "raw_rand", 0, 0, &Encode!().unwrap())).unwrap()).unwrap();
     assert_ne!(reply, reply2);
 
-    let fee = t.env.config().cycles.canister_creation_fee as u64;
+    let fee = t.env.config().cycles.creation_fee() as u64;
     let args = Encode!(&CreateCanisterArgs::default()).unwrap();
     let (code, _) = proxy_result(&t.update(a, "forward", forward_arg(mgmt, "create_canister", 1000, 0, &args)).unwrap()).unwrap_err();
     assert_eq!(code, 4, "IC0403: not enough cycles for the creation fee");

@@ -1,6 +1,11 @@
 //! Real ic-cdk and Motoko canisters (built by `scripts/build-canisters.sh` into
 //! `target/canisters/`), unmodified, through the scheduler and the management canister.
 
+#[cfg(target_arch = "wasm32")]
+use wasm_bindgen_test::wasm_bindgen_test as test;
+#[cfg(target_arch = "wasm32")]
+wasm_bindgen_test::wasm_bindgen_test_configure!(run_in_browser);
+
 mod scheduler_support;
 
 use candid::{CandidType, Decode, Deserialize, Encode, Nat, Principal};
@@ -10,7 +15,7 @@ use tabnet_execution::SubnetConfig;
 use tabnet_types::{ErrorCode, RejectCode};
 
 fn canister(name: &str) -> Vec<u8> {
-    real_canister(name).unwrap_or_else(|| panic!("target/canisters/{name}.wasm is missing: run scripts/build-canisters.sh"))
+    real_canister(name)
 }
 
 #[derive(CandidType, Deserialize, Debug, PartialEq)]
@@ -86,7 +91,7 @@ fn rust_caller_calls_counter_trap_and_sends_cycles() {
     let r = t.update(caller, "raw_rand", Encode!().unwrap()).unwrap();
     assert_eq!(Decode!(&r, Result<serde_bytes::ByteBuf, CallError>).unwrap().unwrap().len(), 32);
 
-    let fee = t.env.config().cycles.canister_creation_fee;
+    let fee = t.env.config().cycles.creation_fee();
     let r = t.update(caller, "create_canister", Encode!(&Nat::from(fee + 1_000_000)).unwrap()).unwrap();
     let created = Decode!(&r, Result<Principal, CallError>).unwrap().unwrap();
     assert_eq!(t.cycles(created), 1_000_000);

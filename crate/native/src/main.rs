@@ -12,6 +12,9 @@ use std::process::ExitCode;
 
 const USAGE: &str = "usage: tabnet [serve] [--port P (default 4943)] [--state-dir D (default $XDG_DATA_HOME/tabnet or ~/.local/share/tabnet)] [--bind ADDR (default 127.0.0.1)]";
 
+/// Stack of the runtime's threads (virtual memory; pages are used only as touched).
+const THREAD_STACK_BYTES: usize = 256 * 1024 * 1024;
+
 struct Options {
     port: u16,
     state_dir: PathBuf,
@@ -67,7 +70,9 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    // Rounds and queries run canister code on the runtime's threads; the embedder and the
+    // scheduler recurse (nested Wasm calls, deep call trees), so give them room.
+    let runtime = match tokio::runtime::Builder::new_multi_thread().thread_stack_size(THREAD_STACK_BYTES).enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("tabnet: cannot start the runtime: {e}");

@@ -167,8 +167,8 @@ fn error(e: HttpError) -> Response {
     (status, [(header::CONTENT_TYPE, "text/plain; charset=utf-8")], e.message).into_response()
 }
 
-fn principal(text: &str, what: &str) -> Result<Principal, Response> {
-    Principal::from_text(text).map_err(|e| error(HttpError::bad_request(format!("Invalid {what} {text:?} in URL: {e}"))))
+fn principal(text: &str, what: &str) -> Result<Principal, HttpError> {
+    Principal::from_text(text).map_err(|e| HttpError::bad_request(format!("Invalid {what} {text:?} in URL: {e}")))
 }
 
 /// Runs CPU work with the replica locked, off the async threads.
@@ -197,7 +197,7 @@ async fn submit(node: &Arc<Node>, ecid: Principal, body: Bytes) -> Result<Result
 async fn call_v2(State(node): State<Arc<Node>>, UrlPath(ecid): UrlPath<String>, body: Bytes) -> Response {
     let ecid = match principal(&ecid, "effective canister id") {
         Ok(p) => p,
-        Err(r) => return r,
+        Err(e) => return error(e),
     };
     match submit(&node, ecid, body).await {
         Err(r) => r,
@@ -210,7 +210,7 @@ async fn call_v2(State(node): State<Arc<Node>>, UrlPath(ecid): UrlPath<String>, 
 async fn call_sync(State(node): State<Arc<Node>>, UrlPath(ecid): UrlPath<String>, body: Bytes) -> Response {
     match principal(&ecid, "effective canister id") {
         Ok(ecid) => sync_call(node, ecid, body).await,
-        Err(r) => r,
+        Err(e) => error(e),
     }
 }
 
@@ -219,7 +219,7 @@ async fn call_sync(State(node): State<Arc<Node>>, UrlPath(ecid): UrlPath<String>
 async fn call_subnet_sync(State(node): State<Arc<Node>>, UrlPath(subnet): UrlPath<String>, body: Bytes) -> Response {
     let subnet = match principal(&subnet, "subnet id") {
         Ok(p) => p,
-        Err(r) => return r,
+        Err(e) => return error(e),
     };
     if subnet != node.replica().subnet_id() {
         return error(HttpError::not_found(format!("Subnet {} is not this subnet", subnet.to_text())));
@@ -258,7 +258,7 @@ async fn sync_call(node: Arc<Node>, ecid: Principal, body: Bytes) -> Response {
 async fn query(State(node): State<Arc<Node>>, UrlPath(ecid): UrlPath<String>, body: Bytes) -> Response {
     let ecid = match principal(&ecid, "effective canister id") {
         Ok(p) => p,
-        Err(r) => return r,
+        Err(e) => return error(e),
     };
     respond(with_replica(&node, move |r| r.query(&body, ReadStateScope::Canister(ecid), now_nanos())).await)
 }
@@ -266,7 +266,7 @@ async fn query(State(node): State<Arc<Node>>, UrlPath(ecid): UrlPath<String>, bo
 async fn query_subnet(State(node): State<Arc<Node>>, UrlPath(subnet): UrlPath<String>, body: Bytes) -> Response {
     let subnet = match principal(&subnet, "subnet id") {
         Ok(p) => p,
-        Err(r) => return r,
+        Err(e) => return error(e),
     };
     respond(with_replica(&node, move |r| r.query(&body, ReadStateScope::Subnet(subnet), now_nanos())).await)
 }
@@ -274,7 +274,7 @@ async fn query_subnet(State(node): State<Arc<Node>>, UrlPath(subnet): UrlPath<St
 async fn read_state(State(node): State<Arc<Node>>, UrlPath(ecid): UrlPath<String>, body: Bytes) -> Response {
     let ecid = match principal(&ecid, "effective canister id") {
         Ok(p) => p,
-        Err(r) => return r,
+        Err(e) => return error(e),
     };
     respond(with_replica(&node, move |r| r.read_state(&body, ReadStateScope::Canister(ecid), now_nanos())).await)
 }
@@ -282,7 +282,7 @@ async fn read_state(State(node): State<Arc<Node>>, UrlPath(ecid): UrlPath<String
 async fn read_state_subnet(State(node): State<Arc<Node>>, UrlPath(subnet): UrlPath<String>, body: Bytes) -> Response {
     let subnet = match principal(&subnet, "subnet id") {
         Ok(p) => p,
-        Err(r) => return r,
+        Err(e) => return error(e),
     };
     respond(with_replica(&node, move |r| r.read_state(&body, ReadStateScope::Subnet(subnet), now_nanos())).await)
 }

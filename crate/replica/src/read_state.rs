@@ -122,12 +122,13 @@ pub fn authorize(
 /// `/subnet`, `/subnet/<id>`, `/subnet/<id>/{public_key,canister_ranges,metrics,node}`,
 /// `/subnet/<id>/node/<node>`, `/subnet/<id>/node/<node>/public_key`.
 fn subnet_path_ok(rest: &[&[u8]]) -> bool {
-    match rest {
-        [] | [_] => true,
-        [_, b"public_key" | b"canister_ranges" | b"metrics" | b"node"] => true,
-        [_, b"node", _] | [_, b"node", _, b"public_key"] => true,
-        _ => false,
-    }
+    matches!(
+        rest,
+        [] | [_]
+            | [_, b"public_key" | b"canister_ranges" | b"metrics" | b"node"]
+            | [_, b"node", _]
+            | [_, b"node", _, b"public_key"]
+    )
 }
 
 #[cfg(test)]

@@ -7,7 +7,7 @@
 
 pub mod bench;
 
-use candid::{Encode, IDLArgs, Principal};
+use candid::{Decode, Encode, IDLArgs, Principal};
 use serde::Serialize;
 use tabnet_execution::hypervisor::{CanisterModule, WasmResult};
 use tabnet_execution::management::types::{
@@ -99,7 +99,7 @@ impl TabNode {
             user: Principal::self_authenticating(b"tabnet tab user"),
             next_message: 0,
         };
-        node.env.execute_round(time_nanos, node.random_seed(time_nanos), Vec::new());
+        node.tick(time_nanos);
         node
     }
 
@@ -112,7 +112,7 @@ impl TabNode {
     pub fn create_canister(&mut self, time_nanos: u64) -> Result<String, JsValue> {
         let arg = Encode!(&ProvisionalCreateCanisterWithCyclesArgs::default()).expect("encodes");
         match self.run_ingress(MANAGEMENT_CANISTER, "provisional_create_canister_with_cycles", arg, None, time_nanos) {
-            IngressOutcome::Replied(bytes) => candid::Decode!(&bytes, CreateCanisterResult)
+            IngressOutcome::Replied(bytes) => Decode!(&bytes, CreateCanisterResult)
                 .map(|r| r.canister_id.to_text())
                 .map_err(|e| JsValue::from_str(&e.to_string())),
             IngressOutcome::Rejected { message, error_code, .. } => Err(JsValue::from_str(&format!("{error_code}: {message}"))),

@@ -164,6 +164,12 @@ async fn motoko_wasm64_counter_keeps_its_memory_across_upgrade() {
     let id = deploy(&agent, "motoko_counter", no_args()).await;
     assert_eq!(counter_inc(&agent, id).await, 1);
     assert_eq!(counter_inc(&agent, id).await, 2);
+    // A module with enhanced orthogonal persistence may only be upgraded with an explicit
+    // `wasm_memory_persistence`; the replica refuses with IC0504 otherwise.
+    let refused = install_code(&agent, id, InstallMode::Upgrade(None), canister_wasm("motoko_counter"), no_args()).await;
+    let reject = assert_reject(refused, 5, Some("IC0504"));
+    assert!(reject.reject_message.contains("wasm_memory_persistence"), "{}", reject.reject_message);
+    assert_eq!(counter_get(&agent, id).await, 2);
     let keep = InstallMode::Upgrade(Some(UpgradeOptions {
         skip_pre_upgrade: None,
         wasm_memory_persistence: Some(WasmMemoryPersistence::Keep),

@@ -111,6 +111,9 @@ struct Saved {
     globals: Vec<GlobalValue>,
 }
 
+// Installation returns the outcome of `(start)` either way (instructions, logs); it is rare,
+// so the large `Err` does not matter.
+#[allow(clippy::result_large_err)]
 impl ExecutionState {
     /// Instantiates `module` with the given stable memory (empty for a fresh canister; the old
     /// one on upgrade) and runs its `(start)` function. `Err` carries the failed start's outcome.
@@ -121,7 +124,7 @@ impl ExecutionState {
         params: &ExecutionParameters,
     ) -> Result<(Self, ExecutionOutcome), ExecutionOutcome> {
         let stable = checked_stable_memory(stable_memory).map_err(failed_outcome)?;
-        let state = Self::instantiate(module, stable).map_err(failed_outcome)?;
+        let state = Self::instantiate(module, stable, params.wasm_memory_limit).map_err(failed_outcome)?;
         state.start(sys, params)
     }
 
@@ -143,7 +146,8 @@ impl ExecutionState {
         if !heap.is_empty() && !module.has_memory() {
             return Err(failed_outcome(invalid_wasm("the Wasm memory cannot be kept: the new module has no memory")));
         }
-        let mut state = Self::instantiate(module, StableMemory::new(old.stable_bytes().to_vec())).map_err(failed_outcome)?;
+        let stable = StableMemory::new(old.stable_bytes().to_vec());
+        let mut state = Self::instantiate(module, stable, params.wasm_memory_limit).map_err(failed_outcome)?;
         state.load_heap(heap).map_err(failed_outcome)?;
         state.start(sys, params)
     }
@@ -206,13 +210,16 @@ impl ExecutionState {
     pub fn global_values(&self) -> Vec<GlobalValue> {
         self.globals
             .iter()
-            .map(|g| GlobalValue::of(&g.get(&self.store)).expect("persisted globals are numeric (checked at validation)"))
+            .map(|g| {
+                GlobalValue::of(&g.get(&self.store)).expect("persisted globals are numeric (checked at validation)")
+            })
             .collect()
     }
 
     /// Bytes the canister uses: heap, stable memory, globals and the module itself.
     pub fn memory_usage(&self) -> u64 {
-        (self.heap_bytes().len() + self.stable_bytes().len() + 8 * self.globals.len() + self.module.bytes().len()) as u64
+        (self.heap_bytes().len() + self.stable_bytes().len() + 8 * self.globals.len() + self.module.bytes().len())
+            as u64
     }
 
     /// SHA-256 over module hash, heap, stable memory and globals: replicas that ran the same
@@ -234,15 +241,18 @@ impl ExecutionState {
 
     // ---- building instances ----
 
-    /// A fresh instance of `module` (no start function run: instrumentation removed it).
-    fn instantiate(module: Arc<CanisterModule>, stable: StableMemory) -> Result<Self, UserError> {
+    /// A fresh instance of `module` (no start function run: instrumentation removed it), whose
+    /// initial memory may be at most `heap_limit` bytes.
+    fn instantiate(module: Arc<CanisterModule>, stable: StableMemory, heap_limit: u64) -> Result<Self, UserError> {
         let mut store = Store::new(module.engine(), HostState::new(stable));
+        store.data_mut().limiter.limit = heap_limit;
         store.limiter(|host| &mut host.limiter);
         let instance = module
             .linker()
             .instantiate_and_start(&mut store, module.compiled())
             .map_err(|e| invalid_wasm(format!("instantiation failed: {e}")))?;
-        let missing = |what: &str| UserError::new(ErrorCode::CanisterWasmEngineError, format!("instrumented {what} not found"));
+        let missing =
+            |what: &str| UserError::new(ErrorCode::CanisterWasmEngineError, format!("instrumented {what} not found"));
         let memory = match module.has_memory() {
             true => Some(instance.get_memory(&store, MEMORY_EXPORT).ok_or_else(|| missing("memory"))?),
             false => None,
@@ -254,7 +264,9 @@ impl ExecutionState {
         let globals = (0..module.persisted_globals().len())
             .map(|i| instance.get_global(&store, &global_export(i)).ok_or_else(|| missing("global")))
             .collect::<Result<Vec<_>, _>>()?;
-        store.data_mut().memory = memory;
+        let host = store.data_mut();
+        host.memory = memory;
+        host.limiter = HeapLimiter::unlimited();
         Ok(Self { module, store, instance, memory, table, globals, heap_before: Vec::new() })
     }
 
@@ -265,7 +277,7 @@ impl ExecutionState {
         globals: &[GlobalValue],
     ) -> Result<Self, UserError> {
         let stable = checked_stable_memory(stable).map_err(|e| restore_error(e.message))?;
-        let mut state = Self::instantiate(module, stable).map_err(|e| restore_error(e.message))?;
+        let mut state = Self::instantiate(module, stable, u64::MAX).map_err(|e| restore_error(e.message))?;
         state.load_heap(heap).map_err(|e| restore_error(e.message))?;
         state.load_globals(globals)?;
         Ok(state)
@@ -279,7 +291,7 @@ impl ExecutionState {
                 false => Err(restore_error("the module has no memory but the heap is not empty")),
             };
         };
-        if heap.len() as u64 % WASM_PAGE_SIZE != 0 {
+        if !(heap.len() as u64).is_multiple_of(WASM_PAGE_SIZE) {
             return Err(restore_error("the heap size is not a multiple of the Wasm page size"));
         }
         let current = memory.data_size(&self.store);
@@ -312,7 +324,7 @@ impl ExecutionState {
     /// Replaces the instance with a fresh one holding the same heap, globals and stable memory.
     fn reinstantiate(&mut self, heap: &[u8], globals: &[GlobalValue]) -> Result<(), UserError> {
         let stable = std::mem::take(&mut self.store.data_mut().stable);
-        let mut fresh = Self::instantiate(self.module.clone(), stable)?;
+        let mut fresh = Self::instantiate(self.module.clone(), stable, u64::MAX)?;
         fresh.load_heap(heap)?;
         fresh.load_globals(globals)?;
         fresh.heap_before = std::mem::take(&mut self.heap_before);
@@ -320,7 +332,11 @@ impl ExecutionState {
         Ok(())
     }
 
-    fn start(mut self, sys: &SystemStateView, params: &ExecutionParameters) -> Result<(Self, ExecutionOutcome), ExecutionOutcome> {
+    fn start(
+        mut self,
+        sys: &SystemStateView,
+        params: &ExecutionParameters,
+    ) -> Result<(Self, ExecutionOutcome), ExecutionOutcome> {
         if !self.module.has_start() {
             let outcome = ExecutionOutcome {
                 result: Ok(None),
@@ -366,21 +382,22 @@ impl ExecutionState {
         self.run(func, &args, api, sys, params)
     }
 
-    fn run(&mut self, func: Func, args: &[Val], api: ApiType, sys: &SystemStateView, params: &ExecutionParameters) -> ExecutionOutcome {
+    fn run(
+        &mut self,
+        func: Func,
+        args: &[Val],
+        api: ApiType,
+        sys: &SystemStateView,
+        params: &ExecutionParameters,
+    ) -> ExecutionOutcome {
         let context = Context::of(&api);
         let saved = self.save();
         let host = self.store.data_mut();
         host.stable.begin();
         host.api = Some(SystemApi::new(api, sys.clone(), params.clone()));
-        host.limiter = HeapLimiter {
-            limit: params.wasm_memory_limit,
-            trap_on_excess: enforces_wasm_memory_limit(context),
-            exceeded: None,
-        };
-        let result = self
-            .store
-            .set_fuel(params.instruction_limit)
-            .and_then(|()| func.call(&mut self.store, args, &mut []));
+        host.limiter = HeapLimiter { limit: params.wasm_memory_limit, exceeded: None };
+        let result =
+            self.store.set_fuel(params.instruction_limit).and_then(|()| func.call(&mut self.store, args, &mut []));
         let remaining = self.store.get_fuel().unwrap_or(0);
         let instructions_used = params.instruction_limit.saturating_sub(remaining);
 
@@ -393,7 +410,21 @@ impl ExecutionState {
         };
         match result {
             Err(e) => {
-                let error = classify_error(e, params, exceeded);
+                let mut error = classify_error(e, params);
+                let mut api = api;
+                // A trap after `memory.grow` failed at `wasm_memory_limit` is that limit's
+                // fault, and the IC reports it so (IC0539); the trap itself goes to the log.
+                if let Some(requested) = exceeded.filter(|_| enforces_wasm_memory_limit(context)) {
+                    if matches!(error.code, ErrorCode::CanisterTrapped | ErrorCode::CanisterCalledTrap) {
+                        api.log_error(&error);
+                        error = wasm_memory_limit_error(params.wasm_memory_limit, requested);
+                    }
+                }
+                // wasmi stops with fuel left that the next instruction needed: all was used.
+                let instructions_used = match error.code {
+                    ErrorCode::CanisterInstructionLimitExceeded => params.instruction_limit,
+                    _ => instructions_used,
+                };
                 let logs = api.finish_with_error(&error);
                 self.fail(error, saved, instructions_used, logs)
             }
@@ -416,7 +447,13 @@ impl ExecutionState {
         }
     }
 
-    fn fail(&mut self, error: UserError, saved: Saved, instructions_used: u64, logs: Vec<crate::hypervisor::LogRecord>) -> ExecutionOutcome {
+    fn fail(
+        &mut self,
+        error: UserError,
+        saved: Saved,
+        instructions_used: u64,
+        logs: Vec<crate::hypervisor::LogRecord>,
+    ) -> ExecutionOutcome {
         let error = match self.rollback(saved) {
             Ok(()) => error,
             Err(e) => e,
@@ -465,16 +502,21 @@ impl ExecutionState {
                 Ok((func, Vec::new()))
             }
             EntryPoint::Closure(closure) => {
-                let trapped = |what: String| UserError::new(ErrorCode::CanisterTrapped, format!("Canister trapped: {what}"));
-                let table = self.table.ok_or_else(|| trapped("the module has no table for callback functions".into()))?;
+                let trapped =
+                    |what: String| UserError::new(ErrorCode::CanisterTrapped, format!("Canister trapped: {what}"));
+                let table =
+                    self.table.ok_or_else(|| trapped("the module has no table for callback functions".into()))?;
                 let func = match table.get(&self.store, closure.func) {
                     None => return Err(trapped(format!("table out of bounds (callback function {})", closure.func))),
                     Some(r) => match r.as_func().and_then(|f| f.val().map(|f| **f)) {
                         Some(func) => func,
-                        None => return Err(trapped(format!("uninitialized table element {} (callback)", closure.func))),
+                        None => {
+                            return Err(trapped(format!("uninitialized table element {} (callback)", closure.func)))
+                        }
                     },
                 };
-                let env = if self.module.is_wasm64() { Val::I64(closure.env as i64) } else { Val::I32(closure.env as i32) };
+                let env =
+                    if self.module.is_wasm64() { Val::I64(closure.env as i64) } else { Val::I32(closure.env as i32) };
                 let ty = func.ty(&self.store);
                 if ty.params() != [env.ty()] || !ty.results().is_empty() {
                     return Err(trapped(format!(
@@ -490,7 +532,7 @@ impl ExecutionState {
 }
 
 fn checked_stable_memory(bytes: Vec<u8>) -> Result<StableMemory, UserError> {
-    if bytes.len() as u64 % WASM_PAGE_SIZE != 0 {
+    if !(bytes.len() as u64).is_multiple_of(WASM_PAGE_SIZE) {
         return Err(restore_error("the stable memory size is not a multiple of the Wasm page size"));
     }
     Ok(StableMemory::new(bytes))
@@ -519,17 +561,14 @@ fn method_not_found(export: &str, sys: &SystemStateView) -> UserError {
 }
 
 /// The IC error for a failed execution.
-fn classify_error(e: wasmi::Error, params: &ExecutionParameters, heap_requested: Option<u64>) -> UserError {
+fn classify_error(e: wasmi::Error, params: &ExecutionParameters) -> UserError {
     if let Some(host) = e.downcast_ref::<crate::system_api::HostTrap>() {
         return host.0.clone();
     }
     let trapped = |what: &str| UserError::new(ErrorCode::CanisterTrapped, format!("Canister trapped: {what}"));
     match e.as_trap_code() {
         Some(TrapCode::OutOfFuel) => instruction_limit_error(params.instruction_limit),
-        Some(TrapCode::GrowthOperationLimited) => match heap_requested {
-            Some(requested) => wasm_memory_limit_error(params.wasm_memory_limit, requested),
-            None => trapped("memory growth limited"),
-        },
+        Some(TrapCode::GrowthOperationLimited) => trapped("memory growth limited"),
         Some(TrapCode::UnreachableCodeReached) => trapped("unreachable"),
         Some(TrapCode::MemoryOutOfBounds) => trapped("heap out of bounds"),
         Some(TrapCode::TableOutOfBounds) => trapped("table out of bounds"),

@@ -66,7 +66,8 @@ fn sections(wasm: &[u8]) -> Result<Vec<(u8, Range<usize>)>, String> {
         pos += 1;
         let (size, len) = read_var_u32(&wasm[pos..]).ok_or("malformed section size")?;
         pos += len;
-        let end = pos.checked_add(size as usize).filter(|&end| end <= wasm.len()).ok_or("section extends past the end")?;
+        let end =
+            pos.checked_add(size as usize).filter(|&end| end <= wasm.len()).ok_or("section extends past the end")?;
         out.push((id, pos..end));
         pos = end;
     }

@@ -76,12 +76,21 @@ pub(crate) fn invalid_wasm(detail: impl std::fmt::Display) -> UserError {
     UserError::new(ErrorCode::CanisterInvalidWasm, format!("Canister's Wasm module is not valid: {detail}"))
 }
 
+/// Parses and validates the whole module, with every proposal enabled, with a wasmparser whose
+/// length checks cannot overflow on 32-bit targets. wasmi's own (older) wasmparser then only
+/// sees modules whose every length fits the buffer; wasmi decides which features are allowed.
+fn check_structure(wasm: &[u8]) -> Result<(), UserError> {
+    let features = wasmparser_checked::WasmFeatures::all();
+    wasmparser_checked::Validator::new_with_features(features).validate_all(wasm).map(|_| ()).map_err(invalid_wasm)
+}
+
 impl CanisterModule {
     /// Decodes (raw `\0asm` or gzip), validates, instruments and compiles a canister module.
     pub fn new(bytes: impl Into<Vec<u8>>) -> Result<Arc<Self>, UserError> {
         let bytes = bytes.into();
         let wasm_hash: [u8; 32] = Sha256::digest(&bytes).into();
         let wasm = decode(&bytes)?;
+        check_structure(&wasm)?;
         let engine = new_engine();
         wasmi::Module::validate(&engine, &wasm).map_err(invalid_wasm)?;
         let info = analyse(&wasm).map_err(invalid_wasm)?;
@@ -211,7 +220,9 @@ fn decode(bytes: &[u8]) -> Result<Cow<'_, [u8]>, UserError> {
         }
         Ok(Cow::Borrowed(bytes))
     } else {
-        Err(invalid_wasm("expected a Wasm binary module (starting with \\0asm) or a gzipped one (starting with 1f 8b 08)"))
+        Err(invalid_wasm(
+            "expected a Wasm binary module (starting with \\0asm) or a gzipped one (starting with 1f 8b 08)",
+        ))
     }
 }
 

@@ -1,6 +1,9 @@
 //! `install_code`: install, reinstall and upgrade. The new Wasm state is built aside and only
 //! replaces the old one when every hook succeeded; a trap anywhere leaves the canister as it was.
 
+// The embedder's constructors hand back the whole failed outcome (logs, instructions) as `Err`.
+#![allow(clippy::result_large_err)]
+
 use super::types::{CanisterInstallMode, InstallCodeArgs, UpgradeOptions, WasmMemoryPersistence};
 use super::{controlled_canister, empty_reply};
 use crate::hypervisor::{ApiType, CanisterModule, EntryPoint, ExecutionOutcome, ExecutionState, SystemStateChanges};

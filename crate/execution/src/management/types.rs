@@ -41,6 +41,7 @@ pub struct DefiniteCanisterSettings {
     pub freezing_threshold: Nat,
     pub reserved_cycles_limit: Nat,
     pub log_visibility: LogVisibility,
+    pub log_memory_limit: Nat,
     pub wasm_memory_limit: Nat,
     pub wasm_memory_threshold: Nat,
     pub environment_variables: Vec<EnvironmentVariable>,
@@ -159,6 +160,10 @@ pub struct MemoryMetrics {
 #[derive(CandidType, Deserialize, Clone, Debug, PartialEq, Eq)]
 pub struct CanisterStatusResult {
     pub status: CanisterStatusType,
+    /// Stopped with empty queues.
+    pub ready_for_migration: bool,
+    /// The canister version.
+    pub version: u64,
     pub settings: DefiniteCanisterSettings,
     pub module_hash: Option<serde_bytes::ByteBuf>,
     pub memory_size: Nat,

@@ -289,3 +289,43 @@ impl SystemState {
         self.cycles_consumed += taken;
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn log_is_a_bounded_ring_with_running_indices() {
+        let mut log = CanisterLog::default();
+        for i in 0..10u64 {
+            log.push(LogRecord { timestamp_nanos: i, content: vec![b'x'; 1000] });
+        }
+        assert!(log.bytes <= CanisterLog::MAX_BYTES);
+        assert_eq!(log.records.len(), 4);
+        assert_eq!(log.records.front().unwrap().idx, 6);
+        assert_eq!(log.records.back().unwrap().idx, 9);
+        assert_eq!(log.next_idx, 10);
+    }
+
+    #[test]
+    fn callbacks_count_against_their_call_context() {
+        let id = tabnet_types::canister_id_from_index(0);
+        let mut s = SystemState::new(id, vec![], 10, CanisterSettings::new(0), 0);
+        let ctx = s.new_call_context(CallOrigin::System, 0);
+        let closure = WasmClosure { func: 0, env: 0 };
+        s.register_callback(Callback {
+            call_context: ctx,
+            callee: id,
+            on_reply: closure,
+            on_reject: closure,
+            on_cleanup: None,
+            deadline: None,
+            expired: false,
+        });
+        assert_eq!(s.call_contexts[&ctx].outstanding_callbacks, 1);
+        assert!(!s.withdraw(11));
+        assert!(s.withdraw(4));
+        s.charge(100);
+        assert_eq!((s.cycles, s.cycles_consumed), (0, 6));
+    }
+}

@@ -126,8 +126,16 @@ const ALL: Contexts = ctx(&[
     SystemTask,
 ]);
 const ALL_S: Contexts = ALL.or(S);
-const ARG: Contexts =
-    ctx(&[Init, Update, ReplicatedQuery, NonReplicatedQuery, CompositeQuery, ReplyCallback, CompositeReplyCallback, InspectMessage]);
+const ARG: Contexts = ctx(&[
+    Init,
+    Update,
+    ReplicatedQuery,
+    NonReplicatedQuery,
+    CompositeQuery,
+    ReplyCallback,
+    CompositeReplyCallback,
+    InspectMessage,
+]);
 const CALLER_INFO: Contexts = ctx(&[
     Update,
     ReplicatedQuery,
@@ -140,7 +148,8 @@ const CALLER_INFO: Contexts = ctx(&[
     Cleanup,
     InspectMessage,
 ]);
-const REJECT_CODE: Contexts = ctx(&[ReplyCallback, RejectCallback, CompositeReplyCallback, CompositeRejectCallback, Cleanup]);
+const REJECT_CODE: Contexts =
+    ctx(&[ReplyCallback, RejectCallback, CompositeReplyCallback, CompositeRejectCallback, Cleanup]);
 const REJECT_MSG: Contexts = ctx(&[RejectCallback, CompositeRejectCallback]);
 const RESPOND: Contexts = ctx(&[
     Update,
@@ -154,12 +163,21 @@ const RESPOND: Contexts = ctx(&[
 ]);
 const CYCLES_MSG: Contexts = ctx(&[Update, ReplicatedQuery, RejectCallback, ReplyCallback]);
 const REFUND: Contexts = ctx(&[RejectCallback, ReplyCallback]);
-const BURN: Contexts = ctx(&[Init, PreUpgrade, Update, ReplicatedQuery, ReplyCallback, RejectCallback, Cleanup, SystemTask]);
+const BURN: Contexts =
+    ctx(&[Init, PreUpgrade, Update, ReplicatedQuery, ReplyCallback, RejectCallback, Cleanup, SystemTask]);
 const INSPECT: Contexts = ctx(&[InspectMessage]);
-const CALL: Contexts =
-    ctx(&[Update, CompositeQuery, ReplyCallback, RejectCallback, CompositeReplyCallback, CompositeRejectCallback, SystemTask]);
+const CALL: Contexts = ctx(&[
+    Update,
+    CompositeQuery,
+    ReplyCallback,
+    RejectCallback,
+    CompositeReplyCallback,
+    CompositeRejectCallback,
+    SystemTask,
+]);
 const CALL_CYCLES: Contexts = ctx(&[Update, ReplyCallback, RejectCallback, SystemTask]);
-const ROOT_KEY: Contexts = ctx(&[Init, PreUpgrade, Update, ReplicatedQuery, ReplyCallback, RejectCallback, Cleanup, SystemTask]);
+const ROOT_KEY: Contexts =
+    ctx(&[Init, PreUpgrade, Update, ReplicatedQuery, ReplyCallback, RejectCallback, Cleanup, SystemTask]);
 const CERTIFIED_DATA: Contexts = ctx(&[Init, PreUpgrade, Update, ReplyCallback, RejectCallback, SystemTask]);
 const DATA_CERTIFICATE: Contexts = ctx(&[NonReplicatedQuery, CompositeQuery]);
 const TIMER: Contexts = ctx(&[Init, PreUpgrade, Update, ReplyCallback, RejectCallback, Cleanup, SystemTask]);
@@ -187,7 +205,12 @@ use Ty::{Ptr as P, I32, I64};
 const fn f(name: &'static str, params: &'static [Ty], results: &'static [Ty], contexts: Contexts) -> Ic0Function {
     Ic0Function { name, params, results, contexts, wasm32_only: false }
 }
-const fn f32_only(name: &'static str, params: &'static [Ty], results: &'static [Ty], contexts: Contexts) -> Ic0Function {
+const fn f32_only(
+    name: &'static str,
+    params: &'static [Ty],
+    results: &'static [Ty],
+    contexts: Contexts,
+) -> Ic0Function {
     Ic0Function { name, params, results, contexts, wasm32_only: true }
 }
 
@@ -275,10 +298,7 @@ pub fn lookup(name: &str, wasm64: bool) -> Option<&'static Ic0Function> {
 
 /// `lookup` for names known at compile time (the linker's definitions).
 pub(super) fn spec(name: &str) -> &'static Ic0Function {
-    IC0_FUNCTIONS
-        .iter()
-        .find(|f| f.name == name)
-        .unwrap_or_else(|| panic!("ic0.{name} is missing from IC0_FUNCTIONS"))
+    IC0_FUNCTIONS.iter().find(|f| f.name == name).unwrap_or_else(|| panic!("ic0.{name} is missing from IC0_FUNCTIONS"))
 }
 
 impl Ty {
@@ -308,7 +328,8 @@ mod tests {
 
     #[test]
     fn start_may_use_only_the_listed_functions() {
-        let allowed: Vec<_> = IC0_FUNCTIONS.iter().filter(|f| f.contexts.contains(Context::Start)).map(|f| f.name).collect();
+        let allowed: Vec<_> =
+            IC0_FUNCTIONS.iter().filter(|f| f.contexts.contains(Context::Start)).map(|f| f.name).collect();
         for name in &allowed {
             assert!(
                 name.starts_with("stable")

@@ -177,9 +177,9 @@ fn violation(f: &Ic0Function, message: impl fmt::Display) -> UserError {
 }
 
 fn fits_u64(f: &Ic0Function, value: u128, what: &str) -> Result<i64, UserError> {
-    u64::try_from(value)
-        .map(|v| v as i64)
-        .map_err(|_| trapped(format!("ic0.{}: {what} ({value}) does not fit into 64 bits; use ic0.{}128", f.name, f.name)))
+    u64::try_from(value).map(|v| v as i64).map_err(|_| {
+        trapped(format!("ic0.{}: {what} ({value}) does not fit into 64 bits; use ic0.{}128", f.name, f.name))
+    })
 }
 
 // ---- blobs: `<name>_size` and `<name>_copy` ----
@@ -192,11 +192,15 @@ fn blob<P: Ptr>(l: &mut Linker<HostState>, name: &str, get: Getter) -> Result<()
     l.func_wrap("ic0", size.name, move |mut c: Caller<'_, HostState>| -> Result<P, Error> {
         syscall(&mut c, size, 0, |cx| Ok(P::from_u64(get(cx.api, size)?.len() as u64)))
     })?;
-    l.func_wrap("ic0", copy.name, move |mut c: Caller<'_, HostState>, dst: P, offset: P, len: P| -> Result<(), Error> {
-        syscall(&mut c, copy, len.to_u64(), |cx| {
-            copy_blob(cx.heap, dst.to_u64(), offset.to_u64(), len.to_u64(), get(cx.api, copy)?, copy)
-        })
-    })?;
+    l.func_wrap(
+        "ic0",
+        copy.name,
+        move |mut c: Caller<'_, HostState>, dst: P, offset: P, len: P| -> Result<(), Error> {
+            syscall(&mut c, copy, len.to_u64(), |cx| {
+                copy_blob(cx.heap, dst.to_u64(), offset.to_u64(), len.to_u64(), get(cx.api, copy)?, copy)
+            })
+        },
+    )?;
     Ok(())
 }
 
@@ -291,22 +295,30 @@ fn define_cycles<P: Ptr>(l: &mut Linker<HostState>) -> Result<(), LinkerError> {
         syscall(&mut c, f, 16, |cx| write_u128(cx.heap, dst.to_u64(), cx.api.cycles_refunded(), f))
     })?;
     let f = spec("msg_cycles_accept128");
-    l.func_wrap("ic0", f.name, move |mut c: Caller<'_, HostState>, high: i64, low: i64, dst: P| -> Result<(), Error> {
-        syscall(&mut c, f, 16, |cx| {
-            // Check the destination first: a trap must not leave cycles accepted.
-            heap_range(cx.heap.len(), dst.to_u64(), 16, f)?;
-            let amount = cx.api.accept_cycles(u128_of(high, low));
-            write_u128(cx.heap, dst.to_u64(), amount, f)
-        })
-    })?;
+    l.func_wrap(
+        "ic0",
+        f.name,
+        move |mut c: Caller<'_, HostState>, high: i64, low: i64, dst: P| -> Result<(), Error> {
+            syscall(&mut c, f, 16, |cx| {
+                // Check the destination first: a trap must not leave cycles accepted.
+                heap_range(cx.heap.len(), dst.to_u64(), 16, f)?;
+                let amount = cx.api.accept_cycles(u128_of(high, low));
+                write_u128(cx.heap, dst.to_u64(), amount, f)
+            })
+        },
+    )?;
     let f = spec("cycles_burn128");
-    l.func_wrap("ic0", f.name, move |mut c: Caller<'_, HostState>, high: i64, low: i64, dst: P| -> Result<(), Error> {
-        syscall(&mut c, f, 16, |cx| {
-            heap_range(cx.heap.len(), dst.to_u64(), 16, f)?;
-            let amount = cx.api.burn_cycles(u128_of(high, low));
-            write_u128(cx.heap, dst.to_u64(), amount, f)
-        })
-    })?;
+    l.func_wrap(
+        "ic0",
+        f.name,
+        move |mut c: Caller<'_, HostState>, high: i64, low: i64, dst: P| -> Result<(), Error> {
+            syscall(&mut c, f, 16, |cx| {
+                heap_range(cx.heap.len(), dst.to_u64(), 16, f)?;
+                let amount = cx.api.burn_cycles(u128_of(high, low));
+                write_u128(cx.heap, dst.to_u64(), amount, f)
+            })
+        },
+    )?;
     let f = spec("canister_cycle_balance128");
     l.func_wrap("ic0", f.name, move |mut c: Caller<'_, HostState>, dst: P| -> Result<(), Error> {
         syscall(&mut c, f, 16, |cx| write_u128(cx.heap, dst.to_u64(), cx.api.balance(), f))
@@ -377,13 +389,21 @@ fn define_stable64(l: &mut Linker<HostState>) -> Result<(), LinkerError> {
         })
     })?;
     let f = spec("stable64_write");
-    l.func_wrap("ic0", f.name, move |mut c: Caller<'_, HostState>, offset: i64, src: i64, size: i64| -> Result<(), Error> {
-        syscall(&mut c, f, size as u64, |cx| stable_write(cx, offset as u64, src as u64, size as u64, f))
-    })?;
+    l.func_wrap(
+        "ic0",
+        f.name,
+        move |mut c: Caller<'_, HostState>, offset: i64, src: i64, size: i64| -> Result<(), Error> {
+            syscall(&mut c, f, size as u64, |cx| stable_write(cx, offset as u64, src as u64, size as u64, f))
+        },
+    )?;
     let f = spec("stable64_read");
-    l.func_wrap("ic0", f.name, move |mut c: Caller<'_, HostState>, dst: i64, offset: i64, size: i64| -> Result<(), Error> {
-        syscall(&mut c, f, size as u64, |cx| stable_read(cx, dst as u64, offset as u64, size as u64, f))
-    })?;
+    l.func_wrap(
+        "ic0",
+        f.name,
+        move |mut c: Caller<'_, HostState>, dst: i64, offset: i64, size: i64| -> Result<(), Error> {
+            syscall(&mut c, f, size as u64, |cx| stable_read(cx, dst as u64, offset as u64, size as u64, f))
+        },
+    )?;
     Ok(())
 }
 
@@ -426,7 +446,9 @@ fn define_misc<P: Ptr>(l: &mut Linker<HostState>) -> Result<(), LinkerError> {
     })?;
     let f = spec("certified_data_set");
     l.func_wrap("ic0", f.name, move |mut c: Caller<'_, HostState>, src: P, size: P| -> Result<(), Error> {
-        syscall(&mut c, f, size.to_u64(), |cx| cx.api.certified_data_set(read(cx.heap, src.to_u64(), size.to_u64(), f)?))
+        syscall(&mut c, f, size.to_u64(), |cx| {
+            cx.api.certified_data_set(read(cx.heap, src.to_u64(), size.to_u64(), f)?)
+        })
     })?;
     let f = spec("data_certificate_present");
     l.func_wrap("ic0", f.name, move |mut c: Caller<'_, HostState>| -> Result<i32, Error> {
@@ -451,7 +473,9 @@ fn define_misc<P: Ptr>(l: &mut Linker<HostState>) -> Result<(), LinkerError> {
     })?;
     let f = spec("is_controller");
     l.func_wrap("ic0", f.name, move |mut c: Caller<'_, HostState>, src: P, size: P| -> Result<i32, Error> {
-        syscall(&mut c, f, size.to_u64(), |cx| Ok(cx.api.is_controller(read(cx.heap, src.to_u64(), size.to_u64(), f)?)? as i32))
+        syscall(&mut c, f, size.to_u64(), |cx| {
+            Ok(cx.api.is_controller(read(cx.heap, src.to_u64(), size.to_u64(), f)?)? as i32)
+        })
     })?;
     let f = spec("in_replicated_execution");
     l.func_wrap("ic0", f.name, move |mut c: Caller<'_, HostState>| -> Result<i32, Error> {
@@ -484,23 +508,31 @@ fn define_misc<P: Ptr>(l: &mut Linker<HostState>) -> Result<(), LinkerError> {
 
 fn define_costs<P: Ptr>(l: &mut Linker<HostState>) -> Result<(), LinkerError> {
     let f = spec("cost_call");
-    l.func_wrap("ic0", f.name, move |mut c: Caller<'_, HostState>, name_size: i64, payload_size: i64, dst: P| -> Result<(), Error> {
-        syscall(&mut c, f, 16, |cx| {
-            let cost = cx.api.cost_call(name_size as u64, payload_size as u64);
-            write_u128(cx.heap, dst.to_u64(), cost, f)
-        })
-    })?;
+    l.func_wrap(
+        "ic0",
+        f.name,
+        move |mut c: Caller<'_, HostState>, name_size: i64, payload_size: i64, dst: P| -> Result<(), Error> {
+            syscall(&mut c, f, 16, |cx| {
+                let cost = cx.api.cost_call(name_size as u64, payload_size as u64);
+                write_u128(cx.heap, dst.to_u64(), cost, f)
+            })
+        },
+    )?;
     let f = spec("cost_create_canister");
     l.func_wrap("ic0", f.name, move |mut c: Caller<'_, HostState>, dst: P| -> Result<(), Error> {
         syscall(&mut c, f, 16, |cx| write_u128(cx.heap, dst.to_u64(), cx.api.cost_create_canister(), f))
     })?;
     let f = spec("cost_http_request");
-    l.func_wrap("ic0", f.name, move |mut c: Caller<'_, HostState>, request_size: i64, max_res: i64, dst: P| -> Result<(), Error> {
-        syscall(&mut c, f, 16, |cx| {
-            let cost = cx.api.cost_http_request(request_size as u64, max_res as u64);
-            write_u128(cx.heap, dst.to_u64(), cost, f)
-        })
-    })?;
+    l.func_wrap(
+        "ic0",
+        f.name,
+        move |mut c: Caller<'_, HostState>, request_size: i64, max_res: i64, dst: P| -> Result<(), Error> {
+            syscall(&mut c, f, 16, |cx| {
+                let cost = cx.api.cost_http_request(request_size as u64, max_res as u64);
+                write_u128(cx.heap, dst.to_u64(), cost, f)
+            })
+        },
+    )?;
     // ecdsa_curve 0 = secp256k1; schnorr algorithm 0 = bip340secp256k1, 1 = ed25519;
     // vetkd_curve 0 = bls12_381_g2.
     threshold_cost::<P>(l, "cost_sign_with_ecdsa", |curve| curve == 0)?;
@@ -509,19 +541,27 @@ fn define_costs<P: Ptr>(l: &mut Linker<HostState>) -> Result<(), LinkerError> {
     Ok(())
 }
 
-fn threshold_cost<P: Ptr>(l: &mut Linker<HostState>, name: &str, valid_curve: fn(i32) -> bool) -> Result<(), LinkerError> {
+fn threshold_cost<P: Ptr>(
+    l: &mut Linker<HostState>,
+    name: &str,
+    valid_curve: fn(i32) -> bool,
+) -> Result<(), LinkerError> {
     let f = spec(name);
-    l.func_wrap("ic0", f.name, move |mut c: Caller<'_, HostState>, src: P, size: P, curve: i32, dst: P| -> Result<i32, Error> {
-        syscall(&mut c, f, size.to_u64().saturating_add(16), |cx| {
-            heap_range(cx.heap.len(), dst.to_u64(), 16, f)?;
-            let key_name = read(cx.heap, src.to_u64(), size.to_u64(), f)?;
-            let (code, fee) = cx.api.cost_threshold_key(key_name, valid_curve(curve));
-            if code == 0 {
-                write_u128(cx.heap, dst.to_u64(), fee, f)?;
-            }
-            Ok(code)
-        })
-    })?;
+    l.func_wrap(
+        "ic0",
+        f.name,
+        move |mut c: Caller<'_, HostState>, src: P, size: P, curve: i32, dst: P| -> Result<i32, Error> {
+            syscall(&mut c, f, size.to_u64().saturating_add(16), |cx| {
+                heap_range(cx.heap.len(), dst.to_u64(), 16, f)?;
+                let key_name = read(cx.heap, src.to_u64(), size.to_u64(), f)?;
+                let (code, fee) = cx.api.cost_threshold_key(key_name, valid_curve(curve));
+                if code == 0 {
+                    write_u128(cx.heap, dst.to_u64(), fee, f)?;
+                }
+                Ok(code)
+            })
+        },
+    )?;
     Ok(())
 }
 
@@ -535,12 +575,16 @@ fn define_env_vars<P: Ptr>(l: &mut Linker<HostState>) -> Result<(), LinkerError>
         syscall(&mut c, f, 0, |cx| Ok(P::from_u64(cx.api.env_var_name(index.to_u64(), f.name)?.len() as u64)))
     })?;
     let f = spec("env_var_name_copy");
-    l.func_wrap("ic0", f.name, move |mut c: Caller<'_, HostState>, index: P, dst: P, offset: P, size: P| -> Result<(), Error> {
-        syscall(&mut c, f, size.to_u64(), |cx| {
-            let name = cx.api.env_var_name(index.to_u64(), f.name)?;
-            copy_blob(cx.heap, dst.to_u64(), offset.to_u64(), size.to_u64(), name, f)
-        })
-    })?;
+    l.func_wrap(
+        "ic0",
+        f.name,
+        move |mut c: Caller<'_, HostState>, index: P, dst: P, offset: P, size: P| -> Result<(), Error> {
+            syscall(&mut c, f, size.to_u64(), |cx| {
+                let name = cx.api.env_var_name(index.to_u64(), f.name)?;
+                copy_blob(cx.heap, dst.to_u64(), offset.to_u64(), size.to_u64(), name, f)
+            })
+        },
+    )?;
     let f = spec("env_var_name_exists");
     l.func_wrap("ic0", f.name, move |mut c: Caller<'_, HostState>, src: P, size: P| -> Result<i32, Error> {
         syscall(&mut c, f, size.to_u64(), |cx| {
@@ -608,25 +652,36 @@ fn define_wasm32_only(l: &mut Linker<HostState>) -> Result<(), LinkerError> {
         })
     })?;
     let f = spec("stable_write");
-    l.func_wrap("ic0", f.name, move |mut c: Caller<'_, HostState>, offset: i32, src: i32, size: i32| -> Result<(), Error> {
-        syscall(&mut c, f, size as u32 as u64, |cx| {
-            check_legacy_stable_size(f, cx.stable)?;
-            stable_write(cx, offset.to_u64(), src.to_u64(), size.to_u64(), f)
-        })
-    })?;
+    l.func_wrap(
+        "ic0",
+        f.name,
+        move |mut c: Caller<'_, HostState>, offset: i32, src: i32, size: i32| -> Result<(), Error> {
+            syscall(&mut c, f, size as u32 as u64, |cx| {
+                check_legacy_stable_size(f, cx.stable)?;
+                stable_write(cx, offset.to_u64(), src.to_u64(), size.to_u64(), f)
+            })
+        },
+    )?;
     let f = spec("stable_read");
-    l.func_wrap("ic0", f.name, move |mut c: Caller<'_, HostState>, dst: i32, offset: i32, size: i32| -> Result<(), Error> {
-        syscall(&mut c, f, size as u32 as u64, |cx| {
-            check_legacy_stable_size(f, cx.stable)?;
-            stable_read(cx, dst.to_u64(), offset.to_u64(), size.to_u64(), f)
-        })
-    })?;
+    l.func_wrap(
+        "ic0",
+        f.name,
+        move |mut c: Caller<'_, HostState>, dst: i32, offset: i32, size: i32| -> Result<(), Error> {
+            syscall(&mut c, f, size as u32 as u64, |cx| {
+                check_legacy_stable_size(f, cx.stable)?;
+                stable_read(cx, dst.to_u64(), offset.to_u64(), size.to_u64(), f)
+            })
+        },
+    )?;
     Ok(())
 }
 
 fn check_legacy_stable_size(f: &Ic0Function, stable: &StableMemory) -> Result<(), UserError> {
     if stable.size_in_pages() > MAX_LEGACY_STABLE_PAGES {
-        return Err(trapped(format!("ic0.{}: 32-bit stable memory API used on a stable memory larger than 4 GiB", f.name)));
+        return Err(trapped(format!(
+            "ic0.{}: 32-bit stable memory API used on a stable memory larger than 4 GiB",
+            f.name
+        )));
     }
     Ok(())
 }

@@ -344,8 +344,7 @@ pub fn proxy_result(bytes: &[u8]) -> Result<Vec<u8>, (u32, String)> {
     }
 }
 
-/// A real canister built by the canister helper, if it exists yet.
-pub fn real_canister(name: &str) -> Option<Vec<u8>> {
-    let path = format!("{}/../../target/canisters/{name}.wasm", env!("CARGO_MANIFEST_DIR"));
-    std::fs::read(path).ok()
+/// A real canister of `canisters/` (ic-cdk or Motoko), unmodified.
+pub fn real_canister(name: &str) -> Vec<u8> {
+    tabnet_test_canisters::wasm(name).to_vec()
 }
