@@ -33,12 +33,21 @@ fn install_call_upgrade_keeps_stable_memory_and_reinstall_resets() {
     t.install_mode(id, &counter_wat(), vec![], CanisterInstallMode::Upgrade(Some(opts))).unwrap();
     assert_eq!(u64_of(&t.query(user(), id, "read", vec![]).unwrap()), 2);
 
-    // keep: the heap survives as it is.
+    // keep: only for modules that declare enhanced orthogonal persistence; the heap survives.
     t.update(id, "inc", vec![]).unwrap();
     t.update(id, "inc", vec![]).unwrap();
     let keep = UpgradeOptions { skip_pre_upgrade: Some(true), wasm_memory_persistence: Some(WasmMemoryPersistence::Keep) };
-    t.install_mode(id, &counter_wat(), vec![], CanisterInstallMode::Upgrade(Some(keep))).unwrap();
+    let err = t.install_mode(id, &counter_wat(), vec![], CanisterInstallMode::Upgrade(Some(keep))).unwrap_err();
+    assert_eq!(err.2, ErrorCode::CanisterContractViolation);
+    assert!(err.1.contains("requires that the new canister module supports enhanced orthogonal persistence"), "{}", err.1);
+    let persistent = with_custom_section(counter_wat(), "icp:private enhanced-orthogonal-persistence", b"32-bit");
+    t.install_mode(id, &persistent, vec![], CanisterInstallMode::Upgrade(Some(keep))).unwrap();
     assert_eq!(u64_of(&t.query(user(), id, "read", vec![]).unwrap()), 4);
+
+    // Such a canister must say what happens to its heap.
+    let err = t.install_mode(id, &persistent, vec![], CanisterInstallMode::Upgrade(None)).unwrap_err();
+    assert_eq!(err.2, ErrorCode::CanisterContractViolation);
+    assert!(err.1.starts_with("Missing upgrade option"), "{}", err.1);
 
     t.install_mode(id, &counter_wat(), 7u64.to_le_bytes().to_vec(), CanisterInstallMode::Reinstall).unwrap();
     assert_eq!(u64_of(&t.query(user(), id, "read", vec![]).unwrap()), 7, "reinstall runs init with the argument");
@@ -268,4 +277,16 @@ fn chunked_install_assembles_and_checks_the_module() {
     t.mgmt(user(), "clear_chunk_store", &CanisterIdRecord { canister_id: id }).unwrap();
     let stored = t.mgmt(user(), "stored_chunks", &CanisterIdRecord { canister_id: id }).unwrap();
     assert!(candid::decode_one::<Vec<ChunkHash>>(&stored).unwrap().is_empty());
+}
+
+/// `wasm` with a custom section appended.
+fn with_custom_section(mut wasm: Vec<u8>, name: &str, content: &[u8]) -> Vec<u8> {
+    let mut payload = vec![name.len() as u8];
+    payload.extend_from_slice(name.as_bytes());
+    payload.extend_from_slice(content);
+    assert!(payload.len() < 128, "one-byte LEB128 size");
+    wasm.push(0);
+    wasm.push(payload.len() as u8);
+    wasm.extend(payload);
+    wasm
 }

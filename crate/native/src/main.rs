@@ -1,7 +1,7 @@
 //! `tabnet`: one node that is a whole subnet, serving the IC HTTP interface.
 //!
 //! ```text
-//! tabnet [serve] [--port P] [--state-dir D] [--bind ADDR]
+//! tabnet [serve] [--port P] [--state-dir D] [--bind ADDR] [--www DIR] [--memory-capacity MIB]
 //! ```
 
 mod file_store;
@@ -10,7 +10,7 @@ mod server;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-const USAGE: &str = "usage: tabnet [serve] [--port P (default 4943)] [--state-dir D (default $XDG_DATA_HOME/tabnet or ~/.local/share/tabnet)] [--bind ADDR (default 127.0.0.1)]";
+const USAGE: &str = "usage: tabnet [serve] [--port P (default 4943)] [--state-dir D (default $XDG_DATA_HOME/tabnet or ~/.local/share/tabnet)] [--bind ADDR (default 127.0.0.1)] [--www DIR (serve the web app from DIR)] [--memory-capacity MIB (memory all canisters may use, default 4096)]";
 
 /// Stack of the runtime's threads (virtual memory; pages are used only as touched).
 const THREAD_STACK_BYTES: usize = 256 * 1024 * 1024;
@@ -19,6 +19,8 @@ struct Options {
     port: u16,
     state_dir: PathBuf,
     bind: String,
+    www: Option<PathBuf>,
+    memory_capacity_mib: Option<u64>,
 }
 
 fn default_state_dir() -> Result<PathBuf, String> {
@@ -33,6 +35,8 @@ fn parse_args(args: impl Iterator<Item = String>) -> Result<Options, String> {
     let mut port = 4943u16;
     let mut state_dir = None;
     let mut bind = "127.0.0.1".to_string();
+    let mut www = None;
+    let mut memory_capacity_mib = None;
     let mut args = args.peekable();
     if args.peek().map(String::as_str) == Some("serve") {
         args.next();
@@ -47,6 +51,10 @@ fn parse_args(args: impl Iterator<Item = String>) -> Result<Options, String> {
             "--port" => port = value("--port")?.parse().map_err(|e| format!("bad --port: {e}"))?,
             "--state-dir" => state_dir = Some(PathBuf::from(value("--state-dir")?)),
             "--bind" => bind = value("--bind")?,
+            "--www" => www = Some(PathBuf::from(value("--www")?)),
+            "--memory-capacity" => {
+                memory_capacity_mib = Some(value("--memory-capacity")?.parse().map_err(|e| format!("bad --memory-capacity: {e}"))?)
+            }
             "-h" | "--help" => return Err(String::new()),
             other => return Err(format!("unknown argument {other}")),
         }
@@ -55,7 +63,7 @@ fn parse_args(args: impl Iterator<Item = String>) -> Result<Options, String> {
         Some(d) => d,
         None => default_state_dir()?,
     };
-    Ok(Options { port, state_dir, bind })
+    Ok(Options { port, state_dir, bind, www, memory_capacity_mib })
 }
 
 fn main() -> ExitCode {
@@ -79,7 +87,14 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(server::serve(&options.bind, options.port, &options.state_dir)) {
+    let settings = server::Settings {
+        bind: options.bind,
+        port: options.port,
+        state_dir: options.state_dir,
+        www: options.www,
+        memory_capacity: options.memory_capacity_mib.map(|mib| mib * 1024 * 1024),
+    };
+    match runtime.block_on(server::serve(settings)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("tabnet: {e}");

@@ -6,7 +6,7 @@
 //! across restarts too). Request handlers do their CPU work (signature checks, queries) on the
 //! blocking pool.
 
-use std::path::Path;
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -21,6 +21,7 @@ use tabnet_execution::SubnetConfig;
 use tabnet_replica::{rejection_body, replied_body, HttpError, ReadStateScope, Replica, RequestId, SubmitError};
 use tabnet_types::{Principal, MANAGEMENT_CANISTER};
 use tokio::sync::{watch, Notify};
+use tower_http::services::ServeDir;
 
 use crate::file_store::FileStore;
 
@@ -30,11 +31,24 @@ const IDLE_ROUND: Duration = Duration::from_millis(150);
 const SYNC_CALL_TIMEOUT: Duration = Duration::from_secs(10);
 /// Ingress messages are at most 2 MiB; the envelope adds signatures and delegations.
 const MAX_BODY_BYTES: usize = 2 * 1024 * 1024 + 256 * 1024;
-/// Fees are those of a 13-node application subnet, like the IC's local development replicas.
-const FEE_SUBNET_SIZE: u64 = 13;
+/// This node is a subnet of one replica: the IC's fees (quoted for 13 nodes) scale to it.
+const SUBNET_SIZE: u64 = 1;
+
+/// How the node is started.
+pub struct Settings {
+    pub bind: String,
+    pub port: u16,
+    pub state_dir: PathBuf,
+    /// The web app's files, served at `/` (the IC interface stays under `/api`).
+    pub www: Option<PathBuf>,
+    /// Memory all canisters may use together, bytes; `None` for the default.
+    pub memory_capacity: Option<u64>,
+}
 
 pub struct Node {
     replica: Mutex<Replica<FileStore>>,
+    /// Time from receiving a synchronous call to sending its certified reply.
+    update_latency: Mutex<LatencyLog>,
     /// Wakes the executor when ingress arrives.
     wake: Notify,
     /// Counts rounds; synchronous calls wait on it.
@@ -59,18 +73,26 @@ fn random32() -> [u8; 32] {
     seed
 }
 
-pub async fn serve(bind: &str, port: u16, state_dir: &Path) -> Result<(), String> {
-    let store = FileStore::open(state_dir)?;
-    let replica = tokio::task::spawn_blocking(move || {
-        Replica::open(store, random32(), SubnetConfig::for_subnet_size(FEE_SUBNET_SIZE))
-    })
+pub async fn serve(settings: Settings) -> Result<(), String> {
+    let Settings { bind, port, state_dir, www, memory_capacity } = settings;
+    let store = FileStore::open(&state_dir)?;
+    let mut config = SubnetConfig::for_subnet_size(SUBNET_SIZE);
+    if let Some(capacity) = memory_capacity {
+        config.subnet_memory_capacity = capacity;
+    }
+    let replica = tokio::task::spawn_blocking(move || Replica::open(store, random32(), config))
     .await
     .map_err(|e| format!("opening the state failed: {e}"))?
     .map_err(|e| format!("cannot open the state in {}: {e}", state_dir.display()))?;
     let (rounds, _) = watch::channel(0u64);
-    let node = Arc::new(Node { replica: Mutex::new(replica), wake: Notify::new(), rounds });
+    let node = Arc::new(Node {
+        replica: Mutex::new(replica),
+        update_latency: Mutex::new(LatencyLog::default()),
+        wake: Notify::new(),
+        rounds,
+    });
 
-    let listener = tokio::net::TcpListener::bind((bind, port)).await.map_err(|e| format!("cannot listen on {bind}:{port}: {e}"))?;
+    let listener = tokio::net::TcpListener::bind((bind.as_str(), port)).await.map_err(|e| format!("cannot listen on {bind}:{port}: {e}"))?;
     let addr = listener.local_addr().map_err(|e| e.to_string())?;
     println!("tabnet listening on http://{addr} (state in {})", state_dir.display());
     use std::io::Write;
@@ -78,7 +100,11 @@ pub async fn serve(bind: &str, port: u16, state_dir: &Path) -> Result<(), String
 
     let (stop_tx, stop_rx) = watch::channel(false);
     let executor = tokio::spawn(run_rounds(node.clone(), stop_rx));
-    axum::serve(listener, router(node))
+    let mut app = router(node);
+    if let Some(dir) = www {
+        app = app.fallback_service(ServeDir::new(dir));
+    }
+    axum::serve(listener, app)
         .with_graceful_shutdown(shutdown_signal())
         .await
         .map_err(|e| format!("server error: {e}"))?;
@@ -138,6 +164,7 @@ pub fn router(node: Arc<Node>) -> Router {
         .route("/api/v3/canister/{ecid}/read_state", post(read_state))
         .route("/api/v2/subnet/{subnet}/read_state", post(read_state_subnet))
         .route("/api/v3/subnet/{subnet}/read_state", post(read_state_subnet))
+        .route("/_/metrics", get(metrics))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(middleware::from_fn(cors))
         .with_state(node)
@@ -229,6 +256,7 @@ async fn call_subnet_sync(State(node): State<Arc<Node>>, UrlPath(subnet): UrlPat
 
 /// v3/v4 calls: accept, wait for the outcome, answer with its certificate (or 202 on timeout).
 async fn sync_call(node: Arc<Node>, ecid: Principal, body: Bytes) -> Response {
+    let received = std::time::Instant::now();
     let id = match submit(&node, ecid, body).await {
         Err(r) => return r,
         Ok(Ok(id)) => id,
@@ -242,7 +270,10 @@ async fn sync_call(node: Arc<Node>, ecid: Principal, body: Bytes) -> Response {
             let replica = node.replica();
             match replica.request_status(&id) {
                 Some(status) if status.state.is_terminal() => {
-                    return cbor(StatusCode::OK, replied_body(replica.call_certificate(&id)));
+                    let response = cbor(StatusCode::OK, replied_body(replica.call_certificate(&id)));
+                    drop(replica);
+                    node.update_latency.lock().unwrap_or_else(|e| e.into_inner()).record(received.elapsed());
+                    return response;
                 }
                 Some(_) => {}
                 None => return StatusCode::ACCEPTED.into_response(),
@@ -293,4 +324,45 @@ fn respond(result: Result<Result<Vec<u8>, HttpError>, Response>) -> Response {
         Ok(Ok(body)) => cbor(StatusCode::OK, body),
         Ok(Err(e)) => error(e),
     }
+}
+
+/// The latencies of the last [`LatencyLog::CAPACITY`] synchronous calls.
+#[derive(Default)]
+struct LatencyLog {
+    micros: std::collections::VecDeque<u64>,
+    total: u64,
+}
+
+impl LatencyLog {
+    const CAPACITY: usize = 100_000;
+
+    fn record(&mut self, latency: Duration) {
+        if self.micros.len() == Self::CAPACITY {
+            self.micros.pop_front();
+        }
+        self.micros.push_back(latency.as_micros() as u64);
+        self.total += 1;
+    }
+
+    /// "p50 X ms, p99 Y ms" over the recorded calls.
+    fn summary(&self) -> String {
+        let mut sorted: Vec<u64> = self.micros.iter().copied().collect();
+        sorted.sort_unstable();
+        let at = |p: f64| sorted.get(((sorted.len() as f64 - 1.0) * p).round() as usize).map_or(f64::NAN, |us| *us as f64 / 1e3);
+        format!(
+            "updates answered synchronously: {} (last {} measured)\nupdate latency in the node, request received to certified reply sent: p50 {:.2} ms, p90 {:.2} ms, p99 {:.2} ms\n",
+            self.total,
+            sorted.len(),
+            at(0.5),
+            at(0.9),
+            at(0.99)
+        )
+    }
+}
+
+/// `/_/metrics`: plain-text figures about this node, for benchmarks and the curious.
+async fn metrics(State(node): State<Arc<Node>>) -> Response {
+    let latency = node.update_latency.lock().unwrap_or_else(|e| e.into_inner()).summary();
+    let height = node.replica().certified_height();
+    (StatusCode::OK, [(header::CONTENT_TYPE, "text/plain; charset=utf-8")], format!("{latency}certified height: {height}\n")).into_response()
 }

@@ -120,8 +120,8 @@ impl TabNode {
     }
 
     /// Installs `wasm` with `mode` "install", "reinstall" or "upgrade" and a Candid-text init
-    /// argument. Upgrades of 64-bit modules keep the Wasm heap (Motoko's enhanced orthogonal
-    /// persistence needs that).
+    /// argument. Upgrades to a module with enhanced orthogonal persistence (Motoko's) keep the
+    /// Wasm heap; others replace it.
     pub fn install_code(&mut self, canister_id: &str, mode: &str, wasm: Vec<u8>, arg: &str, time_nanos: u64) -> Result<JsValue, JsValue> {
         let canister_id = parse_principal(canister_id)?;
         let arg = match text_to_candid(arg) {
@@ -132,7 +132,9 @@ impl TabNode {
             "install" => CanisterInstallMode::Install,
             "reinstall" => CanisterInstallMode::Reinstall,
             "upgrade" => {
-                let keep = CanisterModule::new(wasm.clone()).map(|m| m.is_wasm64()).unwrap_or(false);
+                let keep = CanisterModule::new(wasm.clone())
+                    .map(|m| m.metadata("enhanced-orthogonal-persistence").is_some())
+                    .unwrap_or(false);
                 CanisterInstallMode::Upgrade(Some(UpgradeOptions {
                     skip_pre_upgrade: None,
                     wasm_memory_persistence: Some(if keep { WasmMemoryPersistence::Keep } else { WasmMemoryPersistence::Replace }),

@@ -109,6 +109,7 @@ impl HookRunner<'_> {
         arg: Vec<u8>,
         options: UpgradeOptions,
     ) -> Result<ExecutionState, UserError> {
+        check_memory_persistence(old.module(), &module, options.wasm_memory_persistence)?;
         if !options.skip_pre_upgrade.unwrap_or(false) {
             self.run_hook(old, "canister_pre_upgrade", ApiType::PreUpgrade { caller })?;
         }
@@ -175,5 +176,30 @@ impl HookRunner<'_> {
             self.changes.new_global_timer = Some(t);
         }
         Ok(())
+    }
+}
+
+/// The metadata section by which a module declares enhanced orthogonal persistence (Motoko's
+/// 64-bit heap that survives upgrades).
+const ENHANCED_ORTHOGONAL_PERSISTENCE: &str = "enhanced-orthogonal-persistence";
+
+/// The replica's rules for `wasm_memory_persistence`: a canister using enhanced orthogonal
+/// persistence must say what happens to its heap (dropping it by accident loses all state),
+/// and only such a module may keep the heap.
+fn check_memory_persistence(
+    old: &CanisterModule,
+    new: &CanisterModule,
+    persistence: Option<WasmMemoryPersistence>,
+) -> Result<(), UserError> {
+    match persistence {
+        None if old.metadata(ENHANCED_ORTHOGONAL_PERSISTENCE).is_some() => Err(UserError::new(
+            ErrorCode::CanisterContractViolation,
+            "Missing upgrade option: Enhanced orthogonal persistence requires the `wasm_memory_persistence` upgrade option.",
+        )),
+        Some(WasmMemoryPersistence::Keep) if new.metadata(ENHANCED_ORTHOGONAL_PERSISTENCE).is_none() => Err(UserError::new(
+            ErrorCode::CanisterContractViolation,
+            "Invalid upgrade option: The `wasm_memory_persistence: opt Keep` upgrade option requires that the new canister module supports enhanced orthogonal persistence.",
+        )),
+        _ => Ok(()),
     }
 }
