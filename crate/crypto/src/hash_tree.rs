@@ -330,6 +330,153 @@ impl LabeledTree {
     }
 }
 
+/// A [`LabeledTree`] with every digest computed once: the replica builds one per certified
+/// state and cuts many witnesses from it, each in time proportional to what it reveals (times
+/// the tree's depth) rather than to the size of the state.
+#[derive(Clone, Debug)]
+pub struct HashedTree {
+    root: HashedNode,
+}
+
+#[derive(Clone, Debug)]
+enum HashedNode {
+    Leaf(Vec<u8>),
+    SubTree { labels: Vec<Vec<u8>>, children: Vec<HashedNode>, forks: ForkRange },
+}
+
+/// The balanced fork tree over a run of labeled children, with the digest of every run.
+#[derive(Clone, Debug)]
+enum ForkRange {
+    Empty,
+    /// One labeled child: its index and its labeled digest.
+    Child(usize, [u8; 32]),
+    /// Children `start..end`.
+    Fork { digest: [u8; 32], start: usize, end: usize, left: Box<ForkRange>, right: Box<ForkRange> },
+}
+
+impl ForkRange {
+    /// The same shape as [`assemble`] and [`range_digest`]: split at `len / 2`.
+    fn build(start: usize, digests: &[[u8; 32]]) -> Self {
+        match digests {
+            [] => ForkRange::Empty,
+            [d] => ForkRange::Child(start, *d),
+            _ => {
+                let mid = split_point(digests.len());
+                let (left, right) = (Self::build(start, &digests[..mid]), Self::build(start + mid, &digests[mid..]));
+                let digest = fork_hash(&left.digest(), &right.digest());
+                let end = start + digests.len();
+                ForkRange::Fork { digest, start, end, left: Box::new(left), right: Box::new(right) }
+            }
+        }
+    }
+
+    fn digest(&self) -> [u8; 32] {
+        match self {
+            ForkRange::Empty => empty_hash(),
+            ForkRange::Child(_, d) => *d,
+            ForkRange::Fork { digest, .. } => *digest,
+        }
+    }
+
+    /// The pruned fork tree showing the children in `shown` (index → tree), hiding the rest.
+    fn reveal(&self, shown: &mut BTreeMap<usize, HashTree>) -> HashTree {
+        match self {
+            ForkRange::Empty => HashTree::Empty,
+            ForkRange::Child(i, d) => shown.remove(i).unwrap_or(HashTree::Pruned(*d)),
+            ForkRange::Fork { digest, start, end, left, right } => {
+                if shown.range(*start..*end).next().is_none() {
+                    return HashTree::Pruned(*digest);
+                }
+                HashTree::fork(left.reveal(shown), right.reveal(shown))
+            }
+        }
+    }
+}
+
+impl HashedNode {
+    fn new(tree: &LabeledTree) -> (Self, [u8; 32]) {
+        match tree {
+            LabeledTree::Leaf(v) => (HashedNode::Leaf(v.clone()), leaf_hash(v)),
+            LabeledTree::SubTree(map) => {
+                let mut labels = Vec::with_capacity(map.len());
+                let mut children = Vec::with_capacity(map.len());
+                let mut digests = Vec::with_capacity(map.len());
+                for (label, child) in map {
+                    let (node, digest) = HashedNode::new(child);
+                    digests.push(labeled_hash(label, &digest));
+                    labels.push(label.clone());
+                    children.push(node);
+                }
+                let forks = ForkRange::build(0, &digests);
+                let digest = forks.digest();
+                (HashedNode::SubTree { labels, children, forks }, digest)
+            }
+        }
+    }
+
+    fn digest(&self) -> [u8; 32] {
+        match self {
+            HashedNode::Leaf(v) => leaf_hash(v),
+            HashedNode::SubTree { forks, .. } => forks.digest(),
+        }
+    }
+
+    fn witness_of(&self, wanted: &Wanted) -> HashTree {
+        let (labels, children, forks) = match (self, wanted) {
+            (HashedNode::Leaf(v), Wanted::All) => return HashTree::Leaf(v.clone()),
+            // A path that runs past a leaf: reveal the leaf, which proves the rest absent.
+            (HashedNode::Leaf(v), Wanted::Some(w)) if !w.is_empty() => return HashTree::Leaf(v.clone()),
+            (HashedNode::Leaf(v), _) => return HashTree::Pruned(leaf_hash(v)),
+            (HashedNode::SubTree { labels, children, forks }, _) => (labels, children, forks),
+        };
+        let mut shown = BTreeMap::new();
+        match wanted {
+            Wanted::All => {
+                for (i, (label, child)) in labels.iter().zip(children).enumerate() {
+                    shown.insert(i, HashTree::labeled(label.clone(), child.witness_of(&Wanted::All)));
+                }
+            }
+            Wanted::Some(wanted_children) => {
+                for (label, w) in wanted_children {
+                    match labels.binary_search(label) {
+                        Ok(i) => {
+                            shown.insert(i, HashTree::labeled(label.clone(), children[i].witness_of(w)));
+                        }
+                        // Absent: reveal the neighbours (contents pruned) so that lookups say Absent.
+                        Err(at) => {
+                            for i in [at.checked_sub(1), Some(at)].into_iter().flatten().filter(|&i| i < labels.len()) {
+                                shown
+                                    .entry(i)
+                                    .or_insert_with(|| HashTree::labeled(labels[i].clone(), HashTree::Pruned(children[i].digest())));
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        forks.reveal(&mut shown)
+    }
+}
+
+impl HashedTree {
+    pub fn new(tree: &LabeledTree) -> Self {
+        Self { root: HashedNode::new(tree).0 }
+    }
+
+    pub fn root_hash(&self) -> [u8; 32] {
+        self.root.digest()
+    }
+
+    /// As [`LabeledTree::witness`], from the cached digests.
+    pub fn witness(&self, paths: &[Vec<Vec<u8>>]) -> HashTree {
+        let mut wanted = Wanted::Some(BTreeMap::new());
+        for path in paths {
+            wanted.add(path);
+        }
+        self.root.witness_of(&wanted)
+    }
+}
+
 /// Which parts of a tree a witness must reveal.
 enum Wanted {
     All,
@@ -673,5 +820,37 @@ mod tests {
         assert_eq!(lookup_path(&t, &[b"m"]), LookupResult::Unknown);
         assert_eq!(lookup_path(&t, &[b"0"]), LookupResult::Absent);
         assert_eq!(lookup_path(&t, &[b"zz"]), LookupResult::Absent);
+    }
+
+    #[test]
+    fn hashed_tree_witnesses_equal_labeled_tree_witnesses() {
+        let mut requests = BTreeMap::new();
+        for i in 0u32..37 {
+            let status = LabeledTree::SubTree(BTreeMap::from([
+                (b"status".to_vec(), LabeledTree::Leaf(b"replied".to_vec())),
+                (b"reply".to_vec(), LabeledTree::Leaf(i.to_be_bytes().to_vec())),
+            ]));
+            requests.insert((i * 2).to_be_bytes().to_vec(), status);
+        }
+        let tree = LabeledTree::SubTree(BTreeMap::from([
+            (b"request_status".to_vec(), LabeledTree::SubTree(requests)),
+            (b"time".to_vec(), LabeledTree::Leaf(vec![1, 2, 3])),
+            (b"empty".to_vec(), LabeledTree::SubTree(BTreeMap::new())),
+        ]));
+        let hashed = HashedTree::new(&tree);
+        assert_eq!(hashed.root_hash(), tree.root_hash());
+        let l = |s: &str| s.as_bytes().to_vec();
+        let cases: Vec<Vec<Vec<Vec<u8>>>> = vec![
+            vec![vec![l("time")]],
+            vec![vec![l("request_status"), 10u32.to_be_bytes().to_vec()]],
+            vec![vec![l("request_status"), 11u32.to_be_bytes().to_vec(), l("status")], vec![l("time")]],
+            vec![vec![l("request_status"), 0u32.to_be_bytes().to_vec(), l("reply")], vec![l("empty"), l("x")]],
+            vec![vec![l("request_status")]],
+            vec![vec![l("time"), l("past_a_leaf")], vec![l("zzz")]],
+            vec![],
+        ];
+        for paths in cases {
+            assert_eq!(hashed.witness(&paths), tree.witness(&paths), "paths {paths:?}");
+        }
     }
 }

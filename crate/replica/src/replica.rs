@@ -12,7 +12,7 @@
 
 use ciborium::Value;
 use tabnet_crypto::{
-    hash_of_map, self_authenticating_principal, sha256, BlsSecretKey, Certificate, LabeledTree, NodeSigningKey,
+    hash_of_map, self_authenticating_principal, sha256, BlsSecretKey, Certificate, HashedTree, LabeledTree, NodeSigningKey,
     IC_RESPONSE, IC_STATE_ROOT,
 };
 use tabnet_execution::hypervisor::WasmResult;
@@ -45,7 +45,8 @@ const CREATE_METHODS: [&str; 2] = ["provisional_create_canister_with_cycles", "c
 struct Certified {
     height: u64,
     time: u64,
-    tree: LabeledTree,
+    /// The tree with its digests, so that each witness costs only what it reveals.
+    tree: HashedTree,
     /// BLS signature over `IC_STATE_ROOT ‖ root hash`; valid for every witness of `tree`.
     signature: [u8; 48],
 }
@@ -69,6 +70,7 @@ impl<S: Store> Replica<S> {
             Some(bytes) => bytes.try_into().map_err(|_| "stored key seed is not 32 bytes".to_string())?,
             None => {
                 store.put(KEY_SEED, &fresh_seed)?;
+                store.flush()?;
                 fresh_seed
             }
         };
@@ -115,7 +117,7 @@ impl<S: Store> Replica<S> {
             subnet_key,
             node_key,
             subnet,
-            certified: Certified { height: 0, time: 0, tree: LabeledTree::SubTree(Default::default()), signature: [0; 48] },
+            certified: Certified { height: 0, time: 0, tree: HashedTree::new(&LabeledTree::SubTree(Default::default())), signature: [0; 48] },
         };
         replica.requeue_received()?;
         let time = replica.scheduler.state().metadata.time;
@@ -204,7 +206,8 @@ impl<S: Store> Replica<S> {
             ingress_expiry: request.ingress_expiry,
             updated_at: now,
         };
-        // Persist before acknowledging: the message and its status survive a crash.
+        // Stored with the next round's group commit. Like the IC's 202, accepting a call does
+        // not promise it survives a crash before it executes; its certified result does.
         self.store
             .put(&pool_key(&message.request_id), &to_cbor(&message))
             .and_then(|_| self.store.put(&ingress_key(&message.request_id), &to_cbor(&status)))
@@ -280,12 +283,12 @@ impl<S: Store> Replica<S> {
         for id in executed {
             self.store.delete(&pool_key(id))?;
         }
-        Ok(())
+        self.store.flush()
     }
 
     /// Builds and signs the state tree of the current state.
     fn certify(&mut self, height: u64, time: u64) {
-        let tree = state_tree::build(time, self.scheduler.state(), &self.history, &self.subnet);
+        let tree = HashedTree::new(&state_tree::build(time, self.scheduler.state(), &self.history, &self.subnet));
         let message = [IC_STATE_ROOT, &tree.root_hash()].concat();
         let signature = self.subnet_key.sign(&message);
         self.certified = Certified { height, time, tree, signature };

@@ -5,14 +5,19 @@
 
 use std::collections::BTreeMap;
 
-/// A key-value store. Writes must be durable when `put`/`delete` return (the replica
-/// acknowledges requests only after persisting them).
+/// A key-value store. `put` and `delete` are seen by `get` and `list` at once and become
+/// durable together at the next `flush` (a round's writes are one group commit; the replica
+/// certifies and acknowledges a round's results only after flushing it).
 pub trait Store {
     fn get(&self, key: &str) -> Result<Option<Vec<u8>>, String>;
     fn put(&mut self, key: &str, value: &[u8]) -> Result<(), String>;
     fn delete(&mut self, key: &str) -> Result<(), String>;
     /// All keys that start with `prefix`, in ascending order.
     fn list(&self, prefix: &str) -> Result<Vec<String>, String>;
+    /// Makes every earlier `put` and `delete` durable.
+    fn flush(&mut self) -> Result<(), String> {
+        Ok(())
+    }
 }
 
 /// A store in memory, for tests and for nodes that need no persistence.

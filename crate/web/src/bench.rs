@@ -110,3 +110,19 @@ pub fn bench_fuel(iterations: u64, now_millis: &js_sys::Function) -> Result<JsVa
     let run = run_fuel(iterations, &clock).map_err(|e| JsValue::from_str(&e))?;
     serde_wasm_bindgen::to_value(&run).map_err(|e| JsValue::from_str(&e.to_string()))
 }
+
+/// The fuel the compute canister is charged for `iterations` loop turns: 32 per turn plus the
+/// call's prologue and epilogue. Fixed by wasmi's fuel costs; the same natively and in a tab.
+pub fn expected_fuel(iterations: u64) -> u64 {
+    32 * iterations + 125
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn fuel_is_deterministic() {
+        let run = super::run_fuel(1_000, &|| 0.0).expect("runs");
+        assert_eq!(run.fuel, super::expected_fuel(1_000));
+        assert_eq!(run.result, super::run_fuel(1_000, &|| 0.0).unwrap().result);
+    }
+}
