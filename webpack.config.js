@@ -4,7 +4,7 @@ const HtmlWebpackPlugin = require('html-webpack-plugin');
 
 module.exports = {
   mode: process.env.NODE_ENV === 'development' ? 'development' : 'production',
-  entry: { index: './www/index.js', bench: './www/bench.js' },
+  entry: { index: './www/index.mjs', bench: './www/bench.mjs' },
   output: {
     path: path.resolve(__dirname, 'www/dist'),
     filename: '[name].[contenthash].js',

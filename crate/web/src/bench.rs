@@ -37,13 +37,13 @@ const COMPUTE_WAT: &str = r#"
     (call $reply)))
 "#;
 
-#[derive(Serialize, Debug, Clone, Copy)]
+#[derive(Serialize, Debug, Clone)]
 pub struct FuelRun {
     /// Instructions charged (wasmi fuel).
     pub fuel: u64,
     pub millis: f64,
-    /// The reply, so that the work cannot be optimised away and runs can be compared.
-    pub result: u64,
+    /// The reply (hex), so that the work cannot be optimised away and runs can be compared.
+    pub result: String,
 }
 
 fn system_state() -> SystemStateView {
@@ -97,7 +97,7 @@ pub fn run_fuel(iterations: u64, now_millis: &dyn Fn() -> f64) -> Result<FuelRun
         Ok(Some(tabnet_execution::hypervisor::WasmResult::Reply(bytes))) if bytes.len() == 8 => Ok(FuelRun {
             fuel: outcome.instructions_used,
             millis,
-            result: u64::from_le_bytes(bytes.try_into().expect("8 bytes")),
+            result: bytes.iter().map(|b| format!("{b:02x}")).collect(),
         }),
         other => Err(format!("the compute canister did not reply: {other:?}")),
     }
