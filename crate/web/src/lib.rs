@@ -11,7 +11,7 @@ use candid::{Decode, Encode, IDLArgs, Principal};
 use serde::Serialize;
 use tabnet_execution::hypervisor::{CanisterModule, WasmResult};
 use tabnet_execution::management::types::{
-    CanisterIdRecord, CanisterInstallMode, CreateCanisterResult, InstallCodeArgs,
+    CanisterIdRecord, CanisterInstallMode, CanisterStatusResult, FetchCanisterLogsResult, CreateCanisterResult, InstallCodeArgs,
     ProvisionalCreateCanisterWithCyclesArgs, UpgradeOptions, WasmMemoryPersistence,
 };
 use tabnet_execution::scheduler::{ExecutionEnvironment, IngressMessage, IngressOutcome};
@@ -61,6 +61,16 @@ fn candid_to_text(bytes: &[u8]) -> String {
     match IDLArgs::from_bytes(bytes) {
         Ok(args) => args.to_string(),
         Err(_) => format!("(non-Candid reply) 0x{}", hex(bytes)),
+    }
+}
+
+/// Candid bytes of a known type as text, with field names rather than hashes.
+fn typed_candid_text<T: candid::CandidType>(bytes: &[u8]) -> String {
+    let mut types = candid::types::internal::TypeContainer::new();
+    let ty = types.add::<T>();
+    match IDLArgs::from_bytes_with_types(bytes, &types.env, &[ty]) {
+        Ok(args) => args.to_string(),
+        Err(_) => candid_to_text(bytes),
     }
 }
 
@@ -169,12 +179,23 @@ impl TabNode {
 
     /// `canister_status` of the management canister, as Candid text.
     pub fn canister_status(&mut self, canister_id: &str, time_nanos: u64) -> Result<String, JsValue> {
-        self.management_query("canister_status", canister_id, time_nanos)
+        // An update on the IC (not callable as a query).
+        let arg = Encode!(&CanisterIdRecord { canister_id: parse_principal(canister_id)? }).expect("encodes");
+        match self.run_ingress(MANAGEMENT_CANISTER, "canister_status", arg, None, time_nanos) {
+            IngressOutcome::Replied(bytes) => Ok(typed_candid_text::<CanisterStatusResult>(&bytes)),
+            IngressOutcome::Rejected { message, error_code, .. } => Err(JsValue::from_str(&format!("{error_code}: {message}"))),
+        }
     }
 
     /// `fetch_canister_logs` of the management canister, as Candid text.
     pub fn logs(&mut self, canister_id: &str, time_nanos: u64) -> Result<String, JsValue> {
-        self.management_query("fetch_canister_logs", canister_id, time_nanos)
+        // A query on the IC (not callable as an update).
+        let arg = Encode!(&CanisterIdRecord { canister_id: parse_principal(canister_id)? }).expect("encodes");
+        match self.env.query(time_nanos, self.user, MANAGEMENT_CANISTER, "fetch_canister_logs", arg, None) {
+            Ok(WasmResult::Reply(bytes)) => Ok(typed_candid_text::<FetchCanisterLogsResult>(&bytes)),
+            Ok(WasmResult::Reject(message)) => Err(JsValue::from_str(&message)),
+            Err(e) => Err(JsValue::from_str(&format!("{}: {}", e.code, e.message))),
+        }
     }
 
     /// One round with no new messages: heartbeats, timers, calls in flight.
@@ -257,12 +278,5 @@ impl TabNode {
             Ok(WasmResult::Reject(message)) => Outcome::rejected(4, None, message),
             Err(e) => Outcome::error(e),
         }
-    }
-
-    fn management_query(&mut self, method: &str, canister_id: &str, time: u64) -> Result<String, JsValue> {
-        let canister_id = parse_principal(canister_id)?;
-        let arg = Encode!(&CanisterIdRecord { canister_id }).expect("encodes");
-        let outcome = self.query_bytes(MANAGEMENT_CANISTER, method, arg, time);
-        Ok(outcome.reply.unwrap_or_else(|| outcome.message.unwrap_or_default()))
     }
 }
