@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs every test of tabnet: native Rust tests, the same execution tests as wasm32 in headless
-# Chromium, and the end-to-end tests with DFINITY's agent-js and ic-agent against the native node.
+# Chromium, the end-to-end tests with DFINITY's agent-js and ic-agent against the native node,
+# and the web app in headless Chromium.
 # Sets up what it needs first (scripts/setup.sh), so it works on a fresh machine.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -19,5 +20,6 @@ export WASM_BINDGEN_TEST_WEBDRIVER_JSON="$root/webdriver.json"
 export WASM_BINDGEN_TEST_TIMEOUT=300
 cargo test --target wasm32-unknown-unknown -p tabnet-execution -p tabnet-web
 
-echo; echo "== test: agent-js end to end"
-TABNET_BIN="$root/target/debug/tabnet" node --test --test-concurrency=1 tests/agent-js/
+echo; echo "== test: agent-js and the web app, end to end"
+scripts/build-web.sh
+TABNET_BIN="$root/target/debug/tabnet" node --test --test-concurrency=1 tests/agent-js/ tests/web/

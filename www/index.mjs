@@ -26,10 +26,8 @@ function show(outcome) {
 
 function refresh() {
   if (!canisterId) return;
-  const s = node.canister_status(canisterId);
-  $('canister').innerHTML = Object.entries(s)
-    .map(([k, v]) => `<tr><th>${k}</th><td>${v}</td></tr>`).join('');
-  $('logs').textContent = node.logs(canisterId).join('\n');
+  $('canister').textContent = node.canister_status(canisterId, now());
+  $('logs').textContent = node.logs(canisterId, now()).join('\n');
 }
 
 function now() { return BigInt(Date.now()) * 1_000_000n; }

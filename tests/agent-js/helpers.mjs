@@ -59,17 +59,18 @@ const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
 /** One `tabnet` process with its own state directory, restartable on the same directory. */
 export class TabnetNode {
-  constructor(stateDir) {
+  constructor(stateDir, args = []) {
     this.stateDir = stateDir;
+    this.args = args;
     this.process = null;
     this.port = null;
     this.log = '';
     this.stopping = false;
   }
 
-  /** Starts a node on a fresh temporary state directory (or `stateDir`). */
-  static async start(stateDir = mkdtempSync(join(tmpdir(), 'tabnet-agent-js-'))) {
-    const node = new TabnetNode(stateDir);
+  /** Starts a node on a fresh temporary state directory (or `stateDir`), with extra flags. */
+  static async start(stateDir = mkdtempSync(join(tmpdir(), 'tabnet-agent-js-')), args = []) {
+    const node = new TabnetNode(stateDir, args);
     await node.#spawn();
     return node;
   }
@@ -85,7 +86,7 @@ export class TabnetNode {
     }
     this.port = await freePort();
     this.log = '';
-    const child = spawn(bin, ['--port', String(this.port), '--state-dir', this.stateDir], {
+    const child = spawn(bin, ['--port', String(this.port), '--state-dir', this.stateDir, ...this.args], {
       stdio: ['ignore', 'pipe', 'pipe'],
     });
     this.process = child;

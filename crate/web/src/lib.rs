@@ -179,23 +179,18 @@ impl TabNode {
 
     /// `canister_status` of the management canister, as Candid text.
     pub fn canister_status(&mut self, canister_id: &str, time_nanos: u64) -> Result<String, JsValue> {
-        // An update on the IC (not callable as a query).
-        let arg = Encode!(&CanisterIdRecord { canister_id: parse_principal(canister_id)? }).expect("encodes");
-        match self.run_ingress(MANAGEMENT_CANISTER, "canister_status", arg, None, time_nanos) {
-            IngressOutcome::Replied(bytes) => Ok(typed_candid_text::<CanisterStatusResult>(&bytes)),
-            IngressOutcome::Rejected { message, error_code, .. } => Err(JsValue::from_str(&format!("{error_code}: {message}"))),
-        }
+        self.management_query::<CanisterStatusResult>("canister_status", canister_id, time_nanos)
     }
 
-    /// `fetch_canister_logs` of the management canister, as Candid text.
-    pub fn logs(&mut self, canister_id: &str, time_nanos: u64) -> Result<String, JsValue> {
-        // A query on the IC (not callable as an update).
-        let arg = Encode!(&CanisterIdRecord { canister_id: parse_principal(canister_id)? }).expect("encodes");
-        match self.env.query(time_nanos, self.user, MANAGEMENT_CANISTER, "fetch_canister_logs", arg, None) {
-            Ok(WasmResult::Reply(bytes)) => Ok(typed_candid_text::<FetchCanisterLogsResult>(&bytes)),
-            Ok(WasmResult::Reject(message)) => Err(JsValue::from_str(&message)),
-            Err(e) => Err(JsValue::from_str(&format!("{}: {}", e.code, e.message))),
-        }
+    /// The canister's log (`fetch_canister_logs`): one line per record, `#index time: text`.
+    pub fn logs(&mut self, canister_id: &str, time_nanos: u64) -> Result<Vec<String>, JsValue> {
+        let bytes = self.management_query_bytes("fetch_canister_logs", canister_id, time_nanos)?;
+        let logs = Decode!(&bytes, FetchCanisterLogsResult).map_err(|e| JsValue::from_str(&e.to_string()))?;
+        Ok(logs
+            .canister_log_records
+            .iter()
+            .map(|r| format!("#{} {}: {}", r.idx, r.timestamp_nanos, String::from_utf8_lossy(&r.content)))
+            .collect())
     }
 
     /// One round with no new messages: heartbeats, timers, calls in flight.
@@ -277,6 +272,21 @@ impl TabNode {
             Ok(WasmResult::Reply(bytes)) => Outcome::replied(&bytes),
             Ok(WasmResult::Reject(message)) => Outcome::rejected(4, None, message),
             Err(e) => Outcome::error(e),
+        }
+    }
+
+    /// A management canister method called as a query with a canister id; the reply as Candid
+    /// text with field names.
+    fn management_query<R: candid::CandidType>(&mut self, method: &str, canister_id: &str, time: u64) -> Result<String, JsValue> {
+        Ok(typed_candid_text::<R>(&self.management_query_bytes(method, canister_id, time)?))
+    }
+
+    fn management_query_bytes(&mut self, method: &str, canister_id: &str, time: u64) -> Result<Vec<u8>, JsValue> {
+        let arg = Encode!(&CanisterIdRecord { canister_id: parse_principal(canister_id)? }).expect("encodes");
+        match self.env.query(time, self.user, MANAGEMENT_CANISTER, method, arg, None) {
+            Ok(WasmResult::Reply(bytes)) => Ok(bytes),
+            Ok(WasmResult::Reject(message)) => Err(JsValue::from_str(&message)),
+            Err(e) => Err(JsValue::from_str(&format!("{}: {}", e.code, e.message))),
         }
     }
 }
