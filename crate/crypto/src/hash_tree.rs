@@ -4,10 +4,15 @@
 //! a certificate: the full tree, or a witness that reveals some paths and prunes the rest while
 //! keeping the same root hash. [`lookup_path`] is the spec's client-side lookup.
 
+mod certified_map;
+
+pub use certified_map::{CertifiedMap, MapKey};
+
 use crate::sha256;
 use ciborium::Value;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 const DOMAIN_EMPTY: &[u8] = b"\x11ic-hashtree-empty";
 const DOMAIN_FORK: &[u8] = b"\x10ic-hashtree-fork";
@@ -238,10 +243,12 @@ fn find_label<'a>(label: &[u8], nodes: &[&'a HashTree]) -> Found<'a> {
 }
 
 /// The replica's state tree: leaves hold values, subtrees map labels to children.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug)]
 pub enum LabeledTree {
     Leaf(Vec<u8>),
     SubTree(BTreeMap<Vec<u8>, LabeledTree>),
+    /// A subtree kept hashed between rounds (see [`CertifiedMap`]).
+    Map(Arc<CertifiedMap>),
 }
 
 impl LabeledTree {
@@ -259,6 +266,7 @@ impl LabeledTree {
                     .collect();
                 assemble(&mut parts)
             }
+            LabeledTree::Map(map) => map.full_tree(),
         }
     }
 
@@ -273,6 +281,7 @@ impl LabeledTree {
                     .collect();
                 range_digest(&hashes)
             }
+            LabeledTree::Map(map) => map.digest(),
         }
     }
 
@@ -297,6 +306,7 @@ impl LabeledTree {
                 return HashTree::Leaf(v.clone())
             }
             LabeledTree::Leaf(v) => return HashTree::Pruned(leaf_hash(v)),
+            LabeledTree::Map(map) => return map.witness(wanted_children),
             LabeledTree::SubTree(children) => children,
         };
         let entries: Vec<(&Vec<u8>, &LabeledTree)> = children.iter().collect();
@@ -341,6 +351,7 @@ pub struct HashedTree {
 #[derive(Clone, Debug)]
 enum HashedNode {
     Leaf(Vec<u8>),
+    Map(Arc<CertifiedMap>),
     SubTree { labels: Vec<Vec<u8>>, children: Vec<HashedNode>, forks: ForkRange },
 }
 
@@ -397,6 +408,7 @@ impl HashedNode {
     fn new(tree: &LabeledTree) -> (Self, [u8; 32]) {
         match tree {
             LabeledTree::Leaf(v) => (HashedNode::Leaf(v.clone()), leaf_hash(v)),
+            LabeledTree::Map(map) => (HashedNode::Map(map.clone()), map.digest()),
             LabeledTree::SubTree(map) => {
                 let mut labels = Vec::with_capacity(map.len());
                 let mut children = Vec::with_capacity(map.len());
@@ -417,6 +429,7 @@ impl HashedNode {
     fn digest(&self) -> [u8; 32] {
         match self {
             HashedNode::Leaf(v) => leaf_hash(v),
+            HashedNode::Map(map) => map.digest(),
             HashedNode::SubTree { forks, .. } => forks.digest(),
         }
     }
@@ -427,6 +440,8 @@ impl HashedNode {
             // A path that runs past a leaf: reveal the leaf, which proves the rest absent.
             (HashedNode::Leaf(v), Wanted::Some(w)) if !w.is_empty() => return HashTree::Leaf(v.clone()),
             (HashedNode::Leaf(v), _) => return HashTree::Pruned(leaf_hash(v)),
+            (HashedNode::Map(map), Wanted::All) => return map.full_tree(),
+            (HashedNode::Map(map), Wanted::Some(w)) => return map.witness(w),
             (HashedNode::SubTree { labels, children, forks }, _) => (labels, children, forks),
         };
         let mut shown = BTreeMap::new();

@@ -21,7 +21,7 @@ pub mod request_id;
 
 pub use bls::{BlsPublicKey, BlsSecretKey};
 pub use certificate::Certificate;
-pub use hash_tree::{lookup_path, HashTree, HashedTree, LabeledTree, LookupResult};
+pub use hash_tree::{lookup_path, CertifiedMap, HashTree, HashedTree, LabeledTree, LookupResult};
 pub use ingress_auth::{
     authenticate, delegations_from_cbor, parse_public_key_der, self_authenticating_principal,
     PublicKey, SignedDelegation,

@@ -66,17 +66,73 @@ pub struct ReplicatedState {
     hash_cache: RefCell<BTreeMap<CanisterId, [u8; 32]>>,
 }
 
-/// How one canister is stored.
+/// How one canister is stored: this small record, plus its module (kept once per module hash)
+/// and its memories, which the replica keeps in chunks so that a round writes only the chunks
+/// it changed.
 #[derive(Serialize)]
 struct CanisterRecordRef<'a> {
     system: &'a SystemState,
-    execution: Option<ExecutionSnapshot>,
+    wasm: Option<WasmLayout>,
 }
 
 #[derive(Deserialize)]
 struct CanisterRecord {
     system: SystemState,
-    execution: Option<ExecutionSnapshot>,
+    wasm: Option<WasmLayout>,
+}
+
+/// What a stored canister's record says about its Wasm state.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct WasmLayout {
+    #[serde(with = "serde_bytes")]
+    pub module_hash: Vec<u8>,
+    pub heap_len: u64,
+    pub stable_len: u64,
+    pub globals: Vec<crate::embedder::GlobalValue>,
+}
+
+/// One canister in its stored form (see [`ReplicatedState::stored_canister`]).
+pub struct StoredCanister<'a> {
+    /// The record: system state, module hash, memory sizes and globals.
+    pub record: Vec<u8>,
+    /// The module and the memories, borrowed from the live instance.
+    pub wasm: Option<StoredWasm<'a>>,
+}
+
+pub struct StoredWasm<'a> {
+    pub module_hash: [u8; 32],
+    pub module: &'a [u8],
+    pub heap: &'a [u8],
+    pub stable: &'a [u8],
+}
+
+/// The module and memories a [`WasmLayout`] names, read back from the store.
+pub struct LoadedWasm {
+    pub module: Vec<u8>,
+    pub heap: Vec<u8>,
+    pub stable: Vec<u8>,
+}
+
+/// Rebuilds a canister from its record; `load` fetches the module and memories it names.
+pub fn decode_canister(
+    record: &[u8],
+    load: impl FnOnce(&WasmLayout) -> Result<LoadedWasm, String>,
+) -> Result<CanisterState, String> {
+    let record: CanisterRecord = ciborium::from_reader(record).map_err(|e| format!("bad canister record: {e}"))?;
+    let id = record.system.canister_id;
+    let execution = match record.wasm {
+        Some(layout) => {
+            let loaded = load(&layout).map_err(|e| format!("canister {id}: {e}"))?;
+            if loaded.heap.len() as u64 != layout.heap_len || loaded.stable.len() as u64 != layout.stable_len {
+                return Err(format!("canister {id}: stored memories do not have the recorded sizes"));
+            }
+            let snapshot =
+                ExecutionSnapshot { module: loaded.module, heap: loaded.heap, stable: loaded.stable, globals: layout.globals };
+            Some(ExecutionState::restore(snapshot).map_err(|e| format!("canister {id}: cannot restore: {e}"))?)
+        }
+        None => None,
+    };
+    Ok(CanisterState { system: record.system, execution })
 }
 
 impl ReplicatedState {
@@ -143,10 +199,21 @@ impl ReplicatedState {
     }
 
     /// The stored form of one canister; `None` if it does not exist (deleted).
-    pub fn encode_canister(&self, id: &CanisterId) -> Option<Vec<u8>> {
+    pub fn stored_canister(&self, id: &CanisterId) -> Option<StoredCanister<'_>> {
         let c = self.canisters.get(id)?;
-        let record = CanisterRecordRef { system: &c.system, execution: c.execution.as_ref().map(|e| e.snapshot()) };
-        Some(to_cbor(&record))
+        let wasm = c.execution.as_ref().map(|e| StoredWasm {
+            module_hash: e.module().wasm_hash(),
+            module: e.module().bytes(),
+            heap: e.heap_bytes(),
+            stable: e.stable_bytes(),
+        });
+        let layout = c.execution.as_ref().zip(wasm.as_ref()).map(|(e, w)| WasmLayout {
+            module_hash: w.module_hash.to_vec(),
+            heap_len: w.heap.len() as u64,
+            stable_len: w.stable.len() as u64,
+            globals: e.global_values(),
+        });
+        Some(StoredCanister { record: to_cbor(&CanisterRecordRef { system: &c.system, wasm: layout }), wasm })
     }
 
     /// The stored form of everything but the canisters.
@@ -154,21 +221,13 @@ impl ReplicatedState {
         to_cbor(&self.metadata)
     }
 
-    pub fn decode(metadata: &[u8], canisters: impl Iterator<Item = Vec<u8>>) -> Result<Self, String> {
+    /// The state from its stored metadata and canisters (see [`decode_canister`]).
+    pub fn decode(metadata: &[u8], canisters: impl IntoIterator<Item = CanisterState>) -> Result<Self, String> {
         let metadata: StateMetadata =
             ciborium::from_reader(metadata).map_err(|e| format!("bad state metadata: {e}"))?;
         let mut state = ReplicatedState { metadata, ..Default::default() };
-        for bytes in canisters {
-            let record: CanisterRecord =
-                ciborium::from_reader(bytes.as_slice()).map_err(|e| format!("bad canister record: {e}"))?;
-            let id = record.system.canister_id;
-            let execution = match record.execution {
-                Some(snapshot) => Some(
-                    ExecutionState::restore(snapshot).map_err(|e| format!("canister {id}: cannot restore: {e}"))?,
-                ),
-                None => None,
-            };
-            state.canisters.insert(id, CanisterState { system: record.system, execution });
+        for c in canisters {
+            state.canisters.insert(c.id(), c);
         }
         Ok(state)
     }

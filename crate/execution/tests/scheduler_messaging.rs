@@ -11,7 +11,7 @@ use candid::{Encode, Nat};
 use scheduler_support::*;
 use tabnet_execution::management::types::*;
 use tabnet_execution::hypervisor::CanisterStatusKind;
-use tabnet_execution::state::ReplicatedState;
+use tabnet_execution::state::{decode_canister, LoadedWasm, ReplicatedState};
 use tabnet_execution::SubnetConfig;
 use tabnet_types::{canister_id_from_index, ErrorCode, RejectCode};
 
@@ -279,8 +279,16 @@ fn same_rounds_give_the_same_state_hash_and_state_survives_encoding() {
     let dirty = one.env.state_mut().take_dirty();
     assert_eq!(dirty.len(), 2);
     let meta = one.env.state().encode_metadata();
-    let canisters: Vec<Vec<u8>> = dirty.iter().filter_map(|id| one.env.state().encode_canister(id)).collect();
-    let restored = ReplicatedState::decode(&meta, canisters.into_iter()).unwrap();
+    let canisters = dirty.iter().map(|id| {
+        let stored = one.env.state().stored_canister(id).unwrap();
+        decode_canister(&stored.record, |layout| {
+            let wasm = stored.wasm.as_ref().unwrap();
+            assert_eq!(layout.module_hash, wasm.module_hash);
+            Ok(LoadedWasm { module: wasm.module.to_vec(), heap: wasm.heap.to_vec(), stable: wasm.stable.to_vec() })
+        })
+        .unwrap()
+    });
+    let restored = ReplicatedState::decode(&meta, canisters.collect::<Vec<_>>()).unwrap();
     assert_eq!(restored.state_hash(), one.env.state_hash());
     assert!(one.env.state_mut().take_dirty().is_empty());
 

@@ -4,7 +4,7 @@
 //! tabnet [serve] [--port P] [--state-dir D] [--bind ADDR] [--www DIR] [--memory-capacity MIB]
 //! ```
 
-mod file_store;
+mod log_store;
 mod server;
 
 use std::path::PathBuf;

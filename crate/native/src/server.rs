@@ -23,7 +23,7 @@ use tabnet_types::{Principal, MANAGEMENT_CANISTER};
 use tokio::sync::{watch, Notify};
 use tower_http::services::ServeDir;
 
-use crate::file_store::FileStore;
+use crate::log_store::LogStore;
 
 /// Rounds run at least this often, for heartbeats and timers.
 const IDLE_ROUND: Duration = Duration::from_millis(150);
@@ -46,7 +46,7 @@ pub struct Settings {
 }
 
 pub struct Node {
-    replica: Mutex<Replica<FileStore>>,
+    replica: Mutex<Replica<LogStore>>,
     /// Time from receiving a synchronous call to sending its certified reply.
     update_latency: Mutex<LatencyLog>,
     /// Wakes the executor when ingress arrives.
@@ -56,7 +56,7 @@ pub struct Node {
 }
 
 impl Node {
-    fn replica(&self) -> MutexGuard<'_, Replica<FileStore>> {
+    fn replica(&self) -> MutexGuard<'_, Replica<LogStore>> {
         // A panic while holding the lock is a bug; the replica state is still the last
         // persisted-consistent one for everything but that request, so keep serving.
         self.replica.lock().unwrap_or_else(|e| e.into_inner())
@@ -75,7 +75,7 @@ fn random32() -> [u8; 32] {
 
 pub async fn serve(settings: Settings) -> Result<(), String> {
     let Settings { bind, port, state_dir, www, memory_capacity } = settings;
-    let store = FileStore::open(&state_dir)?;
+    let store = LogStore::open(&state_dir)?;
     let mut config = SubnetConfig::for_subnet_size(SUBNET_SIZE);
     if let Some(capacity) = memory_capacity {
         config.subnet_memory_capacity = capacity;
@@ -201,7 +201,7 @@ fn principal(text: &str, what: &str) -> Result<Principal, HttpError> {
 /// Runs CPU work with the replica locked, off the async threads.
 async fn with_replica<T: Send + 'static>(
     node: &Arc<Node>,
-    f: impl FnOnce(&mut Replica<FileStore>) -> T + Send + 'static,
+    f: impl FnOnce(&mut Replica<LogStore>) -> T + Send + 'static,
 ) -> Result<T, Response> {
     let node = node.clone();
     tokio::task::spawn_blocking(move || f(&mut node.replica()))

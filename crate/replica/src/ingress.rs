@@ -1,7 +1,7 @@
 //! The ingress pool (accepted calls waiting for the next round) and the ingress history
 //! (what became of every call, readable under `/request_status/<id>` until it is pruned).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
 use tabnet_types::{Principal, UserError};
@@ -110,7 +110,10 @@ impl IngressPool {
 #[derive(Clone, Debug, Default)]
 pub struct IngressHistory {
     entries: BTreeMap<RequestId, IngressStatus>,
+    /// Changed since the last `take_dirty` (to persist): `false` if removed.
     dirty: BTreeMap<RequestId, bool>,
+    /// Changed since the last `take_changed` (to certify).
+    changed: BTreeSet<RequestId>,
 }
 
 impl IngressHistory {
@@ -133,6 +136,7 @@ impl IngressHistory {
     pub fn insert(&mut self, id: RequestId, status: IngressStatus) {
         self.entries.insert(id, status);
         self.dirty.insert(id, true);
+        self.changed.insert(id);
     }
 
     /// Moves an entry to `state` at `time`; unknown ids are ignored.
@@ -141,6 +145,7 @@ impl IngressHistory {
             entry.state = state;
             entry.updated_at = time;
             self.dirty.insert(*id, true);
+            self.changed.insert(*id);
         }
     }
 
@@ -151,6 +156,7 @@ impl IngressHistory {
         for id in expired {
             self.entries.remove(&id);
             self.dirty.insert(id, false);
+            self.changed.insert(id);
         }
     }
 
@@ -170,6 +176,12 @@ impl IngressHistory {
     /// Restores an entry read from the store (not marked dirty).
     pub fn restore(&mut self, id: RequestId, status: IngressStatus) {
         self.entries.insert(id, status);
+        self.changed.insert(id);
+    }
+
+    /// Entries changed, added or removed since the last call, with their status now.
+    pub fn take_changed(&mut self) -> Vec<(RequestId, Option<&IngressStatus>)> {
+        std::mem::take(&mut self.changed).into_iter().map(|id| (id, self.entries.get(&id))).collect()
     }
 }
 

@@ -3,6 +3,7 @@
 //! the certified state tree, read_state, signed query responses, and persistence through a
 //! [`Store`]. Time and randomness are inputs; the native and browser edges drive it.
 
+mod canister_store;
 pub mod envelope;
 pub mod error;
 pub mod ingress;

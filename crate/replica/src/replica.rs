@@ -11,8 +11,10 @@
 //! the node's DER public key, as on the IC.
 
 use ciborium::Value;
+use std::sync::Arc;
+
 use tabnet_crypto::{
-    hash_of_map, self_authenticating_principal, sha256, BlsSecretKey, Certificate, HashedTree, LabeledTree, NodeSigningKey,
+    hash_of_map, CertifiedMap, self_authenticating_principal, sha256, BlsSecretKey, Certificate, HashedTree, LabeledTree, NodeSigningKey,
     IC_RESPONSE, IC_STATE_ROOT,
 };
 use tabnet_execution::hypervisor::WasmResult;
@@ -21,6 +23,7 @@ use tabnet_execution::state::ReplicatedState;
 use tabnet_execution::SubnetConfig;
 use tabnet_types::{CanisterId, ErrorCode, Principal, UserError, MANAGEMENT_CANISTER};
 
+use crate::canister_store;
 use crate::envelope::{self, CanisterCall, Content, RequestType};
 use crate::error::{HttpError, SubmitError};
 use crate::ingress::{IngressHistory, IngressMessage, IngressPool, IngressState, IngressStatus, RequestId};
@@ -33,8 +36,6 @@ pub const IMPL_VERSION: &str = concat!("tabnet-", env!("CARGO_PKG_VERSION"));
 
 /// Store keys.
 const KEY_SEED: &str = "keys/seed";
-const KEY_METADATA: &str = "state/metadata";
-const PREFIX_CANISTER: &str = "state/canister/";
 const PREFIX_INGRESS: &str = "ingress/";
 
 /// Management canister methods that create canisters: they may be sent to any effective
@@ -59,6 +60,8 @@ pub struct Replica<S: Store> {
     subnet_key: BlsSecretKey,
     node_key: NodeSigningKey,
     subnet: SubnetInfo,
+    /// `/request_status`, hashed entry by entry as calls change (not rebuilt each round).
+    request_status: Arc<CertifiedMap>,
     certified: Certified,
 }
 
@@ -85,16 +88,7 @@ impl<S: Store> Replica<S> {
             node_public_key_der,
         };
 
-        let state = match store.get(KEY_METADATA)? {
-            Some(metadata) => {
-                let mut canisters = Vec::new();
-                for key in store.list(PREFIX_CANISTER)? {
-                    canisters.push(store.get(&key)?.ok_or_else(|| format!("store lost {key}"))?);
-                }
-                ReplicatedState::decode(&metadata, canisters.into_iter())?
-            }
-            None => ReplicatedState::new(),
-        };
+        let state = canister_store::load(&store)?.unwrap_or_default();
         let mut history = IngressHistory::default();
         for key in store.list(PREFIX_INGRESS)? {
             let id = hex::decode(&key[PREFIX_INGRESS.len()..])
@@ -117,6 +111,7 @@ impl<S: Store> Replica<S> {
             subnet_key,
             node_key,
             subnet,
+            request_status: Arc::new(CertifiedMap::new()),
             certified: Certified { height: 0, time: 0, tree: HashedTree::new(&LabeledTree::SubTree(Default::default())), signature: [0; 48] },
         };
         replica.requeue_received()?;
@@ -264,16 +259,8 @@ impl<S: Store> Replica<S> {
     /// Writes the round's changes: dirty canisters, metadata, ingress history; removes the
     /// executed messages from the stored pool.
     fn persist(&mut self, executed: &[RequestId]) -> Result<(), String> {
-        let state = self.scheduler.state_mut();
-        for id in state.take_dirty() {
-            let key = format!("{PREFIX_CANISTER}{}", hex::encode(id.as_slice()));
-            match state.encode_canister(&id) {
-                Some(bytes) => self.store.put(&key, &bytes)?,
-                None => self.store.delete(&key)?,
-            }
-        }
-        let metadata = state.encode_metadata();
-        self.store.put(KEY_METADATA, &metadata)?;
+        let dirty = self.scheduler.state_mut().take_dirty();
+        canister_store::save(&mut self.store, self.scheduler.state(), &dirty)?;
         for (id, status) in self.history.take_dirty() {
             match status {
                 Some(status) => self.store.put(&ingress_key(&id), &to_cbor(&status))?,
@@ -288,7 +275,16 @@ impl<S: Store> Replica<S> {
 
     /// Builds and signs the state tree of the current state.
     fn certify(&mut self, height: u64, time: u64) {
-        let tree = HashedTree::new(&state_tree::build(time, self.scheduler.state(), &self.history, &self.subnet));
+        // The last certified tree shares the map; let go of it so the map changes in place.
+        self.certified.tree = HashedTree::new(&LabeledTree::SubTree(Default::default()));
+        let request_status = Arc::make_mut(&mut self.request_status);
+        for (id, status) in self.history.take_changed() {
+            match status {
+                Some(status) => request_status.insert(id, HashedTree::new(&state_tree::request_status_entry(status))),
+                None => request_status.remove(&id),
+            }
+        }
+        let tree = HashedTree::new(&state_tree::build(time, self.scheduler.state(), self.request_status.clone(), &self.subnet));
         let message = [IC_STATE_ROOT, &tree.root_hash()].concat();
         let signature = self.subnet_key.sign(&message);
         self.certified = Certified { height, time, tree, signature };

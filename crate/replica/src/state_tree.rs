@@ -9,13 +9,14 @@
 //! ```
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use ciborium::Value;
-use tabnet_crypto::LabeledTree;
+use tabnet_crypto::{CertifiedMap, LabeledTree};
 use tabnet_execution::state::{ReplicatedState, CANISTER_RANGE_END};
 use tabnet_types::{canister_id_from_index, Principal};
 
-use crate::ingress::{IngressHistory, IngressState};
+use crate::ingress::{IngressState, IngressStatus};
 
 /// What the subnet part of the tree says about this one-node subnet.
 #[derive(Clone, Debug)]
@@ -33,11 +34,12 @@ pub fn canister_range() -> (Principal, Principal) {
     (canister_id_from_index(0), canister_id_from_index(CANISTER_RANGE_END - 1))
 }
 
-/// Builds the tree from the state after a round.
-pub fn build(time: u64, state: &ReplicatedState, history: &IngressHistory, subnet: &SubnetInfo) -> LabeledTree {
+/// Builds the tree from the state after a round. The request statuses come already hashed
+/// (kept up to date entry by entry with [`request_status_entry`]).
+pub fn build(time: u64, state: &ReplicatedState, request_status: Arc<CertifiedMap>, subnet: &SubnetInfo) -> LabeledTree {
     let mut root = BTreeMap::new();
     root.insert(b"time".to_vec(), leaf(leb128(time)));
-    root.insert(b"request_status".to_vec(), request_status(history));
+    root.insert(b"request_status".to_vec(), LabeledTree::Map(request_status));
     root.insert(b"canister".to_vec(), canisters(state));
     root.insert(b"subnet".to_vec(), subnet_tree(subnet));
     root.insert(b"canister_ranges".to_vec(), canister_ranges_tree(subnet));
@@ -65,22 +67,21 @@ pub fn tagged_cbor(value: Value) -> Vec<u8> {
     out
 }
 
-fn request_status(history: &IngressHistory) -> LabeledTree {
-    subtree(history.iter().map(|(id, status)| {
-        let mut fields = vec![(b"status".to_vec(), leaf(status.state.name()))];
-        match &status.state {
-            IngressState::Replied(reply) => fields.push((b"reply".to_vec(), leaf(reply.clone()))),
-            IngressState::Rejected { reject_code, reject_message, error_code } => {
-                fields.push((b"reject_code".to_vec(), leaf(leb128(*reject_code as u64))));
-                fields.push((b"reject_message".to_vec(), leaf(reject_message.as_bytes())));
-                if let Some(code) = error_code {
-                    fields.push((b"error_code".to_vec(), leaf(code.as_bytes())));
-                }
+/// `/request_status/<id>`'s subtree for one call.
+pub fn request_status_entry(status: &IngressStatus) -> LabeledTree {
+    let mut fields = vec![(b"status".to_vec(), leaf(status.state.name()))];
+    match &status.state {
+        IngressState::Replied(reply) => fields.push((b"reply".to_vec(), leaf(reply.clone()))),
+        IngressState::Rejected { reject_code, reject_message, error_code } => {
+            fields.push((b"reject_code".to_vec(), leaf(leb128(*reject_code as u64))));
+            fields.push((b"reject_message".to_vec(), leaf(reject_message.as_bytes())));
+            if let Some(code) = error_code {
+                fields.push((b"error_code".to_vec(), leaf(code.as_bytes())));
             }
-            _ => {}
         }
-        (id.to_vec(), subtree(fields))
-    }))
+        _ => {}
+    }
+    subtree(fields)
 }
 
 fn canisters(state: &ReplicatedState) -> LabeledTree {

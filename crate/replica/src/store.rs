@@ -12,6 +12,18 @@ pub trait Store {
     fn get(&self, key: &str) -> Result<Option<Vec<u8>>, String>;
     fn put(&mut self, key: &str, value: &[u8]) -> Result<(), String>;
     fn delete(&mut self, key: &str) -> Result<(), String>;
+    fn contains(&self, key: &str) -> Result<bool, String> {
+        Ok(self.get(key)?.is_some())
+    }
+    /// Puts `value` unless `key` already holds exactly it; says whether it wrote. Rounds write
+    /// canister memory chunk by chunk through this, so only changed chunks reach the disk.
+    fn put_if_changed(&mut self, key: &str, value: &[u8]) -> Result<bool, String> {
+        if self.get(key)?.as_deref() == Some(value) {
+            return Ok(false);
+        }
+        self.put(key, value)?;
+        Ok(true)
+    }
     /// All keys that start with `prefix`, in ascending order.
     fn list(&self, prefix: &str) -> Result<Vec<String>, String>;
     /// Makes every earlier `put` and `delete` durable.
@@ -50,6 +62,16 @@ impl Store for MemoryStore {
         self.entries.remove(key);
         Ok(())
     }
+    fn contains(&self, key: &str) -> Result<bool, String> {
+        Ok(self.entries.contains_key(key))
+    }
+    fn put_if_changed(&mut self, key: &str, value: &[u8]) -> Result<bool, String> {
+        if self.entries.get(key).is_some_and(|old| old.as_slice() == value) {
+            return Ok(false);
+        }
+        self.entries.insert(key.to_string(), value.to_vec());
+        Ok(true)
+    }
     fn list(&self, prefix: &str) -> Result<Vec<String>, String> {
         Ok(self.entries.range(prefix.to_string()..).take_while(|(k, _)| k.starts_with(prefix)).map(|(k, _)| k.clone()).collect())
     }
@@ -64,6 +86,15 @@ impl<S: Store + ?Sized> Store for Box<S> {
     }
     fn delete(&mut self, key: &str) -> Result<(), String> {
         (**self).delete(key)
+    }
+    fn contains(&self, key: &str) -> Result<bool, String> {
+        (**self).contains(key)
+    }
+    fn put_if_changed(&mut self, key: &str, value: &[u8]) -> Result<bool, String> {
+        (**self).put_if_changed(key, value)
+    }
+    fn flush(&mut self) -> Result<(), String> {
+        (**self).flush()
     }
     fn list(&self, prefix: &str) -> Result<Vec<String>, String> {
         (**self).list(prefix)

@@ -1,0 +1,146 @@
+//! How the replicated state lies in the [`Store`]:
+//!
+//! ```text
+//! state/metadata                  subnet-wide state
+//! state/canister/<id>             a canister's record: system state, module hash, memory sizes
+//! state/module/<sha256>           a module, once however many canisters run it
+//! state/heap/<id>/<chunk>         64 KiB chunks of the Wasm heap; all-zero chunks are absent
+//! state/stable/<id>/<chunk>       the same for stable memory
+//! ```
+//!
+//! A round writes the records of the canisters it changed and, of their memories, only the
+//! chunks whose bytes differ from the stored ones: a counter's update costs a chunk or two,
+//! not its whole heap and module.
+
+use std::collections::BTreeSet;
+
+use tabnet_execution::state::{decode_canister, LoadedWasm, ReplicatedState};
+use tabnet_types::CanisterId;
+
+use crate::store::Store;
+
+const KEY_METADATA: &str = "state/metadata";
+const PREFIX_CANISTER: &str = "state/canister/";
+const PREFIX_MODULE: &str = "state/module/";
+const PREFIX_HEAP: &str = "state/heap/";
+const PREFIX_STABLE: &str = "state/stable/";
+const CHUNK_BYTES: usize = 64 * 1024;
+
+fn canister_key(id: &CanisterId) -> String {
+    format!("{PREFIX_CANISTER}{}", hex::encode(id.as_slice()))
+}
+fn module_key(hash: &[u8]) -> String {
+    format!("{PREFIX_MODULE}{}", hex::encode(hash))
+}
+fn memory_prefix(kind: &str, id: &CanisterId) -> String {
+    format!("{kind}{}/", hex::encode(id.as_slice()))
+}
+
+/// Writes what changed of the canisters in `dirty` and the metadata.
+pub fn save(store: &mut impl Store, state: &ReplicatedState, dirty: &BTreeSet<CanisterId>) -> Result<(), String> {
+    let mut replaced_modules = BTreeSet::new();
+    for id in dirty {
+        let key = canister_key(id);
+        let old_module = match store.get(&key)? {
+            Some(old) => module_hash_of_record(&old)?,
+            None => None,
+        };
+        let stored = state.stored_canister(id);
+        let new_module = stored.as_ref().and_then(|s| s.wasm.as_ref()).map(|w| w.module_hash.to_vec());
+        match &stored {
+            Some(s) => store.put(&key, &s.record)?,
+            None => store.delete(&key)?,
+        }
+        let wasm = stored.as_ref().and_then(|s| s.wasm.as_ref());
+        if let Some(w) = wasm {
+            let key = module_key(&w.module_hash);
+            if !store.contains(&key)? {
+                store.put(&key, w.module)?;
+            }
+        }
+        save_memory(store, &memory_prefix(PREFIX_HEAP, id), wasm.map_or(&[], |w| w.heap))?;
+        save_memory(store, &memory_prefix(PREFIX_STABLE, id), wasm.map_or(&[], |w| w.stable))?;
+        if let Some(old) = old_module.filter(|old| Some(old) != new_module.as_ref()) {
+            replaced_modules.insert(old);
+        }
+    }
+    // Modules no canister runs any more.
+    if !replaced_modules.is_empty() {
+        let in_use: BTreeSet<Vec<u8>> =
+            state.canister_ids().filter_map(|id| state.module_hash(id)).map(|h| h.to_vec()).collect();
+        for hash in replaced_modules.difference(&in_use) {
+            store.delete(&module_key(hash))?;
+        }
+    }
+    store.put(KEY_METADATA, &state.encode_metadata())
+}
+
+/// Writes the chunks of `memory` that differ from the stored ones; drops chunks past its end.
+fn save_memory(store: &mut impl Store, prefix: &str, memory: &[u8]) -> Result<(), String> {
+    for (i, chunk) in memory.chunks(CHUNK_BYTES).enumerate() {
+        let key = format!("{prefix}{i:08x}");
+        if chunk.iter().all(|b| *b == 0) {
+            store.delete(&key)?;
+        } else {
+            store.put_if_changed(&key, chunk)?;
+        }
+    }
+    let chunks = memory.len().div_ceil(CHUNK_BYTES);
+    for key in store.list(prefix)? {
+        if chunk_index(&key[prefix.len()..]).is_none_or(|i| i >= chunks) {
+            store.delete(&key)?;
+        }
+    }
+    Ok(())
+}
+
+fn chunk_index(name: &str) -> Option<usize> {
+    usize::from_str_radix(name, 16).ok()
+}
+
+fn load_memory(store: &impl Store, prefix: &str, len: u64) -> Result<Vec<u8>, String> {
+    let mut memory = vec![0u8; len as usize];
+    for key in store.list(prefix)? {
+        let at = chunk_index(&key[prefix.len()..]).ok_or_else(|| format!("bad chunk key {key}"))? * CHUNK_BYTES;
+        let chunk = store.get(&key)?.ok_or_else(|| format!("store lost {key}"))?;
+        memory
+            .get_mut(at..at + chunk.len())
+            .ok_or_else(|| format!("chunk {key} lies past the memory's recorded size"))?
+            .copy_from_slice(&chunk);
+    }
+    Ok(memory)
+}
+
+fn module_hash_of_record(record: &[u8]) -> Result<Option<Vec<u8>>, String> {
+    #[derive(serde::Deserialize)]
+    struct Layout {
+        #[serde(with = "serde_bytes")]
+        module_hash: Vec<u8>,
+    }
+    #[derive(serde::Deserialize)]
+    struct Record {
+        wasm: Option<Layout>,
+    }
+    let record: Record = ciborium::from_reader(record).map_err(|e| format!("bad canister record: {e}"))?;
+    Ok(record.wasm.map(|w| w.module_hash))
+}
+
+/// The stored state, or `None` if the store holds none yet.
+pub fn load(store: &impl Store) -> Result<Option<ReplicatedState>, String> {
+    let Some(metadata) = store.get(KEY_METADATA)? else { return Ok(None) };
+    let mut canisters = Vec::new();
+    for key in store.list(PREFIX_CANISTER)? {
+        let record = store.get(&key)?.ok_or_else(|| format!("store lost {key}"))?;
+        let id_hex = &key[PREFIX_CANISTER.len()..];
+        let id = CanisterId::from_slice(&hex::decode(id_hex).map_err(|_| format!("bad canister key {key}"))?);
+        canisters.push(decode_canister(&record, |layout| {
+            let module_key = module_key(&layout.module_hash);
+            Ok(LoadedWasm {
+                module: store.get(&module_key)?.ok_or_else(|| format!("store lost {module_key}"))?,
+                heap: load_memory(store, &memory_prefix(PREFIX_HEAP, &id), layout.heap_len)?,
+                stable: load_memory(store, &memory_prefix(PREFIX_STABLE, &id), layout.stable_len)?,
+            })
+        })?);
+    }
+    ReplicatedState::decode(&metadata, canisters).map(Some)
+}
