@@ -195,6 +195,23 @@ fn queries_and_inspect_message_roll_back_even_on_success() {
 }
 
 #[test]
+fn rollbacks_return_to_the_last_committed_state() {
+    // The embedder remembers the committed heap page by page; each rollback must land on the
+    // state of the latest successful update, not an older one.
+    let mut s = state();
+    for _ in 0..3 {
+        assert_eq!(reply(&update(&mut s, "ok", &[])), b"");
+        let (committed, heap) = (s.state_hash(), s.heap_bytes().len());
+        assert_eq!(reply(&run(&mut s, "canister_update ok", query_api("ok", &[]))), b"");
+        assert_rolled_back(&s, committed, heap);
+        assert_eq!(error_code(&update(&mut s, "trap", &[])), ErrorCode::CanisterCalledTrap);
+        assert_rolled_back(&s, committed, heap);
+        run(&mut s, "canister_query grow_q", query_api("grow_q", &[]));
+        assert_rolled_back(&s, committed, heap);
+    }
+}
+
+#[test]
 fn failures_are_deterministic() {
     let failing = || {
         let mut s = state();

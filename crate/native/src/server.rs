@@ -18,7 +18,10 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
 use tabnet_execution::SubnetConfig;
-use tabnet_replica::{rejection_body, replied_body, HttpError, ReadStateScope, Replica, RequestId, SubmitError};
+use tabnet_replica::{
+    authenticate, authenticate_call, rejection_body, replied_body, HttpError, QuerySigner, ReadStateScope, Replica, RequestId,
+    RequestType, SubmitError,
+};
 use tabnet_types::{Principal, MANAGEMENT_CANISTER};
 use tokio::sync::{watch, Notify};
 use tower_http::services::ServeDir;
@@ -47,6 +50,8 @@ pub struct Settings {
 
 pub struct Node {
     replica: Mutex<Replica<LogStore>>,
+    /// Signs query responses without taking the replica.
+    signer: QuerySigner,
     /// Time from receiving a synchronous call to sending its certified reply.
     update_latency: Mutex<LatencyLog>,
     /// Wakes the executor when ingress arrives.
@@ -86,6 +91,7 @@ pub async fn serve(settings: Settings) -> Result<(), String> {
     .map_err(|e| format!("cannot open the state in {}: {e}", state_dir.display()))?;
     let (rounds, _) = watch::channel(0u64);
     let node = Arc::new(Node {
+        signer: replica.query_signer(),
         replica: Mutex::new(replica),
         update_latency: Mutex::new(LatencyLog::default()),
         wake: Notify::new(),
@@ -198,13 +204,11 @@ fn principal(text: &str, what: &str) -> Result<Principal, HttpError> {
     Principal::from_text(text).map_err(|e| HttpError::bad_request(format!("Invalid {what} {text:?} in URL: {e}")))
 }
 
-/// Runs CPU work with the replica locked, off the async threads.
-async fn with_replica<T: Send + 'static>(
-    node: &Arc<Node>,
-    f: impl FnOnce(&mut Replica<LogStore>) -> T + Send + 'static,
-) -> Result<T, Response> {
+/// Runs CPU work off the async threads. Handlers authenticate requests before they take the
+/// replica and sign after, so that only the work that needs the state waits for rounds.
+async fn blocking<T: Send + 'static>(node: &Arc<Node>, f: impl FnOnce(&Node) -> T + Send + 'static) -> Result<T, Response> {
     let node = node.clone();
-    tokio::task::spawn_blocking(move || f(&mut node.replica()))
+    tokio::task::spawn_blocking(move || f(&node))
         .await
         .map_err(|e| error(HttpError::internal(format!("request handler failed: {e}"))))
 }
@@ -214,7 +218,12 @@ async fn status(State(node): State<Arc<Node>>) -> Response {
 }
 
 async fn submit(node: &Arc<Node>, ecid: Principal, body: Bytes) -> Result<Result<RequestId, SubmitError>, Response> {
-    let result = with_replica(node, move |r| r.submit_call(&body, &ecid, now_nanos())).await?;
+    let result = blocking(node, move |n| {
+        let now = now_nanos();
+        let call = authenticate_call(&body, &ecid, now)?;
+        n.replica().accept_call(call, now)
+    })
+    .await?;
     if result.is_ok() {
         node.wake.notify_one();
     }
@@ -291,7 +300,7 @@ async fn query(State(node): State<Arc<Node>>, UrlPath(ecid): UrlPath<String>, bo
         Ok(p) => p,
         Err(e) => return error(e),
     };
-    respond(with_replica(&node, move |r| r.query(&body, ReadStateScope::Canister(ecid), now_nanos())).await)
+    respond(run_query(&node, ReadStateScope::Canister(ecid), body).await)
 }
 
 async fn query_subnet(State(node): State<Arc<Node>>, UrlPath(subnet): UrlPath<String>, body: Bytes) -> Response {
@@ -299,7 +308,25 @@ async fn query_subnet(State(node): State<Arc<Node>>, UrlPath(subnet): UrlPath<St
         Ok(p) => p,
         Err(e) => return error(e),
     };
-    respond(with_replica(&node, move |r| r.query(&body, ReadStateScope::Subnet(subnet), now_nanos())).await)
+    respond(run_query(&node, ReadStateScope::Subnet(subnet), body).await)
+}
+
+async fn run_query(node: &Arc<Node>, scope: ReadStateScope, body: Bytes) -> Result<Result<Vec<u8>, HttpError>, Response> {
+    blocking(node, move |n| {
+        let now = now_nanos();
+        let request = authenticate(&body, RequestType::Query, scope, now)?;
+        let result = n.replica().run_query(&request, scope)?;
+        Ok(n.signer.sign(result, &request, now))
+    })
+    .await
+}
+
+async fn run_read_state(node: &Arc<Node>, scope: ReadStateScope, body: Bytes) -> Result<Result<Vec<u8>, HttpError>, Response> {
+    blocking(node, move |n| {
+        let request = authenticate(&body, RequestType::ReadState, scope, now_nanos())?;
+        n.replica().answer_read_state(&request, scope)
+    })
+    .await
 }
 
 async fn read_state(State(node): State<Arc<Node>>, UrlPath(ecid): UrlPath<String>, body: Bytes) -> Response {
@@ -307,7 +334,7 @@ async fn read_state(State(node): State<Arc<Node>>, UrlPath(ecid): UrlPath<String
         Ok(p) => p,
         Err(e) => return error(e),
     };
-    respond(with_replica(&node, move |r| r.read_state(&body, ReadStateScope::Canister(ecid), now_nanos())).await)
+    respond(run_read_state(&node, ReadStateScope::Canister(ecid), body).await)
 }
 
 async fn read_state_subnet(State(node): State<Arc<Node>>, UrlPath(subnet): UrlPath<String>, body: Bytes) -> Response {
@@ -315,7 +342,7 @@ async fn read_state_subnet(State(node): State<Arc<Node>>, UrlPath(subnet): UrlPa
         Ok(p) => p,
         Err(e) => return error(e),
     };
-    respond(with_replica(&node, move |r| r.read_state(&body, ReadStateScope::Subnet(subnet), now_nanos())).await)
+    respond(run_read_state(&node, ReadStateScope::Subnet(subnet), body).await)
 }
 
 fn respond(result: Result<Result<Vec<u8>, HttpError>, Response>) -> Response {

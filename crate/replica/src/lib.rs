@@ -15,7 +15,11 @@ pub mod store;
 pub use error::{HttpError, SubmitError};
 pub use ingress::{IngressState, IngressStatus, RequestId};
 pub use read_state::ReadStateScope;
-pub use replica::{rejection_body, replied_body, Replica, IMPL_VERSION};
+pub use envelope::RequestType;
+pub use replica::{
+    authenticate, authenticate_call, rejection_body, replied_body, Authenticated, AuthenticatedCall, QuerySigner, Replica,
+    IMPL_VERSION,
+};
 pub use store::{MemoryStore, Store};
 
 #[cfg(test)]

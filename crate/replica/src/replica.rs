@@ -175,11 +175,14 @@ impl<S: Store> Replica<S> {
     /// authenticates it, asks execution whether the canister takes it, persists it and puts it
     /// in the pool. Submitting the same request again is harmless and returns its id.
     pub fn submit_call(&mut self, bytes: &[u8], effective_canister_id: &Principal, now: u64) -> Result<RequestId, SubmitError> {
-        let request = envelope::decode(bytes, RequestType::Call)?;
-        let Content::Call(call) = &request.content else { unreachable!("decode checked the type") };
-        check_effective_canister_id(call, effective_canister_id)?;
-        envelope::validate(&request, now, Some(&call.canister_id))?;
+        self.accept_call(authenticate_call(bytes, effective_canister_id, now)?, now)
+    }
 
+    /// [`Self::submit_call`] for an envelope already authenticated.
+    pub fn accept_call(&mut self, call: AuthenticatedCall, now: u64) -> Result<RequestId, SubmitError> {
+        let AuthenticatedCall { request, effective_canister_id } = call;
+        let effective_canister_id = &effective_canister_id;
+        let Content::Call(call) = &request.content else { unreachable!("authenticated as a call") };
         if self.history.contains(&request.request_id) || self.pool.contains(&request.request_id) {
             return Ok(request.request_id);
         }
@@ -308,21 +311,26 @@ impl<S: Store> Replica<S> {
     /// Answers `/api/v*/canister/<ecid>/read_state` or `/api/v*/subnet/<id>/read_state`:
     /// the CBOR body `{certificate}`.
     pub fn read_state(&self, bytes: &[u8], scope: ReadStateScope, now: u64) -> Result<Vec<u8>, HttpError> {
-        if let ReadStateScope::Subnet(id) = scope {
-            if id != self.subnet.subnet_id {
-                return Err(HttpError::not_found(format!("Subnet {} is not this subnet", id.to_text())));
-            }
-        }
-        let request = envelope::decode(bytes, RequestType::ReadState)?;
-        let target = match scope {
-            ReadStateScope::Canister(ecid) => Some(ecid),
-            ReadStateScope::Subnet(_) => None,
-        };
-        envelope::validate(&request, now, target.as_ref())?;
-        let Content::ReadState { paths } = &request.content else { unreachable!("decode checked the type") };
-        read_state::authorize(paths, scope, &request.sender, &self.history, &StateAccess(self.scheduler.state()))?;
+        self.check_subnet(scope)?;
+        self.answer_read_state(&authenticate(bytes, RequestType::ReadState, scope, now)?, scope)
+    }
+
+    /// [`Self::read_state`] for an envelope already authenticated.
+    pub fn answer_read_state(&self, request: &Authenticated, scope: ReadStateScope) -> Result<Vec<u8>, HttpError> {
+        self.check_subnet(scope)?;
+        let Content::ReadState { paths } = &request.0.content else { unreachable!("authenticated as a read_state") };
+        read_state::authorize(paths, scope, &request.0.sender, &self.history, &StateAccess(self.scheduler.state()))?;
         let certificate = self.certificate(paths);
         Ok(cbor_map(vec![("certificate", Value::Bytes(certificate))]))
+    }
+
+    fn check_subnet(&self, scope: ReadStateScope) -> Result<(), HttpError> {
+        match scope {
+            ReadStateScope::Subnet(id) if id != self.subnet.subnet_id => {
+                Err(HttpError::not_found(format!("Subnet {} is not this subnet", id.to_text())))
+            }
+            _ => Ok(()),
+        }
     }
 
     // ---- queries ----
@@ -331,65 +339,34 @@ impl<S: Store> Replica<S> {
     /// `/api/v3/subnet/<id>/query`: runs the query on the certified state and returns the
     /// signed CBOR response.
     pub fn query(&mut self, bytes: &[u8], scope: ReadStateScope, now: u64) -> Result<Vec<u8>, HttpError> {
-        let request = envelope::decode(bytes, RequestType::Query)?;
-        let Content::Query(call) = &request.content else { unreachable!("decode checked the type") };
-        match scope {
-            ReadStateScope::Canister(ecid) if call.canister_id != ecid => {
-                return Err(HttpError::bad_request(format!(
-                    "Specified CanisterId {} does not match effective canister id in URL {}",
-                    call.canister_id.to_text(),
-                    ecid.to_text()
-                )));
-            }
-            ReadStateScope::Subnet(id) if id != self.subnet.subnet_id => {
-                return Err(HttpError::not_found(format!("Subnet {} is not this subnet", id.to_text())));
-            }
-            _ => {}
-        }
-        envelope::validate(&request, now, Some(&call.canister_id))?;
+        self.check_subnet(scope)?;
+        let request = authenticate(bytes, RequestType::Query, scope, now)?;
+        let result = self.run_query(&request, scope)?;
+        Ok(self.query_signer().sign(result, &request, now))
+    }
 
+    /// Runs an authenticated query; [`QuerySigner::sign`] makes the response.
+    pub fn run_query(&mut self, request: &Authenticated, scope: ReadStateScope) -> Result<Result<WasmResult, UserError>, HttpError> {
+        self.check_subnet(scope)?;
+        let Content::Query(call) = &request.0.content else { unreachable!("authenticated as a query") };
         let data_certificate = self.certificate(&[vec![
             b"canister".to_vec(),
             call.canister_id.as_slice().to_vec(),
             b"certified_data".to_vec(),
         ]]);
-        let result = self.scheduler.query(
+        Ok(self.scheduler.query(
             self.certified.time,
-            request.sender,
+            request.0.sender,
             call.canister_id,
             &call.method_name,
             call.arg.clone(),
             Some(data_certificate),
-        );
-        Ok(self.signed_query_response(result, &request.request_id, now))
+        ))
     }
 
-    /// `{status, reply | reject…, signatures: [{timestamp, signature, identity}]}`, the node
-    /// signing `IC_RESPONSE ‖ hash_of_map(response without signatures, plus timestamp and
-    /// request_id)`.
-    fn signed_query_response(&self, result: Result<WasmResult, UserError>, request_id: &RequestId, timestamp: u64) -> Vec<u8> {
-        let mut fields: Vec<(&str, Value)> = match result {
-            Ok(WasmResult::Reply(arg)) => vec![
-                ("status", Value::Text("replied".into())),
-                ("reply", Value::Map(vec![(Value::Text("arg".into()), Value::Bytes(arg))])),
-            ],
-            Ok(WasmResult::Reject(message)) => reject_fields(&UserError::new(ErrorCode::CanisterRejectedMessage, message)),
-            Err(error) => reject_fields(&error),
-        };
-        let mut signed = fields.clone();
-        signed.push(("timestamp", Value::Integer(timestamp.into())));
-        signed.push(("request_id", Value::Bytes(request_id.to_vec())));
-        let hash = hash_of_map(&map_value(signed)).expect("a map of text, blobs and nats hashes");
-        let signature = self.node_key.sign(&[IC_RESPONSE, &hash].concat());
-        fields.push((
-            "signatures",
-            Value::Array(vec![map_value(vec![
-                ("timestamp", Value::Integer(timestamp.into())),
-                ("signature", Value::Bytes(signature.to_vec())),
-                ("identity", Value::Bytes(self.subnet.node_id.as_slice().to_vec())),
-            ])]),
-        ));
-        cbor_map(fields)
+    /// What signs query responses; it needs no replica state, so edges sign outside it.
+    pub fn query_signer(&self) -> QuerySigner {
+        QuerySigner { key: self.node_key.clone(), node_id: self.subnet.node_id }
     }
 
     // ---- status ----
@@ -403,6 +380,89 @@ impl<S: Store> Replica<S> {
             ("certified_height", Value::Integer(self.certified.height.into())),
         ])
     }
+}
+
+/// Signs query responses as the node.
+#[derive(Clone)]
+pub struct QuerySigner {
+    key: NodeSigningKey,
+    node_id: Principal,
+}
+
+impl QuerySigner {
+    /// `{status, reply | reject…, signatures: [{timestamp, signature, identity}]}`, the node
+    /// signing `IC_RESPONSE ‖ hash_of_map(response without signatures, plus timestamp and
+    /// request_id)`.
+    pub fn sign(&self, result: Result<WasmResult, UserError>, request: &Authenticated, timestamp: u64) -> Vec<u8> {
+        let request_id = &request.0.request_id;
+        let mut fields: Vec<(&str, Value)> = match result {
+            Ok(WasmResult::Reply(arg)) => vec![
+                ("status", Value::Text("replied".into())),
+                ("reply", Value::Map(vec![(Value::Text("arg".into()), Value::Bytes(arg))])),
+            ],
+            Ok(WasmResult::Reject(message)) => reject_fields(&UserError::new(ErrorCode::CanisterRejectedMessage, message)),
+            Err(error) => reject_fields(&error),
+        };
+        let mut signed = fields.clone();
+        signed.push(("timestamp", Value::Integer(timestamp.into())));
+        signed.push(("request_id", Value::Bytes(request_id.to_vec())));
+        let hash = hash_of_map(&map_value(signed)).expect("a map of text, blobs and nats hashes");
+        let signature = self.key.sign(&[IC_RESPONSE, &hash].concat());
+        fields.push((
+            "signatures",
+            Value::Array(vec![map_value(vec![
+                ("timestamp", Value::Integer(timestamp.into())),
+                ("signature", Value::Bytes(signature.to_vec())),
+                ("identity", Value::Bytes(self.node_id.as_slice().to_vec())),
+            ])]),
+        ));
+        cbor_map(fields)
+    }
+}
+
+/// A query or read_state envelope, decoded and authenticated (signature, delegations, expiry,
+/// effective canister id). That needs no replica state, so edges do it before taking the
+/// replica.
+pub struct Authenticated(envelope::Request);
+
+impl Authenticated {
+    pub fn request_id(&self) -> &RequestId {
+        &self.0.request_id
+    }
+}
+
+/// A call envelope, decoded and authenticated, with the effective canister id it was sent to.
+pub struct AuthenticatedCall {
+    request: envelope::Request,
+    effective_canister_id: Principal,
+}
+
+/// Decodes and authenticates a call sent to `/api/v*/canister/<ecid>/call`.
+pub fn authenticate_call(bytes: &[u8], effective_canister_id: &Principal, now: u64) -> Result<AuthenticatedCall, HttpError> {
+    let request = envelope::decode(bytes, RequestType::Call)?;
+    let Content::Call(call) = &request.content else { unreachable!("decode checked the type") };
+    check_effective_canister_id(call, effective_canister_id)?;
+    envelope::validate(&request, now, Some(&call.canister_id))?;
+    Ok(AuthenticatedCall { request, effective_canister_id: *effective_canister_id })
+}
+
+/// Decodes and authenticates a query or read_state request sent with `scope`.
+pub fn authenticate(bytes: &[u8], kind: RequestType, scope: ReadStateScope, now: u64) -> Result<Authenticated, HttpError> {
+    let request = envelope::decode(bytes, kind)?;
+    let target = match (&request.content, scope) {
+        (Content::Query(call), ReadStateScope::Canister(ecid)) if call.canister_id != ecid => {
+            return Err(HttpError::bad_request(format!(
+                "Specified CanisterId {} does not match effective canister id in URL {}",
+                call.canister_id.to_text(),
+                ecid.to_text()
+            )));
+        }
+        (Content::Query(call), _) => Some(call.canister_id),
+        (_, ReadStateScope::Canister(ecid)) => Some(ecid),
+        (_, ReadStateScope::Subnet(_)) => None,
+    };
+    envelope::validate(&request, now, target.as_ref())?;
+    Ok(Authenticated(request))
 }
 
 /// The body of a v2 call refused before execution, and of v3/v4's

@@ -94,6 +94,10 @@ pub struct ExecutionState {
     globals: Vec<Global>,
     /// The heap before the running execution (reused between executions).
     heap_before: Vec<u8>,
+    /// `heap_before` equals the heap as the last execution left it: the next save needs no
+    /// copy. Executions keep it so by writing back (or rolling back) only the pages that differ,
+    /// so a query on a large heap costs a comparison, not two copies.
+    heap_before_current: bool,
 }
 
 impl std::fmt::Debug for ExecutionState {
@@ -267,7 +271,7 @@ impl ExecutionState {
         let host = store.data_mut();
         host.memory = memory;
         host.limiter = HeapLimiter::unlimited();
-        Ok(Self { module, store, instance, memory, table, globals, heap_before: Vec::new() })
+        Ok(Self { module, store, instance, memory, table, globals, heap_before: Vec::new(), heap_before_current: false })
     }
 
     fn from_parts(
@@ -436,6 +440,7 @@ impl ExecutionState {
                     }
                 } else {
                     self.store.data_mut().stable.commit();
+                    self.remember_heap();
                 }
                 let result = match context {
                     // inspect_message answers whether it accepted the message.
@@ -463,11 +468,26 @@ impl ExecutionState {
 
     /// Remembers heap (in `heap_before`) and globals.
     fn save(&mut self) -> Saved {
-        let mut heap = std::mem::take(&mut self.heap_before);
-        heap.clear();
-        heap.extend_from_slice(self.heap_bytes());
-        self.heap_before = heap;
+        if !self.heap_before_current || self.heap_before.len() != self.heap_bytes().len() {
+            let mut heap = std::mem::take(&mut self.heap_before);
+            heap.clear();
+            heap.extend_from_slice(self.heap_bytes());
+            self.heap_before = heap;
+            self.heap_before_current = true;
+        }
         Saved { globals: self.global_values() }
+    }
+
+    /// After a committed execution: `heap_before` takes the heap's changed pages.
+    fn remember_heap(&mut self) {
+        let heap = self.memory.map_or(&[][..], |m| m.data(&self.store));
+        if heap.len() == self.heap_before.len() {
+            copy_changed_pages(&mut self.heap_before, heap);
+        } else {
+            self.heap_before.clear();
+            self.heap_before.extend_from_slice(heap);
+        }
+        self.heap_before_current = true;
     }
 
     /// Puts back heap, globals and stable memory as they were at `save`.
@@ -479,12 +499,11 @@ impl ExecutionState {
                 let heap = std::mem::take(&mut self.heap_before);
                 let result = self.reinstantiate(&heap, &saved.globals);
                 self.heap_before = heap;
+                self.heap_before_current = result.is_ok();
                 result
             }
             Some(memory) => {
-                let heap = std::mem::take(&mut self.heap_before);
-                memory.data_mut(&mut self.store).copy_from_slice(&heap);
-                self.heap_before = heap;
+                copy_changed_pages(memory.data_mut(&mut self.store), &self.heap_before);
                 self.load_globals(&saved.globals)
             }
             None => self.load_globals(&saved.globals),
@@ -580,5 +599,15 @@ fn classify_error(e: wasmi::Error, params: &ExecutionParameters) -> UserError {
         Some(TrapCode::BadSignature) => trapped("indirect call type mismatch"),
         Some(TrapCode::OutOfSystemMemory) => trapped("out of memory"),
         None => trapped(&e.to_string()),
+    }
+}
+
+/// Makes `dst` equal to `src` (same length), writing only the 4 KiB pages that differ.
+fn copy_changed_pages(dst: &mut [u8], src: &[u8]) {
+    const PAGE: usize = 4096;
+    for (d, s) in dst.chunks_mut(PAGE).zip(src.chunks(PAGE)) {
+        if d != s {
+            d.copy_from_slice(s);
+        }
     }
 }
