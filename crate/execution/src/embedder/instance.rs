@@ -469,10 +469,7 @@ impl ExecutionState {
     /// Remembers heap (in `heap_before`) and globals.
     fn save(&mut self) -> Saved {
         if !self.heap_before_current || self.heap_before.len() != self.heap_bytes().len() {
-            let mut heap = std::mem::take(&mut self.heap_before);
-            heap.clear();
-            heap.extend_from_slice(self.heap_bytes());
-            self.heap_before = heap;
+            self.heap_before = copy_of(self.heap_bytes());
             self.heap_before_current = true;
         }
         Saved { globals: self.global_values() }
@@ -484,8 +481,7 @@ impl ExecutionState {
         if heap.len() == self.heap_before.len() {
             copy_changed_pages(&mut self.heap_before, heap);
         } else {
-            self.heap_before.clear();
-            self.heap_before.extend_from_slice(heap);
+            self.heap_before = copy_of(heap);
         }
         self.heap_before_current = true;
     }
@@ -600,6 +596,14 @@ fn classify_error(e: wasmi::Error, params: &ExecutionParameters) -> UserError {
         Some(TrapCode::OutOfSystemMemory) => trapped("out of memory"),
         None => trapped(&e.to_string()),
     }
+}
+
+/// A copy of a heap that writes only its non-zero pages: the zeroed allocation's untouched
+/// pages cost no memory, and most of a young canister's heap is zeros.
+fn copy_of(heap: &[u8]) -> Vec<u8> {
+    let mut copy = vec![0u8; heap.len()];
+    copy_changed_pages(&mut copy, heap);
+    copy
 }
 
 /// Makes `dst` equal to `src` (same length), writing only the 4 KiB pages that differ.

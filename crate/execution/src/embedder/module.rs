@@ -5,9 +5,9 @@ use super::instrument::{self, Export, MEMORY_EXPORT, RESERVED_PREFIX, START_EXPO
 use crate::system_api::{lookup_ic0_function, new_linker, HostState};
 use sha2::{Digest, Sha256};
 use std::borrow::Cow;
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::io::Read;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, OnceLock, Weak};
 use tabnet_types::{ErrorCode, UserError};
 use wasm_encoder::ExportKind;
 use wasmi::{CompilationMode, Config, Engine, Linker};
@@ -84,11 +84,33 @@ fn check_structure(wasm: &[u8]) -> Result<(), UserError> {
     wasmparser_checked::Validator::new_with_features(features).validate_all(wasm).map(|_| ()).map_err(invalid_wasm)
 }
 
+/// Compiled modules by hash, shared by every canister that runs the same Wasm: a hundred
+/// canisters of one module compile it once and hold one copy. Weak, so a module no canister
+/// runs any more is freed. Compilation is a pure function of the bytes, so sharing cannot
+/// change any result.
+fn compiled_modules() -> &'static Mutex<HashMap<[u8; 32], Weak<CanisterModule>>> {
+    static MODULES: OnceLock<Mutex<HashMap<[u8; 32], Weak<CanisterModule>>>> = OnceLock::new();
+    MODULES.get_or_init(Default::default)
+}
+
 impl CanisterModule {
-    /// Decodes (raw `\0asm` or gzip), validates, instruments and compiles a canister module.
+    /// Decodes (raw `\0asm` or gzip), validates, instruments and compiles a canister module,
+    /// or returns the one already compiled from the same bytes.
     pub fn new(bytes: impl Into<Vec<u8>>) -> Result<Arc<Self>, UserError> {
         let bytes = bytes.into();
         let wasm_hash: [u8; 32] = Sha256::digest(&bytes).into();
+        let cached = compiled_modules().lock().unwrap_or_else(|e| e.into_inner()).get(&wasm_hash).and_then(Weak::upgrade);
+        if let Some(module) = cached.filter(|m| m.bytes == bytes) {
+            return Ok(module);
+        }
+        let module = Self::compile(bytes, wasm_hash)?;
+        let mut modules = compiled_modules().lock().unwrap_or_else(|e| e.into_inner());
+        modules.retain(|_, m| m.strong_count() > 0);
+        modules.insert(wasm_hash, Arc::downgrade(&module));
+        Ok(module)
+    }
+
+    fn compile(bytes: Vec<u8>, wasm_hash: [u8; 32]) -> Result<Arc<Self>, UserError> {
         let wasm = decode(&bytes)?;
         check_structure(&wasm)?;
         let engine = new_engine();
