@@ -44,8 +44,10 @@ pub enum ApiType {
     NonReplicatedQuery { caller: Principal, method: String, arg: Vec<u8>, data_certificate: Option<Vec<u8>> },
     CompositeQuery { caller: Principal, method: String, arg: Vec<u8>, data_certificate: Option<Vec<u8>> },
     InspectMessage { caller: Principal, method: String, arg: Vec<u8> },
-    ReplyCallback { caller: Principal, reply: Vec<u8>, cycles_refunded: u128, cycles_available: u128, deadline: Option<u64> },
-    RejectCallback { caller: Principal, code: RejectCode, message: String, cycles_refunded: u128, cycles_available: u128, deadline: Option<u64> },
+    /// `responded`: the call context was already answered (by the message or an earlier
+    /// callback), so this callback may not reply or reject again.
+    ReplyCallback { caller: Principal, reply: Vec<u8>, cycles_refunded: u128, cycles_available: u128, deadline: Option<u64>, responded: bool },
+    RejectCallback { caller: Principal, code: RejectCode, message: String, cycles_refunded: u128, cycles_available: u128, deadline: Option<u64>, responded: bool },
     /// Composite-query callbacks: may call further queries, may not change state.
     CompositeReplyCallback { caller: Principal, reply: Vec<u8> },
     CompositeRejectCallback { caller: Principal, code: RejectCode, message: String },

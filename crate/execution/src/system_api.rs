@@ -156,12 +156,16 @@ impl SystemApi {
             | ApiType::RejectCallback { cycles_available, .. } => *cycles_available,
             _ => 0,
         };
+        let responded = matches!(
+            api,
+            ApiType::ReplyCallback { responded: true, .. } | ApiType::RejectCallback { responded: true, .. }
+        );
         Self {
             context: Context::of(&api),
             api,
             sys,
             params,
-            responded: false,
+            responded,
             reply_buffer: Vec::new(),
             response: None,
             cycles_available,

@@ -215,7 +215,21 @@ fn rust_calls_and_their_callbacks() {
         cycles_refunded: 0,
         cycles_available: 0,
         deadline: None,
+        responded: false,
     };
+    // Had the call context been answered already, the callback's reply would be refused.
+    let mut answered = s.try_clone().unwrap();
+    let again = ApiType::ReplyCallback {
+        caller: user(),
+        reply: Encode!(&7u64).unwrap(),
+        cycles_refunded: 0,
+        cycles_available: 0,
+        deadline: None,
+        responded: true,
+    };
+    let refused = execute(&mut answered, &EntryPoint::Closure(c.on_reply), again, &sys(), &params());
+    assert_eq!(error_code(&refused), ErrorCode::CanisterContractViolation);
+    assert!(error_message(&refused).contains("already been responded"), "{}", error_message(&refused));
     let o = execute(&mut s, &EntryPoint::Closure(c.on_reply), reply_api, &sys(), &params());
     #[derive(candid::CandidType, candid::Deserialize, Debug, PartialEq)]
     struct CallError {
@@ -241,6 +255,7 @@ fn motoko_calls_and_their_callbacks() {
         cycles_refunded: 0,
         cycles_available: 0,
         deadline: None,
+        responded: false,
     };
     let o = execute(&mut s, &EntryPoint::Closure(c.on_reply), reply_api, &sys(), &params());
     assert_eq!(Decode!(&reply(&o), u64).unwrap(), 5);

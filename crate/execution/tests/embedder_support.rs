@@ -135,7 +135,14 @@ pub fn all_contexts() -> Vec<(&'static str, ApiType)> {
         ("CQ", ApiType::CompositeQuery { caller, method: "m".into(), arg: vec![], data_certificate: None }),
         (
             "Ry",
-            ApiType::ReplyCallback { caller, reply: vec![], cycles_refunded: 0, cycles_available: 0, deadline: None },
+            ApiType::ReplyCallback {
+                caller,
+                reply: vec![],
+                cycles_refunded: 0,
+                cycles_available: 0,
+                deadline: None,
+                responded: false,
+            },
         ),
         (
             "Rt",
@@ -146,6 +153,7 @@ pub fn all_contexts() -> Vec<(&'static str, ApiType)> {
                 cycles_refunded: 0,
                 cycles_available: 0,
                 deadline: None,
+                responded: false,
             },
         ),
         ("CRy", ApiType::CompositeReplyCallback { caller, reply: vec![] }),

@@ -499,6 +499,7 @@ fn callbacks_run_table_functions_with_their_env() {
             cycles_refunded: 0,
             cycles_available: 0,
             deadline: None,
+            responded: false,
         };
         let closure = |func| EntryPoint::Closure(WasmClosure { func, env: 42 });
         let o = execute(&mut s, &closure(1), reply_api.clone(), &sys(), &params());
@@ -511,6 +512,7 @@ fn callbacks_run_table_functions_with_their_env() {
             cycles_refunded: 0,
             cycles_available: 0,
             deadline: None,
+            responded: false,
         };
         let o = execute(&mut s, &closure(2), reject_api, &sys(), &params());
         assert_eq!(reply(&o), b"\x05oops");

@@ -64,6 +64,7 @@ impl ExecutionEnvironment {
         ctx.outstanding_callbacks = ctx.outstanding_callbacks.saturating_sub(1);
         let caller = ctx.origin.caller(*id);
         let cycles_available = ctx.available_cycles;
+        let responded = ctx.responded;
         if c.execution.is_none() {
             return self.finish_call_context(id, ctx_id, None);
         }
@@ -71,11 +72,11 @@ impl ExecutionEnvironment {
         let (entry, api) = match resp.payload {
             ResponsePayload::Reply(reply) => (
                 cb.on_reply,
-                ApiType::ReplyCallback { caller, reply, cycles_refunded: resp.refund, cycles_available, deadline },
+                ApiType::ReplyCallback { caller, reply, cycles_refunded: resp.refund, cycles_available, deadline, responded },
             ),
             ResponsePayload::Reject { code, message, .. } => (
                 cb.on_reject,
-                ApiType::RejectCallback { caller, code, message, cycles_refunded: resp.refund, cycles_available, deadline },
+                ApiType::RejectCallback { caller, code, message, cycles_refunded: resp.refund, cycles_available, deadline, responded },
             ),
         };
         let limit = self.config.max_instructions_per_update;
