@@ -54,6 +54,7 @@ pub enum ApiType {
     Cleanup { caller: Principal },
     Heartbeat,
     GlobalTimer,
+    OnLowWasmMemory,
 }
 
 /// Canister status as `ic0.canister_status` reports it.
@@ -84,6 +85,9 @@ pub struct SystemStateView {
     pub global_timer: u64,
     pub certified_data: Vec<u8>,
     pub in_replicated_execution: bool,
+    /// Instructions the call context's earlier executions used (`performance_counter(1)` adds
+    /// this execution's).
+    pub call_context_instructions: u64,
 }
 
 /// Limits for one execution.

@@ -356,6 +356,9 @@ fn update_settings(env: &mut ExecutionEnvironment, sender: Principal, args: Upda
     }
     validated.apply(&mut c.system);
     c.system.canister_version += 1;
+    // A new limit or threshold can meet (or end) the low-memory hook's condition.
+    let heap_bytes = c.execution.as_ref().map_or(0, |e| e.heap_bytes().len() as u64);
+    c.system.update_low_wasm_memory_hook(heap_bytes);
     Ok(empty_reply())
 }
 

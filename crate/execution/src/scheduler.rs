@@ -11,7 +11,7 @@ use crate::config::SubnetConfig;
 use crate::hypervisor::{ApiType, EntryPoint, ExecutionParameters, ExecutionState, SystemStateView, WasmResult};
 use crate::management;
 use crate::state::{
-    CallContextId, CallOrigin, CanisterMessage, CanisterState, CanisterStatus, MessageId, ReplicatedState, Request,
+    CallContextId, CallOrigin, CanisterMessage, CanisterState, CanisterStatus, LowWasmMemoryHook, MessageId, ReplicatedState, Request,
     ResponsePayload,
 };
 use sha2::{Digest, Sha256};
@@ -290,6 +290,13 @@ impl ExecutionEnvironment {
                 }
                 self.run_system_task(&id, "canister_global_timer", ApiType::GlobalTimer);
             }
+            let low_memory = self.state.canister(&id).map(|c| c.system.low_wasm_memory_hook);
+            if low_memory == Some(LowWasmMemoryHook::Ready) && self.has_export(&id, "canister_on_low_wasm_memory") {
+                if let Some(c) = self.state.canister_mut(&id) {
+                    c.system.low_wasm_memory_hook = LowWasmMemoryHook::Executed;
+                }
+                self.run_system_task(&id, "canister_on_low_wasm_memory", ApiType::OnLowWasmMemory);
+            }
         }
     }
 
@@ -436,6 +443,7 @@ impl ExecutionEnvironment {
             global_timer: s.global_timer,
             certified_data: s.certified_data.clone(),
             in_replicated_execution: replicated,
+            call_context_instructions: 0,
         }
     }
 
@@ -550,9 +558,10 @@ impl ExecutionEnvironment {
         instruction_limit: u64,
         time: u64,
         replicated: bool,
+        call_context_instructions: u64,
     ) -> crate::hypervisor::ExecutionOutcome {
         let c = &self.state.canisters[id];
-        let view = self.view(c, time, replicated);
+        let view = SystemStateView { call_context_instructions, ..self.view(c, time, replicated) };
         let max_reply = if replicated { self.config.max_reply_bytes } else { self.config.max_reply_bytes_query };
         let params = self.params(c, exec.is_wasm64(), instruction_limit, max_reply);
         let outcome = crate::hypervisor::execute(exec, entry, api, &view, &params);

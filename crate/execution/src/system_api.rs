@@ -251,7 +251,7 @@ impl SystemApi {
             | ApiType::CompositeReplyCallback { caller, .. }
             | ApiType::CompositeRejectCallback { caller, .. }
             | ApiType::Cleanup { caller } => caller.as_slice(),
-            ApiType::Start | ApiType::Heartbeat | ApiType::GlobalTimer => &[],
+            ApiType::Start | ApiType::Heartbeat | ApiType::GlobalTimer | ApiType::OnLowWasmMemory => &[],
         }
     }
 

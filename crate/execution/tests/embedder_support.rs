@@ -42,6 +42,7 @@ pub fn sys() -> SystemStateView {
         global_timer: 0,
         certified_data: Vec::new(),
         in_replicated_execution: true,
+        call_context_instructions: 0,
     }
 }
 

@@ -11,7 +11,7 @@ wasm_bindgen_test::wasm_bindgen_test_configure!(run_in_browser);
 
 use embedder_support::*;
 use tabnet_execution::hypervisor::{
-    execute, ApiType, EntryPoint, ExecutionState, OutgoingCall, WasmClosure, WasmResult,
+    execute, ApiType, EntryPoint, ExecutionState, OutgoingCall, SystemStateView, WasmClosure, WasmResult,
 };
 use tabnet_execution::CyclesConfig;
 use tabnet_types::{canister_id_from_index, ErrorCode, Principal, RejectCode};
@@ -194,7 +194,8 @@ const SINK: &str = r#"
   (func (export "canister_update counters")
     (i64.store (i32.const 0) (call $counter (i32.const 0)))
     (i64.store (i32.const 8) (call $counter (i32.const 0)))
-    (call $reply_bytes (i32.const 0) (i32.const 16)))
+    (i64.store (i32.const 16) (call $counter (i32.const 1)))
+    (call $reply_bytes (i32.const 0) (i32.const 24)))
   (func (export "canister_update bad_counter") (drop (call $counter (i32.const 7))))
   (func (export "canister_update print")
     (call $print (i32.const 200) (i32.const 5))
@@ -416,6 +417,12 @@ fn performance_counter_debug_print_and_trap() {
     let first = u64::from_le_bytes(r[0..8].try_into().unwrap());
     let second = u64::from_le_bytes(r[8..16].try_into().unwrap());
     assert!(0 < first && first < second, "{first} {second}");
+    // Counter 1 adds what the call context's earlier executions used.
+    let earlier = SystemStateView { call_context_instructions: 1_000_000, ..sys() };
+    let o = execute(&mut s, &EntryPoint::Export("canister_update counters".into()), update_api("counters", &[]), &earlier, &params());
+    let r = reply(&o);
+    let (now, context) = (u64::from_le_bytes(r[8..16].try_into().unwrap()), u64::from_le_bytes(r[16..24].try_into().unwrap()));
+    assert!(context > 1_000_000 + now && context < 1_000_000 + now + 100, "{now} {context}");
     assert_eq!(error_code(&update(&mut s, "bad_counter", &[])), ErrorCode::CanisterContractViolation);
 
     // debug_print never traps, even outside the heap.

@@ -290,3 +290,47 @@ fn with_custom_section(mut wasm: Vec<u8>, name: &str, content: &[u8]) -> Vec<u8>
     wasm.extend(payload);
     wasm
 }
+
+#[test]
+fn the_low_wasm_memory_hook_runs_once_per_crossing_of_the_threshold() {
+    let module = wat(&format!(
+        r#"(module {IMPORTS}
+  (memory (export "memory") 1)
+  (func (export "canister_update grow")
+    (drop (memory.grow (i32.const 1)))
+    (call $reply_append (i32.const 0) (i32.const 8))
+    (call $reply))
+  (func (export "canister_query hooks")
+    (call $reply_append (i32.const 0) (i32.const 8))
+    (call $reply))
+  (func (export "canister_on_low_wasm_memory")
+    (i64.store (i32.const 0) (i64.add (i64.load (i32.const 0)) (i64.const 1)))))"#
+    ));
+    const PAGE: u64 = 65536;
+    let mut t = Env::new();
+    let id = t.deploy(&module);
+    let set = |t: &mut Env, limit_pages: u64| {
+        let settings = CanisterSettings {
+            wasm_memory_limit: Some(Nat::from(limit_pages * PAGE)),
+            wasm_memory_threshold: Some(Nat::from(2 * PAGE + 1)),
+            ..Default::default()
+        };
+        t.mgmt(user(), "update_settings", &UpdateSettingsArgs { canister_id: id, settings, sender_canister_version: None })
+            .unwrap();
+    };
+    let hooks = |t: &mut Env| u64_of(&t.query(user(), id, "hooks", vec![]).unwrap());
+    set(&mut t, 4);
+    t.tick();
+    assert_eq!(hooks(&mut t), 0, "3 pages left of 4: above the threshold");
+    t.update(id, "grow", vec![]).unwrap();
+    t.tick();
+    assert_eq!(hooks(&mut t), 1, "2 pages left: below the threshold, the hook ran");
+    t.tick();
+    t.tick();
+    assert_eq!(hooks(&mut t), 1, "and only once");
+    set(&mut t, 100);
+    t.tick();
+    set(&mut t, 3);
+    t.tick();
+    assert_eq!(hooks(&mut t), 2, "freed up, then low again: it runs again");
+}

@@ -60,6 +60,7 @@ fn system_state() -> SystemStateView {
         global_timer: 0,
         certified_data: vec![],
         in_replicated_execution: true,
+        call_context_instructions: 0,
     }
 }
 

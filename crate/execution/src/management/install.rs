@@ -156,7 +156,7 @@ impl HookRunner<'_> {
         }
         let left = self.limit.saturating_sub(self.instructions);
         let time = self.env.time();
-        let outcome = self.env.run_wasm(&self.id, exec, &EntryPoint::Export(hook.into()), api, left, time, true);
+        let outcome = self.env.run_wasm(&self.id, exec, &EntryPoint::Export(hook.into()), api, left, time, true, 0);
         self.account(outcome)
     }
 

@@ -104,10 +104,18 @@ impl ExecutionEnvironment {
             return Err(super::no_module_error(id));
         };
         let time = self.round.time;
-        let outcome = self.run_wasm(id, &mut exec, &entry, api, limit, time, true);
+        let earlier = ctx
+            .and_then(|ctx| self.state.canister(id)?.system.call_contexts.get(&ctx).map(|c| c.instructions))
+            .unwrap_or(0);
+        let outcome = self.run_wasm(id, &mut exec, &entry, api, limit, time, true, earlier);
         let cost = self.config.cycles.execution_cost(outcome.instructions_used, exec.is_wasm64());
+        let heap_bytes = exec.heap_bytes().len() as u64;
         let c = self.state.canister_mut(id).expect("canister exists while it executes");
+        if let Some(ctx) = ctx.and_then(|ctx| c.system.call_contexts.get_mut(&ctx)) {
+            ctx.instructions = ctx.instructions.saturating_add(outcome.instructions_used);
+        }
         c.execution = Some(exec);
+        c.system.update_low_wasm_memory_hook(heap_bytes);
         c.system.charge(cost);
         for record in outcome.logs {
             c.system.log.push(record);
@@ -191,7 +199,7 @@ impl ExecutionEnvironment {
         let api = ApiType::InspectMessage { caller: msg.sender, method: msg.method.clone(), arg: msg.arg.clone() };
         let limit = self.config.max_instructions_per_inspect_message;
         let entry = EntryPoint::Export("canister_inspect_message".into());
-        let outcome = self.run_wasm(&id, &mut exec, &entry, api, limit, time, false);
+        let outcome = self.run_wasm(&id, &mut exec, &entry, api, limit, time, false, 0);
         if let Some(c) = self.state.canisters.get_mut(&id) {
             c.execution = Some(exec);
         }

@@ -216,7 +216,7 @@ impl ExecutionEnvironment {
             ));
         }
         let limit = self.config.max_instructions_per_query.min(left);
-        let outcome = self.run_wasm(&id, exec, &entry, api, limit, graph.time, false);
+        let outcome = self.run_wasm(&id, exec, &entry, api, limit, graph.time, false, 0);
         graph.instructions = graph.instructions.saturating_add(outcome.instructions_used);
         Ok(outcome)
     }

@@ -102,6 +102,9 @@ pub struct CallContext {
     /// Cycles of the incoming message not yet accepted; refunded with the response.
     pub available_cycles: u128,
     pub responded: bool,
+    /// Instructions its executions used so far (`performance_counter(1)`).
+    #[serde(default)]
+    pub instructions: u64,
     pub outstanding_callbacks: u64,
 }
 
@@ -224,9 +227,34 @@ pub struct SystemState {
     pub last_charge_time: u64,
     /// Cycles burned, for metrics.
     pub cycles_consumed: u128,
+    /// Where the `canister_on_low_wasm_memory` hook stands.
+    #[serde(default)]
+    pub low_wasm_memory_hook: LowWasmMemoryHook,
+}
+
+/// The low-Wasm-memory hook's status: ready when the Wasm memory left under
+/// `wasm_memory_limit` falls below `wasm_memory_threshold`, executed once it ran, and back to
+/// "not satisfied" only when memory frees up again (so it runs once per crossing).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum LowWasmMemoryHook {
+    #[default]
+    ConditionNotSatisfied,
+    Ready,
+    Executed,
 }
 
 impl SystemState {
+    /// Re-evaluates the low-Wasm-memory condition for a heap of `heap_bytes`.
+    pub fn update_low_wasm_memory_hook(&mut self, heap_bytes: u64) {
+        let s = &self.settings;
+        let low = s.wasm_memory_limit > 0 && s.wasm_memory_limit.saturating_sub(heap_bytes) < s.wasm_memory_threshold;
+        self.low_wasm_memory_hook = match (low, self.low_wasm_memory_hook) {
+            (false, _) => LowWasmMemoryHook::ConditionNotSatisfied,
+            (true, LowWasmMemoryHook::ConditionNotSatisfied) => LowWasmMemoryHook::Ready,
+            (true, status) => status,
+        };
+    }
+
     pub fn new(canister_id: CanisterId, controllers: Vec<Principal>, cycles: u128, settings: CanisterSettings, time: u64) -> Self {
         Self {
             canister_id,
@@ -247,6 +275,7 @@ impl SystemState {
             total_num_changes: 1,
             last_charge_time: time,
             cycles_consumed: 0,
+            low_wasm_memory_hook: LowWasmMemoryHook::ConditionNotSatisfied,
         }
     }
 
@@ -257,7 +286,7 @@ impl SystemState {
     pub fn new_call_context(&mut self, origin: CallOrigin, available_cycles: u128) -> CallContextId {
         let id = self.next_call_context_id;
         self.next_call_context_id += 1;
-        self.call_contexts.insert(id, CallContext { origin, available_cycles, responded: false, outstanding_callbacks: 0 });
+        self.call_contexts.insert(id, CallContext { origin, available_cycles, responded: false, outstanding_callbacks: 0, instructions: 0 });
         id
     }
 

@@ -53,7 +53,7 @@ impl Context {
             ApiType::CompositeReplyCallback { .. } => Self::CompositeReplyCallback,
             ApiType::CompositeRejectCallback { .. } => Self::CompositeRejectCallback,
             ApiType::Cleanup { .. } => Self::Cleanup,
-            ApiType::Heartbeat | ApiType::GlobalTimer => Self::SystemTask,
+            ApiType::Heartbeat | ApiType::GlobalTimer | ApiType::OnLowWasmMemory => Self::SystemTask,
         }
     }
 
@@ -81,6 +81,7 @@ pub fn mode_name(api: &ApiType) -> &'static str {
         ApiType::Cleanup { .. } => "cleanup",
         ApiType::Heartbeat => "heartbeat",
         ApiType::GlobalTimer => "global timer",
+        ApiType::OnLowWasmMemory => "low wasm memory hook",
     }
 }
 

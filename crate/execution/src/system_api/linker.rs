@@ -464,10 +464,9 @@ fn define_misc<P: Ptr>(l: &mut Linker<HostState>) -> Result<(), LinkerError> {
     })?;
     let f = spec("performance_counter");
     l.func_wrap("ic0", f.name, move |mut c: Caller<'_, HostState>, kind: i32| -> Result<i64, Error> {
-        // Counter 1 (call context instructions) is reported as this execution's count: the
-        // embedder does not see the call context.
         syscall(&mut c, f, 0, |cx| match kind {
-            0 | 1 => Ok(cx.instructions as i64),
+            0 => Ok(cx.instructions as i64),
+            1 => Ok(cx.api.sys().call_context_instructions.saturating_add(cx.instructions) as i64),
             _ => Err(violation(f, format!("unknown performance counter type {kind}"))),
         })
     })?;
