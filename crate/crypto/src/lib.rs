@@ -18,6 +18,7 @@ pub mod hash_tree;
 pub mod ingress_auth;
 pub mod node_key;
 pub mod request_id;
+pub mod threshold;
 
 pub use bls::{BlsPublicKey, BlsSecretKey};
 pub use certificate::Certificate;
