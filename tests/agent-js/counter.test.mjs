@@ -208,3 +208,38 @@ test('restart on the same state directory keeps canisters and their state', asyn
   const next = await createCanister(again);
   assert.notEqual(next.toText(), canisterId.toText());
 });
+
+test('a node killed with SIGKILL under load keeps every update it answered', async () => {
+  // The load's agent gives up at once when the node is gone (no retries, no polling).
+  const gone = new AbortController();
+  const loadAgent = await makeAgent(node, owner, {
+    retryTimes: 0,
+    fetch: (url, init) => fetch(url, { ...init, signal: gone.signal }),
+  });
+  const load = Actor.createActor(counterIdl, { agent: loadAgent, canisterId });
+  let highest = 0n;
+  let answered = 0;
+  const callers = Array.from({ length: 8 }, async () => {
+    while (!gone.signal.aborted) {
+      try {
+        const value = await load.inc();
+        answered += 1;
+        if (value > highest) highest = value;
+      } catch {
+        return; // the node is gone
+      }
+    }
+  });
+  while (answered < 40) await new Promise((r) => setTimeout(r, 5));
+  await node.kill();
+  gone.abort();
+  await Promise.all(callers);
+  await node.start();
+  const again = await makeAgent(node, owner);
+  const c = Actor.createActor(counterIdl, { agent: again, canisterId });
+  const count = await c.get();
+  // Every certified reply survived; calls in flight at the crash may or may not have.
+  assert.ok(count >= highest, `count ${count} after the crash, but ${highest} was answered`);
+  assert.ok(count <= highest + 8n, `count ${count}: at most the 8 calls in flight beyond ${highest}`);
+  assert.equal(await c.inc(), count + 1n);
+});

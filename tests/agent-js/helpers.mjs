@@ -137,6 +137,23 @@ export class TabnetNode {
     this.process = null;
   }
 
+  /** Kills the process with SIGKILL, as a crash would: no chance to flush or clean up. */
+  async kill() {
+    const child = this.process;
+    if (!child || child.exitCode !== null || child.signalCode !== null) return;
+    const exited = new Promise((r) => child.once('exit', r));
+    this.stopping = true;
+    child.kill('SIGKILL');
+    await exited;
+    this.stopping = false;
+    this.process = null;
+  }
+
+  /** Starts the process again on the same state directory (on a new port). */
+  async start() {
+    await this.#spawn();
+  }
+
   /** Stops and starts again on the same state directory (on a new port). */
   async restart() {
     await this.stop();
@@ -154,12 +171,13 @@ export class TabnetNode {
  * An agent that fetches the node's root key and keeps every check on: certificates are
  * verified against that key and query replies against the node keys (verifyQuerySignatures).
  */
-export async function makeAgent(node, identity) {
+export async function makeAgent(node, identity, options = {}) {
   return HttpAgent.create({
     host: node.url,
     identity,
     shouldFetchRootKey: true,
     verifyQuerySignatures: true,
+    ...options,
   });
 }
 
