@@ -1,0 +1,389 @@
+//! The deterministic simulator: one more driver of the sans-IO core. Nodes are plain state
+//! machines ([`Node`]); the simulation owns a virtual clock and a seeded network that delays,
+//! drops, duplicates and reorders messages, cuts partitions that heal, and crashes and restarts
+//! nodes. Everything random comes from the seed, so a run — and any failure in it — replays
+//! exactly from `(seed, network, nodes)`.
+
+use std::cmp::Reverse;
+use std::collections::{BTreeSet, BinaryHeap};
+
+pub type NodeIndex = usize;
+/// Virtual time, in the unit the nodes use (the consensus counts milliseconds).
+pub type Time = u64;
+
+/// A sans-IO node: it reacts to messages and to the wake-ups it asked for, and says what to
+/// do through its [`Outbox`].
+pub trait Node {
+    type Message: Clone;
+    fn on_message(&mut self, now: Time, from: NodeIndex, message: Self::Message, out: &mut Outbox<Self::Message>);
+    /// Called at start (and restart) and when a wake-up it asked for is due.
+    fn on_wake(&mut self, now: Time, out: &mut Outbox<Self::Message>);
+}
+
+/// What a node asks the driver to do.
+pub struct Outbox<M> {
+    sends: Vec<(Option<NodeIndex>, M)>,
+    wake: Option<Time>,
+}
+
+impl<M> Outbox<M> {
+    fn new() -> Self {
+        Self { sends: Vec::new(), wake: None }
+    }
+    pub fn send(&mut self, to: NodeIndex, message: M) {
+        self.sends.push((Some(to), message));
+    }
+    /// To every other node.
+    pub fn broadcast(&mut self, message: M) {
+        self.sends.push((None, message));
+    }
+    /// Wake me at `at`. Replaces a wake-up asked for in an earlier reaction; within one
+    /// reaction the earliest request counts.
+    pub fn wake_at(&mut self, at: Time) {
+        self.wake = Some(self.wake.map_or(at, |w| w.min(at)));
+    }
+}
+
+/// Nodes in `side` and the rest cannot reach each other during `[from, until)`.
+#[derive(Clone, Debug)]
+pub struct Partition {
+    pub from: Time,
+    pub until: Time,
+    pub side: BTreeSet<NodeIndex>,
+}
+
+/// How the network treats messages. Probabilities are per million messages.
+#[derive(Clone, Debug)]
+pub struct Network {
+    pub min_delay: Time,
+    pub max_delay: Time,
+    pub loss_per_million: u32,
+    pub duplicate_per_million: u32,
+    pub partitions: Vec<Partition>,
+}
+
+impl Network {
+    /// Every message arrives after exactly `delay` (a synchronous network).
+    pub fn fixed(delay: Time) -> Self {
+        Self { min_delay: delay, max_delay: delay, loss_per_million: 0, duplicate_per_million: 0, partitions: Vec::new() }
+    }
+
+    fn cut(&self, now: Time, a: NodeIndex, b: NodeIndex) -> bool {
+        self.partitions.iter().any(|p| now >= p.from && now < p.until && p.side.contains(&a) != p.side.contains(&b))
+    }
+}
+
+/// SplitMix64: small, fast, and the same on every platform.
+#[derive(Clone, Debug)]
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+    fn below(&mut self, n: u64) -> u64 {
+        if n == 0 {
+            0
+        } else {
+            self.next() % n
+        }
+    }
+    fn chance(&mut self, per_million: u32) -> bool {
+        self.below(1_000_000) < u64::from(per_million)
+    }
+}
+
+/// An event due at `time`; `seq` (the order events were scheduled) breaks ties the same way
+/// on every run.
+struct Scheduled<M> {
+    time: Time,
+    seq: u64,
+    event: Event<M>,
+}
+
+impl<M> PartialEq for Scheduled<M> {
+    fn eq(&self, other: &Self) -> bool {
+        (self.time, self.seq) == (other.time, other.seq)
+    }
+}
+impl<M> Eq for Scheduled<M> {}
+impl<M> PartialOrd for Scheduled<M> {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+impl<M> Ord for Scheduled<M> {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        (self.time, self.seq).cmp(&(other.time, other.seq))
+    }
+}
+
+enum Event<M> {
+    Deliver { to: NodeIndex, from: NodeIndex, message: M },
+    /// A wake-up; stale if the node asked again or restarted since (`generation`).
+    Wake { node: NodeIndex, generation: u64 },
+}
+
+/// What the network did, for figures and for tests.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Stats {
+    pub sent: u64,
+    pub delivered: u64,
+    pub lost: u64,
+    pub cut: u64,
+    pub duplicated: u64,
+    pub to_crashed: u64,
+}
+
+struct Slot<N> {
+    node: Option<N>,
+    wake_generation: u64,
+}
+
+pub struct Simulation<N: Node> {
+    seed: u64,
+    now: Time,
+    rng: Rng,
+    network: Network,
+    slots: Vec<Slot<N>>,
+    events: BinaryHeap<Reverse<Scheduled<N::Message>>>,
+    next_seq: u64,
+    pub stats: Stats,
+}
+
+impl<N: Node> Simulation<N> {
+    /// Every node wakes at time 0.
+    pub fn new(seed: u64, network: Network, nodes: Vec<N>) -> Self {
+        let mut sim = Self {
+            seed,
+            now: 0,
+            rng: Rng(seed),
+            network,
+            slots: nodes.into_iter().map(|n| Slot { node: Some(n), wake_generation: 0 }).collect(),
+            events: BinaryHeap::new(),
+            next_seq: 0,
+            stats: Stats::default(),
+        };
+        for i in 0..sim.slots.len() {
+            sim.schedule(0, Event::Wake { node: i, generation: 0 });
+        }
+        sim
+    }
+
+    pub fn seed(&self) -> u64 {
+        self.seed
+    }
+    pub fn now(&self) -> Time {
+        self.now
+    }
+    pub fn len(&self) -> usize {
+        self.slots.len()
+    }
+    pub fn is_empty(&self) -> bool {
+        self.slots.is_empty()
+    }
+    /// The node, unless it is crashed.
+    pub fn node(&self, i: NodeIndex) -> Option<&N> {
+        self.slots[i].node.as_ref()
+    }
+    pub fn nodes(&self) -> impl Iterator<Item = (NodeIndex, &N)> {
+        self.slots.iter().enumerate().filter_map(|(i, s)| Some((i, s.node.as_ref()?)))
+    }
+
+    /// Crashes node `i`: it gets nothing until restarted; messages to it are lost. Returns
+    /// it (its in-memory state; a restart usually rebuilds a node from what it persisted).
+    pub fn crash(&mut self, i: NodeIndex) -> Option<N> {
+        self.slots[i].wake_generation += 1;
+        self.slots[i].node.take()
+    }
+
+    /// Puts `node` in slot `i` and wakes it now.
+    pub fn restart(&mut self, i: NodeIndex, node: N) {
+        let slot = &mut self.slots[i];
+        slot.node = Some(node);
+        slot.wake_generation += 1;
+        let generation = slot.wake_generation;
+        self.schedule(self.now, Event::Wake { node: i, generation });
+    }
+
+    /// Runs the next event; `false` when nothing is left to happen.
+    pub fn step(&mut self) -> bool {
+        let Some(Reverse(Scheduled { time, event, .. })) = self.events.pop() else { return false };
+        self.now = time;
+        let mut out = Outbox::new();
+        let actor = match event {
+            Event::Deliver { to, from, message } => match self.slots[to].node.as_mut() {
+                Some(node) => {
+                    self.stats.delivered += 1;
+                    node.on_message(time, from, message, &mut out);
+                    to
+                }
+                None => {
+                    self.stats.to_crashed += 1;
+                    return true;
+                }
+            },
+            Event::Wake { node: i, generation } => {
+                let slot = &mut self.slots[i];
+                match slot.node.as_mut() {
+                    Some(node) if generation == slot.wake_generation => {
+                        node.on_wake(time, &mut out);
+                        i
+                    }
+                    _ => return true,
+                }
+            }
+        };
+        self.perform(actor, out);
+        true
+    }
+
+    /// Runs every event up to and including time `until`.
+    pub fn run_until(&mut self, until: Time) {
+        while let Some(Reverse(next)) = self.events.peek() {
+            if next.time > until {
+                break;
+            }
+            self.step();
+        }
+        self.now = self.now.max(until);
+    }
+
+    fn perform(&mut self, from: NodeIndex, out: Outbox<N::Message>) {
+        if let Some(at) = out.wake {
+            let slot = &mut self.slots[from];
+            slot.wake_generation += 1;
+            let generation = slot.wake_generation;
+            self.schedule(at.max(self.now), Event::Wake { node: from, generation });
+        }
+        for (to, message) in out.sends {
+            match to {
+                Some(to) => self.transmit(from, to, message),
+                None => {
+                    for to in (0..self.slots.len()).filter(|&to| to != from) {
+                        self.transmit(from, to, message.clone());
+                    }
+                }
+            }
+        }
+    }
+
+    fn transmit(&mut self, from: NodeIndex, to: NodeIndex, message: N::Message) {
+        self.stats.sent += 1;
+        if self.network.cut(self.now, from, to) {
+            self.stats.cut += 1;
+            return;
+        }
+        if self.rng.chance(self.network.loss_per_million) {
+            self.stats.lost += 1;
+            return;
+        }
+        if self.rng.chance(self.network.duplicate_per_million) {
+            self.stats.duplicated += 1;
+            let delay = self.delay();
+            self.schedule(self.now + delay, Event::Deliver { to, from, message: message.clone() });
+        }
+        let delay = self.delay();
+        self.schedule(self.now + delay, Event::Deliver { to, from, message });
+    }
+
+    fn delay(&mut self) -> Time {
+        let spread = self.network.max_delay.saturating_sub(self.network.min_delay);
+        self.network.min_delay + self.rng.below(spread + 1)
+    }
+
+    fn schedule(&mut self, at: Time, event: Event<N::Message>) {
+        self.events.push(Reverse(Scheduled { time: at, seq: self.next_seq, event }));
+        self.next_seq += 1;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Node 0 starts knowing a rumour; whoever knows it repeats it to everyone every 100 time
+    /// units. Records when it learned it.
+    struct Gossip {
+        knows_since: Option<Time>,
+    }
+
+    impl Node for Gossip {
+        type Message = ();
+        fn on_message(&mut self, now: Time, _from: NodeIndex, _m: (), out: &mut Outbox<()>) {
+            if self.knows_since.is_none() {
+                self.knows_since = Some(now);
+                out.broadcast(());
+                out.wake_at(now + 100);
+            }
+        }
+        fn on_wake(&mut self, now: Time, out: &mut Outbox<()>) {
+            if self.knows_since.is_some() {
+                out.broadcast(());
+                out.wake_at(now + 100);
+            }
+        }
+    }
+
+    fn gossip(n: usize) -> Vec<Gossip> {
+        (0..n).map(|i| Gossip { knows_since: (i == 0).then_some(0) }).collect()
+    }
+
+    fn learned(sim: &Simulation<Gossip>) -> Vec<Option<Time>> {
+        (0..sim.len()).map(|i| sim.node(i).and_then(|n| n.knows_since)).collect()
+    }
+
+    fn lossy() -> Network {
+        Network { min_delay: 5, max_delay: 50, loss_per_million: 300_000, duplicate_per_million: 100_000, partitions: vec![] }
+    }
+
+    #[test]
+    fn the_same_seed_replays_the_same_run_and_another_seed_differs() {
+        let run = |seed| {
+            let mut sim = Simulation::new(seed, lossy(), gossip(7));
+            sim.run_until(2_000);
+            (learned(&sim), sim.stats.clone())
+        };
+        assert_eq!(run(42), run(42));
+        assert_ne!(run(42), run(43));
+        let (times, stats) = run(42);
+        assert!(times.iter().all(Option::is_some), "everyone learns it despite loss: {times:?}");
+        assert!(stats.lost > 0 && stats.duplicated > 0);
+    }
+
+    #[test]
+    fn a_synchronous_network_delivers_after_exactly_the_delay() {
+        let mut sim = Simulation::new(1, Network::fixed(10), gossip(4));
+        sim.run_until(1_000);
+        assert_eq!(learned(&sim), vec![Some(0), Some(10), Some(10), Some(10)]);
+        assert_eq!(sim.stats.lost + sim.stats.cut, 0);
+    }
+
+    #[test]
+    fn a_partition_holds_messages_back_until_it_heals() {
+        let mut network = Network::fixed(10);
+        network.partitions.push(Partition { from: 0, until: 1_000, side: [2, 3].into() });
+        let mut sim = Simulation::new(7, network, gossip(4));
+        sim.run_until(990);
+        assert_eq!(learned(&sim)[2..], [None, None]);
+        assert!(sim.stats.cut > 0);
+        sim.run_until(1_200);
+        assert!(learned(&sim).iter().all(|t| t.is_some_and(|t| t < 1_200)), "{:?}", learned(&sim));
+    }
+
+    #[test]
+    fn a_crashed_node_misses_everything_and_catches_up_after_a_restart() {
+        let mut sim = Simulation::new(3, Network::fixed(10), gossip(4));
+        sim.crash(3);
+        sim.run_until(500);
+        assert!(sim.node(3).is_none());
+        assert!(sim.stats.to_crashed > 0);
+        sim.restart(3, Gossip { knows_since: None });
+        sim.run_until(700);
+        assert!(sim.node(3).unwrap().knows_since.is_some_and(|t| t > 500));
+    }
+}
