@@ -125,26 +125,23 @@ export class TabnetNode {
 
   /** Stops the process (SIGTERM, then SIGKILL after 10 s); the state directory stays. */
   async stop() {
-    const child = this.process;
-    if (!child || child.exitCode !== null || child.signalCode !== null) return;
-    const exited = new Promise((r) => child.once('exit', r));
-    this.stopping = true;
-    child.kill('SIGTERM');
-    const timer = setTimeout(() => child.kill('SIGKILL'), 10_000);
-    await exited;
-    clearTimeout(timer);
-    this.stopping = false;
-    this.process = null;
+    await this.#end('SIGTERM');
   }
 
   /** Kills the process with SIGKILL, as a crash would: no chance to flush or clean up. */
   async kill() {
+    await this.#end('SIGKILL');
+  }
+
+  async #end(signal) {
     const child = this.process;
     if (!child || child.exitCode !== null || child.signalCode !== null) return;
     const exited = new Promise((r) => child.once('exit', r));
     this.stopping = true;
-    child.kill('SIGKILL');
+    child.kill(signal);
+    const timer = setTimeout(() => child.kill('SIGKILL'), 10_000);
     await exited;
+    clearTimeout(timer);
     this.stopping = false;
     this.process = null;
   }

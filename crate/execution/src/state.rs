@@ -207,10 +207,10 @@ impl ReplicatedState {
             heap: e.heap_bytes(),
             stable: e.stable_bytes(),
         });
-        let layout = c.execution.as_ref().zip(wasm.as_ref()).map(|(e, w)| WasmLayout {
-            module_hash: w.module_hash.to_vec(),
-            heap_len: w.heap.len() as u64,
-            stable_len: w.stable.len() as u64,
+        let layout = c.execution.as_ref().map(|e| WasmLayout {
+            module_hash: e.module().wasm_hash().to_vec(),
+            heap_len: e.heap_bytes().len() as u64,
+            stable_len: e.stable_bytes().len() as u64,
             globals: e.global_values(),
         });
         Some(StoredCanister { record: to_cbor(&CanisterRecordRef { system: &c.system, wasm: layout }), wasm })

@@ -104,13 +104,14 @@ impl LogStore {
     }
 }
 
-/// `[body length: u64 LE][SHA-256 of body][body]`.
+/// `[body length: u64 LE][SHA-256 of body][body]`. A crash between the two writes leaves a
+/// frame whose checksum fails, which opening cuts off.
 fn write_frame(out: &mut impl Write, body: &[u8]) -> std::io::Result<()> {
-    let mut frame = Vec::with_capacity(40 + body.len());
-    frame.extend_from_slice(&(body.len() as u64).to_le_bytes());
-    frame.extend_from_slice(&tabnet_crypto::sha256(body));
-    frame.extend_from_slice(body);
-    out.write_all(&frame)
+    let mut header = [0u8; 40];
+    header[..8].copy_from_slice(&(body.len() as u64).to_le_bytes());
+    header[8..].copy_from_slice(&tabnet_crypto::sha256(body));
+    out.write_all(&header)?;
+    out.write_all(body)
 }
 
 /// The body of the frame at the start of `bytes` and the frame's length; `None` if it is

@@ -14,7 +14,7 @@
 
 use std::collections::BTreeSet;
 
-use tabnet_execution::state::{decode_canister, LoadedWasm, ReplicatedState};
+use tabnet_execution::state::{decode_canister, LoadedWasm, ReplicatedState, WasmLayout};
 use tabnet_types::CanisterId;
 
 use crate::store::Store;
@@ -41,12 +41,12 @@ pub fn save(store: &mut impl Store, state: &ReplicatedState, dirty: &BTreeSet<Ca
     let mut replaced_modules = BTreeSet::new();
     for id in dirty {
         let key = canister_key(id);
-        let old_module = match store.get(&key)? {
-            Some(old) => module_hash_of_record(&old)?,
+        // What is stored now: its module may be orphaned, its memories may have been longer.
+        let old = match store.get(&key)? {
+            Some(record) => stored_layout(&record)?,
             None => None,
         };
         let stored = state.stored_canister(id);
-        let new_module = stored.as_ref().and_then(|s| s.wasm.as_ref()).map(|w| w.module_hash.to_vec());
         match &stored {
             Some(s) => store.put(&key, &s.record)?,
             None => store.delete(&key)?,
@@ -58,10 +58,11 @@ pub fn save(store: &mut impl Store, state: &ReplicatedState, dirty: &BTreeSet<Ca
                 store.put(&key, w.module)?;
             }
         }
-        save_memory(store, &memory_prefix(PREFIX_HEAP, id), wasm.map_or(&[], |w| w.heap))?;
-        save_memory(store, &memory_prefix(PREFIX_STABLE, id), wasm.map_or(&[], |w| w.stable))?;
-        if let Some(old) = old_module.filter(|old| Some(old) != new_module.as_ref()) {
-            replaced_modules.insert(old);
+        let (old_heap, old_stable) = old.as_ref().map_or((0, 0), |o| (o.heap_len, o.stable_len));
+        save_memory(store, &memory_prefix(PREFIX_HEAP, id), wasm.map_or(&[], |w| w.heap), old_heap)?;
+        save_memory(store, &memory_prefix(PREFIX_STABLE, id), wasm.map_or(&[], |w| w.stable), old_stable)?;
+        if let Some(old) = old.filter(|o| wasm.is_none_or(|w| w.module_hash[..] != o.module_hash[..])) {
+            replaced_modules.insert(old.module_hash);
         }
     }
     // Modules no canister runs any more.
@@ -75,23 +76,26 @@ pub fn save(store: &mut impl Store, state: &ReplicatedState, dirty: &BTreeSet<Ca
     store.put(KEY_METADATA, &state.encode_metadata())
 }
 
-/// Writes the chunks of `memory` that differ from the stored ones; drops chunks past its end.
-fn save_memory(store: &mut impl Store, prefix: &str, memory: &[u8]) -> Result<(), String> {
+/// Writes the chunks of `memory` that differ from the stored ones and drops those past its end
+/// (the memory was `old_len` bytes).
+fn save_memory(store: &mut impl Store, prefix: &str, memory: &[u8], old_len: u64) -> Result<(), String> {
+    static ZEROS: [u8; CHUNK_BYTES] = [0; CHUNK_BYTES];
     for (i, chunk) in memory.chunks(CHUNK_BYTES).enumerate() {
-        let key = format!("{prefix}{i:08x}");
-        if chunk.iter().all(|b| *b == 0) {
+        let key = chunk_key(prefix, i);
+        if chunk == &ZEROS[..chunk.len()] {
             store.delete(&key)?;
         } else {
             store.put_if_changed(&key, chunk)?;
         }
     }
-    let chunks = memory.len().div_ceil(CHUNK_BYTES);
-    for key in store.list(prefix)? {
-        if chunk_index(&key[prefix.len()..]).is_none_or(|i| i >= chunks) {
-            store.delete(&key)?;
-        }
+    for i in memory.len().div_ceil(CHUNK_BYTES)..(old_len as usize).div_ceil(CHUNK_BYTES) {
+        store.delete(&chunk_key(prefix, i))?;
     }
     Ok(())
+}
+
+fn chunk_key(prefix: &str, index: usize) -> String {
+    format!("{prefix}{index:08x}")
 }
 
 fn chunk_index(name: &str) -> Option<usize> {
@@ -111,18 +115,14 @@ fn load_memory(store: &impl Store, prefix: &str, len: u64) -> Result<Vec<u8>, St
     Ok(memory)
 }
 
-fn module_hash_of_record(record: &[u8]) -> Result<Option<Vec<u8>>, String> {
-    #[derive(serde::Deserialize)]
-    struct Layout {
-        #[serde(with = "serde_bytes")]
-        module_hash: Vec<u8>,
-    }
+/// The Wasm layout a stored record names (`None`: an empty canister).
+fn stored_layout(record: &[u8]) -> Result<Option<WasmLayout>, String> {
     #[derive(serde::Deserialize)]
     struct Record {
-        wasm: Option<Layout>,
+        wasm: Option<WasmLayout>,
     }
     let record: Record = ciborium::from_reader(record).map_err(|e| format!("bad canister record: {e}"))?;
-    Ok(record.wasm.map(|w| w.module_hash))
+    Ok(record.wasm)
 }
 
 /// The stored state, or `None` if the store holds none yet.

@@ -425,12 +425,6 @@ impl QuerySigner {
 /// replica.
 pub struct Authenticated(envelope::Request);
 
-impl Authenticated {
-    pub fn request_id(&self) -> &RequestId {
-        &self.0.request_id
-    }
-}
-
 /// A call envelope, decoded and authenticated, with the effective canister id it was sent to.
 pub struct AuthenticatedCall {
     request: envelope::Request,
