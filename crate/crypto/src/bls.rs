@@ -6,7 +6,7 @@
 //! [`BlsSecretKey::from_scalar`]) so that threshold (Shamir-shared) signing can be added on top.
 
 use bls12_381::hash_to_curve::{ExpandMsgXmd, HashToCurve};
-use bls12_381::{multi_miller_loop, G1Affine, G1Projective, G2Affine, G2Prepared, Gt, Scalar};
+use bls12_381::{multi_miller_loop, G1Affine, G1Projective, G2Affine, G2Prepared, G2Projective, Gt, Scalar};
 use sha2::Digest;
 
 /// The hash-to-curve domain separation tag of the IC's BLS signatures.
@@ -129,6 +129,23 @@ pub fn verify(pk: &BlsPublicKey, msg: &[u8], sig: &[u8]) -> bool {
     multi_miller_loop(&[(&sig, &neg_g2), (&hashed, &pk)]).final_exponentiation() == Gt::identity()
 }
 
+/// Multi-signatures (notarization, finalization): the sum of individual signatures on one
+/// message checks against the sum of the signers' public keys. Sound here because every key
+/// comes from the subnet's dealer, so no signer can pick a key that cancels another's.
+pub fn aggregate_signatures<'a>(sigs: impl IntoIterator<Item = &'a [u8; 48]>) -> Option<[u8; 48]> {
+    let mut sum = G1Projective::identity();
+    for sig in sigs {
+        sum += Option::<G1Affine>::from(G1Affine::from_compressed(sig))?;
+    }
+    Some(G1Affine::from(sum).to_compressed())
+}
+
+/// The key an aggregate of these signers' signatures checks against.
+pub fn aggregate_public_keys<'a>(keys: impl IntoIterator<Item = &'a BlsPublicKey>) -> BlsPublicKey {
+    let sum = keys.into_iter().fold(G2Projective::identity(), |acc, pk| acc + pk.0);
+    BlsPublicKey(G2Affine::from(sum))
+}
+
 fn hash_to_g1(msg: &[u8]) -> G1Projective {
     <G1Projective as HashToCurve<ExpandMsgXmd<sha2_09::Sha256>>>::hash_to_curve(msg, DST)
 }
@@ -150,6 +167,19 @@ mod tests {
         bad[47] ^= 1;
         assert!(!verify(&pk, b"hello", &bad));
         assert!(!verify(&pk, b"hello", &sig[..47]));
+    }
+
+    #[test]
+    fn aggregated_signatures_check_against_the_summed_keys() {
+        let keys: Vec<BlsSecretKey> = (0..3u8).map(|i| BlsSecretKey::from_seed(&[i; 32])).collect();
+        let sigs: Vec<[u8; 48]> = keys.iter().map(|k| k.sign(b"block")).collect();
+        let pks: Vec<BlsPublicKey> = keys.iter().map(BlsSecretKey::public_key).collect();
+        let agg = aggregate_signatures(&sigs).unwrap();
+        assert!(verify(&aggregate_public_keys(&pks), b"block", &agg));
+        assert!(!verify(&aggregate_public_keys(&pks[..2]), b"block", &agg), "a missing signer");
+        let two = aggregate_signatures(&sigs[..2]).unwrap();
+        assert!(!verify(&aggregate_public_keys(&pks), b"block", &two), "a claimed signer who did not sign");
+        assert!(aggregate_signatures(&[[0u8; 48]]).is_none(), "not a point");
     }
 
     #[test]

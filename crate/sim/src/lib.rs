@@ -4,8 +4,8 @@
 //! nodes. Everything random comes from the seed, so a run — and any failure in it — replays
 //! exactly from `(seed, network, nodes)`.
 
-use std::cmp::Reverse;
-use std::collections::{BTreeSet, BinaryHeap};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::rc::Rc;
 
 pub type NodeIndex = usize;
 /// Virtual time, in the unit the nodes use (the consensus counts milliseconds).
@@ -97,33 +97,10 @@ impl Rng {
     }
 }
 
-/// An event due at `time`; `seq` (the order events were scheduled) breaks ties the same way
-/// on every run.
-struct Scheduled<M> {
-    time: Time,
-    seq: u64,
-    event: Event<M>,
-}
-
-impl<M> PartialEq for Scheduled<M> {
-    fn eq(&self, other: &Self) -> bool {
-        (self.time, self.seq) == (other.time, other.seq)
-    }
-}
-impl<M> Eq for Scheduled<M> {}
-impl<M> PartialOrd for Scheduled<M> {
-    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
-        Some(self.cmp(other))
-    }
-}
-impl<M> Ord for Scheduled<M> {
-    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
-        (self.time, self.seq).cmp(&(other.time, other.seq))
-    }
-}
-
 enum Event<M> {
-    Deliver { to: NodeIndex, from: NodeIndex, message: M },
+    /// A broadcast's copies share one allocation; each is cloned out on delivery (and the
+    /// event queue moves small entries).
+    Deliver { to: NodeIndex, from: NodeIndex, message: Rc<M> },
     /// A wake-up; stale if the node asked again or restarted since (`generation`).
     Wake { node: NodeIndex, generation: u64 },
 }
@@ -150,8 +127,9 @@ pub struct Simulation<N: Node> {
     rng: Rng,
     network: Network,
     slots: Vec<Slot<N>>,
-    events: BinaryHeap<Reverse<Scheduled<N::Message>>>,
-    next_seq: u64,
+    /// Events by due time; within one time, in the order they were scheduled (the same on
+    /// every run). Few distinct times are pending at once, so this beats a binary heap.
+    events: BTreeMap<Time, VecDeque<Event<N::Message>>>,
     pub stats: Stats,
 }
 
@@ -164,8 +142,7 @@ impl<N: Node> Simulation<N> {
             rng: Rng(seed),
             network,
             slots: nodes.into_iter().map(|n| Slot { node: Some(n), wake_generation: 0 }).collect(),
-            events: BinaryHeap::new(),
-            next_seq: 0,
+            events: BTreeMap::new(),
             stats: Stats::default(),
         };
         for i in 0..sim.slots.len() {
@@ -194,6 +171,22 @@ impl<N: Node> Simulation<N> {
         self.slots.iter().enumerate().filter_map(|(i, s)| Some((i, s.node.as_ref()?)))
     }
 
+    pub fn node_mut(&mut self, i: NodeIndex) -> Option<&mut N> {
+        self.slots[i].node.as_mut()
+    }
+
+    /// Lets the caller act on node `i` from outside (a client submitting a message); what it
+    /// sends goes through the network like anything else. Does nothing to a crashed node.
+    pub fn act(&mut self, i: NodeIndex, action: impl FnOnce(&mut N, Time, &mut Outbox<N::Message>)) {
+        let now = self.now;
+        let mut out = Outbox::new();
+        match self.slots[i].node.as_mut() {
+            Some(node) => action(node, now, &mut out),
+            None => return,
+        }
+        self.perform(i, out);
+    }
+
     /// Crashes node `i`: it gets nothing until restarted; messages to it are lost. Returns
     /// it (its in-memory state; a restart usually rebuilds a node from what it persisted).
     pub fn crash(&mut self, i: NodeIndex) -> Option<N> {
@@ -210,15 +203,26 @@ impl<N: Node> Simulation<N> {
         self.schedule(self.now, Event::Wake { node: i, generation });
     }
 
+    /// When the next event is due, if any.
+    pub fn next_time(&self) -> Option<Time> {
+        self.events.keys().next().copied()
+    }
+
     /// Runs the next event; `false` when nothing is left to happen.
     pub fn step(&mut self) -> bool {
-        let Some(Reverse(Scheduled { time, event, .. })) = self.events.pop() else { return false };
+        let Some(mut due) = self.events.first_entry() else { return false };
+        let time = *due.key();
+        let event = due.get_mut().pop_front().expect("no empty buckets");
+        if due.get().is_empty() {
+            due.remove();
+        }
         self.now = time;
         let mut out = Outbox::new();
         let actor = match event {
             Event::Deliver { to, from, message } => match self.slots[to].node.as_mut() {
                 Some(node) => {
                     self.stats.delivered += 1;
+                    let message = Rc::try_unwrap(message).unwrap_or_else(|shared| (*shared).clone());
                     node.on_message(time, from, message, &mut out);
                     to
                 }
@@ -244,10 +248,7 @@ impl<N: Node> Simulation<N> {
 
     /// Runs every event up to and including time `until`.
     pub fn run_until(&mut self, until: Time) {
-        while let Some(Reverse(next)) = self.events.peek() {
-            if next.time > until {
-                break;
-            }
+        while self.next_time().is_some_and(|t| t <= until) {
             self.step();
         }
         self.now = self.now.max(until);
@@ -262,8 +263,9 @@ impl<N: Node> Simulation<N> {
         }
         for (to, message) in out.sends {
             match to {
-                Some(to) => self.transmit(from, to, message),
+                Some(to) => self.transmit(from, to, Rc::new(message)),
                 None => {
+                    let message = Rc::new(message);
                     for to in (0..self.slots.len()).filter(|&to| to != from) {
                         self.transmit(from, to, message.clone());
                     }
@@ -272,7 +274,7 @@ impl<N: Node> Simulation<N> {
         }
     }
 
-    fn transmit(&mut self, from: NodeIndex, to: NodeIndex, message: N::Message) {
+    fn transmit(&mut self, from: NodeIndex, to: NodeIndex, message: Rc<N::Message>) {
         self.stats.sent += 1;
         if self.network.cut(self.now, from, to) {
             self.stats.cut += 1;
@@ -297,8 +299,7 @@ impl<N: Node> Simulation<N> {
     }
 
     fn schedule(&mut self, at: Time, event: Event<N::Message>) {
-        self.events.push(Reverse(Scheduled { time: at, seq: self.next_seq, event }));
-        self.next_seq += 1;
+        self.events.entry(at).or_default().push_back(event);
     }
 }
 

@@ -1,0 +1,1340 @@
+//! One consensus node: inputs in, [`Output`]s and a wake-up time out. The components (finalizer,
+//! notary, beacon maker, block maker, certifier, CUP maker, validator, aggregator) each read the
+//! pools and return [`Change`]s; the first that has something to do wins, its changes are
+//! applied, and the loop runs again until none has anything left (as in the IC).
+
+use std::cell::Cell;
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::artifact::{Aggregate, Artifact, ArtifactId, Beacon, Block, Cup, Hash, Height, Ingress, Kind, NodeIndex, Proposal, Share, Sig, Time};
+use crate::crypto::{faults_tolerated, threshold, Crypto};
+use crate::pool::{Change, Created, IngressPool, Pool};
+
+/// Protocol parameters (milliseconds and heights).
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// How much longer each rank waits than the one before it (mainnet app subnets: 1 s).
+    pub unit_delay: Time,
+    /// How long notaries wait before signing a rank-0 block (mainnet: 300 ms).
+    pub initial_notary_delay: Time,
+    /// Heights between catch-up packages (mainnet: 500).
+    pub dkg_interval: Height,
+    pub max_block_ingress: usize,
+    pub max_block_bytes: usize,
+    /// Artifacts more than this many heights ahead of the notarized height are dropped.
+    pub max_ahead: Height,
+    /// Notaries stop this many heights ahead of finalization (execution must keep up).
+    pub max_notarization_gap: Height,
+    /// Without progress for this long, a node re-sends its latest artifacts.
+    pub rebroadcast_interval: Time,
+    /// Send blocks without the ingress they include (the receiver has or fetches it).
+    pub strip_blocks: bool,
+    /// Artifacts larger than this are advertised instead of pushed.
+    pub push_limit: usize,
+    pub max_ingress_pool: usize,
+    /// How far in the future a block's time may be.
+    pub max_time_drift: Time,
+    /// Deliberate misbehaviour, for the simulator's Byzantine nodes.
+    pub malice: Malice,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            unit_delay: 1_000,
+            initial_notary_delay: 300,
+            dkg_interval: 500,
+            max_block_ingress: 1_000,
+            max_block_bytes: 4 << 20,
+            max_ahead: 10,
+            max_notarization_gap: 10,
+            rebroadcast_interval: 1_000,
+            strip_blocks: true,
+            push_limit: 1_024,
+            max_ingress_pool: 50_000,
+            max_time_drift: 10_000,
+            malice: Malice::default(),
+        }
+    }
+}
+
+/// What a Byzantine node does (like the IC replica's malicious flags, for tests only).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Malice {
+    /// As a block maker, sign two different blocks: one to even peers, one to odd peers.
+    pub equivocate: bool,
+    /// Notarize and finalize every valid block it sees, whatever the rank.
+    pub notarize_everything: bool,
+    /// Spoil every signature it makes.
+    pub corrupt_signatures: bool,
+}
+
+/// Checks an ingress message before it enters the pool or a block (signature, expiry form).
+pub trait IngressCheck: Send + Sync {
+    /// The message's expiry (ms), or why it is refused.
+    fn expiry(&self, bytes: &[u8]) -> Result<Time, String>;
+}
+
+/// Where a node starts: genesis, its own last persisted height, or a catch-up package.
+#[derive(Clone, Debug)]
+pub struct Start {
+    pub block: Block,
+    pub beacon: Beacon,
+    /// The state hash at that height (the driver's state must be the state after `block`).
+    pub state_hash: Hash,
+    /// The proposals and notarization/finalization shares this node signed and persisted
+    /// before a restart: it must not sign anything contradicting them.
+    pub signed: Vec<Artifact>,
+}
+
+impl Start {
+    pub fn genesis(subnet_seed: &Hash) -> Self {
+        Start { block: Block::genesis(subnet_seed), beacon: Beacon::genesis(subnet_seed), state_hash: [0; 32], signed: Vec::new() }
+    }
+}
+
+/// What nodes say to each other.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub enum Message {
+    Push(Artifact),
+    Advert(ArtifactId),
+    Request(ArtifactId),
+    /// "I have finalized up to here; send me what follows."
+    CatchUpRequest { finalized: Height },
+    CatchUp(Arc<CatchUp>),
+}
+
+/// Finalized blocks (with their ingress) and beacons after the requester's height, proved by
+/// the last block's finalization.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct CatchUp {
+    pub blocks: Vec<Arc<Proposal>>,
+    pub beacons: Vec<Beacon>,
+    pub finalization: Aggregate,
+}
+
+/// A finalized block, ready to execute.
+#[derive(Clone, Debug)]
+pub struct Batch {
+    pub height: Height,
+    pub block: Block,
+    /// The random beacon at this height (persist it with the state: a restart starts from it).
+    pub beacon: Beacon,
+    /// Randomness for execution: SHA-256 of the beacon.
+    pub randomness: Hash,
+    pub ingress: Vec<Arc<Ingress>>,
+}
+
+#[derive(Debug)]
+pub enum Output {
+    /// To one peer, or to every peer (`None`).
+    Send { to: Option<NodeIndex>, message: Message },
+    /// Execute this, then call [`ConsensusNode::on_executed`].
+    Deliver(Batch),
+    /// Store this before sending anything after it; pass it back in [`Start::signed`].
+    Persist(Artifact),
+    /// The state hash at `height` is certified (threshold signature in `certification`).
+    Certified { height: Height, state_hash: Hash, certification: Aggregate },
+    /// A catch-up package beyond what this node can reach by blocks: its state must be
+    /// fetched by state sync (the driver's job) and the node restarted from the package.
+    StateSyncNeeded(Arc<Cup>),
+}
+
+/// Signatures made and checked (for the crypto-cost figure).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CryptoStats {
+    pub signed: u64,
+    pub verified_shares: u64,
+    pub verified_aggregates: u64,
+    pub verified_proposals: u64,
+}
+
+struct Pending {
+    peers: Vec<NodeIndex>,
+    attempts: u32,
+    next_at: Time,
+}
+
+pub struct ConsensusNode {
+    config: Config,
+    crypto: Arc<dyn Crypto>,
+    ingress_check: Arc<dyn IngressCheck>,
+    me: NodeIndex,
+    n: usize,
+    f: usize,
+    pool: Pool,
+    ingress: IngressPool,
+    /// Finalized (and delivered) blocks still held, by height.
+    chain: BTreeMap<Height, Hash>,
+    finalized_height: Height,
+    /// Ingress in finalized blocks, with its expiry: never included again.
+    finalized_ingress: HashMap<Hash, Time>,
+    /// When each height's round began here (its parent notarized and its beacon known).
+    round_start: BTreeMap<Height, Time>,
+    /// State hashes of executed heights not yet certified.
+    executed: BTreeMap<Height, Hash>,
+    certified_height: Height,
+    /// The catch-up package this node last started from or made.
+    cup: Arc<Cup>,
+    /// The lowest height whose artifacts are still held.
+    base_height: Height,
+    invalid: HashSet<Hash>,
+    outputs: VecDeque<Output>,
+    requests: BTreeMap<ArtifactId, Pending>,
+    progress: (Height, Time),
+    next_rebroadcast: Time,
+    last_catch_up_request: Option<Time>,
+    purged_at: (Height, Height),
+    stats: Cell<CryptoStats>,
+    /// The notarized height, until the validated pool changes.
+    notarized_cache: Cell<Option<Height>>,
+    /// The block-maker ranking of the last height asked about.
+    ranking_cache: std::cell::RefCell<Option<(Height, Vec<u32>)>>,
+}
+
+const FETCH_BACKOFF_MIN: Time = 250;
+const FETCH_BACKOFF_MAX: Time = 60_000;
+const FETCH_ATTEMPTS: u32 = 12;
+const CATCH_UP_MAX_BLOCKS: usize = 500;
+
+impl ConsensusNode {
+    pub fn new(config: Config, crypto: Arc<dyn Crypto>, ingress_check: Arc<dyn IngressCheck>, start: Start) -> Self {
+        let (me, n) = (crypto.me(), crypto.nodes());
+        let height = start.block.height;
+        let hash = start.block.hash();
+        let mut pool = Pool::default();
+        let base = Proposal { block: start.block.clone(), signature: [0; 64], payload: Some(Vec::new()) };
+        pool.validated.proposals.entry(height).or_default().insert(hash, Arc::new(base));
+        // The starting block counts as notarized and finalized; its beacon as made.
+        for kind in [Kind::Notarization, Kind::Finalization] {
+            let trusted = Aggregate { kind, height, content: hash, signers: Vec::new(), sig: [0; 48] };
+            pool.validated.aggregates.entry((kind, height)).or_default().insert(hash, trusted);
+        }
+        let beacon = Aggregate { kind: Kind::Beacon, height, content: start.beacon.parent, signers: Vec::new(), sig: start.beacon.sig };
+        pool.validated.aggregates.entry((Kind::Beacon, height)).or_default().insert(beacon.content, beacon);
+        for artifact in start.signed {
+            match artifact {
+                Artifact::Proposal(p) if p.block.height > height => pool.apply(&Change::ValidateProposal(p)),
+                Artifact::Share(s) if s.height > height => pool.apply(&Change::ValidateShare(s)),
+                _ => {}
+            }
+        }
+        let cup = Arc::new(Cup { block: start.block, beacon: start.beacon, state_hash: start.state_hash, sig: [0; 48] });
+        ConsensusNode {
+            f: faults_tolerated(n),
+            config,
+            crypto,
+            ingress_check,
+            me,
+            n,
+            pool,
+            ingress: IngressPool::default(),
+            chain: BTreeMap::from([(height, hash)]),
+            finalized_height: height,
+            finalized_ingress: HashMap::new(),
+            round_start: BTreeMap::new(),
+            executed: BTreeMap::new(),
+            certified_height: height,
+            cup,
+            base_height: height,
+            invalid: HashSet::new(),
+            outputs: VecDeque::new(),
+            requests: BTreeMap::new(),
+            progress: (height, 0),
+            next_rebroadcast: 0,
+            last_catch_up_request: None,
+            purged_at: (height, height),
+            stats: Cell::new(CryptoStats::default()),
+            notarized_cache: Cell::new(None),
+            ranking_cache: Default::default(),
+        }
+    }
+
+    // ----- what the driver reads -----
+
+    pub fn me(&self) -> NodeIndex {
+        self.me
+    }
+    pub fn finalized_height(&self) -> Height {
+        self.finalized_height
+    }
+    pub fn finalized_hash(&self, height: Height) -> Option<Hash> {
+        self.chain.get(&height).copied()
+    }
+    pub fn notarized_height(&self) -> Height {
+        if let Some(h) = self.notarized_cache.get() {
+            return h;
+        }
+        let h = self.find_notarized_height();
+        self.notarized_cache.set(Some(h));
+        h
+    }
+    fn find_notarized_height(&self) -> Height {
+        self.pool
+            .validated
+            .proposals
+            .iter()
+            .rev()
+            .find(|(h, blocks)| blocks.keys().any(|b| self.pool.validated.aggregate(Kind::Notarization, **h, b).is_some()))
+            .map_or(self.finalized_height, |(h, _)| *h)
+    }
+    pub fn certified_height(&self) -> Height {
+        self.certified_height
+    }
+    pub fn latest_cup(&self) -> &Arc<Cup> {
+        &self.cup
+    }
+    pub fn ingress_pool_len(&self) -> usize {
+        self.ingress.len()
+    }
+    /// Signatures this node made and checked so far.
+    pub fn crypto_stats(&self) -> CryptoStats {
+        self.stats.get()
+    }
+    fn count(&self, update: impl FnOnce(&mut CryptoStats)) {
+        let mut stats = self.stats.get();
+        update(&mut stats);
+        self.stats.set(stats);
+    }
+    /// The next output to perform, in order.
+    pub fn poll(&mut self) -> Option<Output> {
+        self.outputs.pop_front()
+    }
+
+    /// When the node next needs [`ConsensusNode::on_timer`], if ever.
+    pub fn next_wake(&self, now: Time) -> Option<Time> {
+        let mut times: Vec<Time> = self.requests.values().map(|p| p.next_at).collect();
+        times.push(self.next_rebroadcast.max(self.progress.1 + self.config.rebroadcast_interval));
+        let h = self.notarized_height() + 1;
+        if let Some(start) = self.round_start.get(&h) {
+            let gap = h - 1 - self.finalized_height;
+            for rank in 0..=self.f as u32 {
+                times.push(start + self.notary_delay(rank, gap));
+                times.push(start + self.config.unit_delay * u64::from(rank));
+            }
+        }
+        times.into_iter().filter(|t| *t > now).min()
+    }
+
+    // ----- inputs -----
+
+    /// An ingress message submitted here through the HTTP interface: pooled and gossiped.
+    pub fn submit_ingress(&mut self, now: Time, ingress: Ingress) -> Result<Hash, String> {
+        let id = ingress.id();
+        if self.finalized_ingress.contains_key(&id) || self.ingress.contains(&id) {
+            return Ok(id);
+        }
+        if self.ingress.len() >= self.config.max_ingress_pool {
+            return Err("the ingress pool is full; try again later".into());
+        }
+        let expiry = self.ingress_check.expiry(&ingress.bytes)?;
+        let ingress = Arc::new(ingress);
+        self.ingress.insert(id, ingress.clone(), expiry);
+        self.broadcast(Artifact::Ingress(ingress));
+        self.process(now);
+        Ok(id)
+    }
+
+    pub fn on_message(&mut self, now: Time, from: NodeIndex, message: Message) {
+        if from >= self.n || from == self.me {
+            return;
+        }
+        match message {
+            Message::Push(artifact) => {
+                // Most pushes are copies of what this node already has: nothing to do.
+                if !self.receive(now, from, artifact) {
+                    return;
+                }
+            }
+            Message::Advert(id) => {
+                if self.wants(&id) {
+                    self.fetch(now, id, from);
+                }
+            }
+            Message::Request(id) => self.serve(from, id),
+            Message::CatchUpRequest { finalized } => self.serve_catch_up(from, finalized),
+            Message::CatchUp(c) => self.apply_catch_up(&c),
+        }
+        self.process(now);
+    }
+
+    pub fn on_timer(&mut self, now: Time) {
+        self.retry_fetches(now);
+        if now >= self.next_rebroadcast && now >= self.progress.1 + self.config.rebroadcast_interval {
+            self.rebroadcast();
+            self.next_rebroadcast = now + self.config.rebroadcast_interval;
+        }
+        self.process(now);
+    }
+
+    /// The driver executed the batch at `height`; its state hash is `state_hash`.
+    pub fn on_executed(&mut self, now: Time, height: Height, state_hash: Hash) {
+        if height > self.certified_height {
+            self.executed.insert(height, state_hash);
+        }
+        self.process(now);
+    }
+
+    // ----- the component loop -----
+
+    fn process(&mut self, now: Time) {
+        for _ in 0..10_000 {
+            self.update_round(now);
+            let changes = [
+                Self::finalizer,
+                Self::notary,
+                Self::beacon_maker,
+                Self::block_maker,
+                Self::certifier,
+                Self::cup_maker,
+                Self::validator,
+                Self::aggregator,
+            ]
+            .iter()
+            .map(|component| component(self, now))
+            .find(|changes| !changes.is_empty());
+            let Some(changes) = changes else { break };
+            for change in changes {
+                self.apply(now, change);
+            }
+            self.deliver_finalized(now);
+        }
+        self.purge();
+    }
+
+    fn update_round(&mut self, now: Time) {
+        let h = self.notarized_height() + 1;
+        if !self.round_start.contains_key(&h) && self.beacon(h - 1).is_some() {
+            self.round_start.insert(h, now);
+        }
+    }
+
+    fn apply(&mut self, now: Time, change: Change) {
+        self.pool.apply(&change);
+        self.notarized_cache.set(None);
+        match change {
+            Change::Create(created) => self.created(created),
+            Change::Fetch(id, from) => self.fetch(now, id, from),
+            Change::ValidateProposal(p) => {
+                self.requests.remove(&ArtifactId::Block(p.block.hash()));
+                // Relay: a maker may have sent different blocks to different peers; everyone
+                // must see both to disqualify it.
+                self.send_proposal(None, &p);
+            }
+            Change::ValidateAggregate(a) if a.kind == Kind::Certification => self.certified(a),
+            Change::ValidateCup(cup) => self.adopt_cup(cup),
+            Change::DropProposal(_, hash) => {
+                self.invalid.insert(hash);
+            }
+            _ => {}
+        }
+    }
+
+    fn created(&mut self, created: Created) {
+        self.count(|s| s.signed += 1);
+        match created {
+            Created::Proposal(p) => {
+                self.outputs.push_back(Output::Persist(Artifact::Proposal(p.clone())));
+                if self.config.malice.equivocate {
+                    // Even peers got (or will get) the other block.
+                    let parity = p.block.time % 2;
+                    let (me, n) = (self.me, self.n);
+                    for peer in (0..n).filter(|peer| *peer != me && (*peer as u64) % 2 == parity) {
+                        self.send_proposal(Some(peer), &p);
+                    }
+                } else {
+                    self.send_proposal(None, &p);
+                }
+            }
+            Created::Share(s) => {
+                if matches!(s.kind, Kind::Notarization | Kind::Finalization) {
+                    self.outputs.push_back(Output::Persist(Artifact::Share(s.clone())));
+                }
+                self.broadcast(Artifact::Share(s));
+            }
+            Created::Aggregate(a) => {
+                if a.kind == Kind::Certification {
+                    self.certified(a.clone());
+                }
+                self.broadcast(Artifact::Aggregate(a));
+            }
+            Created::Cup(cup) => {
+                self.adopt_cup(cup.clone());
+                self.broadcast(Artifact::Cup(cup));
+            }
+        }
+    }
+
+    fn certified(&mut self, a: Aggregate) {
+        if a.height > self.certified_height {
+            self.certified_height = a.height;
+            self.executed = self.executed.split_off(&(a.height + 1));
+            self.outputs.push_back(Output::Certified { height: a.height, state_hash: a.content, certification: a });
+        }
+    }
+
+    fn adopt_cup(&mut self, cup: Arc<Cup>) {
+        if cup.height() <= self.cup.height() {
+            return;
+        }
+        if cup.height() > self.finalized_height && !self.chain.contains_key(&cup.height()) {
+            // Beyond our blocks: unless catch-up brings them, the driver must sync state.
+            if self.pool.validated.proposal(cup.height(), &cup.block.hash()).is_none() {
+                self.outputs.push_back(Output::StateSyncNeeded(cup.clone()));
+            }
+        }
+        self.cup = cup;
+    }
+
+    // ----- components -----
+
+    /// Finalization-signs a notarized block if it is the only block this node notarized there.
+    fn finalizer(&self, _now: Time) -> Vec<Change> {
+        let v = &self.pool.validated;
+        for h in self.finalized_height + 1..=self.notarized_height() {
+            if !v.signed_by(Kind::Finalization, h, self.me).is_empty() {
+                continue;
+            }
+            let signed = v.signed_by(Kind::Notarization, h, self.me);
+            let notarized: Vec<Hash> = signed.iter().filter(|b| v.aggregate(Kind::Notarization, h, b).is_some()).copied().collect();
+            if self.config.malice.notarize_everything && !notarized.is_empty() {
+                return notarized.iter().map(|b| self.share(Kind::Finalization, h, *b)).collect();
+            }
+            if signed.len() == 1 && notarized.len() == 1 {
+                return vec![self.share(Kind::Finalization, h, notarized[0])];
+            }
+        }
+        Vec::new()
+    }
+
+    /// Notarization-signs the lowest-ranked valid blocks whose notary delay has passed.
+    fn notary(&self, now: Time) -> Vec<Change> {
+        let h = self.notarized_height() + 1;
+        let Some(start) = self.round_start.get(&h) else { return Vec::new() };
+        if h > self.finalized_height + self.config.max_notarization_gap {
+            return Vec::new();
+        }
+        let gap = h - 1 - self.finalized_height;
+        let v = &self.pool.validated;
+        let ready: Vec<(u32, Hash)> = v
+            .proposals_at(h)
+            .filter(|(_, p)| !self.pool.disqualified.contains(&(h, p.block.maker)))
+            .filter(|(_, p)| now >= start + self.notary_delay(p.block.rank, gap))
+            .map(|(hash, p)| (p.block.rank, *hash))
+            .collect();
+        let Some(lowest) = ready.iter().map(|(r, _)| *r).min() else { return Vec::new() };
+        let signed = v.signed_by(Kind::Notarization, h, self.me);
+        // A disqualified maker's block no longer binds its notaries to its rank (safety rests on
+        // the finalization rule: whoever signed two blocks at a height finalizes neither).
+        let signed_rank = |b: &Hash| {
+            v.proposal(h, b).filter(|p| !self.pool.disqualified.contains(&(h, p.block.maker))).map_or(u32::MAX, |p| p.block.rank)
+        };
+        if !self.config.malice.notarize_everything && signed.iter().any(|b| signed_rank(b) < lowest) {
+            return Vec::new();
+        }
+        ready
+            .iter()
+            .filter(|(r, b)| (*r == lowest || self.config.malice.notarize_everything) && !signed.contains(b))
+            .map(|(_, b)| self.share(Kind::Notarization, h, *b))
+            .collect()
+    }
+
+    /// Signs a beacon share for the height whose round has begun.
+    fn beacon_maker(&self, _now: Time) -> Vec<Change> {
+        let tip = self.beacon_tip();
+        let h = tip + 1;
+        if self.notarized_height() < tip || !self.pool.validated.signed_by(Kind::Beacon, h, self.me).is_empty() {
+            return Vec::new();
+        }
+        let parent = self.beacon(tip).expect("the tip exists").hash();
+        vec![self.share(Kind::Beacon, h, parent)]
+    }
+
+    /// Proposes a block when this node is a block maker of the round and its rank's time came.
+    fn block_maker(&self, now: Time) -> Vec<Change> {
+        let h = self.notarized_height() + 1;
+        let Some(start) = self.round_start.get(&h) else { return Vec::new() };
+        if h > self.finalized_height + self.config.max_notarization_gap {
+            return Vec::new();
+        }
+        let Some(rank) = self.rank(h, self.me) else { return Vec::new() };
+        let v = &self.pool.validated;
+        if now < start + self.config.unit_delay * u64::from(rank)
+            || v.proposals_at(h).any(|(_, p)| p.block.maker == self.me || (p.block.rank < rank && !self.pool.disqualified.contains(&(h, p.block.maker))))
+        {
+            return Vec::new();
+        }
+        let Some(parent) = v
+            .proposals_at(h - 1)
+            .filter(|(hash, _)| v.aggregate(Kind::Notarization, h - 1, hash).is_some())
+            .min_by_key(|(hash, p)| (p.block.rank, **hash))
+            .map(|(_, p)| p.clone())
+        else {
+            return Vec::new();
+        };
+        let time = now.max(parent.block.time + 1);
+        let taken = self.ancestor_ingress(&parent.block);
+        let (mut ids, mut payload, mut bytes) = (Vec::new(), Vec::new(), 0);
+        for (id, ingress, expiry) in self.ingress.iter() {
+            if ids.len() == self.config.max_block_ingress {
+                break;
+            }
+            if expiry < time || taken.contains(id) || self.finalized_ingress.contains_key(id) || bytes + ingress.bytes.len() > self.config.max_block_bytes {
+                continue;
+            }
+            bytes += ingress.bytes.len();
+            ids.push(*id);
+            payload.push(ingress.clone());
+        }
+        let block = Block { parent: parent.block.hash(), height: h, rank, maker: self.me, time, ingress: ids };
+        let mut changes = vec![self.proposal(block.clone(), payload.clone())];
+        if self.config.malice.equivocate {
+            let other = Block { time: time + 1, ..block };
+            changes.push(self.proposal(other, payload));
+        }
+        changes
+    }
+
+    /// Signs a certification share for each executed height.
+    fn certifier(&self, _now: Time) -> Vec<Change> {
+        self.executed
+            .iter()
+            .filter(|(h, _)| self.pool.validated.signed_by(Kind::Certification, **h, self.me).is_empty())
+            .map(|(h, state)| self.share(Kind::Certification, *h, *state))
+            .take(1)
+            .collect()
+    }
+
+    /// Signs a catch-up package share at each interval height once its state is certified.
+    fn cup_maker(&self, _now: Time) -> Vec<Change> {
+        let interval = self.config.dkg_interval.max(1);
+        let h = self.certified_height / interval * interval;
+        if h <= self.cup.height() || !self.pool.validated.signed_by(Kind::CatchUp, h, self.me).is_empty() {
+            return Vec::new();
+        }
+        match self.cup_content(h) {
+            Some(content) => vec![self.share(Kind::CatchUp, h, content)],
+            None => Vec::new(),
+        }
+    }
+
+    /// Checks unvalidated proposals, aggregates and catch-up packages whose dependencies are
+    /// met; drops what is stale or invalid. Shares are checked by the aggregator, in batches.
+    fn validator(&self, now: Time) -> Vec<Change> {
+        let mut changes = Vec::new();
+        let u = &self.pool.unvalidated;
+        let notarized = self.notarized_height();
+        for (&h, proposals) in &u.proposals {
+            if h > notarized + 1 {
+                break;
+            }
+            for (hash, p) in proposals {
+                if h <= self.finalized_height {
+                    changes.push(Change::DropProposal(h, *hash));
+                    continue;
+                }
+                match self.check_proposal(now, p) {
+                    Check::Valid(full) => {
+                        let equivocation = self.pool.validated.proposals_at(h).any(|(other, q)| q.block.maker == p.block.maker && other != hash);
+                        if equivocation {
+                            changes.push(Change::Disqualify(h, p.block.maker));
+                        }
+                        changes.push(Change::ValidateProposal(full));
+                    }
+                    Check::Invalid(_) => changes.push(Change::DropProposal(h, *hash)),
+                    Check::Missing(ids) => {
+                        let from = self.pool.proposal_senders.get(hash).copied().unwrap_or(p.block.maker);
+                        changes.extend(ids.into_iter().filter(|id| !self.requests.contains_key(id)).map(|id| Change::Fetch(id, from)));
+                    }
+                    Check::Later => {}
+                }
+            }
+        }
+        for (&(kind, h), aggregates) in &u.aggregates {
+            for (content, a) in aggregates {
+                if self.is_stale(kind, h) || self.pool.validated.aggregate(kind, h, content).is_some() {
+                    changes.push(Change::DropAggregate(kind, h, *content));
+                    continue;
+                }
+                if kind == Kind::Beacon && (h != self.beacon_tip() + 1) {
+                    continue;
+                }
+                if kind == Kind::Beacon && *content != self.beacon(h - 1).expect("tip").hash() {
+                    changes.push(Change::DropAggregate(kind, h, *content));
+                    continue;
+                }
+                if self.check_aggregate(a) {
+                    changes.push(Change::ValidateAggregate(a.clone()));
+                } else {
+                    changes.push(Change::DropAggregate(kind, h, *content));
+                }
+            }
+        }
+        for (&h, cup) in &u.cups {
+            let valid = h > self.cup.height() && {
+                let msg = Kind::CatchUp.message(h, &cup.hash());
+                self.crypto.verify_aggregate(Kind::CatchUp, &[], &msg, &cup.sig)
+            };
+            changes.push(if valid { Change::ValidateCup(cup.clone()) } else { Change::DropCup(h) });
+        }
+        changes
+    }
+
+    /// Combines shares once a threshold of them agree; checks the result once, and only if
+    /// that fails checks the shares one by one (so a height costs one verification per kind).
+    fn aggregator(&self, _now: Time) -> Vec<Change> {
+        for kind in Kind::ALL {
+            let (lo, hi) = match kind {
+                Kind::Beacon => (self.beacon_tip() + 1, self.beacon_tip() + 1),
+                Kind::Notarization => (self.finalized_height + 1, self.notarized_height() + 1),
+                Kind::Finalization => (self.finalized_height + 1, self.notarized_height()),
+                Kind::Certification => (self.certified_height + 1, Height::MAX),
+                Kind::CatchUp => (self.cup.height() + 1, self.certified_height),
+            };
+            if lo > hi {
+                continue;
+            }
+            let needed = threshold(self.n, kind);
+            let (v, u) = (&self.pool.validated, &self.pool.unvalidated);
+            let heights: BTreeSet<Height> = [v, u].iter().flat_map(|s| s.shares.range((kind, lo)..=(kind, hi)).map(|((_, h), _)| *h)).collect();
+            for h in heights {
+                let empty = BTreeMap::new();
+                let (vg, ug) = (v.share_groups(kind, h).unwrap_or(&empty), u.share_groups(kind, h).unwrap_or(&empty));
+                let contents: BTreeSet<&Hash> = vg.keys().chain(ug.keys()).collect();
+                for content in contents {
+                    if v.aggregate(kind, h, content).is_some() || (kind == Kind::CatchUp && v.cups.contains_key(&h)) {
+                        continue;
+                    }
+                    if kind == Kind::Beacon && *content != self.beacon(h - 1).expect("tip").hash() {
+                        continue;
+                    }
+                    let checked = vg.get(content);
+                    let unchecked = ug.get(content);
+                    let count = checked.map_or(0, |s| s.len()) + unchecked.map_or(0, |s| s.iter().filter(|(i, _)| checked.is_none_or(|c| !c.contains_key(i))).count());
+                    if count < needed {
+                        continue;
+                    }
+                    // Own share first, then checked shares, then unchecked ones.
+                    let mut chosen: Vec<(NodeIndex, Sig, bool)> = Vec::with_capacity(needed);
+                    let mut ordered: Vec<(NodeIndex, Sig, bool)> = checked.into_iter().flatten().map(|(i, s)| (*i, *s, true)).collect();
+                    ordered.sort_by_key(|(i, _, _)| (*i != self.me, *i));
+                    ordered.extend(unchecked.into_iter().flatten().map(|(i, s)| (*i, *s, false)));
+                    for entry in ordered {
+                        if chosen.len() < needed && !chosen.iter().any(|(i, _, _)| *i == entry.0) {
+                            chosen.push(entry);
+                        }
+                    }
+                    let msg = kind.message(h, content);
+                    let shares: Vec<(NodeIndex, Sig)> = chosen.iter().map(|(i, s, _)| (*i, *s)).collect();
+                    let mut signers: Vec<NodeIndex> = shares.iter().map(|(i, _)| *i).collect();
+                    signers.sort_unstable();
+                    let combined = self.crypto.combine(kind, &msg, &shares);
+                    self.count(|s| s.verified_aggregates += 1);
+                    let is_multi = matches!(kind, Kind::Notarization | Kind::Finalization);
+                    let named = if is_multi { signers } else { Vec::new() };
+                    if let Some(sig) = combined.filter(|sig| self.crypto.verify_aggregate(kind, &named, &msg, sig)) {
+                        let aggregate = Aggregate { kind, height: h, content: *content, signers: named, sig };
+                        if kind == Kind::CatchUp {
+                            match self.cup_from(&aggregate) {
+                                Some(cup) => return vec![Change::Create(Created::Cup(Arc::new(cup)))],
+                                None => continue,
+                            }
+                        }
+                        return vec![Change::Create(Created::Aggregate(aggregate))];
+                    }
+                    // Someone's share is bad: check the unchecked ones singly.
+                    if chosen.iter().all(|(_, _, checked)| *checked) {
+                        continue;
+                    }
+                    return chosen
+                        .iter()
+                        .filter(|(_, _, checked)| !checked)
+                        .map(|(i, sig, _)| {
+                            let share = Share { kind, height: h, content: *content, signer: *i, sig: *sig };
+                            self.count(|s| s.verified_shares += 1);
+                            if self.crypto.verify_share(kind, *i, &msg, sig) {
+                                Change::ValidateShare(share)
+                            } else {
+                                Change::DropShare(share)
+                            }
+                        })
+                        .collect();
+                }
+            }
+        }
+        Vec::new()
+    }
+
+    /// Forgets what can no longer matter: runs after the component loop when finality or the
+    /// catch-up package moved.
+    fn purge(&mut self) {
+        if self.purged_at == (self.finalized_height, self.cup.height()) {
+            return;
+        }
+        self.purged_at = (self.finalized_height, self.cup.height());
+        let f = self.finalized_height;
+        for kind in [Kind::Notarization, Kind::Finalization] {
+            self.pool.apply(&Change::PurgeKindBelow(kind, f + 1));
+        }
+        self.pool.apply(&Change::PurgeKindBelow(Kind::Beacon, self.beacon_tip() + 1));
+        self.pool.apply(&Change::PurgeKindBelow(Kind::Certification, self.certified_height + 1));
+        let stale: Vec<(Height, Hash)> =
+            self.pool.unvalidated.proposals.range(..=f).flat_map(|(h, m)| m.keys().map(move |k| (*h, *k))).collect();
+        for (h, hash) in stale {
+            self.pool.apply(&Change::DropProposal(h, hash));
+        }
+        self.round_start = self.round_start.split_off(&(f + 1));
+        // Ingress: block times only grow, so what expired before the finalized block's time
+        // can never be included again.
+        let time = self.finalized_time();
+        self.ingress.remove_expired(time);
+        self.finalized_ingress.retain(|_, expiry| *expiry >= time);
+        // Keep one interval behind the newest catch-up package, for nodes catching up by blocks.
+        let keep_from = self.cup.height().saturating_sub(self.config.dkg_interval).max(self.base_height);
+        if keep_from > self.base_height && keep_from <= f {
+            self.pool.apply(&Change::PurgeBelow(keep_from));
+            self.notarized_cache.set(None);
+            self.chain = self.chain.split_off(&keep_from);
+            self.base_height = keep_from;
+        }
+        if self.invalid.len() > 10_000 {
+            self.invalid.clear();
+        }
+    }
+
+    // ----- finality and delivery -----
+
+    /// Delivers, in order, every block a validated finalization proves (with its ancestors).
+    fn deliver_finalized(&mut self, _now: Time) {
+        let v = &self.pool.validated;
+        let Some(top) = v
+            .aggregates
+            .range((Kind::Finalization, self.finalized_height + 1)..=(Kind::Finalization, Height::MAX))
+            .rev()
+            .flat_map(|((_, h), m)| m.keys().map(move |b| (*h, *b)))
+            .find(|(h, b)| v.proposal(*h, b).is_some())
+        else {
+            return;
+        };
+        let mut blocks = Vec::new();
+        let (mut h, mut hash) = top;
+        while h > self.finalized_height {
+            let Some(p) = v.proposal(h, &hash) else { return };
+            blocks.push(p.clone());
+            hash = p.block.parent;
+            h -= 1;
+        }
+        if Some(&hash) != self.chain.get(&self.finalized_height) {
+            return;
+        }
+        for p in blocks.into_iter().rev() {
+            let h = p.block.height;
+            let Some(beacon) = self.beacon(h) else { return };
+            let ingress = p.payload.clone().unwrap_or_default();
+            for i in &ingress {
+                let id = i.id();
+                self.ingress.remove(&id);
+                self.requests.remove(&ArtifactId::Ingress(id));
+            }
+            for (id, i) in p.block.ingress.iter().zip(&ingress) {
+                let expiry = self.ingress_check.expiry(&i.bytes).unwrap_or(Time::MAX);
+                self.finalized_ingress.insert(*id, expiry);
+            }
+            self.chain.insert(h, p.block.hash());
+            self.finalized_height = h;
+            let randomness = Sha256::digest(beacon.hash()).into();
+            self.outputs.push_back(Output::Deliver(Batch { height: h, block: p.block.clone(), beacon, randomness, ingress }));
+        }
+    }
+
+    // ----- gossip -----
+
+    fn broadcast(&mut self, artifact: Artifact) {
+        let artifact = self.maybe_corrupt(artifact);
+        let message = match artifact.id() {
+            Some(id) if artifact.wire_size() > self.config.push_limit => Message::Advert(id),
+            _ => Message::Push(artifact),
+        };
+        self.outputs.push_back(Output::Send { to: None, message });
+    }
+
+    fn send_proposal(&mut self, to: Option<NodeIndex>, p: &Arc<Proposal>) {
+        let wire = if self.config.strip_blocks { Arc::new(p.stripped()) } else { p.clone() };
+        let artifact = Artifact::Proposal(wire);
+        let message = if artifact.wire_size() > self.config.push_limit {
+            Message::Advert(ArtifactId::Block(p.block.hash()))
+        } else {
+            Message::Push(self.maybe_corrupt(artifact))
+        };
+        self.outputs.push_back(Output::Send { to, message });
+    }
+
+    fn maybe_corrupt(&self, artifact: Artifact) -> Artifact {
+        if !self.config.malice.corrupt_signatures {
+            return artifact;
+        }
+        match artifact {
+            Artifact::Share(mut s) => {
+                s.sig[7] ^= 0x55;
+                Artifact::Share(s)
+            }
+            Artifact::Aggregate(mut a) => {
+                a.sig[7] ^= 0x55;
+                Artifact::Aggregate(a)
+            }
+            other => other,
+        }
+    }
+
+    /// The bouncer: keeps what may still matter, drops the rest. Returns whether the pools
+    /// changed.
+    fn receive(&mut self, now: Time, from: NodeIndex, artifact: Artifact) -> bool {
+        let notarized = self.notarized_height();
+        let max_ahead = self.config.max_ahead;
+        let too_far = |h: Height| h > notarized + max_ahead;
+        match artifact {
+            Artifact::Ingress(ingress) => self.take_ingress(ingress),
+            Artifact::Proposal(p) => {
+                let (h, hash) = (p.block.height, p.block.hash());
+                self.requests.remove(&ArtifactId::Block(hash));
+                if h <= self.finalized_height || too_far(h) || self.invalid.contains(&hash) || p.block.maker >= self.n {
+                    return false;
+                }
+                if self.pool.validated.proposal(h, &hash).is_some() || self.pool.unvalidated.proposal(h, &hash).is_some() {
+                    return false;
+                }
+                if let Some(payload) = &p.payload {
+                    for ingress in payload {
+                        self.take_ingress(ingress.clone());
+                    }
+                }
+                let stripped = Arc::new(p.stripped());
+                self.pool.unvalidated.proposals.entry(h).or_default().insert(hash, stripped);
+                self.pool.proposal_senders.insert(hash, from);
+                true
+            }
+            Artifact::Share(s) => {
+                if s.signer >= self.n || s.signer == self.me || self.is_stale(s.kind, s.height) || too_far(s.height) {
+                    return false;
+                }
+                if self.pool.validated.has_share(&s) || self.pool.validated.aggregate(s.kind, s.height, &s.content).is_some() {
+                    return false;
+                }
+                // An honest node signs at most f+1 contents of a kind per height (one per rank).
+                let u = &mut self.pool.unvalidated;
+                if u.signed_by(s.kind, s.height, s.signer).len() > self.f + 1 {
+                    return false;
+                }
+                let signers = u.shares.entry((s.kind, s.height)).or_default().entry(s.content).or_default();
+                signers.insert(s.signer, s.sig) != Some(s.sig)
+            }
+            Artifact::Aggregate(a) => {
+                if self.is_stale(a.kind, a.height) || self.pool.validated.aggregate(a.kind, a.height, &a.content).is_some() {
+                    return false;
+                }
+                if a.kind == Kind::Finalization && a.height > notarized + 1 {
+                    self.request_catch_up(now, from);
+                }
+                if too_far(a.height) {
+                    return false;
+                }
+                let pending = self.pool.unvalidated.aggregates.entry((a.kind, a.height)).or_default();
+                if pending.contains_key(&a.content) {
+                    return false;
+                }
+                pending.insert(a.content, a);
+                true
+            }
+            Artifact::Cup(cup) => {
+                if cup.height() > self.cup.height() {
+                    if cup.height() > self.finalized_height {
+                        self.request_catch_up(now, from);
+                    }
+                    self.pool.unvalidated.cups.insert(cup.height(), cup);
+                    return true;
+                }
+                false
+            }
+        }
+    }
+
+    fn take_ingress(&mut self, ingress: Arc<Ingress>) -> bool {
+        let id = ingress.id();
+        self.requests.remove(&ArtifactId::Ingress(id));
+        if self.ingress.contains(&id) || self.finalized_ingress.contains_key(&id) || self.ingress.len() >= self.config.max_ingress_pool {
+            return false;
+        }
+        match self.ingress_check.expiry(&ingress.bytes) {
+            Ok(expiry) => self.ingress.insert(id, ingress, expiry),
+            Err(_) => false,
+        }
+    }
+
+    fn wants(&self, id: &ArtifactId) -> bool {
+        match id {
+            ArtifactId::Ingress(id) => {
+                !self.ingress.contains(id) && !self.finalized_ingress.contains_key(id) && self.ingress.len() < self.config.max_ingress_pool
+            }
+            ArtifactId::Block(hash) => !self.invalid.contains(hash) && self.find_proposal(hash).is_none(),
+        }
+    }
+
+    fn fetch(&mut self, now: Time, id: ArtifactId, from: NodeIndex) {
+        if let Some(pending) = self.requests.get_mut(&id) {
+            if !pending.peers.contains(&from) {
+                pending.peers.push(from);
+            }
+            return;
+        }
+        self.requests.insert(id, Pending { peers: vec![from], attempts: 1, next_at: now + FETCH_BACKOFF_MIN });
+        self.outputs.push_back(Output::Send { to: Some(from), message: Message::Request(id) });
+    }
+
+    /// Asks again, each time another peer, backing off from 250 ms to 60 s.
+    fn retry_fetches(&mut self, now: Time) {
+        let (n, me) = (self.n, self.me);
+        let mut sends = Vec::new();
+        self.requests.retain(|id, p| {
+            if p.next_at > now {
+                return true;
+            }
+            if p.attempts >= FETCH_ATTEMPTS {
+                return false;
+            }
+            // First the peers that advertised it, then everyone in turn.
+            let k = p.attempts as usize;
+            let peer = if k < p.peers.len() { p.peers[k] } else { (p.peers[0] + k) % n };
+            let peer = if peer == me { (peer + 1) % n } else { peer };
+            sends.push(Output::Send { to: Some(peer), message: Message::Request(*id) });
+            let backoff = (FETCH_BACKOFF_MIN << p.attempts.min(10)).min(FETCH_BACKOFF_MAX);
+            p.attempts += 1;
+            p.next_at = now + backoff;
+            true
+        });
+        self.outputs.extend(sends);
+    }
+
+    fn serve(&mut self, to: NodeIndex, id: ArtifactId) {
+        match id {
+            ArtifactId::Ingress(id) => {
+                let found = self.ingress.get(&id).cloned().or_else(|| {
+                    // Recently finalized: look in the blocks that hold it.
+                    let v = &self.pool.validated;
+                    v.proposals.range(self.finalized_height.saturating_sub(20)..).flat_map(|(_, m)| m.values()).find_map(|p| {
+                        let i = p.block.ingress.iter().position(|x| *x == id)?;
+                        p.payload.as_ref()?.get(i).cloned()
+                    })
+                });
+                if let Some(ingress) = found {
+                    self.outputs.push_back(Output::Send { to: Some(to), message: Message::Push(Artifact::Ingress(ingress)) });
+                }
+            }
+            ArtifactId::Block(hash) => {
+                if let Some(p) = self.find_proposal(&hash).filter(|p| p.block.height > self.base_height) {
+                    let wire = if self.config.strip_blocks { Arc::new(p.stripped()) } else { p };
+                    self.outputs.push_back(Output::Send { to: Some(to), message: Message::Push(Artifact::Proposal(wire)) });
+                }
+            }
+        }
+    }
+
+    fn find_proposal(&self, hash: &Hash) -> Option<Arc<Proposal>> {
+        [&self.pool.validated, &self.pool.unvalidated]
+            .iter()
+            .find_map(|s| s.proposals.values().rev().find_map(|m| m.get(hash)).cloned())
+    }
+
+    /// Re-sends this node's latest artifacts when nothing has moved for a while (lost messages,
+    /// healed partitions, restarted peers).
+    fn rebroadcast(&mut self) {
+        let f = self.finalized_height;
+        let mut again: Vec<Artifact> = Vec::new();
+        let v = &self.pool.validated;
+        for ((kind, h), groups) in &v.shares {
+            if *h > f || (*kind == Kind::Certification && *h > self.certified_height) || *kind == Kind::CatchUp {
+                for (content, signers) in groups {
+                    if let Some(sig) = signers.get(&self.me) {
+                        again.push(Artifact::Share(Share { kind: *kind, height: *h, content: *content, signer: self.me, sig: *sig }));
+                    }
+                }
+            }
+        }
+        let own_blocks: Vec<Arc<Proposal>> = v.proposals.range(f + 1..).flat_map(|(_, m)| m.values()).filter(|p| p.block.maker == self.me).cloned().collect();
+        for (kind, from) in [(Kind::Notarization, f + 1), (Kind::Finalization, f), (Kind::Beacon, self.beacon_tip()), (Kind::Certification, self.certified_height)] {
+            for ((_, h), m) in v.aggregates.range((kind, from)..=(kind, Height::MAX)) {
+                if *h > self.base_height {
+                    again.extend(m.values().map(|a| Artifact::Aggregate(a.clone())));
+                }
+            }
+        }
+        if let Some(cup) = v.cups.values().next_back() {
+            again.push(Artifact::Cup(cup.clone()));
+        }
+        for p in own_blocks {
+            self.send_proposal(None, &p);
+        }
+        for artifact in again {
+            self.outputs.push_back(Output::Send { to: None, message: Message::Push(self.maybe_corrupt(artifact)) });
+        }
+    }
+
+    fn request_catch_up(&mut self, now: Time, from: NodeIndex) {
+        if self.last_catch_up_request.is_some_and(|t| now < t + FETCH_BACKOFF_MIN * 2) {
+            return;
+        }
+        self.last_catch_up_request = Some(now);
+        self.outputs.push_back(Output::Send { to: Some(from), message: Message::CatchUpRequest { finalized: self.finalized_height } });
+    }
+
+    fn serve_catch_up(&mut self, to: NodeIndex, from: Height) {
+        if from >= self.finalized_height {
+            return;
+        }
+        if from < self.base_height {
+            if let Some(cup) = self.pool.validated.cups.values().next_back() {
+                self.outputs.push_back(Output::Send { to: Some(to), message: Message::Push(Artifact::Cup(cup.clone())) });
+            }
+            return;
+        }
+        let v = &self.pool.validated;
+        // The highest finalization we hold proves the chain below it.
+        let Some(((_, top), m)) = v.aggregates.range((Kind::Finalization, from + 1)..=(Kind::Finalization, self.finalized_height)).next_back() else { return };
+        let top = (*top).min(from + CATCH_UP_MAX_BLOCKS as Height);
+        let Some(finalization) = m.values().find(|a| self.chain.get(&a.height) == Some(&a.content)).cloned() else { return };
+        if finalization.height != top || finalization.signers.is_empty() {
+            return;
+        }
+        let mut blocks = Vec::new();
+        let mut beacons = Vec::new();
+        for h in from + 1..=top {
+            let (Some(hash), Some(beacon)) = (self.chain.get(&h), self.beacon(h)) else { return };
+            let Some(p) = v.proposal(h, hash) else { return };
+            blocks.push(p.clone());
+            beacons.push(beacon);
+        }
+        let catch_up = CatchUp { blocks, beacons, finalization };
+        self.outputs.push_back(Output::Send { to: Some(to), message: Message::CatchUp(Arc::new(catch_up)) });
+    }
+
+    /// Takes finalized blocks from a peer: the finalization proves the top block, parent hashes
+    /// the rest, and the top beacon's signature the chain of beacons.
+    fn apply_catch_up(&mut self, c: &CatchUp) {
+        let f = self.finalized_height;
+        let a = &c.finalization;
+        if a.kind != Kind::Finalization || a.height <= f || c.blocks.len() as Height != a.height - f || c.beacons.len() != c.blocks.len() {
+            return;
+        }
+        let mut parent = self.chain[&f];
+        let mut beacon_parent = match self.beacon(f) {
+            Some(b) => b.hash(),
+            None => return,
+        };
+        for (i, (p, beacon)) in c.blocks.iter().zip(&c.beacons).enumerate() {
+            let h = f + 1 + i as Height;
+            let payload_ok = p.payload.as_ref().is_some_and(|v| v.len() == p.block.ingress.len() && v.iter().zip(&p.block.ingress).all(|(i, id)| i.id() == *id));
+            if p.block.height != h || p.block.parent != parent || beacon.height != h || beacon.parent != beacon_parent || !payload_ok {
+                return;
+            }
+            parent = p.block.hash();
+            beacon_parent = beacon.hash();
+        }
+        if parent != a.content || !self.check_aggregate(a) {
+            return;
+        }
+        let last = c.beacons.last().expect("at least one block");
+        self.count(|s| s.verified_aggregates += 1);
+        if !self.crypto.verify_aggregate(Kind::Beacon, &[], &Kind::Beacon.message(last.height, &last.parent), &last.sig) {
+            return;
+        }
+        for (p, beacon) in c.blocks.iter().zip(&c.beacons) {
+            self.pool.apply(&Change::ValidateProposal(p.clone()));
+            let b = Aggregate { kind: Kind::Beacon, height: beacon.height, content: beacon.parent, signers: Vec::new(), sig: beacon.sig };
+            self.pool.apply(&Change::ValidateAggregate(b));
+        }
+        self.pool.apply(&Change::ValidateAggregate(a.clone()));
+        self.notarized_cache.set(None);
+    }
+
+    // ----- helpers -----
+
+    fn share(&self, kind: Kind, height: Height, content: Hash) -> Change {
+        let sig = self.crypto.sign_share(kind, &kind.message(height, &content));
+        Change::Create(Created::Share(Share { kind, height, content, signer: self.me, sig }))
+    }
+
+    fn proposal(&self, block: Block, payload: Vec<Arc<Ingress>>) -> Change {
+        let signature = self.crypto.sign_proposal(&Proposal::signed_bytes(&block.hash()));
+        Change::Create(Created::Proposal(Arc::new(Proposal { block, signature, payload: Some(payload) })))
+    }
+
+    fn check_aggregate(&self, a: &Aggregate) -> bool {
+        let is_multi = matches!(a.kind, Kind::Notarization | Kind::Finalization);
+        if is_multi {
+            let distinct: BTreeSet<&NodeIndex> = a.signers.iter().collect();
+            if distinct.len() != a.signers.len() || a.signers.len() < threshold(self.n, a.kind) {
+                return false;
+            }
+        } else if !a.signers.is_empty() {
+            return false;
+        }
+        self.count(|s| s.verified_aggregates += 1);
+        self.crypto.verify_aggregate(a.kind, &a.signers, &a.kind.message(a.height, &a.content), &a.sig)
+    }
+
+    fn is_stale(&self, kind: Kind, height: Height) -> bool {
+        match kind {
+            Kind::Beacon => height <= self.beacon_tip(),
+            Kind::Notarization | Kind::Finalization => height <= self.finalized_height,
+            Kind::Certification => height <= self.certified_height,
+            Kind::CatchUp => height <= self.cup.height(),
+        }
+    }
+
+    fn beacon(&self, height: Height) -> Option<Beacon> {
+        self.pool.validated.aggregates_at(Kind::Beacon, height).next().map(Beacon::from)
+    }
+
+    fn beacon_tip(&self) -> Height {
+        self.pool.validated.aggregates.range((Kind::Beacon, 0)..=(Kind::Beacon, Height::MAX)).next_back().map_or(0, |((_, h), _)| *h)
+    }
+
+    fn finalized_time(&self) -> Time {
+        let h = self.finalized_height;
+        self.chain.get(&h).and_then(|hash| self.pool.validated.proposal(h, hash)).map_or(0, |p| p.block.time)
+    }
+
+    /// The rank of `node` at `height` (from the beacon of `height − 1`), if it is a block maker.
+    fn rank(&self, height: Height, node: NodeIndex) -> Option<u32> {
+        let beacon = self.beacon(height - 1)?;
+        let mut cache = self.ranking_cache.borrow_mut();
+        if cache.as_ref().is_none_or(|(h, _)| *h != height) {
+            *cache = Some((height, ranking(&beacon, self.n)));
+        }
+        let rank = cache.as_ref().expect("just set").1[node];
+        (rank as usize <= self.f).then_some(rank)
+    }
+
+    /// `initial_notary_delay + rank × unit_delay`, growing 1.5× for each height notarization
+    /// runs ahead of finalization beyond the usual one (not for rank 0), so a lagging
+    /// finalization gets time to catch up.
+    fn notary_delay(&self, rank: u32, gap: Height) -> Time {
+        let base = self.config.initial_notary_delay + self.config.unit_delay * u64::from(rank);
+        if rank == 0 {
+            return base;
+        }
+        let g = gap.saturating_sub(1).min(12) as u32;
+        base * 3u64.pow(g) / 2u64.pow(g)
+    }
+
+    /// Ingress already in the unfinalized ancestors of a block on top of `parent`.
+    fn ancestor_ingress(&self, parent: &Block) -> HashSet<Hash> {
+        let mut taken = HashSet::new();
+        let mut block = parent.clone();
+        while block.height > self.finalized_height {
+            taken.extend(block.ingress.iter().copied());
+            match self.pool.validated.proposal(block.height - 1, &block.parent) {
+                Some(p) => block = p.block.clone(),
+                None => break,
+            }
+        }
+        taken
+    }
+
+    fn cup_content(&self, h: Height) -> Option<Hash> {
+        let block = self.chain.get(&h)?;
+        let beacon = self.beacon(h)?;
+        let state = self.pool.validated.aggregates_at(Kind::Certification, h).next()?.content;
+        Some(Cup::content_hash(block, &beacon.hash(), &state))
+    }
+
+    fn cup_from(&self, a: &Aggregate) -> Option<Cup> {
+        let h = a.height;
+        if self.cup_content(h)? != a.content {
+            return None;
+        }
+        let block = self.pool.validated.proposal(h, self.chain.get(&h)?)?.block.clone();
+        let state_hash = self.pool.validated.aggregates_at(Kind::Certification, h).next()?.content;
+        Some(Cup { block, beacon: self.beacon(h)?, state_hash, sig: a.sig })
+    }
+
+    fn check_proposal(&self, now: Time, p: &Proposal) -> Check {
+        let b = &p.block;
+        let h = b.height;
+        let Some(parent) = self.pool.validated.proposal(h - 1, &b.parent) else { return Check::Later };
+        if self.pool.validated.aggregate(Kind::Notarization, h - 1, &b.parent).is_none() {
+            return Check::Later;
+        }
+        match self.rank(h, b.maker) {
+            Some(rank) if rank == b.rank => {}
+            Some(_) | None => return Check::Invalid("not the maker's rank"),
+        }
+        if b.time <= parent.block.time {
+            return Check::Invalid("block time not after its parent's");
+        }
+        if b.time > now + self.config.max_time_drift {
+            return Check::Later;
+        }
+        if b.ingress.len() > self.config.max_block_ingress {
+            return Check::Invalid("too many ingress messages");
+        }
+        let missing: Vec<ArtifactId> = b.ingress.iter().filter(|id| self.ingress.get(id).is_none()).map(|id| ArtifactId::Ingress(*id)).collect();
+        if !missing.is_empty() {
+            return Check::Missing(missing);
+        }
+        let taken = self.ancestor_ingress(&parent.block);
+        let mut seen = HashSet::new();
+        let mut bytes = 0;
+        let mut payload = Vec::with_capacity(b.ingress.len());
+        for (id, ingress, expiry) in b.ingress.iter().filter_map(|id| self.ingress.entry(id).map(|(i, e)| (id, i, e))) {
+            if expiry < b.time || taken.contains(id) || self.finalized_ingress.contains_key(id) || !seen.insert(*id) {
+                return Check::Invalid("expired or repeated ingress");
+            }
+            bytes += ingress.bytes.len();
+            payload.push(ingress.clone());
+        }
+        if bytes > self.config.max_block_bytes {
+            return Check::Invalid("payload too large");
+        }
+        self.count(|s| s.verified_proposals += 1);
+        if !self.crypto.verify_proposal(b.maker, &Proposal::signed_bytes(&b.hash()), &p.signature) {
+            return Check::Invalid("bad maker signature");
+        }
+        Check::Valid(Arc::new(Proposal { block: b.clone(), signature: p.signature, payload: Some(payload) }))
+    }
+}
+
+enum Check {
+    Valid(Arc<Proposal>),
+    /// Why, for whoever debugs a rejection.
+    Invalid(#[allow(dead_code)] &'static str),
+    Missing(Vec<ArtifactId>),
+    Later,
+}
+
+/// The block-maker ranking of a round: a shuffle of the nodes seeded by the beacon. Returns
+/// each node's rank.
+pub fn ranking(beacon: &Beacon, n: usize) -> Vec<u32> {
+    let seed: [u8; 32] = Sha256::new().chain_update(b"tabnet-ranking").chain_update(beacon.hash()).finalize().into();
+    let mut state = u64::from_be_bytes(seed[..8].try_into().expect("8 bytes"));
+    let mut next = || {
+        state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = state;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    };
+    let mut order: Vec<usize> = (0..n).collect();
+    for i in (1..n).rev() {
+        let j = (next() % (i as u64 + 1)) as usize;
+        order.swap(i, j);
+    }
+    let mut rank = vec![0u32; n];
+    for (r, node) in order.into_iter().enumerate() {
+        rank[node] = r as u32;
+    }
+    rank
+}

@@ -1,0 +1,657 @@
+//! The subnet in the deterministic simulator: n consensus nodes, each with a small deterministic
+//! state machine standing in for execution, clients submitting ingress, faults scheduled from
+//! the seed, and the safety and liveness invariants checked after every step.
+//!
+//! A [`Scenario`] has a one-line text form; a failing run prints the command that replays it.
+
+use std::cell::RefCell;
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::fmt;
+use std::rc::Rc;
+use std::str::FromStr;
+use std::sync::Arc;
+
+use sha2::{Digest, Sha256};
+use tabnet_sim::{Network, Node, Outbox, Partition, Simulation};
+
+use crate::artifact::{Artifact, Beacon, Block, Hash, Height, Ingress, Kind, NodeIndex, Share, Time};
+use crate::crypto::{faults_tolerated, Crypto, SimCrypto, SimKeys};
+use crate::node::{Batch, Config, ConsensusNode, CryptoStats, IngressCheck, Malice, Message, Output, Start};
+
+/// What a faulty node does.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Fault {
+    /// Crashes at a seeded time and stays down.
+    Crash,
+    /// Crashes, and restarts from what it persisted a while later.
+    Restart,
+    /// Runs but never sends anything.
+    Silent,
+    /// Signs two blocks whenever it is a block maker.
+    Equivocate,
+    /// Notarizes (and finalizes) every block it sees.
+    NotarizeAll,
+    /// Every signature it sends is spoiled.
+    BadSignatures,
+    /// Re-sends old messages.
+    Replay,
+    /// Sends junk shares and ingress, many per second.
+    Flood,
+}
+
+impl Fault {
+    pub const ALL: [Fault; 8] =
+        [Fault::Crash, Fault::Restart, Fault::Silent, Fault::Equivocate, Fault::NotarizeAll, Fault::BadSignatures, Fault::Replay, Fault::Flood];
+    fn name(self) -> &'static str {
+        match self {
+            Fault::Crash => "crash",
+            Fault::Restart => "restart",
+            Fault::Silent => "silent",
+            Fault::Equivocate => "equivocate",
+            Fault::NotarizeAll => "notarize-all",
+            Fault::BadSignatures => "bad-signatures",
+            Fault::Replay => "replay",
+            Fault::Flood => "flood",
+        }
+    }
+    /// Whether the node stays honest in what it signs (a crashed or restarted node does).
+    fn honest(self) -> bool {
+        matches!(self, Fault::Crash | Fault::Restart)
+    }
+}
+
+/// One simulated run, fully determined by its fields.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Scenario {
+    pub seed: u64,
+    pub nodes: usize,
+    /// One entry per faulty node; which nodes are faulty comes from the seed.
+    pub faults: Vec<Fault>,
+    /// Virtual milliseconds to run.
+    pub duration: Time,
+    pub min_delay: Time,
+    pub max_delay: Time,
+    pub loss_per_million: u32,
+    pub duplicate_per_million: u32,
+    /// Cut the subnet in two for a seeded stretch of the run, then heal.
+    pub partition: bool,
+    /// Ingress messages submitted per virtual second (to random nodes).
+    pub ingress_per_second: u64,
+    pub unit_delay: Time,
+    pub initial_notary_delay: Time,
+    pub dkg_interval: Height,
+    pub strip_blocks: bool,
+}
+
+impl Scenario {
+    /// A synchronous, fault-free run of `nodes` nodes.
+    pub fn new(seed: u64, nodes: usize) -> Self {
+        Scenario {
+            seed,
+            nodes,
+            faults: Vec::new(),
+            duration: 20_000,
+            min_delay: 10,
+            max_delay: 50,
+            loss_per_million: 0,
+            duplicate_per_million: 0,
+            partition: false,
+            ingress_per_second: 50,
+            unit_delay: 300,
+            initial_notary_delay: 50,
+            dkg_interval: 50,
+            strip_blocks: true,
+        }
+    }
+
+    /// Whether the network is synchronous (no loss, no partition): then liveness is checked too.
+    pub fn synchronous(&self) -> bool {
+        self.loss_per_million == 0 && !self.partition
+    }
+
+    /// The command that replays this run.
+    pub fn replay_command(&self) -> String {
+        format!("TABNET_SIM='{self}' cargo test --release -p tabnet-consensus --test simulation replay -- --nocapture")
+    }
+}
+
+impl fmt::Display for Scenario {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let faults: Vec<&str> = self.faults.iter().map(|x| x.name()).collect();
+        write!(
+            f,
+            "seed={} nodes={} faults={} duration={} delay={}..{} loss={} duplicate={} partition={} ingress={} unit={} notary={} interval={} strip={}",
+            self.seed,
+            self.nodes,
+            if faults.is_empty() { "none".to_string() } else { faults.join(",") },
+            self.duration,
+            self.min_delay,
+            self.max_delay,
+            self.loss_per_million,
+            self.duplicate_per_million,
+            self.partition,
+            self.ingress_per_second,
+            self.unit_delay,
+            self.initial_notary_delay,
+            self.dkg_interval,
+            self.strip_blocks
+        )
+    }
+}
+
+impl FromStr for Scenario {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let mut sc = Scenario::new(0, 4);
+        for word in s.split_whitespace() {
+            let (key, value) = word.split_once('=').ok_or_else(|| format!("`{word}` is not key=value"))?;
+            let num = |v: &str| v.parse::<u64>().map_err(|e| format!("{key}: {e}"));
+            match key {
+                "seed" => sc.seed = num(value)?,
+                "nodes" => sc.nodes = num(value)? as usize,
+                "faults" if value == "none" => sc.faults.clear(),
+                "faults" => {
+                    sc.faults = value
+                        .split(',')
+                        .map(|name| Fault::ALL.into_iter().find(|f| f.name() == name).ok_or_else(|| format!("no fault `{name}`")))
+                        .collect::<Result<_, _>>()?
+                }
+                "duration" => sc.duration = num(value)?,
+                "delay" => {
+                    let (a, b) = value.split_once("..").ok_or("delay=MIN..MAX")?;
+                    (sc.min_delay, sc.max_delay) = (num(a)?, num(b)?);
+                }
+                "loss" => sc.loss_per_million = num(value)? as u32,
+                "duplicate" => sc.duplicate_per_million = num(value)? as u32,
+                "partition" => sc.partition = value == "true",
+                "ingress" => sc.ingress_per_second = num(value)?,
+                "unit" => sc.unit_delay = num(value)?,
+                "notary" => sc.initial_notary_delay = num(value)?,
+                "interval" => sc.dkg_interval = num(value)?,
+                "strip" => sc.strip_blocks = value == "true",
+                _ => return Err(format!("unknown key `{key}`")),
+            }
+        }
+        Ok(sc)
+    }
+}
+
+/// The simulator's ingress: 8 bytes of expiry (ms, big-endian), then anything.
+struct SimIngressCheck;
+
+impl IngressCheck for SimIngressCheck {
+    fn expiry(&self, bytes: &[u8]) -> Result<Time, String> {
+        let head: [u8; 8] = bytes.get(..8).and_then(|b| b.try_into().ok()).ok_or("shorter than 8 bytes")?;
+        Ok(Time::from_be_bytes(head))
+    }
+}
+
+fn sim_ingress(expiry: Time, nonce: u64) -> Ingress {
+    let mut bytes = expiry.to_be_bytes().to_vec();
+    bytes.extend_from_slice(&nonce.to_be_bytes());
+    bytes.extend_from_slice(&[0xAB; 48]);
+    Ingress { bytes }
+}
+
+/// A deterministic state machine in place of execution: the state hash chains every executed
+/// message and each batch's height, time and randomness.
+#[derive(Clone, Default)]
+struct StateMachine {
+    hash: Hash,
+    height: Height,
+}
+
+impl StateMachine {
+    fn execute(&mut self, batch: &Batch) {
+        let mut h = Sha256::new();
+        h.update(self.hash);
+        h.update(batch.height.to_be_bytes());
+        h.update(batch.block.time.to_be_bytes());
+        h.update(batch.randomness);
+        for i in &batch.ingress {
+            h.update(i.id());
+        }
+        self.hash = h.finalize().into();
+        self.height = batch.height;
+    }
+}
+
+/// What a node keeps across a crash: its state, the block and beacon it reached, and what it signed.
+#[derive(Clone)]
+struct Disk {
+    state: StateMachine,
+    block: Block,
+    beacon: Beacon,
+    signed: Vec<Artifact>,
+}
+
+/// What nodes report to the checker.
+enum Event {
+    Proposed { node: NodeIndex, height: Height, block: Hash, rank: u32, time: Time },
+    Finalized { node: NodeIndex, batch: Batch, time: Time },
+    StateHash { node: NodeIndex, height: Height, hash: Hash },
+    Certified { node: NodeIndex, height: Height, hash: Hash },
+    Sent { node: NodeIndex, bytes: u64, proposal_bytes: u64 },
+}
+
+type Log = Rc<RefCell<Vec<Event>>>;
+
+struct SimNode {
+    consensus: ConsensusNode,
+    state: StateMachine,
+    disk: Disk,
+    fault: Option<Fault>,
+    log: Log,
+    measure_bytes: bool,
+    /// (Replay) what it sent, to send again.
+    sent: Vec<Message>,
+    junk: u64,
+    peers: u64,
+}
+
+impl SimNode {
+    fn pump(&mut self, now: Time, out: &mut Outbox<Message>) {
+        let me = self.consensus.me();
+        while let Some(output) = self.consensus.poll() {
+            match output {
+                Output::Send { to, message } => {
+                    if self.fault == Some(Fault::Silent) {
+                        continue;
+                    }
+                    if self.measure_bytes {
+                        let mut buf = Vec::new();
+                        ciborium::into_writer(&message, &mut buf).expect("messages serialize");
+                        let copies = if to.is_some() { 1 } else { self.peers };
+                        let proposal = matches!(&message, Message::Push(Artifact::Proposal(_)) | Message::CatchUp(_))
+                            || matches!(&message, Message::Push(Artifact::Ingress(_)) if to.is_some());
+                        let bytes = buf.len() as u64 * copies;
+                        self.log.borrow_mut().push(Event::Sent { node: me, bytes, proposal_bytes: if proposal { bytes } else { 0 } });
+                    }
+                    if self.fault == Some(Fault::Replay) && self.sent.len() < 2_000 {
+                        self.sent.push(message.clone());
+                    }
+                    match to {
+                        Some(to) => out.send(to, message),
+                        None => out.broadcast(message),
+                    }
+                }
+                Output::Deliver(batch) => {
+                    self.state.execute(&batch);
+                    let (height, hash) = (batch.height, self.state.hash);
+                    self.disk.state = self.state.clone();
+                    self.disk.block = batch.block.clone();
+                    self.disk.beacon = batch.beacon.clone();
+                    self.disk.signed.retain(|a| signed_height(a) > height);
+                    let mut log = self.log.borrow_mut();
+                    log.push(Event::Finalized { node: me, batch, time: now });
+                    log.push(Event::StateHash { node: me, height, hash });
+                    drop(log);
+                    self.consensus.on_executed(now, height, hash);
+                }
+                Output::Persist(artifact) => {
+                    if let Artifact::Proposal(p) = &artifact {
+                        let e = Event::Proposed { node: me, height: p.block.height, block: p.block.hash(), rank: p.block.rank, time: now };
+                        self.log.borrow_mut().push(e);
+                    }
+                    self.disk.signed.push(artifact);
+                }
+                Output::Certified { height, state_hash, .. } => {
+                    self.log.borrow_mut().push(Event::Certified { node: me, height, hash: state_hash });
+                }
+                Output::StateSyncNeeded(_) => {}
+            }
+        }
+        if let Some(at) = self.consensus.next_wake(now) {
+            out.wake_at(at);
+        }
+    }
+
+    /// Replay and flood faults act on every wake-up.
+    fn misbehave(&mut self, now: Time, out: &mut Outbox<Message>) {
+        match self.fault {
+            Some(Fault::Replay) if !self.sent.is_empty() => {
+                for k in 0..5 {
+                    let i = (now as usize / 7 + k * 31) % self.sent.len();
+                    out.broadcast(self.sent[i].clone());
+                }
+                out.wake_at(now + 50);
+            }
+            Some(Fault::Flood) => {
+                let h = self.consensus.notarized_height() + 1;
+                for k in 0..20u64 {
+                    self.junk += 1;
+                    let kind = Kind::ALL[(self.junk % 5) as usize];
+                    let content: Hash = Sha256::digest(self.junk.to_be_bytes()).into();
+                    let share = Share { kind, height: h + k % 3, content, signer: (self.junk as usize) % 64, sig: [7; 48] };
+                    out.broadcast(Message::Push(Artifact::Share(share)));
+                    out.broadcast(Message::Push(Artifact::Ingress(Arc::new(sim_ingress(now + 1_000, u64::MAX - self.junk)))));
+                }
+                out.wake_at(now + 50);
+            }
+            _ => {}
+        }
+    }
+}
+
+fn signed_height(a: &Artifact) -> Height {
+    match a {
+        Artifact::Proposal(p) => p.block.height,
+        Artifact::Share(s) => s.height,
+        _ => 0,
+    }
+}
+
+impl Node for SimNode {
+    type Message = Message;
+    fn on_message(&mut self, now: Time, from: NodeIndex, message: Message, out: &mut Outbox<Message>) {
+        self.consensus.on_message(now, from, message);
+        self.pump(now, out);
+    }
+    fn on_wake(&mut self, now: Time, out: &mut Outbox<Message>) {
+        self.consensus.on_timer(now);
+        self.pump(now, out);
+        self.misbehave(now, out);
+    }
+}
+
+/// What a run showed.
+#[derive(Clone, Debug, Default)]
+pub struct Report {
+    pub scenario: String,
+    /// Invariant violations (empty when the run is correct).
+    pub violations: Vec<String>,
+    /// Lowest and highest finalized height among honest nodes that were up at the end.
+    pub finalized_min: Height,
+    pub finalized_max: Height,
+    pub certified_min: Height,
+    pub ingress_submitted: u64,
+    pub ingress_executed: u64,
+    /// Per finalized block and honest node: (finalization time − proposal time, the block's rank).
+    pub latency_from_proposal: Vec<(Time, u32)>,
+    /// The ranks of finalized blocks.
+    pub finalized_ranks: Vec<u32>,
+    pub crypto: CryptoStats,
+    pub messages_delivered: u64,
+    pub bytes_sent: u64,
+    pub proposal_bytes_sent: u64,
+    pub wall_seconds: f64,
+}
+
+impl Report {
+    pub fn ok(&self) -> bool {
+        self.violations.is_empty()
+    }
+}
+
+/// Checks the invariants as events arrive.
+struct Checker {
+    honest: Vec<bool>,
+    finalized: BTreeMap<Height, Hash>,
+    states: BTreeMap<Height, Hash>,
+    certified: BTreeMap<Height, Hash>,
+    executed: Vec<HashSet<Hash>>,
+    proposed: HashMap<Hash, Time>,
+    report: Report,
+}
+
+impl Checker {
+    fn take(&mut self, log: &Log) {
+        for event in log.borrow_mut().drain(..) {
+            match event {
+                Event::Proposed { block, time, .. } => {
+                    self.proposed.entry(block).or_insert(time);
+                }
+                Event::Finalized { node, batch, time } => {
+                    let hash = batch.block.hash();
+                    let honest = self.honest[node];
+                    if honest {
+                        match self.finalized.get(&batch.height) {
+                            Some(other) if *other != hash => self.report.violations.push(format!(
+                                "node {node} finalized {} at height {}, another honest node {}",
+                                hex(&hash),
+                                batch.height,
+                                hex(other)
+                            )),
+                            Some(_) => {}
+                            None => {
+                                self.finalized.insert(batch.height, hash);
+                                self.report.finalized_ranks.push(batch.block.rank);
+                            }
+                        }
+                        if let Some(p) = self.proposed.get(&hash) {
+                            self.report.latency_from_proposal.push((time - p, batch.block.rank));
+                        }
+                    }
+                    for ingress in &batch.ingress {
+                        let id = ingress.id();
+                        let expiry = SimIngressCheck.expiry(&ingress.bytes).unwrap_or(0);
+                        if expiry < batch.block.time {
+                            self.report.violations.push(format!("node {node}: expired ingress {} executed at height {}", hex(&id), batch.height));
+                        }
+                        if !self.executed[node].insert(id) {
+                            self.report.violations.push(format!("node {node}: ingress {} executed twice (height {})", hex(&id), batch.height));
+                        }
+                    }
+                }
+                Event::StateHash { node, height, hash } => {
+                    if self.honest[node] {
+                        let first = *self.states.entry(height).or_insert(hash);
+                        if first != hash {
+                            self.report.violations.push(format!("node {node}: state hash at height {height} differs"));
+                        }
+                    }
+                }
+                Event::Certified { node, height, hash } => {
+                    if self.honest[node] {
+                        let first = *self.certified.entry(height).or_insert(hash);
+                        if first != hash {
+                            self.report.violations.push(format!("node {node}: certified a different state at height {height}"));
+                        }
+                        if self.states.get(&height).is_some_and(|s| *s != hash) {
+                            self.report.violations.push(format!("node {node}: certified state at height {height} is not the executed one"));
+                        }
+                    }
+                }
+                Event::Sent { bytes, proposal_bytes, .. } => {
+                    self.report.bytes_sent += bytes;
+                    self.report.proposal_bytes_sent += proposal_bytes;
+                }
+            }
+            if self.report.violations.len() > 20 {
+                self.report.violations.truncate(20);
+            }
+        }
+    }
+}
+
+fn hex(h: &Hash) -> String {
+    h[..6].iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// SplitMix64 for the scenario's own choices (which nodes fail, when, who gets ingress).
+struct Choices(u64);
+
+impl Choices {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n.max(1)
+    }
+}
+
+enum Action {
+    Submit { node: NodeIndex, nonce: u64 },
+    Crash(NodeIndex),
+    Restart(NodeIndex),
+}
+
+/// Runs a scenario to its end, checking the invariants after every step.
+pub fn run(scenario: &Scenario, measure_bytes: bool) -> Report {
+    let started = std::time::Instant::now();
+    let n = scenario.nodes;
+    let f = faults_tolerated(n);
+    let mut choices = Choices(scenario.seed ^ 0x5EED);
+    // Which nodes are faulty, and how.
+    let mut order: Vec<NodeIndex> = (0..n).collect();
+    for i in (1..n).rev() {
+        order.swap(i, choices.below(i as u64 + 1) as usize);
+    }
+    let mut fault_of: Vec<Option<Fault>> = vec![None; n];
+    for (k, fault) in scenario.faults.iter().enumerate().take(n) {
+        fault_of[order[k]] = Some(*fault);
+    }
+    let keys = SimKeys::new(n, scenario.seed);
+    let subnet_seed: Hash = Sha256::digest(scenario.seed.to_be_bytes()).into();
+    let config_of = |fault: Option<Fault>| Config {
+        unit_delay: scenario.unit_delay,
+        initial_notary_delay: scenario.initial_notary_delay,
+        dkg_interval: scenario.dkg_interval,
+        rebroadcast_interval: 1_000,
+        strip_blocks: scenario.strip_blocks,
+        malice: Malice {
+            equivocate: fault == Some(Fault::Equivocate),
+            notarize_everything: fault == Some(Fault::NotarizeAll),
+            corrupt_signatures: fault == Some(Fault::BadSignatures),
+        },
+        ..Config::default()
+    };
+    let log: Log = Rc::new(RefCell::new(Vec::new()));
+    let make = |i: NodeIndex, disk: Disk| -> SimNode {
+        let crypto: Arc<dyn Crypto> = Arc::new(SimCrypto::new(i, keys.clone()));
+        let start = Start { block: disk.block.clone(), beacon: disk.beacon.clone(), state_hash: disk.state.hash, signed: disk.signed.clone() };
+        SimNode {
+            consensus: ConsensusNode::new(config_of(fault_of[i]), crypto, Arc::new(SimIngressCheck), start),
+            state: disk.state.clone(),
+            disk,
+            fault: fault_of[i],
+            log: log.clone(),
+            measure_bytes,
+            sent: Vec::new(),
+            junk: 0,
+            peers: (n - 1) as u64,
+        }
+    };
+    let genesis = Start::genesis(&subnet_seed);
+    let genesis_disk = Disk { state: StateMachine::default(), block: genesis.block, beacon: genesis.beacon, signed: Vec::new() };
+    let nodes: Vec<SimNode> = (0..n).map(|i| make(i, genesis_disk.clone())).collect();
+    let mut network = Network {
+        min_delay: scenario.min_delay,
+        max_delay: scenario.max_delay,
+        loss_per_million: scenario.loss_per_million,
+        duplicate_per_million: scenario.duplicate_per_million,
+        partitions: Vec::new(),
+    };
+    let d = scenario.duration;
+    if scenario.partition {
+        let from = d / 5 + choices.below(d / 5);
+        let side = (0..n).filter(|_| choices.below(2) == 0).collect();
+        network.partitions.push(Partition { from, until: from + d / 5, side });
+    }
+    // The schedule: client submissions, crashes, restarts.
+    let mut actions: Vec<(Time, Action)> = Vec::new();
+    let submissions = scenario.ingress_per_second * d / 1_000;
+    for k in 0..submissions {
+        actions.push((choices.below(d * 3 / 4), Action::Submit { node: choices.below(n as u64) as usize, nonce: k }));
+    }
+    for (i, fault) in fault_of.iter().enumerate() {
+        match fault {
+            Some(Fault::Crash) => actions.push((d / 10 + choices.below(d / 3), Action::Crash(i))),
+            Some(Fault::Restart) => {
+                let at = d / 10 + choices.below(d / 3);
+                actions.push((at, Action::Crash(i)));
+                actions.push((at + 1_000 + choices.below(d / 4), Action::Restart(i)));
+            }
+            _ => {}
+        }
+    }
+    actions.sort_by_key(|(t, _)| *t);
+    let mut sim = Simulation::new(scenario.seed, network, nodes);
+    let mut checker = Checker {
+        honest: fault_of.iter().map(|f| f.is_none_or(Fault::honest)).collect(),
+        finalized: BTreeMap::new(),
+        states: BTreeMap::new(),
+        certified: BTreeMap::new(),
+        executed: vec![HashSet::new(); n],
+        proposed: HashMap::new(),
+        report: Report { scenario: scenario.to_string(), ..Report::default() },
+    };
+    let mut submitted: Vec<Hash> = Vec::new();
+    let mut disks: Vec<Option<Disk>> = vec![None; n];
+    let mut actions = actions.into_iter().peekable();
+    loop {
+        let next_action = actions.peek().map(|(t, _)| *t).unwrap_or(d);
+        match sim.next_time() {
+            Some(t) if t <= next_action && t <= d => {
+                sim.step();
+                if !log.borrow().is_empty() {
+                    checker.take(&log);
+                }
+                continue;
+            }
+            _ => {}
+        }
+        let Some((at, action)) = actions.next() else { break };
+        sim.run_until(at.saturating_sub(1));
+        match action {
+            Action::Submit { node, nonce } => {
+                let ingress = sim_ingress(at + 60_000, nonce);
+                submitted.push(ingress.id());
+                sim.act(node, |node, now, out| {
+                    let _ = node.consensus.submit_ingress(now, ingress);
+                    node.pump(now, out);
+                });
+            }
+            Action::Crash(i) => disks[i] = sim.crash(i).map(|node| node.disk),
+            Action::Restart(i) => {
+                if let Some(disk) = disks[i].take() {
+                    sim.restart(i, make(i, disk));
+                }
+            }
+        }
+        checker.take(&log);
+    }
+    sim.run_until(d);
+    checker.take(&log);
+    let mut report = checker.report;
+    report.ingress_submitted = submitted.len() as u64;
+    let up_honest: Vec<&SimNode> = sim.nodes().filter(|(i, _)| fault_of[*i].is_none()).map(|(_, node)| node).collect();
+    report.finalized_min = up_honest.iter().map(|n| n.consensus.finalized_height()).min().unwrap_or(0);
+    report.finalized_max = up_honest.iter().map(|n| n.consensus.finalized_height()).max().unwrap_or(0);
+    report.certified_min = up_honest.iter().map(|n| n.consensus.certified_height()).min().unwrap_or(0);
+    report.ingress_executed = submitted.iter().filter(|id| checker.executed.iter().any(|e| e.contains(*id))).count() as u64;
+    for node in &up_honest {
+        let s = node.consensus.crypto_stats();
+        report.crypto.signed += s.signed;
+        report.crypto.verified_shares += s.verified_shares;
+        report.crypto.verified_aggregates += s.verified_aggregates;
+        report.crypto.verified_proposals += s.verified_proposals;
+    }
+    report.messages_delivered = sim.stats.delivered;
+    // Liveness: with at most f faulty nodes on a synchronous network, finality keeps rising and
+    // every submitted message executes.
+    let faulty = scenario.faults.len();
+    if faulty <= f && scenario.synchronous() {
+        let round = 3 * scenario.max_delay + scenario.initial_notary_delay + (faulty as u64) * scenario.unit_delay * 2;
+        let expected = (d / round.max(1) / 4).max(5);
+        if report.finalized_min < expected {
+            report.violations.push(format!("liveness: honest nodes finalized only {} heights (expected ≥ {expected})", report.finalized_min));
+        }
+        if report.ingress_executed < report.ingress_submitted && !scenario.faults.iter().any(|f| matches!(f, Fault::Crash | Fault::Restart | Fault::Silent)) {
+            report.violations.push(format!("liveness: {} of {} submitted messages executed", report.ingress_executed, report.ingress_submitted));
+        }
+    }
+    report.wall_seconds = started.elapsed().as_secs_f64();
+    report
+}
+
+/// Runs a scenario and panics with the replay command if an invariant broke.
+pub fn check(scenario: &Scenario) -> Report {
+    let report = run(scenario, false);
+    assert!(report.ok(), "invariants broken:\n  {}\nreplay with:\n  {}", report.violations.join("\n  "), scenario.replay_command());
+    report
+}
