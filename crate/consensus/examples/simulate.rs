@@ -3,6 +3,7 @@
 //!   cargo run --release -p tabnet-consensus --example simulate -- 'seed=1 nodes=13 faults=crash,equivocate'
 //!   cargo run --release -p tabnet-consensus --example simulate -- --soak 600   # random scenarios for 600 s
 //!   … -- --bytes 'seed=1 nodes=4'   # also count the bytes sent (CBOR, as the native transport sends them)
+//!   … -- --figures                  # finality latency, simulator speed, bytes per block, crypto cost
 //!
 //! Each line is a scenario (see `Scenario`'s text form); a broken invariant prints the replay
 //! command and exits with status 1.
@@ -28,8 +29,54 @@ fn show(r: &Report) {
     );
 }
 
+fn median(mut v: Vec<u64>) -> u64 {
+    v.sort_unstable();
+    v.get(v.len() / 2).copied().unwrap_or(0)
+}
+
+/// The figures, measured in the simulator.
+fn figures() {
+    let sc = |s: &str| -> Scenario { s.parse().unwrap() };
+    println!("== finality latency (virtual; every message takes δ = 100 ms, no notary delay, unit delay 1000 ms)");
+    let base = "seed=5 nodes=4 delay=100..100 notary=0 unit=1000 duration=30000";
+    for (label, line, rank) in [("honest rank-0 maker", base.to_string(), 0), ("rank 0 crashed, rank 1 makes", format!("{base} faults=crash"), 1)] {
+        let r = run(&sc(&line), false);
+        let lat: Vec<u64> = r.latency.iter().filter(|l| l.rank == rank).map(|l| l.from_round_start).collect();
+        println!("  {label}: median {} ms from round start = {:.1} δ (+ {} × unit) over {} blocks", median(lat.clone()), (median(lat) - 1000 * rank as u64) as f64 / 100.0, rank, r.latency.iter().filter(|l| l.rank == rank).count());
+    }
+    println!("== simulator speed (one core; delays 10..50 ms, 20 ingress/s)");
+    for n in [4, 13, 40] {
+        let r = run(&sc(&format!("seed=1 nodes={n} duration=30000 ingress=20")), false);
+        println!("  n = {n:2}: {} rounds in {:.2} s = {:.0} rounds/s ({} messages)", r.finalized_max, r.wall_seconds, r.finalized_max as f64 / r.wall_seconds, r.messages_delivered);
+    }
+    println!("== bytes sent per node per finalized block (CBOR; n = 4, 200 ingress/s of 300 bytes)");
+    for strip in [true, false] {
+        let r = run(&sc(&format!("seed=2 nodes=4 duration=20000 ingress=200 size=300 strip={strip}")), true);
+        let per = |b: u64| b / 4 / r.finalized_min.max(1);
+        println!("  strip={strip}: {} bytes/node/block, of which proposals and fetched ingress {} ({} blocks)", per(r.bytes_sent), per(r.proposal_bytes_sent), r.finalized_min);
+    }
+    println!("== crypto per finalized height and node (real BLS12-381 + Ed25519, this machine)");
+    for n in [4, 13] {
+        let r = run(&sc(&format!("seed=3 nodes={n} duration=6000 crypto=bls")), false);
+        let per = (n as u64 * r.finalized_min.max(1)) as f64;
+        let c = r.crypto;
+        println!(
+            "  n = {n:2}: {:.1} ms/height/node; per height and node: {:.1} signed, {:.1} aggregates checked, {:.2} shares checked singly, {:.1} proposals checked",
+            r.crypto_ms / per,
+            c.signed as f64 / per,
+            c.verified_aggregates as f64 / per,
+            c.verified_shares as f64 / per,
+            c.verified_proposals as f64 / per
+        );
+    }
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.first().map(String::as_str) == Some("--figures") {
+        figures();
+        return;
+    }
     if args.first().map(String::as_str) == Some("--soak") {
         let seconds: u64 = args.get(1).and_then(|s| s.parse().ok()).unwrap_or(60);
         let started = std::time::Instant::now();

@@ -282,6 +282,10 @@ impl ConsensusNode {
             .find(|(h, blocks)| blocks.keys().any(|b| self.pool.validated.aggregate(Kind::Notarization, **h, b).is_some()))
             .map_or(self.finalized_height, |(h, _)| *h)
     }
+    /// When this node's round for `height` began (kept until the height is finalized).
+    pub fn round_started(&self, height: Height) -> Option<Time> {
+        self.round_start.get(&height).copied()
+    }
     pub fn certified_height(&self) -> Height {
         self.certified_height
     }
@@ -435,7 +439,9 @@ impl ConsensusNode {
     }
 
     fn created(&mut self, created: Created) {
-        self.count(|s| s.signed += 1);
+        if matches!(created, Created::Proposal(_) | Created::Share(_)) {
+            self.count(|s| s.signed += 1);
+        }
         match created {
             Created::Proposal(p) => {
                 self.outputs.push_back(Output::Persist(Artifact::Proposal(p.clone())));
@@ -853,6 +859,7 @@ impl ConsensusNode {
 
     // ----- gossip -----
 
+    /// Small artifacts are pushed; big ones (ingress over `push_limit`) advertised.
     fn broadcast(&mut self, artifact: Artifact) {
         let artifact = self.maybe_corrupt(artifact);
         let message = match artifact.id() {
@@ -862,15 +869,11 @@ impl ConsensusNode {
         self.outputs.push_back(Output::Send { to: None, message });
     }
 
+    /// Proposals are latency-critical: pushed whole, whatever their size (stripped of their
+    /// ingress unless configured otherwise).
     fn send_proposal(&mut self, to: Option<NodeIndex>, p: &Arc<Proposal>) {
         let wire = if self.config.strip_blocks { Arc::new(p.stripped()) } else { p.clone() };
-        let artifact = Artifact::Proposal(wire);
-        let message = if artifact.wire_size() > self.config.push_limit {
-            Message::Advert(ArtifactId::Block(p.block.hash()))
-        } else {
-            Message::Push(self.maybe_corrupt(artifact))
-        };
-        self.outputs.push_back(Output::Send { to, message });
+        self.outputs.push_back(Output::Send { to, message: Message::Push(Artifact::Proposal(wire)) });
     }
 
     fn maybe_corrupt(&self, artifact: Artifact) -> Artifact {

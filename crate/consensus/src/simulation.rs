@@ -9,13 +9,15 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt;
 use std::rc::Rc;
 use std::str::FromStr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Instant;
 use std::sync::Arc;
 
 use sha2::{Digest, Sha256};
 use tabnet_sim::{Network, Node, Outbox, Partition, Simulation};
 
 use crate::artifact::{Artifact, Beacon, Block, Hash, Height, Ingress, Kind, NodeIndex, Share, Time};
-use crate::crypto::{faults_tolerated, Crypto, SimCrypto, SimKeys};
+use crate::crypto::{deal, faults_tolerated, BlsCrypto, Crypto, SimCrypto, SimKeys};
 use crate::node::{Batch, Config, ConsensusNode, CryptoStats, IngressCheck, Malice, Message, Output, Start};
 
 /// What a faulty node does.
@@ -75,12 +77,15 @@ pub struct Scenario {
     pub duplicate_per_million: u32,
     /// Cut the subnet in two for a seeded stretch of the run, then heal.
     pub partition: bool,
-    /// Ingress messages submitted per virtual second (to random nodes).
+    /// Ingress messages submitted per virtual second (to random nodes), and their size.
     pub ingress_per_second: u64,
+    pub ingress_size: usize,
     pub unit_delay: Time,
     pub initial_notary_delay: Time,
     pub dkg_interval: Height,
     pub strip_blocks: bool,
+    /// Sign and verify with real BLS12-381 and Ed25519 (slow; for the crypto-cost figure).
+    pub real_crypto: bool,
 }
 
 impl Scenario {
@@ -97,10 +102,12 @@ impl Scenario {
             duplicate_per_million: 0,
             partition: false,
             ingress_per_second: 50,
+            ingress_size: 64,
             unit_delay: 300,
             initial_notary_delay: 50,
             dkg_interval: 50,
             strip_blocks: true,
+            real_crypto: false,
         }
     }
 
@@ -120,7 +127,7 @@ impl fmt::Display for Scenario {
         let faults: Vec<&str> = self.faults.iter().map(|x| x.name()).collect();
         write!(
             f,
-            "seed={} nodes={} faults={} duration={} delay={}..{} loss={} duplicate={} partition={} ingress={} unit={} notary={} interval={} strip={}",
+            "seed={} nodes={} faults={} duration={} delay={}..{} loss={} duplicate={} partition={} ingress={} size={} unit={} notary={} interval={} strip={}{}",
             self.seed,
             self.nodes,
             if faults.is_empty() { "none".to_string() } else { faults.join(",") },
@@ -131,10 +138,12 @@ impl fmt::Display for Scenario {
             self.duplicate_per_million,
             self.partition,
             self.ingress_per_second,
+            self.ingress_size,
             self.unit_delay,
             self.initial_notary_delay,
             self.dkg_interval,
-            self.strip_blocks
+            self.strip_blocks,
+            if self.real_crypto { " crypto=bls" } else { "" }
         )
     }
 }
@@ -165,10 +174,12 @@ impl FromStr for Scenario {
                 "duplicate" => sc.duplicate_per_million = num(value)? as u32,
                 "partition" => sc.partition = value == "true",
                 "ingress" => sc.ingress_per_second = num(value)?,
+                "size" => sc.ingress_size = num(value)?.max(16) as usize,
                 "unit" => sc.unit_delay = num(value)?,
                 "notary" => sc.initial_notary_delay = num(value)?,
                 "interval" => sc.dkg_interval = num(value)?,
                 "strip" => sc.strip_blocks = value == "true",
+                "crypto" => sc.real_crypto = value == "bls",
                 _ => return Err(format!("unknown key `{key}`")),
             }
         }
@@ -186,10 +197,10 @@ impl IngressCheck for SimIngressCheck {
     }
 }
 
-fn sim_ingress(expiry: Time, nonce: u64) -> Ingress {
+fn sim_ingress(expiry: Time, nonce: u64, size: usize) -> Ingress {
     let mut bytes = expiry.to_be_bytes().to_vec();
     bytes.extend_from_slice(&nonce.to_be_bytes());
-    bytes.extend_from_slice(&[0xAB; 48]);
+    bytes.resize(size.max(16), 0xAB);
     Ingress { bytes }
 }
 
@@ -227,11 +238,12 @@ struct Disk {
 
 /// What nodes report to the checker.
 enum Event {
-    Proposed { node: NodeIndex, height: Height, block: Hash, rank: u32, time: Time },
+    /// A block was made; its maker's round had begun at `round_start`.
+    Proposed { block: Hash, time: Time, round_start: Time },
     Finalized { node: NodeIndex, batch: Batch, time: Time },
     StateHash { node: NodeIndex, height: Height, hash: Hash },
     Certified { node: NodeIndex, height: Height, hash: Hash },
-    Sent { node: NodeIndex, bytes: u64, proposal_bytes: u64 },
+    Sent { bytes: u64, proposal_bytes: u64 },
 }
 
 type Log = Rc<RefCell<Vec<Event>>>;
@@ -265,7 +277,7 @@ impl SimNode {
                         let proposal = matches!(&message, Message::Push(Artifact::Proposal(_)) | Message::CatchUp(_))
                             || matches!(&message, Message::Push(Artifact::Ingress(_)) if to.is_some());
                         let bytes = buf.len() as u64 * copies;
-                        self.log.borrow_mut().push(Event::Sent { node: me, bytes, proposal_bytes: if proposal { bytes } else { 0 } });
+                        self.log.borrow_mut().push(Event::Sent { bytes, proposal_bytes: if proposal { bytes } else { 0 } });
                     }
                     if self.fault == Some(Fault::Replay) && self.sent.len() < 2_000 {
                         self.sent.push(message.clone());
@@ -290,7 +302,8 @@ impl SimNode {
                 }
                 Output::Persist(artifact) => {
                     if let Artifact::Proposal(p) = &artifact {
-                        let e = Event::Proposed { node: me, height: p.block.height, block: p.block.hash(), rank: p.block.rank, time: now };
+                        let round_start = self.consensus.round_started(p.block.height).unwrap_or(now);
+                        let e = Event::Proposed { block: p.block.hash(), time: now, round_start };
                         self.log.borrow_mut().push(e);
                     }
                     self.disk.signed.push(artifact);
@@ -324,7 +337,7 @@ impl SimNode {
                     let content: Hash = Sha256::digest(self.junk.to_be_bytes()).into();
                     let share = Share { kind, height: h + k % 3, content, signer: (self.junk as usize) % 64, sig: [7; 48] };
                     out.broadcast(Message::Push(Artifact::Share(share)));
-                    out.broadcast(Message::Push(Artifact::Ingress(Arc::new(sim_ingress(now + 1_000, u64::MAX - self.junk)))));
+                    out.broadcast(Message::Push(Artifact::Ingress(Arc::new(sim_ingress(now + 1_000, u64::MAX - self.junk, 64)))));
                 }
                 out.wake_at(now + 50);
             }
@@ -354,6 +367,57 @@ impl Node for SimNode {
     }
 }
 
+/// How long a block took to be finalized at one node (virtual ms).
+#[derive(Clone, Copy, Debug)]
+pub struct Latency {
+    pub rank: u32,
+    pub from_proposal: Time,
+    /// From the start of its maker's round (a rank-r maker waits r × unit_delay first).
+    pub from_round_start: Time,
+}
+
+/// Real crypto that adds up the time it takes (for the crypto-cost figure; never asserted).
+struct TimedCrypto {
+    inner: BlsCrypto,
+    nanos: Arc<AtomicU64>,
+}
+
+impl TimedCrypto {
+    fn timed<T>(&self, f: impl FnOnce(&BlsCrypto) -> T) -> T {
+        let started = Instant::now();
+        let out = f(&self.inner);
+        self.nanos.fetch_add(started.elapsed().as_nanos() as u64, Ordering::Relaxed);
+        out
+    }
+}
+
+impl Crypto for TimedCrypto {
+    fn nodes(&self) -> usize {
+        self.inner.nodes()
+    }
+    fn me(&self) -> NodeIndex {
+        self.inner.me()
+    }
+    fn sign_proposal(&self, msg: &[u8]) -> [u8; 64] {
+        self.timed(|c| c.sign_proposal(msg))
+    }
+    fn verify_proposal(&self, maker: NodeIndex, msg: &[u8], sig: &[u8; 64]) -> bool {
+        self.timed(|c| c.verify_proposal(maker, msg, sig))
+    }
+    fn sign_share(&self, kind: Kind, msg: &[u8]) -> crate::artifact::Sig {
+        self.timed(|c| c.sign_share(kind, msg))
+    }
+    fn verify_share(&self, kind: Kind, signer: NodeIndex, msg: &[u8], sig: &crate::artifact::Sig) -> bool {
+        self.timed(|c| c.verify_share(kind, signer, msg, sig))
+    }
+    fn combine(&self, kind: Kind, msg: &[u8], shares: &[(NodeIndex, crate::artifact::Sig)]) -> Option<crate::artifact::Sig> {
+        self.timed(|c| c.combine(kind, msg, shares))
+    }
+    fn verify_aggregate(&self, kind: Kind, signers: &[NodeIndex], msg: &[u8], sig: &crate::artifact::Sig) -> bool {
+        self.timed(|c| c.verify_aggregate(kind, signers, msg, sig))
+    }
+}
+
 /// What a run showed.
 #[derive(Clone, Debug, Default)]
 pub struct Report {
@@ -366,11 +430,13 @@ pub struct Report {
     pub certified_min: Height,
     pub ingress_submitted: u64,
     pub ingress_executed: u64,
-    /// Per finalized block and honest node: (finalization time − proposal time, the block's rank).
-    pub latency_from_proposal: Vec<(Time, u32)>,
+    /// Per finalized block and honest node.
+    pub latency: Vec<Latency>,
     /// The ranks of finalized blocks.
     pub finalized_ranks: Vec<u32>,
     pub crypto: CryptoStats,
+    /// Wall time all nodes spent signing and verifying (real crypto only), ms.
+    pub crypto_ms: f64,
     pub messages_delivered: u64,
     pub bytes_sent: u64,
     pub proposal_bytes_sent: u64,
@@ -390,7 +456,8 @@ struct Checker {
     states: BTreeMap<Height, Hash>,
     certified: BTreeMap<Height, Hash>,
     executed: Vec<HashSet<Hash>>,
-    proposed: HashMap<Hash, Time>,
+    /// Each block's proposal time and its maker's round start.
+    proposed: HashMap<Hash, (Time, Time)>,
     report: Report,
 }
 
@@ -398,8 +465,8 @@ impl Checker {
     fn take(&mut self, log: &Log) {
         for event in log.borrow_mut().drain(..) {
             match event {
-                Event::Proposed { block, time, .. } => {
-                    self.proposed.entry(block).or_insert(time);
+                Event::Proposed { block, time, round_start } => {
+                    self.proposed.entry(block).or_insert((time, round_start));
                 }
                 Event::Finalized { node, batch, time } => {
                     let hash = batch.block.hash();
@@ -418,8 +485,8 @@ impl Checker {
                                 self.report.finalized_ranks.push(batch.block.rank);
                             }
                         }
-                        if let Some(p) = self.proposed.get(&hash) {
-                            self.report.latency_from_proposal.push((time - p, batch.block.rank));
+                        if let Some((proposed, round_start)) = self.proposed.get(&hash) {
+                            self.report.latency.push(Latency { rank: batch.block.rank, from_proposal: time - proposed, from_round_start: time - round_start });
                         }
                     }
                     for ingress in &batch.ingress {
@@ -492,7 +559,7 @@ enum Action {
 
 /// Runs a scenario to its end, checking the invariants after every step.
 pub fn run(scenario: &Scenario, measure_bytes: bool) -> Report {
-    let started = std::time::Instant::now();
+    let started = Instant::now();
     let n = scenario.nodes;
     let f = faults_tolerated(n);
     let mut choices = Choices(scenario.seed ^ 0x5EED);
@@ -506,6 +573,13 @@ pub fn run(scenario: &Scenario, measure_bytes: bool) -> Report {
         fault_of[order[k]] = Some(*fault);
     }
     let keys = SimKeys::new(n, scenario.seed);
+    let crypto_time = Arc::new(AtomicU64::new(0));
+    let dealt = scenario.real_crypto.then(|| {
+        let mut seed = [0u8; 32];
+        seed[..8].copy_from_slice(&scenario.seed.to_be_bytes());
+        let (public, secrets) = deal(n, &seed);
+        (Arc::new(public), secrets)
+    });
     let subnet_seed: Hash = Sha256::digest(scenario.seed.to_be_bytes()).into();
     let config_of = |fault: Option<Fault>| Config {
         unit_delay: scenario.unit_delay,
@@ -522,7 +596,13 @@ pub fn run(scenario: &Scenario, measure_bytes: bool) -> Report {
     };
     let log: Log = Rc::new(RefCell::new(Vec::new()));
     let make = |i: NodeIndex, disk: Disk| -> SimNode {
-        let crypto: Arc<dyn Crypto> = Arc::new(SimCrypto::new(i, keys.clone()));
+        let crypto: Arc<dyn Crypto> = match &dealt {
+            Some((public, secrets)) => {
+                let inner = BlsCrypto::new(i, secrets[i].clone(), public.clone());
+                Arc::new(TimedCrypto { inner, nanos: crypto_time.clone() })
+            }
+            None => Arc::new(SimCrypto::new(i, keys.clone())),
+        };
         let start = Start { block: disk.block.clone(), beacon: disk.beacon.clone(), state_hash: disk.state.hash, signed: disk.signed.clone() };
         SimNode {
             consensus: ConsensusNode::new(config_of(fault_of[i]), crypto, Arc::new(SimIngressCheck), start),
@@ -599,7 +679,7 @@ pub fn run(scenario: &Scenario, measure_bytes: bool) -> Report {
         sim.run_until(at.saturating_sub(1));
         match action {
             Action::Submit { node, nonce } => {
-                let ingress = sim_ingress(at + 60_000, nonce);
+                let ingress = sim_ingress(at + 60_000, nonce, scenario.ingress_size);
                 submitted.push(ingress.id());
                 sim.act(node, |node, now, out| {
                     let _ = node.consensus.submit_ingress(now, ingress);
@@ -632,6 +712,7 @@ pub fn run(scenario: &Scenario, measure_bytes: bool) -> Report {
         report.crypto.verified_proposals += s.verified_proposals;
     }
     report.messages_delivered = sim.stats.delivered;
+    report.crypto_ms = crypto_time.load(Ordering::Relaxed) as f64 / 1e6;
     // Liveness: with at most f faulty nodes on a synchronous network, finality keeps rising and
     // every submitted message executes.
     let faulty = scenario.faults.len();

@@ -77,3 +77,27 @@ fn replay() {
     println!("{report:#?}");
     assert!(report.ok(), "{}", report.violations.join("\n"));
 }
+
+/// Latencies (virtual ms, from the maker's round start) of the blocks of `rank` finalized.
+fn latencies(scenario: &Scenario, rank: u32) -> Vec<u64> {
+    let report = check(scenario);
+    let mut v: Vec<u64> = report.latency.iter().filter(|l| l.rank == rank).map(|l| l.from_round_start).collect();
+    v.sort_unstable();
+    v
+}
+
+#[test]
+fn finality_takes_three_message_delays_and_a_unit_more_when_rank_0_is_down() {
+    // A synchronous network (every message takes exactly δ) and no notary delay.
+    let delta = 100;
+    let unit = 1_000;
+    let base: Scenario = format!("seed=5 nodes=4 delay={delta}..{delta} notary=0 unit={unit} duration=30000").parse().unwrap();
+    let rank0 = latencies(&base, 0);
+    assert!(rank0.len() > 50);
+    assert_eq!(rank0[rank0.len() / 2], 3 * delta, "propose, notarize, finalize");
+    // One node crashes; at the heights where it is the rank-0 maker, rank 1 steps in.
+    let crashed = Scenario { faults: vec![Fault::Crash], ..base };
+    let rank1 = latencies(&crashed, 1);
+    assert!(!rank1.is_empty());
+    assert_eq!(rank1[rank1.len() / 2], unit + 3 * delta);
+}
