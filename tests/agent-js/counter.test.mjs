@@ -241,5 +241,8 @@ test('a node killed with SIGKILL under load keeps every update it answered', asy
   // Every certified reply survived; calls in flight at the crash may or may not have.
   assert.ok(count >= highest, `count ${count} after the crash, but ${highest} was answered`);
   assert.ok(count <= highest + 8n, `count ${count}: at most the 8 calls in flight beyond ${highest}`);
-  assert.equal(await c.inc(), count + 1n);
+  // The node takes calls again. (A call that was in flight may still land after the restart —
+  // in a subnet it may sit in a block that other nodes finalize later — so not exactly count + 1.)
+  const next = await c.inc();
+  assert.ok(next > count && next <= highest + 9n, `inc gave ${next} after ${count}`);
 });

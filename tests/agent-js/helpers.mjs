@@ -68,8 +68,15 @@ export class TabnetNode {
     this.stopping = false;
   }
 
-  /** Starts a node on a fresh temporary state directory (or `stateDir`), with extra flags. */
+  /**
+   * Starts a node on a fresh temporary state directory (or `stateDir`), with extra flags.
+   * With TABNET_NODES=N set, starts a subnet of N node processes instead and talks to node
+   * TABNET_NODE_INDEX (default 1) — the same tests then run against a replicated subnet.
+   */
   static async start(stateDir = mkdtempSync(join(tmpdir(), 'tabnet-agent-js-')), args = []) {
+    if (process.env.TABNET_NODES) {
+      return TabnetSubnet.start(Number(process.env.TABNET_NODES), stateDir, args, Number(process.env.TABNET_NODE_INDEX ?? 1));
+    }
     const node = new TabnetNode(stateDir, args);
     await node.#spawn();
     return node;
@@ -162,6 +169,135 @@ export class TabnetNode {
     await this.stop();
     rmSync(this.stateDir, { recursive: true, force: true });
   }
+}
+
+/** `count` consecutive TCP ports that were free a moment ago. */
+async function freePorts(count) {
+  for (let attempt = 0; attempt < 50; attempt++) {
+    const base = 20_000 + Math.floor(Math.random() * 40_000);
+    const free = await Promise.all(
+      Array.from({ length: count }, (_, k) =>
+        new Promise((ok) => {
+          const server = createServer();
+          server.unref();
+          server.once('error', () => ok(false));
+          server.listen(base + k, '127.0.0.1', () => server.close(() => ok(true)));
+        }),
+      ),
+    );
+    if (free.every(Boolean)) return base;
+  }
+  throw new Error(`no ${count} consecutive free ports`);
+}
+
+/**
+ * A subnet of `tabnet node` processes (made with `tabnet init-subnet`), with the interface of
+ * TabnetNode: `url` is the node the tests talk to; stop/kill/start act on every node;
+ * killNode/startNode on one.
+ */
+export class TabnetSubnet {
+  constructor(nodes, dir, args, index) {
+    this.nodes = nodes;
+    this.stateDir = dir;
+    this.args = args;
+    this.index = index;
+    this.processes = new Array(nodes).fill(null);
+    this.logs = new Array(nodes).fill('');
+    this.port = null;
+  }
+
+  static async start(nodes, dir = mkdtempSync(join(tmpdir(), 'tabnet-subnet-')), args = [], index = 0) {
+    const subnet = new TabnetSubnet(nodes, dir, args, index);
+    subnet.port = await freePorts(2 * nodes);
+    await run(tabnetBin(), ['init-subnet', '--nodes', String(nodes), '--port', String(subnet.port), '--dir', dir]);
+    await subnet.start();
+    return subnet;
+  }
+
+  get url() {
+    return this.nodeUrl(this.index);
+  }
+  nodeUrl(k) {
+    return `http://127.0.0.1:${this.port + k}`;
+  }
+  get log() {
+    return this.logs.map((l, k) => `--- node ${k}\n${l}`).join('\n');
+  }
+
+  async start() {
+    await Promise.all(this.processes.map((_, k) => this.startNode(k)));
+  }
+
+  /** Starts node `k` (on its state directory) and waits until it answers /api/v2/status. */
+  async startNode(k) {
+    const child = spawn(tabnetBin(), ['node', '--dir', this.stateDir, '--index', String(k), ...this.args], { stdio: ['ignore', 'pipe', 'pipe'] });
+    this.processes[k] = child;
+    const keep = (chunk) => {
+      this.logs[k] = (this.logs[k] + chunk.toString()).slice(-20_000);
+    };
+    child.stdout.on('data', keep);
+    child.stderr.on('data', keep);
+    let exited = null;
+    child.on('exit', (code, signal) => {
+      exited = { code, signal };
+    });
+    const deadline = Date.now() + 60_000;
+    while (Date.now() < deadline) {
+      if (exited) throw new Error(`node ${k} exited during start-up (${JSON.stringify(exited)}):\n${this.logs[k]}`);
+      try {
+        const res = await fetch(`${this.nodeUrl(k)}/api/v2/status`);
+        if (res.status === 200) {
+          // Ready once it has a certified state to answer from.
+          const status = Cbor.decode(new Uint8Array(await res.arrayBuffer()));
+          if (status.replica_health_status === 'healthy') return;
+        }
+      } catch {
+        // Not listening yet.
+      }
+      await sleep(100);
+    }
+    throw new Error(`node ${k} did not answer within 60 s:\n${this.logs[k]}`);
+  }
+
+  async #end(k, signal) {
+    const child = this.processes[k];
+    this.processes[k] = null;
+    if (!child || child.exitCode !== null || child.signalCode !== null) return;
+    const exited = new Promise((r) => child.once('exit', r));
+    child.kill(signal);
+    const timer = setTimeout(() => child.kill('SIGKILL'), 10_000);
+    await exited;
+    clearTimeout(timer);
+  }
+
+  /** Kills node `k` with SIGKILL, as a crash would. */
+  async killNode(k) {
+    await this.#end(k, 'SIGKILL');
+  }
+  async stop() {
+    await Promise.all(this.processes.map((_, k) => this.#end(k, 'SIGTERM')));
+  }
+  async kill() {
+    await Promise.all(this.processes.map((_, k) => this.#end(k, 'SIGKILL')));
+  }
+  async restart() {
+    await this.stop();
+    await this.start();
+  }
+  async destroy() {
+    await this.stop();
+    rmSync(this.stateDir, { recursive: true, force: true });
+  }
+}
+
+function run(bin, args) {
+  return new Promise((ok, fail) => {
+    const child = spawn(bin, args, { stdio: ['ignore', 'pipe', 'pipe'] });
+    let out = '';
+    child.stdout.on('data', (c) => (out += c));
+    child.stderr.on('data', (c) => (out += c));
+    child.on('exit', (code) => (code === 0 ? ok(out) : fail(new Error(`${bin} ${args.join(' ')} failed (${code}):\n${out}`))));
+  });
 }
 
 /**

@@ -37,15 +37,20 @@ impl Kind {
     fn domain(self) -> &'static [u8] {
         match self {
             Kind::Beacon => b"tabnet-random-beacon",
+            Kind::Certification => unreachable!("certifications sign the IC's state-root message"),
             Kind::Notarization => b"tabnet-notarization",
             Kind::Finalization => b"tabnet-finalization",
-            Kind::Certification => b"tabnet-certification",
             Kind::CatchUp => b"tabnet-catch-up-package",
         }
     }
 
-    /// The bytes a share or aggregate of this kind signs.
+    /// The bytes a share or aggregate of this kind signs. A certification signs exactly what
+    /// the IC interface spec says a certificate's signature covers, `"\x0Dic-state-root" ‖
+    /// root hash`, so it is the signature agents check (the tree's `/time` keeps heights apart).
     pub fn message(self, height: Height, content: &Hash) -> Vec<u8> {
+        if self == Kind::Certification {
+            return [tabnet_crypto::IC_STATE_ROOT, content].concat();
+        }
         let domain = self.domain();
         let mut m = Vec::with_capacity(1 + domain.len() + 8 + 32);
         m.push(domain.len() as u8);

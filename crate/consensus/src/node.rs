@@ -38,6 +38,9 @@ pub struct Config {
     pub max_ingress_pool: usize,
     /// How far in the future a block's time may be.
     pub max_time_drift: Time,
+    /// A block maker with no ingress to include waits this much longer before it proposes an
+    /// empty block (an idle subnet then makes a few blocks a second instead of spinning).
+    pub idle_block_delay: Time,
     /// Deliberate misbehaviour, for the simulator's Byzantine nodes.
     pub malice: Malice,
 }
@@ -57,6 +60,7 @@ impl Default for Config {
             push_limit: 1_024,
             max_ingress_pool: 50_000,
             max_time_drift: 10_000,
+            idle_block_delay: 0,
             malice: Malice::default(),
         }
     }
@@ -319,6 +323,9 @@ impl ConsensusNode {
             for rank in 0..=self.f as u32 {
                 times.push(start + self.notary_delay(rank, gap));
                 times.push(start + self.config.unit_delay * u64::from(rank));
+            }
+            if let Some(rank) = self.rank(h, self.me) {
+                times.push(start + self.config.unit_delay * u64::from(rank) + self.config.idle_block_delay);
             }
         }
         times.into_iter().filter(|t| *t > now).min()
@@ -595,6 +602,9 @@ impl ConsensusNode {
             bytes += ingress.bytes.len();
             ids.push(*id);
             payload.push(ingress.clone());
+        }
+        if ids.is_empty() && now < start + self.config.unit_delay * u64::from(rank) + self.config.idle_block_delay {
+            return Vec::new();
         }
         let block = Block { parent: parent.block.hash(), height: h, rank, maker: self.me, time, ingress: ids };
         let mut changes = vec![self.proposal(block.clone(), payload.clone())];

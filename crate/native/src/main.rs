@@ -1,19 +1,115 @@
-//! `tabnet`: one node that is a whole subnet, serving the IC HTTP interface.
+//! `tabnet`: one node that is a whole subnet, serving the IC HTTP interface — or a subnet of
+//! several nodes, each its own process.
 //!
 //! ```text
 //! tabnet [serve] [--port P] [--state-dir D] [--bind ADDR] [--www DIR] [--memory-capacity MIB]
+//! tabnet init-subnet --nodes N --port P --dir D
+//! tabnet node --dir D --index K [--www DIR]
+//! tabnet --nodes N [--port P] [--dir D] [--www DIR]     # init-subnet (if needed) + N node processes
 //! ```
 
 mod log_store;
 mod server;
+mod subnet;
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-const USAGE: &str = "usage: tabnet [serve] [--port P (default 4943)] [--state-dir D (default $XDG_DATA_HOME/tabnet or ~/.local/share/tabnet)] [--bind ADDR (default 127.0.0.1)] [--www DIR (serve the web app from DIR)] [--memory-capacity MIB (memory all canisters may use, default 4096)]";
+const USAGE: &str = "usage:
+  tabnet [serve] [--port P (default 4943)] [--state-dir D (default $XDG_DATA_HOME/tabnet or ~/.local/share/tabnet)] [--bind ADDR (default 127.0.0.1)] [--www DIR (serve the web app from DIR)] [--memory-capacity MIB (memory all canisters may use, default 4096)]
+  tabnet init-subnet --nodes N --port P --dir D     write a subnet's configuration (node K: HTTP on P+K, gossip on P+N+K)
+  tabnet node --dir D --index K [--www DIR]        run node K of the subnet in D
+  tabnet --nodes N [--port P] [--dir D] [--www DIR] a whole local subnet: init-subnet if D has none, then N node processes";
 
 /// Stack of the runtime's threads (virtual memory; pages are used only as touched).
 const THREAD_STACK_BYTES: usize = 256 * 1024 * 1024;
+
+enum Command {
+    Serve(Options),
+    InitSubnet { nodes: usize, port: u16, dir: PathBuf },
+    Node { dir: PathBuf, index: usize, www: Option<PathBuf> },
+    Subnet { nodes: usize, port: u16, dir: PathBuf, www: Option<PathBuf> },
+}
+
+/// Options of the subnet commands: `--name value` or `--name=value`.
+fn subnet_options(args: impl Iterator<Item = String>) -> Result<BTreeMap<String, String>, String> {
+    let mut out = BTreeMap::new();
+    let mut args = args.peekable();
+    while let Some(arg) = args.next() {
+        if arg == "-h" || arg == "--help" {
+            return Err(String::new());
+        }
+        let (name, value) = match arg.split_once('=') {
+            Some((n, v)) => (n.to_string(), v.to_string()),
+            None => (arg.clone(), args.next().ok_or(format!("{arg} needs a value"))?),
+        };
+        if !["--nodes", "--port", "--dir", "--index", "--www"].contains(&name.as_str()) {
+            return Err(format!("unknown argument {name}"));
+        }
+        out.insert(name, value);
+    }
+    Ok(out)
+}
+
+fn parse_command(args: Vec<String>) -> Result<Command, String> {
+    let first = args.first().map(String::as_str);
+    let subnet_form = first == Some("init-subnet") || first == Some("node") || args.iter().any(|a| a == "--nodes" || a.starts_with("--nodes="));
+    if !subnet_form {
+        return parse_args(args.into_iter()).map(Command::Serve);
+    }
+    let rest = if matches!(first, Some("init-subnet" | "node")) { args[1..].to_vec() } else { args.clone() };
+    let o = subnet_options(rest.into_iter())?;
+    let need = |k: &str| o.get(k).cloned().ok_or(format!("{k} is required"));
+    let num = |k: &str, v: String| v.parse::<usize>().map_err(|e| format!("bad {k}: {e}"));
+    let port = |v: String| v.parse::<u16>().map_err(|e| format!("bad --port: {e}"));
+    let www = o.get("--www").map(PathBuf::from);
+    match first {
+        Some("init-subnet") => Ok(Command::InitSubnet { nodes: num("--nodes", need("--nodes")?)?, port: port(need("--port")?)?, dir: need("--dir")?.into() }),
+        Some("node") => Ok(Command::Node { dir: need("--dir")?.into(), index: num("--index", need("--index")?)?, www }),
+        _ => {
+            let dir = match o.get("--dir") {
+                Some(d) => PathBuf::from(d),
+                None => default_state_dir()?.join("subnet"),
+            };
+            let port = o.get("--port").cloned().map(port).transpose()?.unwrap_or(4943);
+            Ok(Command::Subnet { nodes: num("--nodes", need("--nodes")?)?, port, dir, www })
+        }
+    }
+}
+
+/// `tabnet --nodes N`: the subnet's configuration (made if missing), then one process per node.
+fn run_subnet(nodes: usize, port: u16, dir: PathBuf, www: Option<PathBuf>) -> Result<(), String> {
+    let file = match subnet::SubnetFile::read(&dir) {
+        Ok(f) if f.nodes == nodes => f,
+        Ok(f) => return Err(format!("{} holds a subnet of {} nodes, not {nodes}", dir.display(), f.nodes)),
+        Err(_) => subnet::init(&dir, nodes, port)?,
+    };
+    let exe = std::env::current_exe().map_err(|e| format!("cannot find this program: {e}"))?;
+    let mut children = Vec::new();
+    for k in 0..nodes {
+        let mut cmd = std::process::Command::new(&exe);
+        cmd.arg("node").arg("--dir").arg(&dir).arg("--index").arg(k.to_string());
+        if let Some(www) = &www {
+            cmd.arg("--www").arg(www);
+        }
+        children.push(cmd.spawn().map_err(|e| format!("cannot start node {k}: {e}"))?);
+    }
+    println!("tabnet: a subnet of {nodes} nodes in {}; node K answers on http://127.0.0.1:{}+K", dir.display(), file.port);
+    // Wait for any node to exit (or for Ctrl-C, which the nodes get too), then stop the rest.
+    loop {
+        for (k, child) in children.iter_mut().enumerate() {
+            if let Ok(Some(status)) = child.try_wait() {
+                for other in children.iter_mut() {
+                    let _ = other.kill();
+                    let _ = other.wait();
+                }
+                return if status.success() { Ok(()) } else { Err(format!("node {k} stopped: {status}")) };
+            }
+        }
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+}
 
 struct Options {
     port: u16,
@@ -67,8 +163,8 @@ fn parse_args(args: impl Iterator<Item = String>) -> Result<Options, String> {
 }
 
 fn main() -> ExitCode {
-    let options = match parse_args(std::env::args().skip(1)) {
-        Ok(o) => o,
+    let command = match parse_command(std::env::args().skip(1).collect()) {
+        Ok(c) => c,
         Err(e) if e.is_empty() => {
             println!("{USAGE}");
             return ExitCode::SUCCESS;
@@ -78,29 +174,41 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    // Rounds and queries run canister code on the runtime's threads; the embedder and the
-    // scheduler recurse (nested Wasm calls, deep call trees), so give them room.
-    let runtime = match tokio::runtime::Builder::new_multi_thread().thread_stack_size(THREAD_STACK_BYTES).enable_all().build() {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("tabnet: cannot start the runtime: {e}");
-            return ExitCode::FAILURE;
+    let result = match command {
+        Command::InitSubnet { nodes, port, dir } => subnet::init(&dir, nodes, port).map(|f| {
+            println!("tabnet: a subnet of {} nodes in {}: node K serves http://127.0.0.1:{}+K", f.nodes, dir.display(), f.port);
+        }),
+        Command::Subnet { nodes, port, dir, www } => run_subnet(nodes, port, dir, www),
+        Command::Node { dir, index, www } => with_runtime(|| async move { subnet::run_node(&dir, index, www).await }),
+        Command::Serve(options) => {
+            let settings = server::Settings {
+                bind: options.bind,
+                port: options.port,
+                state_dir: options.state_dir,
+                www: options.www,
+                memory_capacity: options.memory_capacity_mib.map(|mib| mib * 1024 * 1024),
+            };
+            with_runtime(|| server::serve(settings))
         }
     };
-    let settings = server::Settings {
-        bind: options.bind,
-        port: options.port,
-        state_dir: options.state_dir,
-        www: options.www,
-        memory_capacity: options.memory_capacity_mib.map(|mib| mib * 1024 * 1024),
-    };
-    match runtime.block_on(server::serve(settings)) {
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("tabnet: {e}");
             ExitCode::FAILURE
         }
     }
+}
+
+fn with_runtime<F: std::future::Future<Output = Result<(), String>>>(f: impl FnOnce() -> F) -> Result<(), String> {
+    // Rounds and queries run canister code on the runtime's threads; the embedder and the
+    // scheduler recurse (nested Wasm calls, deep call trees), so give them room.
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .thread_stack_size(THREAD_STACK_BYTES)
+        .enable_all()
+        .build()
+        .map_err(|e| format!("cannot start the runtime: {e}"))?;
+    runtime.block_on(f())
 }
 
 #[cfg(test)]
@@ -119,5 +227,16 @@ mod tests {
         assert!(parse(&["--port"]).is_err());
         assert!(parse(&["--bogus"]).is_err());
         assert!(parse(&["--port", "99999", "--state-dir", "/d"]).is_err());
+    }
+
+    #[test]
+    fn subnet_commands_parse() {
+        let args = |a: &[&str]| parse_command(a.iter().map(|s| s.to_string()).collect());
+        assert!(matches!(args(&["init-subnet", "--nodes", "4", "--port", "8000", "--dir", "/d"]), Ok(Command::InitSubnet { nodes: 4, port: 8000, .. })));
+        assert!(matches!(args(&["node", "--dir=/d", "--index", "2"]), Ok(Command::Node { index: 2, .. })));
+        assert!(matches!(args(&["--nodes", "4", "--dir", "/d"]), Ok(Command::Subnet { nodes: 4, port: 4943, .. })));
+        assert!(matches!(args(&["--port", "5000"]), Ok(Command::Serve(_))));
+        assert!(args(&["node", "--dir", "/d"]).is_err(), "--index is required");
+        assert!(args(&["init-subnet", "--nodes", "4", "--bogus", "1"]).is_err());
     }
 }

@@ -23,10 +23,11 @@ use tabnet_replica::{
     RequestType, SubmitError,
 };
 use tabnet_types::{Principal, MANAGEMENT_CANISTER};
-use tokio::sync::{watch, Notify};
+use tokio::sync::{mpsc, oneshot, watch, Notify};
 use tower_http::services::ServeDir;
 
 use crate::log_store::LogStore;
+use crate::subnet::Input;
 
 /// Rounds run at least this often, for heartbeats and timers.
 const IDLE_ROUND: Duration = Duration::from_millis(150);
@@ -50,6 +51,8 @@ pub struct Settings {
 
 pub struct Node {
     replica: Mutex<Replica<LogStore>>,
+    /// (A node of a subnet) where calls go: to consensus, which orders them into blocks.
+    consensus: Option<mpsc::Sender<Input>>,
     /// Signs query responses without taking the replica.
     signer: QuerySigner,
     /// Time from receiving a synchronous call to sending its certified reply.
@@ -61,6 +64,32 @@ pub struct Node {
 }
 
 impl Node {
+    pub fn new(replica: Replica<LogStore>, consensus: Option<mpsc::Sender<Input>>) -> Arc<Self> {
+        let (rounds, _) = watch::channel(0u64);
+        Arc::new(Node {
+            signer: replica.query_signer(),
+            replica: Mutex::new(replica),
+            consensus,
+            update_latency: Mutex::new(LatencyLog::default()),
+            wake: Notify::new(),
+            rounds,
+        })
+    }
+
+    /// Runs `f` on the replica, off the async threads.
+    pub async fn blocking_replica<T: Send + 'static>(
+        self: &Arc<Self>,
+        f: impl FnOnce(&mut Replica<LogStore>) -> Result<T, String> + Send + 'static,
+    ) -> Result<T, String> {
+        let node = self.clone();
+        tokio::task::spawn_blocking(move || f(&mut node.replica())).await.map_err(|e| format!("replica task failed: {e}"))?
+    }
+
+    /// A new state is certified: wake the calls waiting for theirs.
+    pub fn round_done(&self) {
+        self.rounds.send_modify(|r| *r += 1);
+    }
+
     fn replica(&self) -> MutexGuard<'_, Replica<LogStore>> {
         // A panic while holding the lock is a bug; the replica state is still the last
         // persisted-consistent one for everything but that request, so keep serving.
@@ -89,34 +118,28 @@ pub async fn serve(settings: Settings) -> Result<(), String> {
     .await
     .map_err(|e| format!("opening the state failed: {e}"))?
     .map_err(|e| format!("cannot open the state in {}: {e}", state_dir.display()))?;
-    let (rounds, _) = watch::channel(0u64);
-    let node = Arc::new(Node {
-        signer: replica.query_signer(),
-        replica: Mutex::new(replica),
-        update_latency: Mutex::new(LatencyLog::default()),
-        wake: Notify::new(),
-        rounds,
-    });
+    let node = Node::new(replica, None);
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let executor = tokio::spawn(run_rounds(node.clone(), stop_rx));
+    let result = serve_node(node, Settings { bind, port, state_dir, www, memory_capacity }).await;
+    let _ = stop_tx.send(true);
+    let _ = executor.await;
+    result
+}
 
+/// Serves the HTTP interface of `node` until Ctrl-C or SIGTERM.
+pub async fn serve_node(node: Arc<Node>, settings: Settings) -> Result<(), String> {
+    let Settings { bind, port, state_dir, www, .. } = settings;
     let listener = tokio::net::TcpListener::bind((bind.as_str(), port)).await.map_err(|e| format!("cannot listen on {bind}:{port}: {e}"))?;
     let addr = listener.local_addr().map_err(|e| e.to_string())?;
     println!("tabnet listening on http://{addr} (state in {})", state_dir.display());
     use std::io::Write;
     let _ = std::io::stdout().flush();
-
-    let (stop_tx, stop_rx) = watch::channel(false);
-    let executor = tokio::spawn(run_rounds(node.clone(), stop_rx));
     let mut app = router(node);
     if let Some(dir) = www {
         app = app.fallback_service(ServeDir::new(dir));
     }
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown_signal())
-        .await
-        .map_err(|e| format!("server error: {e}"))?;
-    let _ = stop_tx.send(true);
-    let _ = executor.await;
-    Ok(())
+    axum::serve(listener, app).with_graceful_shutdown(shutdown_signal()).await.map_err(|e| format!("server error: {e}"))
 }
 
 async fn shutdown_signal() {
@@ -218,6 +241,30 @@ async fn status(State(node): State<Arc<Node>>) -> Response {
 }
 
 async fn submit(node: &Arc<Node>, ecid: Principal, body: Bytes) -> Result<Result<RequestId, SubmitError>, Response> {
+    if let Some(consensus) = &node.consensus {
+        // A node of a subnet: checked here, then ordered by consensus like every node's calls.
+        let checked = blocking(node, move |n| {
+            let now = now_nanos();
+            let call = authenticate_call(&body, &ecid, now)?;
+            let id = n.replica().check_call(&call, now)?;
+            Ok::<_, SubmitError>((id, crate::subnet::wrap_call(&body, &ecid)))
+        })
+        .await?;
+        let (id, wrapped) = match checked {
+            Ok(c) => c,
+            Err(e) => return Ok(Err(e)),
+        };
+        let (reply, accepted) = oneshot::channel();
+        let unavailable = |e: String| Ok(Err(SubmitError::Http(HttpError::unavailable(e))));
+        if consensus.send(Input::Ingress(wrapped, reply)).await.is_err() {
+            return unavailable("consensus is not running".into());
+        }
+        return match accepted.await {
+            Ok(Ok(())) => Ok(Ok(id)),
+            Ok(Err(e)) => unavailable(e),
+            Err(_) => unavailable("consensus is not running".into()),
+        };
+    }
     let result = blocking(node, move |n| {
         let now = now_nanos();
         let call = authenticate_call(&body, &ecid, now)?;
@@ -277,7 +324,10 @@ async fn sync_call(node: Arc<Node>, ecid: Principal, body: Bytes) -> Response {
     loop {
         {
             let replica = node.replica();
-            match replica.request_status(&id) {
+            // A lone node certifies each round as it executes it; a subnet's node answers from
+            // the state consensus certified, which may lag the one it executed.
+            let status = if node.consensus.is_some() { replica.certified_status(&id) } else { replica.request_status(&id) };
+            match status {
                 Some(status) if status.state.is_terminal() => {
                     let response = cbor(StatusCode::OK, replied_body(replica.call_certificate(&id)));
                     drop(replica);
@@ -285,6 +335,8 @@ async fn sync_call(node: Arc<Node>, ecid: Principal, body: Bytes) -> Response {
                     return response;
                 }
                 Some(_) => {}
+                // In a subnet a call is unknown until a block holding it executes.
+                None if node.consensus.is_some() => {}
                 None => return StatusCode::ACCEPTED.into_response(),
             }
         }

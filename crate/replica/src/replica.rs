@@ -57,17 +57,33 @@ pub struct Replica<S: Store> {
     scheduler: ExecutionEnvironment,
     pool: IngressPool,
     history: IngressHistory,
-    subnet_key: BlsSecretKey,
+    /// The subnet's signing key when this replica is a subnet of its own; `None` when the
+    /// subnet's nodes share it and consensus certifies.
+    subnet_key: Option<BlsSecretKey>,
     node_key: NodeSigningKey,
     subnet: SubnetInfo,
     /// `/request_status`, hashed entry by entry as calls change (not rebuilt each round).
     request_status: Arc<CertifiedMap>,
     certified: Certified,
+    /// (Member of a subnet) the state executed last, waiting for consensus to certify it.
+    pending: Option<Certified>,
+}
+
+/// What a replica that is one node of a subnet knows about it.
+pub struct Member {
+    /// The subnet's public key (DER): the root key agents check certificates against.
+    pub root_key_der: Vec<u8>,
+    /// This node's Ed25519 secret (it signs query responses).
+    pub node_key_seed: [u8; 32],
+    /// Every node's Ed25519 public key (DER), in node order.
+    pub nodes: Vec<Vec<u8>>,
+    pub me: usize,
 }
 
 impl<S: Store> Replica<S> {
     /// Opens the replica kept in `store`, or creates a new one from `fresh_seed` if the store is
-    /// empty (the seed is then persisted; later opens ignore `fresh_seed`).
+    /// empty (the seed is then persisted; later opens ignore `fresh_seed`). It is a subnet of
+    /// its own: it holds the subnet key and certifies each round itself.
     pub fn open(mut store: S, fresh_seed: [u8; 32], config: SubnetConfig) -> Result<Self, String> {
         let seed: [u8; 32] = match store.get(KEY_SEED)? {
             Some(bytes) => bytes.try_into().map_err(|_| "stored key seed is not 32 bytes".to_string())?,
@@ -80,14 +96,38 @@ impl<S: Store> Replica<S> {
         let subnet_key = BlsSecretKey::from_seed(&sha256(&[b"tabnet-subnet-key".as_slice(), &seed].concat()));
         let node_key = NodeSigningKey::from_seed(sha256(&[b"tabnet-node-key".as_slice(), &seed].concat()));
         let root_key_der = subnet_key.public_key().to_der();
-        let node_public_key_der = node_key.public_key_der();
+        let nodes = vec![node_key.public_key_der()];
+        Self::open_with(store, config, root_key_der, node_key, 0, nodes, Some(subnet_key))
+    }
+
+    /// Opens the replica of node `me` of a subnet whose key is shared among its nodes: it
+    /// executes the batches consensus finalizes ([`Self::execute_batch`]) and serves the states
+    /// consensus certified ([`Self::certify_with`]). `nodes` are every node's query-signing
+    /// keys (DER), in node order.
+    pub fn open_member(store: S, config: SubnetConfig, member: Member) -> Result<Self, String> {
+        let node_key = NodeSigningKey::from_seed(member.node_key_seed);
+        if member.nodes.get(member.me) != Some(&node_key.public_key_der()) {
+            return Err(format!("node {} of the subnet does not hold the key the subnet lists for it", member.me));
+        }
+        Self::open_with(store, config, member.root_key_der, node_key, member.me, member.nodes, None)
+    }
+
+    fn open_with(
+        store: S,
+        config: SubnetConfig,
+        root_key_der: Vec<u8>,
+        node_key: NodeSigningKey,
+        me: usize,
+        node_keys: Vec<Vec<u8>>,
+        subnet_key: Option<BlsSecretKey>,
+    ) -> Result<Self, String> {
+        let nodes: Vec<(Principal, Vec<u8>)> = node_keys.into_iter().map(|der| (self_authenticating_principal(&der), der)).collect();
         let subnet = SubnetInfo {
             subnet_id: self_authenticating_principal(&root_key_der),
-            node_id: self_authenticating_principal(&node_public_key_der),
+            node_id: nodes[me].0,
             public_key_der: root_key_der.clone(),
-            node_public_key_der,
+            nodes,
         };
-
         let state = canister_store::load(&store)?.unwrap_or_default();
         let mut history = IngressHistory::default();
         for key in store.list(PREFIX_INGRESS)? {
@@ -113,6 +153,7 @@ impl<S: Store> Replica<S> {
             subnet,
             request_status: Arc::new(CertifiedMap::new()),
             certified: Certified { height: 0, time: 0, tree: HashedTree::new(&LabeledTree::SubTree(Default::default())), signature: [0; 48] },
+            pending: None,
         };
         replica.requeue_received()?;
         let time = replica.scheduler.state().metadata.time;
@@ -216,11 +257,158 @@ impl<S: Store> Replica<S> {
         Ok(request.request_id)
     }
 
+    /// (Member of a subnet) Checks a call before it goes to consensus: whether the canister
+    /// takes it (`canister_inspect_message`, not replicated). A call the history already holds
+    /// is accepted again (harmless: execution skips repeats).
+    pub fn check_call(&mut self, call: &AuthenticatedCall, now: u64) -> Result<RequestId, SubmitError> {
+        let request = &call.request;
+        let Content::Call(content) = &request.content else { unreachable!("authenticated as a call") };
+        if self.history.contains(&request.request_id) {
+            return Ok(request.request_id);
+        }
+        let message = IngressMessage {
+            request_id: request.request_id,
+            sender: request.sender,
+            canister_id: content.canister_id,
+            method_name: content.method_name.clone(),
+            arg: content.arg.clone(),
+            ingress_expiry: request.ingress_expiry,
+            effective_canister_id: call.effective_canister_id,
+        };
+        self.scheduler.should_accept_ingress(&to_execution(&message), now).map_err(SubmitError::Rejected)?;
+        Ok(request.request_id)
+    }
+
     /// Executes one round at `now` (clamped to be after the last round) with everything in the
     /// pool, certifies and persists the result. Returns the ids of calls that completed.
     pub fn tick(&mut self, now: u64, random_seed: [u8; 32]) -> Result<Vec<RequestId>, String> {
         let time = now.max(self.certified.time.saturating_add(1));
         let (messages, expired) = self.pool.take(time);
+        let completed = self.execute(time, random_seed, messages, expired)?;
+        let height = self.scheduler.state().metadata.round;
+        self.certify(height, time);
+        Ok(completed)
+    }
+
+    /// (Member of a subnet) Executes a finalized batch: the calls in it (CBOR envelopes with
+    /// their effective canister ids), at the block's time (ns), with its randomness. Calls that
+    /// do not authenticate at that time, or that the history already holds, are skipped — the
+    /// same way on every replica. Writes `records` with the round (consensus's own state).
+    /// Returns the state tree's root hash, for consensus to certify.
+    pub fn execute_batch(
+        &mut self,
+        time: u64,
+        randomness: [u8; 32],
+        calls: &[(Vec<u8>, Principal)],
+        records: &[(String, Vec<u8>)],
+    ) -> Result<[u8; 32], String> {
+        let time = time.max(self.scheduler.state().metadata.time.saturating_add(1));
+        let mut messages: Vec<IngressMessage> = Vec::with_capacity(calls.len());
+        for (bytes, ecid) in calls {
+            let Ok(AuthenticatedCall { request, effective_canister_id }) = authenticate_call(bytes, ecid, time) else { continue };
+            let Content::Call(call) = &request.content else { continue };
+            if self.history.contains(&request.request_id) || messages.iter().any(|m| m.request_id == request.request_id) {
+                continue;
+            }
+            let status = IngressStatus {
+                state: IngressState::Received,
+                sender: request.sender,
+                effective_canister_id,
+                ingress_expiry: request.ingress_expiry,
+                updated_at: time,
+            };
+            self.history.insert(request.request_id, status);
+            messages.push(IngressMessage {
+                request_id: request.request_id,
+                sender: request.sender,
+                canister_id: call.canister_id,
+                method_name: call.method_name.clone(),
+                arg: call.arg.clone(),
+                ingress_expiry: request.ingress_expiry,
+                effective_canister_id,
+            });
+        }
+        for (key, value) in records {
+            self.store.put(key, value)?;
+        }
+        self.execute(time, randomness, messages, Vec::new())?;
+        let height = self.scheduler.state().metadata.round;
+        self.certify(height, time);
+        Ok(self.pending.as_ref().expect("a member keeps the state it executed").tree.root_hash())
+    }
+
+    /// (Member of a subnet) Consensus certified the state at `height` with the subnet's
+    /// threshold signature over its root hash: serve it. Returns whether it was the state
+    /// this replica executed last (an older one is no longer held and is skipped).
+    pub fn certify_with(&mut self, height: u64, signature: [u8; 48]) -> bool {
+        match self.pending.take() {
+            Some(mut pending) if pending.height == height => {
+                pending.signature = signature;
+                self.certified = pending;
+                true
+            }
+            other => {
+                self.pending = other;
+                false
+            }
+        }
+    }
+
+    /// Whether there is a certified state to answer from (a node of a subnet has none until
+    /// consensus certifies its first).
+    pub fn has_certified_state(&self) -> bool {
+        self.subnet_key.is_some() || self.certified.signature != [0; 48]
+    }
+
+    fn require_certified_state(&self) -> Result<(), HttpError> {
+        if self.has_certified_state() {
+            Ok(())
+        } else {
+            Err(HttpError::unavailable("this node has no certified state yet; try again shortly"))
+        }
+    }
+
+    /// The height of the state executed last (certified or not).
+    pub fn executed_height(&self) -> u64 {
+        self.scheduler.state().metadata.round
+    }
+
+    /// Stores records of the node's own (consensus's) next to the state, durably.
+    pub fn put_records(&mut self, records: &[(String, Vec<u8>)]) -> Result<(), String> {
+        for (key, value) in records {
+            self.store.put(key, value)?;
+        }
+        self.store.flush()
+    }
+
+    pub fn record(&self, key: &str) -> Result<Option<Vec<u8>>, String> {
+        self.store.get(key)
+    }
+
+    pub fn records(&self, prefix: &str) -> Result<Vec<(String, Vec<u8>)>, String> {
+        let mut out = Vec::new();
+        for key in self.store.list(prefix)? {
+            if let Some(value) = self.store.get(&key)? {
+                out.push((key, value));
+            }
+        }
+        Ok(out)
+    }
+
+    pub fn delete_records(&mut self, keys: &[String]) -> Result<(), String> {
+        for key in keys {
+            self.store.delete(key)?;
+        }
+        Ok(())
+    }
+
+    /// The status of a call as the certified state shows it (`None` if it shows none yet).
+    pub fn certified_status(&self, id: &RequestId) -> Option<&IngressStatus> {
+        self.history.get(id).filter(|status| status.updated_at <= self.certified.time)
+    }
+
+    /// Runs a round: executes `messages`, forgets `expired`, records the outcomes, persists.
+    fn execute(&mut self, time: u64, random_seed: [u8; 32], messages: Vec<IngressMessage>, expired: Vec<IngressMessage>) -> Result<Vec<RequestId>, String> {
         for m in &expired {
             // Never started: the call is forgotten as if it had not been received.
             self.history.set_state(
@@ -252,10 +440,7 @@ impl<S: Store> Replica<S> {
             completed.push(id);
         }
         self.history.prune(time);
-
         self.persist(&pool_ids)?;
-        let height = self.scheduler.state().metadata.round;
-        self.certify(height, time);
         Ok(completed)
     }
 
@@ -278,8 +463,12 @@ impl<S: Store> Replica<S> {
 
     /// Builds and signs the state tree of the current state.
     fn certify(&mut self, height: u64, time: u64) {
-        // The last certified tree shares the map; let go of it so the map changes in place.
-        self.certified.tree = HashedTree::new(&LabeledTree::SubTree(Default::default()));
+        // The last certified tree shares the map; let go of it so the map changes in place —
+        // unless it must keep serving until consensus certifies the new one (then the map is
+        // copied once here).
+        if self.subnet_key.is_some() {
+            self.certified.tree = HashedTree::new(&LabeledTree::SubTree(Default::default()));
+        }
         let request_status = Arc::make_mut(&mut self.request_status);
         for (id, status) in self.history.take_changed() {
             match status {
@@ -287,10 +476,16 @@ impl<S: Store> Replica<S> {
                 None => request_status.remove(&id),
             }
         }
+        self.pending = None;
         let tree = HashedTree::new(&state_tree::build(time, self.scheduler.state(), self.request_status.clone(), &self.subnet));
-        let message = [IC_STATE_ROOT, &tree.root_hash()].concat();
-        let signature = self.subnet_key.sign(&message);
-        self.certified = Certified { height, time, tree, signature };
+        match &self.subnet_key {
+            Some(key) => {
+                let signature = key.sign(&[IC_STATE_ROOT, &tree.root_hash()].concat());
+                self.certified = Certified { height, time, tree, signature };
+            }
+            // Consensus signs `IC_STATE_ROOT ‖ root hash` with the subnet's threshold key.
+            None => self.pending = Some(Certified { height, time, tree, signature: [0; 48] }),
+        }
     }
 
     /// A certificate revealing `paths` (and always `/time`) of the latest certified state.
@@ -318,6 +513,7 @@ impl<S: Store> Replica<S> {
     /// [`Self::read_state`] for an envelope already authenticated.
     pub fn answer_read_state(&self, request: &Authenticated, scope: ReadStateScope) -> Result<Vec<u8>, HttpError> {
         self.check_subnet(scope)?;
+        self.require_certified_state()?;
         let Content::ReadState { paths } = &request.0.content else { unreachable!("authenticated as a read_state") };
         read_state::authorize(paths, scope, &request.0.sender, &self.history, &StateAccess(self.scheduler.state()))?;
         let certificate = self.certificate(paths);
@@ -348,6 +544,7 @@ impl<S: Store> Replica<S> {
     /// Runs an authenticated query; [`QuerySigner::sign`] makes the response.
     pub fn run_query(&mut self, request: &Authenticated, scope: ReadStateScope) -> Result<Result<WasmResult, UserError>, HttpError> {
         self.check_subnet(scope)?;
+        self.require_certified_state()?;
         let Content::Query(call) = &request.0.content else { unreachable!("authenticated as a query") };
         let data_certificate = self.certificate(&[vec![
             b"canister".to_vec(),
@@ -376,7 +573,7 @@ impl<S: Store> Replica<S> {
         cbor_map(vec![
             ("impl_version", Value::Text(IMPL_VERSION.into())),
             ("root_key", Value::Bytes(self.subnet.public_key_der.clone())),
-            ("replica_health_status", Value::Text("healthy".into())),
+            ("replica_health_status", Value::Text(if self.has_certified_state() { "healthy" } else { "waiting_for_certified_state" }.into())),
             ("certified_height", Value::Integer(self.certified.height.into())),
         ])
     }

@@ -18,15 +18,17 @@ use tabnet_types::{canister_id_from_index, Principal};
 
 use crate::ingress::{IngressState, IngressStatus};
 
-/// What the subnet part of the tree says about this one-node subnet.
+/// What the subnet part of the tree says about the subnet and its nodes.
 #[derive(Clone, Debug)]
 pub struct SubnetInfo {
     pub subnet_id: Principal,
     /// DER-encoded BLS public key (the root key: this subnet is its own root).
     pub public_key_der: Vec<u8>,
+    /// This node.
     pub node_id: Principal,
-    /// DER-encoded Ed25519 key the node signs query responses with.
-    pub node_public_key_der: Vec<u8>,
+    /// Every node of the subnet (this one included): its id and the DER-encoded Ed25519 key
+    /// it signs query responses with. The same on every replica, so their trees agree.
+    pub nodes: Vec<(Principal, Vec<u8>)>,
 }
 
 /// The canister id range this subnet hosts, inclusive.
@@ -121,10 +123,9 @@ fn ranges_cbor() -> Vec<u8> {
 }
 
 fn subnet_tree(subnet: &SubnetInfo) -> LabeledTree {
-    let node = subtree([(
-        subnet.node_id.as_slice().to_vec(),
-        subtree([(b"public_key".to_vec(), leaf(subnet.node_public_key_der.clone()))]),
-    )]);
+    let node = subtree(
+        subnet.nodes.iter().map(|(id, key)| (id.as_slice().to_vec(), subtree([(b"public_key".to_vec(), leaf(key.clone()))]))),
+    );
     subtree([(
         subnet.subnet_id.as_slice().to_vec(),
         subtree([

@@ -1,0 +1,451 @@
+//! A subnet of native processes on one machine. `tabnet init-subnet` writes its configuration;
+//! `tabnet node --index K` runs node K: the IC HTTP interface on port P+K, gossip with its peers
+//! over loopback TCP on port P+N+K, consensus driving the replica.
+//!
+//! Keys come from a trusted dealer: the configuration holds the dealer's seed and every node
+//! derives its own secrets from it (and could derive the others'). A real distributed key
+//! generation comes with chain evolution.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use serde::{Deserialize, Serialize};
+use tabnet_consensus::{deal, Artifact, Beacon, Block, BlsCrypto, Config, ConsensusNode, Height, Ingress, IngressCheck, Message, Output, Start, Time};
+use tabnet_crypto::node_key::ED25519_DER_PREFIX;
+use tabnet_execution::SubnetConfig;
+use tabnet_replica::envelope::{self, RequestType};
+use tabnet_replica::{Member, Replica};
+use tabnet_types::Principal;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::log_store::LogStore;
+use crate::server::{self, Node};
+
+const CONFIG_FILE: &str = "subnet.conf";
+const KEY_CHECKPOINT: &str = "consensus/checkpoint";
+const PREFIX_SIGNED: &str = "consensus/signed/";
+const KEY_CERTIFICATION: &str = "consensus/certification";
+/// Frames larger than this are refused (a block of 4 MiB of ingress fits).
+const MAX_FRAME: usize = 16 << 20;
+/// Messages waiting for a peer beyond this are dropped (consensus re-sends what matters).
+const PEER_QUEUE: usize = 20_000;
+
+/// What `init-subnet` writes.
+#[derive(Clone, Debug, PartialEq)]
+pub struct SubnetFile {
+    pub nodes: usize,
+    /// Node K serves HTTP on `port + K` and gossips on `port + nodes + K`.
+    pub port: u16,
+    pub dealer_seed: [u8; 32],
+}
+
+impl SubnetFile {
+    pub fn http_port(&self, k: usize) -> u16 {
+        self.port + k as u16
+    }
+    pub fn p2p_port(&self, k: usize) -> u16 {
+        self.port + (self.nodes + k) as u16
+    }
+
+    fn render(&self) -> String {
+        format!(
+            "# A tabnet subnet (written by `tabnet init-subnet`).\n\
+             # Node K serves the IC HTTP interface on port+K and gossips on port+nodes+K.\n\
+             # Trusted dealer: every node derives its keys from dealer_seed, so whoever can read\n\
+             # this file holds every key of the subnet.\n\
+             nodes = {}\nport = {}\ndealer_seed = {}\n",
+            self.nodes,
+            self.port,
+            hex::encode(self.dealer_seed)
+        )
+    }
+
+    fn parse(text: &str) -> Result<Self, String> {
+        let mut fields = BTreeMap::new();
+        for line in text.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('#')) {
+            let (k, v) = line.split_once('=').ok_or_else(|| format!("`{line}` is not `key = value`"))?;
+            fields.insert(k.trim().to_string(), v.trim().to_string());
+        }
+        let get = |k: &str| fields.get(k).ok_or_else(|| format!("{CONFIG_FILE} has no `{k}`"));
+        let seed = hex::decode(get("dealer_seed")?).map_err(|e| format!("dealer_seed: {e}"))?;
+        let file = SubnetFile {
+            nodes: get("nodes")?.parse().map_err(|e| format!("nodes: {e}"))?,
+            port: get("port")?.parse().map_err(|e| format!("port: {e}"))?,
+            dealer_seed: seed.try_into().map_err(|_| "dealer_seed must be 32 bytes")?,
+        };
+        file.check()?;
+        Ok(file)
+    }
+
+    fn check(&self) -> Result<(), String> {
+        if self.nodes == 0 || self.nodes > 100 {
+            return Err(format!("a subnet of {} nodes? (1 to 100)", self.nodes));
+        }
+        if u32::from(self.port) + 2 * self.nodes as u32 > 65_535 {
+            return Err(format!("ports {} to {} do not fit", self.port, u32::from(self.port) + 2 * self.nodes as u32 - 1));
+        }
+        Ok(())
+    }
+
+    pub fn read(dir: &Path) -> Result<Self, String> {
+        let path = dir.join(CONFIG_FILE);
+        let text = std::fs::read_to_string(&path).map_err(|e| format!("cannot read {}: {e} (run `tabnet init-subnet` first)", path.display()))?;
+        Self::parse(&text).map_err(|e| format!("{}: {e}", path.display()))
+    }
+}
+
+/// `tabnet init-subnet`: writes the configuration of a new subnet into `dir`.
+pub fn init(dir: &Path, nodes: usize, port: u16) -> Result<SubnetFile, String> {
+    let path = dir.join(CONFIG_FILE);
+    if path.exists() {
+        return Err(format!("{} exists already; remove the directory to make a new subnet", path.display()));
+    }
+    let mut dealer_seed = [0u8; 32];
+    getrandom::getrandom(&mut dealer_seed).map_err(|e| format!("no OS randomness: {e}"))?;
+    let file = SubnetFile { nodes, port, dealer_seed };
+    file.check()?;
+    std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    std::fs::write(&path, file.render()).map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+    Ok(file)
+}
+
+pub fn node_dir(dir: &Path, k: usize) -> PathBuf {
+    dir.join(format!("node-{k}"))
+}
+
+fn now_millis() -> Time {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as Time).unwrap_or(0)
+}
+
+/// In consensus, an ingress message is the call's CBOR envelope and the effective canister id
+/// from its URL: `len(ecid) ‖ ecid ‖ envelope`.
+pub fn wrap_call(envelope: &[u8], ecid: &Principal) -> Vec<u8> {
+    let id = ecid.as_slice();
+    let mut bytes = Vec::with_capacity(1 + id.len() + envelope.len());
+    bytes.push(id.len() as u8);
+    bytes.extend_from_slice(id);
+    bytes.extend_from_slice(envelope);
+    bytes
+}
+
+fn unwrap_call(bytes: &[u8]) -> Option<(Principal, &[u8])> {
+    let len = *bytes.first()? as usize;
+    let id = bytes.get(1..1 + len)?;
+    Some((Principal::try_from_slice(id).ok()?, &bytes[1 + len..]))
+}
+
+/// What consensus asks of an ingress message before pooling or including it: that it decodes
+/// as a call, and its expiry. (Signatures are checked where it was submitted and again, the
+/// same way on every replica, when its batch executes.)
+struct CallCheck;
+
+impl IngressCheck for CallCheck {
+    fn expiry(&self, bytes: &[u8]) -> Result<Time, String> {
+        let (_, envelope) = unwrap_call(bytes).ok_or("not a wrapped call")?;
+        let request = envelope::decode(envelope, RequestType::Call).map_err(|e| e.message)?;
+        Ok(request.ingress_expiry / 1_000_000)
+    }
+}
+
+/// Consensus records kept with the replica's state.
+#[derive(Serialize, Deserialize)]
+struct Checkpoint {
+    block: Block,
+    beacon: Beacon,
+}
+
+fn cbor<T: Serialize>(value: &T) -> Vec<u8> {
+    let mut out = Vec::new();
+    ciborium::into_writer(value, &mut out).expect("serializing to memory cannot fail");
+    out
+}
+
+/// What reaches the consensus task.
+pub enum Input {
+    Peer(usize, Message),
+    Ingress(Vec<u8>, oneshot::Sender<Result<(), String>>),
+}
+
+/// `tabnet node`: runs node `index` of the subnet configured in `dir` until stopped.
+pub async fn run_node(dir: &Path, index: usize, www: Option<PathBuf>) -> Result<(), String> {
+    let file = SubnetFile::read(dir)?;
+    let n = file.nodes;
+    if index >= n {
+        return Err(format!("the subnet has nodes 0 to {}; there is no node {index}", n - 1));
+    }
+    let (public, mut secrets) = deal(n, &file.dealer_seed);
+    let public = Arc::new(public);
+    let secret = secrets.swap_remove(index);
+    let member = Member {
+        root_key_der: public.high.group.to_der(),
+        node_key_seed: secret.proposal_key.to_bytes(),
+        nodes: public.proposal_keys.iter().map(|k| [&ED25519_DER_PREFIX[..], k.as_bytes()].concat()).collect(),
+        me: index,
+    };
+    let state_dir = node_dir(dir, index);
+    let store = LogStore::open(&state_dir)?;
+    let config = SubnetConfig::for_subnet_size(n as u64);
+    let replica = tokio::task::spawn_blocking(move || Replica::open_member(store, config, member))
+        .await
+        .map_err(|e| format!("opening the state failed: {e}"))?
+        .map_err(|e| format!("cannot open the state in {}: {e}", state_dir.display()))?;
+
+    let mut replica = replica;
+    if let Some(bytes) = replica.record(KEY_CERTIFICATION)? {
+        let (height, sig): (Height, serde_bytes::ByteBuf) = ciborium::from_reader(bytes.as_slice()).map_err(|e| format!("bad certification record: {e}"))?;
+        if let Ok(sig) = <[u8; 48]>::try_from(sig.as_slice()) {
+            replica.certify_with(height, sig);
+        }
+    }
+    // Where consensus starts: the last height this node executed, or genesis.
+    let genesis_seed = tabnet_crypto::sha256(&[b"tabnet-genesis".as_slice(), &file.dealer_seed].concat());
+    let mut start = match replica.record(KEY_CHECKPOINT)? {
+        Some(bytes) => {
+            let c: Checkpoint = ciborium::from_reader(bytes.as_slice()).map_err(|e| format!("bad consensus checkpoint: {e}"))?;
+            Start { block: c.block, beacon: c.beacon, state_hash: [0; 32], signed: Vec::new() }
+        }
+        None => Start::genesis(&genesis_seed),
+    };
+    for (key, bytes) in replica.records(PREFIX_SIGNED)? {
+        let artifact: Artifact = ciborium::from_reader(bytes.as_slice()).map_err(|e| format!("bad record {key}: {e}"))?;
+        start.signed.push(artifact);
+    }
+    if start.block.height != replica.executed_height() {
+        return Err(format!(
+            "the state in {} is at height {} but consensus's checkpoint at {}",
+            node_dir(dir, index).display(),
+            replica.executed_height(),
+            start.block.height
+        ));
+    }
+    let consensus_config = Config { unit_delay: 1_000, initial_notary_delay: 5, idle_block_delay: 250, ..Config::default() };
+    let crypto = Arc::new(BlsCrypto::new(index, secret, public));
+    let consensus = ConsensusNode::new(consensus_config, crypto, Arc::new(CallCheck), start);
+
+    let (inbox_tx, inbox) = mpsc::channel::<Input>(PEER_QUEUE);
+    let listener = TcpListener::bind(("127.0.0.1", file.p2p_port(index))).await.map_err(|e| format!("cannot listen for peers on port {}: {e}", file.p2p_port(index)))?;
+    tokio::spawn(accept_peers(listener, n, inbox_tx.clone()));
+    let peers: Vec<Option<mpsc::Sender<Arc<Vec<u8>>>>> = (0..n)
+        .map(|k| {
+            (k != index).then(|| {
+                let (tx, rx) = mpsc::channel(PEER_QUEUE);
+                tokio::spawn(send_to_peer(index, file.p2p_port(k), rx));
+                tx
+            })
+        })
+        .collect();
+
+    let settings = server::Settings {
+        bind: "127.0.0.1".into(),
+        port: file.http_port(index),
+        state_dir: node_dir(dir, index),
+        www,
+        memory_capacity: None,
+    };
+    let node = server::Node::new(replica, Some(inbox_tx));
+    let driver = tokio::spawn(drive(consensus, node.clone(), inbox, peers));
+    let result = server::serve_node(node, settings).await;
+    driver.abort();
+    result
+}
+
+/// Accepts peers' connections; each starts with the sender's index (4 bytes), then frames.
+/// (Loopback only, and unauthenticated: peers are the processes of this machine.)
+async fn accept_peers(listener: TcpListener, n: usize, inbox: mpsc::Sender<Input>) {
+    loop {
+        let Ok((mut stream, _)) = listener.accept().await else { continue };
+        let inbox = inbox.clone();
+        tokio::spawn(async move {
+            let _ = stream.set_nodelay(true);
+            let Ok(from) = stream.read_u32().await else { return };
+            let from = from as usize;
+            if from >= n {
+                return;
+            }
+            let mut buf = Vec::new();
+            loop {
+                let Ok(len) = stream.read_u32().await else { return };
+                if len as usize > MAX_FRAME {
+                    return;
+                }
+                buf.resize(len as usize, 0);
+                if stream.read_exact(&mut buf).await.is_err() {
+                    return;
+                }
+                // A frame that does not decode is dropped; the connection goes on.
+                if let Ok(message) = ciborium::from_reader::<Message, _>(buf.as_slice()) {
+                    if inbox.send(Input::Peer(from, message)).await.is_err() {
+                        return;
+                    }
+                }
+            }
+        });
+    }
+}
+
+/// Keeps a connection to one peer and writes the frames queued for it; reconnects with back-off.
+async fn send_to_peer(me: usize, port: u16, mut queue: mpsc::Receiver<Arc<Vec<u8>>>) {
+    let mut backoff = Duration::from_millis(50);
+    loop {
+        let mut stream = match TcpStream::connect(("127.0.0.1", port)).await {
+            Ok(s) => s,
+            Err(_) => {
+                // While the peer is down, what is queued for it is stale by the time it returns.
+                while queue.try_recv().is_ok() {}
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(2));
+                continue;
+            }
+        };
+        backoff = Duration::from_millis(50);
+        let _ = stream.set_nodelay(true);
+        if stream.write_u32(me as u32).await.is_err() {
+            continue;
+        }
+        while let Some(frame) = queue.recv().await {
+            let mut out = Vec::with_capacity(4 + frame.len());
+            out.extend_from_slice(&(frame.len() as u32).to_be_bytes());
+            out.extend_from_slice(&frame);
+            if stream.write_all(&out).await.is_err() {
+                break;
+            }
+        }
+        if queue.is_closed() {
+            return;
+        }
+    }
+}
+
+/// The consensus task: feeds it peers' messages, ingress and timer ticks, and performs its outputs.
+async fn drive(mut consensus: ConsensusNode, node: Arc<Node>, mut inbox: mpsc::Receiver<Input>, peers: Vec<Option<mpsc::Sender<Arc<Vec<u8>>>>>) {
+    let mut signed_keys: BTreeMap<Height, Vec<String>> = BTreeMap::new();
+    let mut next_record = 0u64;
+    loop {
+        let now = now_millis();
+        let wake = consensus.next_wake(now).unwrap_or(now + 1_000);
+        let sleep = tokio::time::sleep(Duration::from_millis(wake.saturating_sub(now)));
+        tokio::select! {
+            input = inbox.recv() => match input {
+                Some(Input::Peer(from, message)) => consensus.on_message(now_millis(), from, message),
+                Some(Input::Ingress(bytes, reply)) => {
+                    let _ = reply.send(consensus.submit_ingress(now_millis(), Ingress { bytes }).map(|_| ()));
+                }
+                None => return,
+            },
+            _ = sleep => consensus.on_timer(now_millis()),
+        }
+        // Perform what it asked, in order: what it signed is stored before anything after it is sent.
+        let mut unsaved: Vec<(String, Vec<u8>)> = Vec::new();
+        while let Some(output) = consensus.poll() {
+            match output {
+                Output::Persist(artifact) => {
+                    let height = match &artifact {
+                        Artifact::Proposal(p) => p.block.height,
+                        Artifact::Share(s) => s.height,
+                        _ => 0,
+                    };
+                    let key = format!("{PREFIX_SIGNED}{height:020}/{next_record}");
+                    next_record += 1;
+                    signed_keys.entry(height).or_default().push(key.clone());
+                    unsaved.push((key, cbor(&artifact)));
+                }
+                Output::Send { to, message } => {
+                    if !unsaved.is_empty() {
+                        let records = std::mem::take(&mut unsaved);
+                        if let Err(e) = node.blocking_replica(move |r| r.put_records(&records)).await {
+                            eprintln!("tabnet: cannot store what this node signed: {e}");
+                            return;
+                        }
+                    }
+                    let frame = Arc::new(cbor(&message));
+                    for (k, peer) in peers.iter().enumerate() {
+                        if let Some(peer) = peer.as_ref().filter(|_| to.is_none_or(|t| t == k)) {
+                            let _ = peer.try_send(frame.clone());
+                        }
+                    }
+                }
+                Output::Deliver(batch) => {
+                    let height = batch.height;
+                    let mut records = std::mem::take(&mut unsaved);
+                    records.push((KEY_CHECKPOINT.to_string(), cbor(&Checkpoint { block: batch.block.clone(), beacon: batch.beacon.clone() })));
+                    let old: Vec<String> = {
+                        let rest = signed_keys.split_off(&(height + 1));
+                        std::mem::replace(&mut signed_keys, rest).into_values().flatten().collect()
+                    };
+                    let calls: Vec<(Vec<u8>, Principal)> =
+                        batch.ingress.iter().filter_map(|i| unwrap_call(&i.bytes).map(|(ecid, env)| (env.to_vec(), ecid))).collect();
+                    let time = batch.block.time * 1_000_000;
+                    let randomness = batch.randomness;
+                    let result = node
+                        .blocking_replica(move |r| {
+                            r.delete_records(&old)?;
+                            r.execute_batch(time, randomness, &calls, &records)
+                        })
+                        .await;
+                    match result {
+                        Ok(state_hash) => consensus.on_executed(now_millis(), height, state_hash),
+                        Err(e) => {
+                            eprintln!("tabnet: executing height {height} failed: {e}");
+                            return;
+                        }
+                    }
+                }
+                Output::Certified { height, certification, .. } => {
+                    let sig = certification.sig;
+                    // Kept, so that after a restart the node serves its state at once.
+                    let record = (KEY_CERTIFICATION.to_string(), cbor(&(height, serde_bytes::ByteBuf::from(sig.to_vec()))));
+                    let served = node
+                        .blocking_replica(move |r| {
+                            let served = r.certify_with(height, sig);
+                            if served {
+                                r.put_records(&[record])?;
+                            }
+                            Ok(served)
+                        })
+                        .await;
+                    match served {
+                        Ok(true) => node.round_done(),
+                        Ok(false) => {}
+                        Err(e) => eprintln!("tabnet: cannot store the certification of height {height}: {e}"),
+                    }
+                }
+                Output::StateSyncNeeded(cup) => {
+                    eprintln!(
+                        "tabnet: this node is more than a catch-up interval behind (the subnet is at height {}); state sync is not implemented yet",
+                        cup.height()
+                    );
+                }
+            }
+        }
+        if !unsaved.is_empty() {
+            let records = std::mem::take(&mut unsaved);
+            let _ = node.blocking_replica(move |r| r.put_records(&records)).await;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_configuration_round_trips_and_is_checked() {
+        let file = SubnetFile { nodes: 4, port: 8000, dealer_seed: [7; 32] };
+        assert_eq!(SubnetFile::parse(&file.render()).unwrap(), file);
+        assert_eq!((file.http_port(3), file.p2p_port(0)), (8003, 8004));
+        assert!(SubnetFile::parse("nodes = 4\nport = 65530\ndealer_seed = 00").is_err());
+        assert!(SubnetFile { nodes: 4, port: 65_530, dealer_seed: [0; 32] }.check().is_err());
+    }
+
+    #[test]
+    fn a_call_travels_wrapped_with_its_effective_canister_id() {
+        let ecid = Principal::from_text("rwlgt-iiaaa-aaaaa-aaaaa-cai").unwrap();
+        let wrapped = wrap_call(b"envelope", &ecid);
+        assert_eq!(unwrap_call(&wrapped), Some((ecid, &b"envelope"[..])));
+        assert_eq!(unwrap_call(&[40, 1]), None);
+    }
+}
