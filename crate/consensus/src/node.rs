@@ -285,6 +285,8 @@ impl ConsensusNode {
             .rev()
             .find(|(h, blocks)| blocks.keys().any(|b| self.pool.validated.aggregate(Kind::Notarization, **h, b).is_some()))
             .map_or(self.finalized_height, |(h, _)| *h)
+            // Finalized blocks count as notarized (catch-up brings them without notarizations).
+            .max(self.finalized_height)
     }
     /// When this node's round for `height` began (kept until the height is finalized).
     pub fn round_started(&self, height: Height) -> Option<Time> {
