@@ -51,8 +51,13 @@ pub fn canister_index(id: Principal) -> u64 {
 
 /// One `tabnet` process on a state directory; killed on drop, directory removed on drop
 /// unless it was given by the caller.
+///
+/// With `TABNET_NODES=N` set it is a subnet of N `tabnet node` processes instead (made with
+/// `tabnet init-subnet`), and the tests talk to node `TABNET_NODE_INDEX` (default 1).
 pub struct TabnetNode {
-    child: Option<Child>,
+    children: Vec<Child>,
+    /// (Subnet) its size and the node the tests talk to.
+    subnet: Option<(usize, usize)>,
     port: u16,
     state_dir: PathBuf,
     log_path: PathBuf,
@@ -70,18 +75,35 @@ impl TabnetNode {
         let state_dir = std::env::temp_dir().join(unique);
         let _ = std::fs::remove_dir_all(&state_dir);
         std::fs::create_dir_all(&state_dir).expect("creating the state directory");
+        let subnet = std::env::var("TABNET_NODES").ok().and_then(|n| n.parse::<usize>().ok()).map(|n| {
+            let index = std::env::var("TABNET_NODE_INDEX").ok().and_then(|k| k.parse().ok()).unwrap_or(1usize);
+            (n, index.min(n - 1))
+        });
         let mut node = TabnetNode {
-            child: None,
+            children: Vec::new(),
+            subnet,
             port: 0,
             log_path: state_dir.with_extension("log"),
             state_dir,
         };
+        if let Some((n, _)) = subnet {
+            node.port = free_ports(2 * n);
+            let status = Command::new(tabnet_bin())
+                .args(["init-subnet", "--nodes", &n.to_string(), "--port", &node.port.to_string(), "--dir"])
+                .arg(&node.state_dir)
+                .status()
+                .expect("running tabnet init-subnet");
+            assert!(status.success(), "tabnet init-subnet failed");
+        }
         node.spawn().await;
         node
     }
 
     pub fn url(&self) -> String {
-        format!("http://127.0.0.1:{}", self.port)
+        match self.subnet {
+            Some((_, index)) => format!("http://127.0.0.1:{}", self.port + index as u16),
+            None => format!("http://127.0.0.1:{}", self.port),
+        }
     }
 
     pub fn state_dir(&self) -> &Path {
@@ -95,7 +117,7 @@ impl TabnetNode {
     }
 
     fn kill(&mut self) {
-        if let Some(mut child) = self.child.take() {
+        for mut child in self.children.drain(..) {
             let _ = child.kill();
             let _ = child.wait();
         }
@@ -112,28 +134,41 @@ impl TabnetNode {
             "tabnet binary not found at {}: cargo build -p tabnet, or set TABNET_BIN",
             bin.display()
         );
-        self.port = free_port();
         let log = File::create(&self.log_path).expect("creating the node log");
-        let child = Command::new(&bin)
-            .arg("--port")
-            .arg(self.port.to_string())
-            .arg("--state-dir")
-            .arg(&self.state_dir)
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
-            .unwrap_or_else(|e| panic!("starting {}: {e}", bin.display()));
-        self.child = Some(child);
+        let mut commands = Vec::new();
+        match self.subnet {
+            Some((n, _)) => {
+                for k in 0..n {
+                    let mut cmd = Command::new(&bin);
+                    cmd.args(["node", "--index", &k.to_string(), "--dir"]).arg(&self.state_dir);
+                    commands.push(cmd);
+                }
+            }
+            None => {
+                self.port = free_port();
+                let mut cmd = Command::new(&bin);
+                cmd.arg("--port").arg(self.port.to_string()).arg("--state-dir").arg(&self.state_dir);
+                commands.push(cmd);
+            }
+        }
+        for mut cmd in commands {
+            let child = cmd
+                .stdin(Stdio::null())
+                .stdout(log.try_clone().unwrap())
+                .stderr(log.try_clone().unwrap())
+                .spawn()
+                .unwrap_or_else(|e| panic!("starting {}: {e}", bin.display()));
+            self.children.push(child);
+        }
 
-        // Ready when /api/v2/status answers.
+        // Ready when /api/v2/status answers healthy (a subnet's node: once it has a certified state).
         let probe = Agent::builder().with_url(self.url()).build().unwrap();
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
-            if let Some(status) = self.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
+            if let Some(status) = self.children.iter_mut().find_map(|c| c.try_wait().ok().flatten()) {
                 panic!("tabnet exited during start-up ({status}):\n{}", self.log());
             }
-            if probe.status().await.is_ok() {
+            if probe.status().await.is_ok_and(|s| s.replica_health_status.as_deref().is_none_or(|h| h == "healthy")) {
                 return;
             }
             if Instant::now() > deadline {
@@ -150,6 +185,20 @@ impl Drop for TabnetNode {
         let _ = std::fs::remove_dir_all(&self.state_dir);
         let _ = std::fs::remove_file(&self.log_path);
     }
+}
+
+/// `count` consecutive ports that were free a moment ago.
+fn free_ports(count: usize) -> u16 {
+    // Tests run in parallel: each call starts from its own place.
+    static CALLS: AtomicU32 = AtomicU32::new(0);
+    let call = CALLS.fetch_add(1, Ordering::Relaxed);
+    for attempt in 0..100u32 {
+        let base = 20_000 + (std::process::id().wrapping_mul(7919).wrapping_add((call * 100 + attempt) * 613) % 40_000) as u16;
+        if (0..count as u16).all(|k| TcpListener::bind(("127.0.0.1", base + k)).is_ok()) {
+            return base;
+        }
+    }
+    panic!("no {count} consecutive free ports");
 }
 
 fn free_port() -> u16 {
