@@ -34,9 +34,9 @@ echo "blocks finalized and certified per second when idle: $(( (h1 - h0) / 10 ))
 echo; echo "== one caller: update latency, submission to certified reply (through node 0)"
 target/release/tabnet-load --url "$url" --callers 1 --seconds 10
 
-echo; echo "== saturation: ${CALLERS:-256} callers (through node 0)"
+echo; echo "== saturation: ${CALLERS:-1024} callers (through node 0)"
 h0=$(height)
-target/release/tabnet-load --url "$url" --callers "${CALLERS:-256}" --seconds "${SECONDS_PER_RUN:-15}"
+target/release/tabnet-load --url "$url" --callers "${CALLERS:-1024}" --seconds "${SECONDS_PER_RUN:-15}"
 h1=$(height)
 echo "heights certified meanwhile: $((h1 - h0))"
 curl -sf "$url/_/metrics"

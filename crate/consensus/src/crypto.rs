@@ -3,11 +3,12 @@
 //! checks only against its signer, shares combine to one unique value, forgeries fail) at a
 //! thousandth of the cost, so the simulator can run 40 nodes for thousands of rounds.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 
 use ed25519_dalek::{Signer, SigningKey, Verifier, VerifyingKey};
 use sha2::{Digest, Sha256};
-use tabnet_crypto::bls::{self, BlsPublicKey, BlsSecretKey};
+use tabnet_crypto::bls::{self, BlsPublicKey, BlsSecretKey, PreparedKey};
 use tabnet_crypto::threshold::{self, PublicKeySet};
 
 use crate::artifact::{Kind, NodeIndex, Sig};
@@ -97,11 +98,36 @@ pub struct BlsCrypto {
     me: NodeIndex,
     secrets: NodeSecrets,
     public: Arc<SubnetPublicKeys>,
+    /// The group keys, prepared once: every height checks a beacon and a certification.
+    low_group: PreparedKey,
+    high_group: PreparedKey,
+    /// Summed multi-signature keys by signer set (heights mostly repeat the same sets).
+    multi_keys: Mutex<HashMap<Vec<NodeIndex>, Arc<PreparedKey>>>,
 }
 
 impl BlsCrypto {
     pub fn new(me: NodeIndex, secrets: NodeSecrets, public: Arc<SubnetPublicKeys>) -> Self {
-        BlsCrypto { me, secrets, public }
+        BlsCrypto {
+            me,
+            secrets,
+            low_group: public.low.group.prepare(),
+            high_group: public.high.group.prepare(),
+            public,
+            multi_keys: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn multi_key(&self, signers: &[NodeIndex]) -> Arc<PreparedKey> {
+        let mut cache = self.multi_keys.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(key) = cache.get(signers) {
+            return key.clone();
+        }
+        if cache.len() >= 64 {
+            cache.clear();
+        }
+        let key = Arc::new(bls::aggregate_public_keys(signers.iter().map(|s| &self.public.multi_keys[*s])).prepare());
+        cache.insert(signers.to_vec(), key.clone());
+        key
     }
 
     fn key_set(&self, kind: Kind) -> &PublicKeySet {
@@ -152,10 +178,10 @@ impl Crypto for BlsCrypto {
             if signers.iter().any(|s| *s >= self.nodes()) {
                 return false;
             }
-            let key = bls::aggregate_public_keys(signers.iter().map(|s| &self.public.multi_keys[*s]));
-            bls::verify(&key, msg, sig)
+            bls::verify_prepared(&self.multi_key(signers), msg, sig)
         } else {
-            bls::verify(&self.key_set(kind).group, msg, sig)
+            let group = if kind == Kind::Beacon { &self.low_group } else { &self.high_group };
+            bls::verify_prepared(group, msg, sig)
         }
     }
 }

@@ -381,6 +381,14 @@ impl<S: Store> Replica<S> {
         self.store.flush()
     }
 
+    /// Stores records to be written with the next round (not synced now).
+    pub fn stage_records(&mut self, records: &[(String, Vec<u8>)]) -> Result<(), String> {
+        for (key, value) in records {
+            self.store.put(key, value)?;
+        }
+        Ok(())
+    }
+
     pub fn record(&self, key: &str) -> Result<Option<Vec<u8>>, String> {
         self.store.get(key)
     }

@@ -5,9 +5,13 @@
 //! binary trie over their 32-byte labels: a fork splits them at the first bit where they differ
 //! (crit-bit), 0 to the left, so the left side's labels sort before the right side's. Inserting
 //! or removing a child changes one path of about log2(n) forks.
+//!
+//! Nodes are shared (`Arc`): a clone of the map costs one pointer, and a change copies only the
+//! nodes on its path that a clone still holds — so a replica can keep serving the certified
+//! tree while it builds the next one.
 
-use std::collections::{BTreeMap, BTreeSet};
-use std::ops::Bound;
+use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use super::{empty_hash, fork_hash, labeled_hash, HashTree, HashedTree, Wanted};
 
@@ -15,9 +19,8 @@ pub type MapKey = [u8; 32];
 
 #[derive(Clone, Debug, Default)]
 pub struct CertifiedMap {
-    root: Option<Box<Node>>,
-    /// The labels in order, to find an absent label's neighbours for absence proofs.
-    keys: BTreeSet<MapKey>,
+    root: Option<Arc<Node>>,
+    len: usize,
 }
 
 #[derive(Clone, Debug)]
@@ -25,7 +28,7 @@ enum Node {
     /// A labeled child; `digest` is the labeled digest.
     Leaf { key: MapKey, value: HashedTree, digest: [u8; 32] },
     /// Children whose labels agree on the bits before `bit`; `min` is the smallest label.
-    Fork { bit: usize, min: MapKey, left: Box<Node>, right: Box<Node>, digest: [u8; 32] },
+    Fork { bit: usize, min: MapKey, left: Arc<Node>, right: Arc<Node>, digest: [u8; 32] },
 }
 
 fn bit_of(key: &MapKey, i: usize) -> bool {
@@ -38,14 +41,14 @@ fn crit_bit(a: &MapKey, b: &MapKey) -> Option<usize> {
 }
 
 impl Node {
-    fn leaf(key: MapKey, value: HashedTree) -> Box<Node> {
+    fn leaf(key: MapKey, value: HashedTree) -> Arc<Node> {
         let digest = labeled_hash(&key, &value.root_hash());
-        Box::new(Node::Leaf { key, value, digest })
+        Arc::new(Node::Leaf { key, value, digest })
     }
 
-    fn fork(bit: usize, left: Box<Node>, right: Box<Node>) -> Box<Node> {
+    fn fork(bit: usize, left: Arc<Node>, right: Arc<Node>) -> Arc<Node> {
         let digest = fork_hash(&left.digest(), &right.digest());
-        Box::new(Node::Fork { bit, min: *left.min(), left, right, digest })
+        Arc::new(Node::Fork { bit, min: *left.min(), left, right, digest })
     }
 
     fn digest(&self) -> [u8; 32] {
@@ -78,8 +81,8 @@ impl Node {
 
     /// Puts `leaf` in place of the leaf with the same label, or as a new child splitting at
     /// `crit` (the label's first difference from its nearest one).
-    fn insert(self: Box<Node>, key: &MapKey, leaf: Box<Node>, crit: Option<usize>) -> Box<Node> {
-        match *self {
+    fn insert(self: Arc<Node>, key: &MapKey, leaf: Arc<Node>, crit: Option<usize>) -> Arc<Node> {
+        match Arc::unwrap_or_clone(self) {
             Node::Fork { bit, left, right, .. } if crit.is_none_or(|c| bit < c) => {
                 if bit_of(key, bit) {
                     Node::fork(bit, left, right.insert(key, leaf, crit))
@@ -90,7 +93,7 @@ impl Node {
             Node::Leaf { .. } if crit.is_none() => leaf,
             node => {
                 let c = crit.expect("an equal label ends at its leaf");
-                let node = Box::new(node);
+                let node = Arc::new(node);
                 if bit_of(key, c) {
                     Node::fork(c, node, leaf)
                 } else {
@@ -101,8 +104,8 @@ impl Node {
     }
 
     /// The subtree without the label `key` (which is in it).
-    fn remove(self: Box<Node>, key: &MapKey) -> Option<Box<Node>> {
-        match *self {
+    fn remove(self: Arc<Node>, key: &MapKey) -> Option<Arc<Node>> {
+        match Arc::unwrap_or_clone(self) {
             Node::Leaf { .. } => None,
             Node::Fork { bit, left, right, .. } => Some(if bit_of(key, bit) {
                 match right.remove(key) {
@@ -115,6 +118,34 @@ impl Node {
                     None => right,
                 }
             }),
+        }
+    }
+
+    /// The greatest label below `label`. (Left labels sort before right ones.)
+    fn before(&self, label: &[u8]) -> Option<&MapKey> {
+        match self {
+            Node::Leaf { key, .. } => (key.as_slice() < label).then_some(key),
+            Node::Fork { left, right, .. } => {
+                if right.min().as_slice() < label {
+                    right.before(label)
+                } else {
+                    left.before(label)
+                }
+            }
+        }
+    }
+
+    /// The least label above `label`.
+    fn after(&self, label: &[u8]) -> Option<&MapKey> {
+        match self {
+            Node::Leaf { key, .. } => (key.as_slice() > label).then_some(key),
+            Node::Fork { left, right, .. } => {
+                if right.min().as_slice() > label {
+                    left.after(label).or(Some(right.min()))
+                } else {
+                    right.after(label)
+                }
+            }
         }
     }
 
@@ -152,21 +183,26 @@ impl CertifiedMap {
     }
 
     pub fn len(&self) -> usize {
-        self.keys.len()
+        self.len
     }
 
     pub fn is_empty(&self) -> bool {
-        self.keys.is_empty()
+        self.len == 0
     }
 
     /// Sets the child labeled `key` (adding or replacing it).
     pub fn insert(&mut self, key: MapKey, value: HashedTree) {
-        self.keys.insert(key);
         let leaf = Node::leaf(key, value);
         self.root = Some(match self.root.take() {
-            None => leaf,
+            None => {
+                self.len = 1;
+                leaf
+            }
             Some(root) => {
                 let crit = crit_bit(root.nearest(&key), &key);
+                if crit.is_some() {
+                    self.len += 1;
+                }
                 root.insert(&key, leaf, crit)
             }
         });
@@ -174,7 +210,8 @@ impl CertifiedMap {
 
     /// Removes the child labeled `key`, if there is one.
     pub fn remove(&mut self, key: &MapKey) {
-        if self.keys.remove(key) {
+        if self.root.as_ref().is_some_and(|root| root.find(key).is_some()) {
+            self.len -= 1;
             self.root = self.root.take().and_then(|root| root.remove(key));
         }
     }
@@ -200,9 +237,7 @@ impl CertifiedMap {
                     shown.insert(key, HashTree::labeled(label.clone(), value.root.witness_of(w)));
                 }
                 None => {
-                    let before = self.keys.range::<[u8], _>((Bound::Unbounded, Bound::Excluded(label.as_slice()))).next_back();
-                    let after = self.keys.range::<[u8], _>((Bound::Excluded(label.as_slice()), Bound::Unbounded)).next();
-                    for key in before.into_iter().chain(after) {
+                    for key in root.before(label).into_iter().chain(root.after(label)) {
                         let value = root.find(key).expect("keys and trie agree");
                         shown.entry(*key).or_insert_with(|| HashTree::labeled(key.to_vec(), HashTree::Pruned(value.root_hash())));
                     }
@@ -225,6 +260,27 @@ mod tests {
 
     fn key(seed: u32) -> MapKey {
         crate::sha256(&seed.to_be_bytes())
+    }
+
+    #[test]
+    fn a_clone_keeps_its_contents_while_the_original_changes() {
+        let mut map = CertifiedMap::new();
+        for i in 0..100u32 {
+            map.insert(key(i), HashedTree::new(&status(1)));
+        }
+        let kept = map.clone();
+        let digest = kept.digest();
+        for i in 50..150u32 {
+            map.insert(key(i), HashedTree::new(&status(2)));
+        }
+        map.remove(&key(3));
+        assert_eq!((kept.len(), kept.digest()), (100, digest), "the clone is untouched");
+        assert_eq!(map.len(), 149);
+        let mut fresh = CertifiedMap::new();
+        for i in (0..150u32).filter(|i| *i != 3) {
+            fresh.insert(key(i), HashedTree::new(&status(if i < 50 { 1 } else { 2 })));
+        }
+        assert_eq!(fresh.digest(), map.digest(), "the changed map hashes as if built afresh");
     }
 
     #[test]
