@@ -112,13 +112,16 @@ pub enum Message {
     CatchUp(Arc<CatchUp>),
 }
 
-/// Finalized blocks (with their ingress) and beacons after the requester's height, proved by
-/// the last block's finalization.
+/// Finalized blocks (with their ingress) after the requester's height, proved by the last
+/// one's finalization; then the notarized blocks above it with their notarizations, and the
+/// beacons of all those heights (and the next, if made) — everything a node needs to take part
+/// in the current round at once instead of chasing the subnet.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct CatchUp {
     pub blocks: Vec<Arc<Proposal>>,
-    pub beacons: Vec<Beacon>,
     pub finalization: Aggregate,
+    pub notarized: Vec<(Arc<Proposal>, Aggregate)>,
+    pub beacons: Vec<Beacon>,
 }
 
 /// A finalized block, ready to execute.
@@ -1124,14 +1127,30 @@ impl ConsensusNode {
             return;
         }
         let mut blocks = Vec::new();
-        let mut beacons = Vec::new();
         for h in from + 1..=top {
-            let (Some(hash), Some(beacon)) = (self.chain.get(&h), self.beacon(h)) else { return };
-            let Some(p) = v.proposal(h, hash) else { return };
+            let Some(p) = self.chain.get(&h).and_then(|hash| v.proposal(h, hash)) else { return };
             blocks.push(p.clone());
-            beacons.push(beacon);
         }
-        let catch_up = CatchUp { blocks, beacons, finalization };
+        let mut notarized = Vec::new();
+        let mut parent = finalization.content;
+        if top == self.finalized_height {
+            for h in top + 1.. {
+                let Some((p, n)) = v
+                    .proposals_at(h)
+                    .filter(|(_, p)| p.block.parent == parent)
+                    .find_map(|(hash, p)| Some((p.clone(), v.aggregate(Kind::Notarization, h, hash)?.clone())))
+                else {
+                    break;
+                };
+                parent = n.content;
+                notarized.push((p, n));
+            }
+        }
+        let beacons: Vec<Beacon> = (from + 1..).map_while(|h| self.beacon(h)).collect();
+        if beacons.len() < blocks.len() + notarized.len() {
+            return;
+        }
+        let catch_up = CatchUp { blocks, finalization, notarized, beacons };
         self.outputs.push_back(Output::Send { to: Some(to), message: Message::CatchUp(Arc::new(catch_up)) });
     }
 
@@ -1140,37 +1159,60 @@ impl ConsensusNode {
     fn apply_catch_up(&mut self, c: &CatchUp) {
         let f = self.finalized_height;
         let a = &c.finalization;
-        if a.kind != Kind::Finalization || a.height <= f || c.blocks.len() as Height != a.height - f || c.beacons.len() != c.blocks.len() {
+        let tail = c.notarized.len();
+        if a.kind != Kind::Finalization || a.height <= f || c.blocks.len() as Height != a.height - f || c.beacons.len() < c.blocks.len() + tail {
             return;
         }
-        let mut parent = self.chain[&f];
         let mut beacon_parent = match self.beacon(f) {
             Some(b) => b.hash(),
             None => return,
         };
-        for (i, (p, beacon)) in c.blocks.iter().zip(&c.beacons).enumerate() {
-            let h = f + 1 + i as Height;
+        for (i, beacon) in c.beacons.iter().enumerate() {
+            if beacon.height != f + 1 + i as Height || beacon.parent != beacon_parent {
+                return;
+            }
+            beacon_parent = beacon.hash();
+        }
+        let mut parent = self.chain[&f];
+        let blocks = c.blocks.iter().chain(c.notarized.iter().map(|(p, _)| p));
+        for (i, p) in blocks.enumerate() {
             let payload_ok = p.payload.as_ref().is_some_and(|v| v.len() == p.block.ingress.len() && v.iter().zip(&p.block.ingress).all(|(i, id)| i.id() == *id));
-            if p.block.height != h || p.block.parent != parent || beacon.height != h || beacon.parent != beacon_parent || !payload_ok {
+            if p.block.height != f + 1 + i as Height || p.block.parent != parent || !payload_ok {
                 return;
             }
             parent = p.block.hash();
-            beacon_parent = beacon.hash();
+            if i + 1 == c.blocks.len() && parent != a.content {
+                return;
+            }
         }
-        if parent != a.content || !self.check_aggregate(a) {
+        if !self.check_aggregate(a) {
             return;
+        }
+        // Notarized blocks: each needs its notarization (the finalization vouches only below).
+        let mut tail_ok = 0;
+        for (p, n) in &c.notarized {
+            if n.kind != Kind::Notarization || n.height != p.block.height || n.content != p.block.hash() || !self.check_aggregate(n) {
+                break;
+            }
+            tail_ok += 1;
         }
         let last = c.beacons.last().expect("at least one block");
         self.count(|s| s.verified_aggregates += 1);
         if !self.crypto.verify_aggregate(Kind::Beacon, &[], &Kind::Beacon.message(last.height, &last.parent), &last.sig) {
             return;
         }
-        for (p, beacon) in c.blocks.iter().zip(&c.beacons) {
+        for p in &c.blocks {
             self.pool.apply(&Change::ValidateProposal(p.clone()));
+        }
+        self.pool.apply(&Change::ValidateAggregate(a.clone()));
+        for (p, n) in c.notarized.iter().take(tail_ok) {
+            self.pool.apply(&Change::ValidateProposal(p.clone()));
+            self.pool.apply(&Change::ValidateAggregate(n.clone()));
+        }
+        for beacon in &c.beacons {
             let b = Aggregate { kind: Kind::Beacon, height: beacon.height, content: beacon.parent, signers: Vec::new(), sig: beacon.sig };
             self.pool.apply(&Change::ValidateAggregate(b));
         }
-        self.pool.apply(&Change::ValidateAggregate(a.clone()));
         self.notarized_cache.set(None);
     }
 

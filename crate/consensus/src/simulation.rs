@@ -703,6 +703,12 @@ pub fn run(scenario: &Scenario, measure_bytes: bool) -> Report {
     report.finalized_min = up_honest.iter().map(|n| n.consensus.finalized_height()).min().unwrap_or(0);
     report.finalized_max = up_honest.iter().map(|n| n.consensus.finalized_height()).max().unwrap_or(0);
     report.certified_min = up_honest.iter().map(|n| n.consensus.certified_height()).min().unwrap_or(0);
+    // Nodes that crashed and came back must have caught up (unless the network was not synchronous).
+    let restarted: Vec<(NodeIndex, Height)> = sim
+        .nodes()
+        .filter(|(i, _)| fault_of[*i] == Some(Fault::Restart))
+        .map(|(i, node)| (i, node.consensus.finalized_height()))
+        .collect();
     report.ingress_executed = submitted.iter().filter(|id| checker.executed.iter().any(|e| e.contains(*id))).count() as u64;
     for node in &up_honest {
         let s = node.consensus.crypto_stats();
@@ -721,6 +727,11 @@ pub fn run(scenario: &Scenario, measure_bytes: bool) -> Report {
         let expected = (d / round.max(1) / 4).max(5);
         if report.finalized_min < expected {
             report.violations.push(format!("liveness: honest nodes finalized only {} heights (expected ≥ {expected})", report.finalized_min));
+        }
+        for (i, h) in &restarted {
+            if h + 3 < report.finalized_min {
+                report.violations.push(format!("liveness: node {i} restarted and stayed at height {h} (others at {})", report.finalized_min));
+            }
         }
         if report.ingress_executed < report.ingress_submitted && !scenario.faults.iter().any(|f| matches!(f, Fault::Crash | Fault::Restart | Fault::Silent)) {
             report.violations.push(format!("liveness: {} of {} submitted messages executed", report.ingress_executed, report.ingress_submitted));
