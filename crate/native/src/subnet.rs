@@ -164,6 +164,14 @@ fn cbor<T: Serialize>(value: &T) -> Vec<u8> {
     out
 }
 
+fn signed_height(artifact: &Artifact) -> Height {
+    match artifact {
+        Artifact::Proposal(p) => p.block.height,
+        Artifact::Share(s) => s.height,
+        _ => 0,
+    }
+}
+
 /// What reaches the consensus task.
 pub enum Input {
     Peer(usize, Message),
@@ -210,8 +218,10 @@ pub async fn run_node(dir: &Path, index: usize, www: Option<PathBuf>) -> Result<
         }
         None => Start::genesis(&genesis_seed),
     };
+    let mut signed_keys: BTreeMap<Height, Vec<String>> = BTreeMap::new();
     for (key, bytes) in replica.records(PREFIX_SIGNED)? {
         let artifact: Artifact = ciborium::from_reader(bytes.as_slice()).map_err(|e| format!("bad record {key}: {e}"))?;
+        signed_keys.entry(signed_height(&artifact)).or_default().push(key);
         start.signed.push(artifact);
     }
     if start.block.height != replica.executed_height() {
@@ -249,7 +259,7 @@ pub async fn run_node(dir: &Path, index: usize, www: Option<PathBuf>) -> Result<
         memory_capacity: None,
     };
     let node = server::Node::new(replica, Some(inbox_tx));
-    let driver = tokio::spawn(drive(consensus, node.clone(), inbox, peers));
+    let driver = tokio::spawn(drive(consensus, node.clone(), inbox, peers, signed_keys));
     let result = server::serve_node(node, settings).await;
     driver.abort();
     result
@@ -323,9 +333,16 @@ async fn send_to_peer(me: usize, port: u16, mut queue: mpsc::Receiver<Arc<Vec<u8
 }
 
 /// The consensus task: feeds it peers' messages, ingress and timer ticks, and performs its outputs.
-async fn drive(mut consensus: ConsensusNode, node: Arc<Node>, mut inbox: mpsc::Receiver<Input>, peers: Vec<Option<mpsc::Sender<Arc<Vec<u8>>>>>) {
-    let mut signed_keys: BTreeMap<Height, Vec<String>> = BTreeMap::new();
-    let mut next_record = 0u64;
+/// `signed_keys`: the records of what this node signed, by height (dropped once finalized).
+async fn drive(
+    mut consensus: ConsensusNode,
+    node: Arc<Node>,
+    mut inbox: mpsc::Receiver<Input>,
+    peers: Vec<Option<mpsc::Sender<Arc<Vec<u8>>>>>,
+    mut signed_keys: BTreeMap<Height, Vec<String>>,
+) {
+    // Record keys must not collide with those of an earlier run still on disk.
+    let mut next_record = now_millis() * 1_000;
     loop {
         let now = now_millis();
         let wake = consensus.next_wake(now).unwrap_or(now + 1_000);
@@ -345,11 +362,7 @@ async fn drive(mut consensus: ConsensusNode, node: Arc<Node>, mut inbox: mpsc::R
         while let Some(output) = consensus.poll() {
             match output {
                 Output::Persist(artifact) => {
-                    let height = match &artifact {
-                        Artifact::Proposal(p) => p.block.height,
-                        Artifact::Share(s) => s.height,
-                        _ => 0,
-                    };
+                    let height = signed_height(&artifact);
                     let key = format!("{PREFIX_SIGNED}{height:020}/{next_record}");
                     next_record += 1;
                     signed_keys.entry(height).or_default().push(key.clone());
