@@ -96,19 +96,24 @@ fn run_subnet(nodes: usize, port: u16, dir: PathBuf, www: Option<PathBuf>) -> Re
         children.push(cmd.spawn().map_err(|e| format!("cannot start node {k}: {e}"))?);
     }
     println!("tabnet: a subnet of {nodes} nodes in {}; node K answers on http://127.0.0.1:{}+K", dir.display(), file.port);
-    // Wait for any node to exit (or for Ctrl-C, which the nodes get too), then stop the rest.
-    loop {
-        for (k, child) in children.iter_mut().enumerate() {
-            if let Ok(Some(status)) = child.try_wait() {
-                for other in children.iter_mut() {
-                    let _ = other.kill();
-                    let _ = other.wait();
-                }
-                return if status.success() { Ok(()) } else { Err(format!("node {k} stopped: {status}")) };
+    // A node that stops (killed, crashed) leaves the others running, as in a real subnet; say
+    // how to start it again. Ctrl-C reaches every node (one process group); return when all
+    // have stopped.
+    let mut running: Vec<Option<std::process::Child>> = children.into_iter().map(Some).collect();
+    while running.iter().any(Option::is_some) {
+        for (k, slot) in running.iter_mut().enumerate() {
+            if let Some(Ok(Some(status))) = slot.as_mut().map(|c| c.try_wait()) {
+                *slot = None;
+                eprintln!(
+                    "tabnet: node {k} stopped ({status}); the others go on. Start it again with: {} node --dir {} --index {k}",
+                    exe.display(),
+                    dir.display()
+                );
             }
         }
         std::thread::sleep(std::time::Duration::from_millis(200));
     }
+    Ok(())
 }
 
 struct Options {
