@@ -25,8 +25,5 @@ scripts/build-web.sh
 TABNET_BIN="$root/target/debug/tabnet" node --test --test-concurrency=1 tests/agent-js/ tests/web/
 
 echo; echo "== test: the end-to-end tests again, against node 1 of a 4-process subnet"
-# (limits and Motoko exercise execution only, which a subnet runs four times over on these
-# two cores; they pass against a subnet too: TABNET_NODES=4 node --test tests/agent-js/)
 TABNET_NODES=4 cargo test -p tabnet-agent-tests
-TABNET_NODES=4 TABNET_BIN="$root/target/debug/tabnet" node --test --test-concurrency=1 \
-  tests/agent-js/counter.test.mjs tests/agent-js/canisters.test.mjs tests/agent-js/http-bad-input.test.mjs
+TABNET_NODES=4 TABNET_BIN="$root/target/debug/tabnet" node --test --test-concurrency=1 tests/agent-js/
