@@ -14,7 +14,7 @@ use std::time::Instant;
 use std::sync::Arc;
 
 use sha2::{Digest, Sha256};
-use tabnet_sim::{Network, Node, Outbox, Partition, Simulation};
+use tabnet_sim::{Network, Node, Outbox, Partition, Rng, Simulation};
 
 use crate::artifact::{Artifact, Beacon, Block, Hash, Height, Ingress, Kind, NodeIndex, Share, Time};
 use crate::crypto::{deal, faults_tolerated, BlsCrypto, Crypto, SimCrypto, SimKeys};
@@ -535,22 +535,6 @@ fn hex(h: &Hash) -> String {
     h[..6].iter().map(|b| format!("{b:02x}")).collect()
 }
 
-/// SplitMix64 for the scenario's own choices (which nodes fail, when, who gets ingress).
-struct Choices(u64);
-
-impl Choices {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n.max(1)
-    }
-}
-
 enum Action {
     Submit { node: NodeIndex, nonce: u64 },
     Crash(NodeIndex),
@@ -562,7 +546,8 @@ pub fn run(scenario: &Scenario, measure_bytes: bool) -> Report {
     let started = Instant::now();
     let n = scenario.nodes;
     let f = faults_tolerated(n);
-    let mut choices = Choices(scenario.seed ^ 0x5EED);
+    // The scenario's own choices (which nodes fail, when, who gets ingress).
+    let mut choices = Rng::new(scenario.seed ^ 0x5EED);
     // Which nodes are faulty, and how.
     let mut order: Vec<NodeIndex> = (0..n).collect();
     for i in (1..n).rev() {

@@ -221,62 +221,35 @@ impl<S: Store> Replica<S> {
 
     /// [`Self::submit_call`] for an envelope already authenticated.
     pub fn accept_call(&mut self, call: AuthenticatedCall, now: u64) -> Result<RequestId, SubmitError> {
-        let AuthenticatedCall { request, effective_canister_id } = call;
-        let effective_canister_id = &effective_canister_id;
-        let Content::Call(call) = &request.content else { unreachable!("authenticated as a call") };
-        if self.history.contains(&request.request_id) || self.pool.contains(&request.request_id) {
-            return Ok(request.request_id);
+        let message = call.message();
+        if self.history.contains(&message.request_id) || self.pool.contains(&message.request_id) {
+            return Ok(message.request_id);
         }
-        let message = IngressMessage {
-            request_id: request.request_id,
-            sender: request.sender,
-            canister_id: call.canister_id,
-            method_name: call.method_name.clone(),
-            arg: call.arg.clone(),
-            ingress_expiry: request.ingress_expiry,
-            effective_canister_id: *effective_canister_id,
-        };
         self.scheduler.should_accept_ingress(&to_execution(&message), now).map_err(SubmitError::Rejected)?;
 
-        let status = IngressStatus {
-            state: IngressState::Received,
-            sender: request.sender,
-            effective_canister_id: *effective_canister_id,
-            ingress_expiry: request.ingress_expiry,
-            updated_at: now,
-        };
+        let status = received(&message, now);
         // Stored with the next round's group commit. Like the IC's 202, accepting a call does
         // not promise it survives a crash before it executes; its certified result does.
         self.store
             .put(&pool_key(&message.request_id), &to_cbor(&message))
             .and_then(|_| self.store.put(&ingress_key(&message.request_id), &to_cbor(&status)))
             .map_err(|e| HttpError::internal(format!("could not persist the call: {e}")))?;
-        self.history.insert(request.request_id, status);
-        self.history.take_dirty_one(&request.request_id);
+        let id = message.request_id;
+        self.history.insert(id, status);
+        self.history.take_dirty_one(&id);
         self.pool.push(message);
-        Ok(request.request_id)
+        Ok(id)
     }
 
     /// (Member of a subnet) Checks a call before it goes to consensus: whether the canister
     /// takes it (`canister_inspect_message`, not replicated). A call the history already holds
     /// is accepted again (harmless: execution skips repeats).
     pub fn check_call(&mut self, call: &AuthenticatedCall, now: u64) -> Result<RequestId, SubmitError> {
-        let request = &call.request;
-        let Content::Call(content) = &request.content else { unreachable!("authenticated as a call") };
-        if self.history.contains(&request.request_id) {
-            return Ok(request.request_id);
+        let message = call.message();
+        if !self.history.contains(&message.request_id) {
+            self.scheduler.should_accept_ingress(&to_execution(&message), now).map_err(SubmitError::Rejected)?;
         }
-        let message = IngressMessage {
-            request_id: request.request_id,
-            sender: request.sender,
-            canister_id: content.canister_id,
-            method_name: content.method_name.clone(),
-            arg: content.arg.clone(),
-            ingress_expiry: request.ingress_expiry,
-            effective_canister_id: call.effective_canister_id,
-        };
-        self.scheduler.should_accept_ingress(&to_execution(&message), now).map_err(SubmitError::Rejected)?;
-        Ok(request.request_id)
+        Ok(message.request_id)
     }
 
     /// Executes one round at `now` (clamped to be after the last round) with everything in the
@@ -305,28 +278,13 @@ impl<S: Store> Replica<S> {
         let time = time.max(self.scheduler.state().metadata.time.saturating_add(1));
         let mut messages: Vec<IngressMessage> = Vec::with_capacity(calls.len());
         for (bytes, ecid) in calls {
-            let Ok(AuthenticatedCall { request, effective_canister_id }) = authenticate_call(bytes, ecid, time) else { continue };
-            let Content::Call(call) = &request.content else { continue };
-            if self.history.contains(&request.request_id) || messages.iter().any(|m| m.request_id == request.request_id) {
+            let Ok(call) = authenticate_call(bytes, ecid, time) else { continue };
+            let message = call.message();
+            if self.history.contains(&message.request_id) || messages.iter().any(|m| m.request_id == message.request_id) {
                 continue;
             }
-            let status = IngressStatus {
-                state: IngressState::Received,
-                sender: request.sender,
-                effective_canister_id,
-                ingress_expiry: request.ingress_expiry,
-                updated_at: time,
-            };
-            self.history.insert(request.request_id, status);
-            messages.push(IngressMessage {
-                request_id: request.request_id,
-                sender: request.sender,
-                canister_id: call.canister_id,
-                method_name: call.method_name.clone(),
-                arg: call.arg.clone(),
-                ingress_expiry: request.ingress_expiry,
-                effective_canister_id,
-            });
+            self.history.insert(message.request_id, received(&message, time));
+            messages.push(message);
         }
         for (key, value) in records {
             self.store.put(key, value)?;
@@ -634,6 +592,34 @@ pub struct Authenticated(envelope::Request);
 pub struct AuthenticatedCall {
     request: envelope::Request,
     effective_canister_id: Principal,
+}
+
+impl AuthenticatedCall {
+    /// The call as an ingress message.
+    fn message(&self) -> IngressMessage {
+        let request = &self.request;
+        let Content::Call(call) = &request.content else { unreachable!("authenticated as a call") };
+        IngressMessage {
+            request_id: request.request_id,
+            sender: request.sender,
+            canister_id: call.canister_id,
+            method_name: call.method_name.clone(),
+            arg: call.arg.clone(),
+            ingress_expiry: request.ingress_expiry,
+            effective_canister_id: self.effective_canister_id,
+        }
+    }
+}
+
+/// The status of a call just received.
+fn received(message: &IngressMessage, time: u64) -> IngressStatus {
+    IngressStatus {
+        state: IngressState::Received,
+        sender: message.sender,
+        effective_canister_id: message.effective_canister_id,
+        ingress_expiry: message.ingress_expiry,
+        updated_at: time,
+    }
 }
 
 /// Decodes and authenticates a call sent to `/api/v*/canister/<ecid>/call`.
