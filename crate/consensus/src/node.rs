@@ -856,13 +856,14 @@ impl ConsensusNode {
             let h = p.block.height;
             let Some(beacon) = self.beacon(h) else { return };
             let ingress = p.payload.clone().unwrap_or_default();
-            for i in &ingress {
-                let id = i.id();
-                self.ingress.remove(&id);
-                self.requests.remove(&ArtifactId::Ingress(id));
-            }
             for (id, i) in p.block.ingress.iter().zip(&ingress) {
-                let expiry = self.ingress_check.expiry(&i.bytes).unwrap_or(Time::MAX);
+                // The pool knows the expiry; only blocks that came by catch-up need it read again.
+                let expiry = match self.ingress.entry(id) {
+                    Some((_, expiry)) => expiry,
+                    None => self.ingress_check.expiry(&i.bytes).unwrap_or(Time::MAX),
+                };
+                self.ingress.remove(id);
+                self.requests.remove(&ArtifactId::Ingress(*id));
                 self.finalized_ingress.insert(*id, expiry);
             }
             self.chain.insert(h, p.block.hash());

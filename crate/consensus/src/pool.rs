@@ -105,7 +105,6 @@ pub struct IngressPool {
     /// Arrival order (sequence number → id): block makers take the oldest first.
     order: BTreeMap<u64, Hash>,
     next_seq: u64,
-    bytes: usize,
 }
 
 impl IngressPool {
@@ -125,22 +124,17 @@ impl IngressPool {
     pub fn is_empty(&self) -> bool {
         self.messages.is_empty()
     }
-    pub fn bytes(&self) -> usize {
-        self.bytes
-    }
     pub fn insert(&mut self, id: Hash, ingress: Arc<Ingress>, expiry: Time) -> bool {
         if self.messages.contains_key(&id) {
             return false;
         }
-        self.bytes += ingress.bytes.len();
         self.messages.insert(id, (ingress, expiry, self.next_seq));
         self.order.insert(self.next_seq, id);
         self.next_seq += 1;
         true
     }
     pub fn remove(&mut self, id: &Hash) {
-        if let Some((ingress, _, seq)) = self.messages.remove(id) {
-            self.bytes -= ingress.bytes.len();
+        if let Some((_, _, seq)) = self.messages.remove(id) {
             self.order.remove(&seq);
         }
     }
