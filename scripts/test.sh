@@ -6,6 +6,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$(pwd)
+# A test run builds once; incremental caches would only double the target dir's size.
+export CARGO_INCREMENTAL=0
 
 scripts/setup.sh
 scripts/build-canisters.sh
