@@ -206,10 +206,11 @@ export class TabnetSubnet {
     this.port = null;
   }
 
-  static async start(nodes, dir = mkdtempSync(join(tmpdir(), 'tabnet-subnet-')), args = [], index = 0) {
+  /** `args` go to every `tabnet node`, `initArgs` to `tabnet init-subnet`. */
+  static async start(nodes, dir = mkdtempSync(join(tmpdir(), 'tabnet-subnet-')), args = [], index = 0, initArgs = []) {
     const subnet = new TabnetSubnet(nodes, dir, args, index);
     subnet.port = await freePorts(2 * nodes);
-    await run(tabnetBin(), ['init-subnet', '--nodes', String(nodes), '--port', String(subnet.port), '--dir', dir]);
+    await run(tabnetBin(), ['init-subnet', '--nodes', String(nodes), '--port', String(subnet.port), '--dir', dir, ...initArgs]);
     await subnet.start();
     return subnet;
   }

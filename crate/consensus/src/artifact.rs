@@ -184,25 +184,29 @@ impl Proposal {
 pub struct Cup {
     pub block: Block,
     pub beacon: Beacon,
+    /// The certified state's root hash at this height.
     pub state_hash: Hash,
+    /// The hash of the manifest of the whole state at this height (state sync fetches it).
+    pub checkpoint: Hash,
     #[serde(with = "serde_bytes")]
     pub sig: Sig,
 }
 
 impl Cup {
-    pub fn content_hash(block_hash: &Hash, beacon_hash: &Hash, state_hash: &Hash) -> Hash {
+    pub fn content_hash(block_hash: &Hash, beacon_hash: &Hash, state_hash: &Hash, checkpoint: &Hash) -> Hash {
         let mut h = Sha256::new();
         h.update(b"tabnet-cup");
         h.update(block_hash);
         h.update(beacon_hash);
         h.update(state_hash);
+        h.update(checkpoint);
         h.finalize().into()
     }
     pub fn height(&self) -> Height {
         self.block.height
     }
     pub fn hash(&self) -> Hash {
-        Self::content_hash(&self.block.hash(), &self.beacon.hash(), &self.state_hash)
+        Self::content_hash(&self.block.hash(), &self.beacon.hash(), &self.state_hash, &self.checkpoint)
     }
 }
 

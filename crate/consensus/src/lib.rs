@@ -16,7 +16,9 @@ pub mod crypto;
 mod node;
 pub mod pool;
 pub mod simulation;
+pub mod state_sync;
 
 pub use artifact::{Aggregate, Artifact, ArtifactId, Beacon, Block, Cup, Hash, Height, Ingress, Kind, NodeIndex, Proposal, Share, Sig, Time};
 pub use crypto::{deal, faults_tolerated, threshold, BlsCrypto, Crypto, NodeSecrets, SimCrypto, SimKeys, SubnetPublicKeys};
+pub use state_sync::{Checkpoint, Manifest, StateSync, SyncMessage};
 pub use node::{ranking, Batch, CatchUp, Config, ConsensusNode, CryptoStats, IngressCheck, Malice, Message, Output, Start};

@@ -13,6 +13,7 @@ use sha2::{Digest, Sha256};
 use crate::artifact::{Aggregate, Artifact, ArtifactId, Beacon, Block, Cup, Hash, Height, Ingress, Kind, NodeIndex, Proposal, Share, Sig, Time};
 use crate::crypto::{faults_tolerated, threshold, Crypto};
 use crate::pool::{Change, Created, IngressPool, Pool};
+use crate::state_sync::SyncMessage;
 
 /// Protocol parameters (milliseconds and heights).
 #[derive(Clone, Debug)]
@@ -110,6 +111,8 @@ pub enum Message {
     /// "I have finalized up to here; send me what follows."
     CatchUpRequest { finalized: Height },
     CatchUp(Arc<CatchUp>),
+    /// State sync: the driver answers and consumes these (see [`crate::state_sync`]).
+    Sync(SyncMessage),
 }
 
 /// Finalized blocks (with their ingress) after the requester's height, proved by the last
@@ -134,6 +137,9 @@ pub struct Batch {
     /// Randomness for execution: SHA-256 of the beacon.
     pub randomness: Hash,
     pub ingress: Vec<Arc<Ingress>>,
+    /// A catch-up height: keep a [`crate::Checkpoint`] of the state after this batch, to serve
+    /// to syncing peers, and pass its hash to [`ConsensusNode::on_executed`].
+    pub checkpoint: bool,
 }
 
 #[derive(Debug)]
@@ -184,6 +190,8 @@ pub struct ConsensusNode {
     round_start: BTreeMap<Height, Time>,
     /// State hashes of executed heights not yet certified.
     executed: BTreeMap<Height, Hash>,
+    /// Checkpoint (state manifest) hashes at catch-up heights not yet in a package.
+    checkpoints: BTreeMap<Height, Hash>,
     certified_height: Height,
     /// The catch-up package this node last started from or made.
     cup: Arc<Cup>,
@@ -230,7 +238,7 @@ impl ConsensusNode {
                 _ => {}
             }
         }
-        let cup = Arc::new(Cup { block: start.block, beacon: start.beacon, state_hash: start.state_hash, sig: [0; 48] });
+        let cup = Arc::new(Cup { block: start.block, beacon: start.beacon, state_hash: start.state_hash, checkpoint: [0; 32], sig: [0; 48] });
         ConsensusNode {
             f: faults_tolerated(n),
             config,
@@ -245,6 +253,7 @@ impl ConsensusNode {
             finalized_ingress: HashMap::new(),
             round_start: BTreeMap::new(),
             executed: BTreeMap::new(),
+            checkpoints: BTreeMap::new(),
             certified_height: height,
             cup,
             base_height: height,
@@ -374,6 +383,7 @@ impl ConsensusNode {
             Message::Request(id) => self.serve(from, id),
             Message::CatchUpRequest { finalized } => self.serve_catch_up(from, finalized),
             Message::CatchUp(c) => self.apply_catch_up(&c),
+            Message::Sync(_) => return,
         }
         self.process(now);
     }
@@ -387,12 +397,22 @@ impl ConsensusNode {
         self.process(now);
     }
 
-    /// The driver executed the batch at `height`; its state hash is `state_hash`.
-    pub fn on_executed(&mut self, now: Time, height: Height, state_hash: Hash) {
+    /// The driver executed the batch at `height`; its state hash is `state_hash`, and the hash
+    /// of its checkpoint `checkpoint` if the batch asked for one.
+    pub fn on_executed(&mut self, now: Time, height: Height, state_hash: Hash, checkpoint: Option<Hash>) {
         if height > self.certified_height {
             self.executed.insert(height, state_hash);
         }
+        if let Some(hash) = checkpoint.filter(|_| height > self.cup.height()) {
+            self.checkpoints.insert(height, hash);
+        }
         self.process(now);
+    }
+
+    /// Starts over from `start` (after state sync brought the state of a catch-up package),
+    /// with the same configuration and keys.
+    pub fn restart(&mut self, start: Start) {
+        *self = ConsensusNode::new(self.config.clone(), self.crypto.clone(), self.ingress_check.clone(), start);
     }
 
     // ----- the component loop -----
@@ -809,6 +829,7 @@ impl ConsensusNode {
             self.pool.apply(&Change::DropProposal(h, hash));
         }
         self.round_start = self.round_start.split_off(&(f + 1));
+        self.checkpoints = self.checkpoints.split_off(&(self.cup.height() + 1));
         // Ingress: block times only grow, so what expired before the finalized block's time
         // can never be included again.
         let time = self.finalized_time();
@@ -869,7 +890,8 @@ impl ConsensusNode {
             self.chain.insert(h, p.block.hash());
             self.finalized_height = h;
             let randomness = Sha256::digest(beacon.hash()).into();
-            self.outputs.push_back(Output::Deliver(Batch { height: h, block: p.block.clone(), beacon, randomness, ingress }));
+            let checkpoint = h % self.config.dkg_interval.max(1) == 0;
+            self.outputs.push_back(Output::Deliver(Batch { height: h, block: p.block.clone(), beacon, randomness, ingress, checkpoint }));
         }
     }
 
@@ -1306,7 +1328,8 @@ impl ConsensusNode {
         let block = self.chain.get(&h)?;
         let beacon = self.beacon(h)?;
         let state = self.pool.validated.aggregates_at(Kind::Certification, h).next()?.content;
-        Some(Cup::content_hash(block, &beacon.hash(), &state))
+        let checkpoint = self.checkpoints.get(&h)?;
+        Some(Cup::content_hash(block, &beacon.hash(), &state, checkpoint))
     }
 
     fn cup_from(&self, a: &Aggregate) -> Option<Cup> {
@@ -1316,7 +1339,7 @@ impl ConsensusNode {
         }
         let block = self.pool.validated.proposal(h, self.chain.get(&h)?)?.block.clone();
         let state_hash = self.pool.validated.aggregates_at(Kind::Certification, h).next()?.content;
-        Some(Cup { block, beacon: self.beacon(h)?, state_hash, sig: a.sig })
+        Some(Cup { block, beacon: self.beacon(h)?, state_hash, checkpoint: *self.checkpoints.get(&h)?, sig: a.sig })
     }
 
     fn check_proposal(&self, now: Time, p: &Proposal) -> Check {

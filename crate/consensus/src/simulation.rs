@@ -19,6 +19,7 @@ use tabnet_sim::{Network, Node, Outbox, Partition, Rng, Simulation};
 use crate::artifact::{Artifact, Beacon, Block, Hash, Height, Ingress, Kind, NodeIndex, Share, Time};
 use crate::crypto::{deal, faults_tolerated, BlsCrypto, Crypto, SimCrypto, SimKeys};
 use crate::node::{Batch, Config, ConsensusNode, CryptoStats, IngressCheck, Malice, Message, Output, Start};
+use crate::state_sync::{Checkpoint, StateSync, SyncMessage};
 
 /// What a faulty node does.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -33,7 +34,7 @@ pub enum Fault {
     Equivocate,
     /// Notarizes (and finalizes) every block it sees.
     NotarizeAll,
-    /// Every signature it sends is spoiled.
+    /// Every signature it sends is spoiled, and so is every state chunk it serves.
     BadSignatures,
     /// Re-sends old messages.
     Replay,
@@ -84,6 +85,9 @@ pub struct Scenario {
     pub initial_notary_delay: Time,
     pub dkg_interval: Height,
     pub strip_blocks: bool,
+    /// How long a restarting node stays down (ms); 0: a seeded time of up to a quarter of the
+    /// run. Longer than two catch-up intervals, the node must come back by state sync.
+    pub downtime: Time,
     /// Sign and verify with real BLS12-381 and Ed25519 (slow; for the crypto-cost figure).
     pub real_crypto: bool,
 }
@@ -107,6 +111,7 @@ impl Scenario {
             initial_notary_delay: 50,
             dkg_interval: 50,
             strip_blocks: true,
+            downtime: 0,
             real_crypto: false,
         }
     }
@@ -127,7 +132,7 @@ impl fmt::Display for Scenario {
         let faults: Vec<&str> = self.faults.iter().map(|x| x.name()).collect();
         write!(
             f,
-            "seed={} nodes={} faults={} duration={} delay={}..{} loss={} duplicate={} partition={} ingress={} size={} unit={} notary={} interval={} strip={}{}",
+            "seed={} nodes={} faults={} duration={} delay={}..{} loss={} duplicate={} partition={} ingress={} size={} unit={} notary={} interval={} strip={}{}{}",
             self.seed,
             self.nodes,
             if faults.is_empty() { "none".to_string() } else { faults.join(",") },
@@ -143,6 +148,7 @@ impl fmt::Display for Scenario {
             self.initial_notary_delay,
             self.dkg_interval,
             self.strip_blocks,
+            if self.downtime > 0 { format!(" downtime={}", self.downtime) } else { String::new() },
             if self.real_crypto { " crypto=bls" } else { "" }
         )
     }
@@ -179,6 +185,7 @@ impl FromStr for Scenario {
                 "notary" => sc.initial_notary_delay = num(value)?,
                 "interval" => sc.dkg_interval = num(value)?,
                 "strip" => sc.strip_blocks = value == "true",
+                "downtime" => sc.downtime = num(value)?,
                 "crypto" => sc.real_crypto = value == "bls",
                 _ => return Err(format!("unknown key `{key}`")),
             }
@@ -212,7 +219,27 @@ struct StateMachine {
     height: Height,
 }
 
+/// Checkpoints are cut into small chunks here, so that syncing takes many of them.
+const SIM_CHUNK_BYTES: usize = 64;
+/// State sync asks another peer after this long (ms; message delays here are tens of ms).
+const SIM_SYNC_TIMEOUT: Time = 500;
+
 impl StateMachine {
+    /// Its checkpoint: the hash and height, padded to a few chunks with bytes derived from them.
+    fn encode(&self) -> Vec<u8> {
+        let mut bytes = self.hash.to_vec();
+        bytes.extend_from_slice(&self.height.to_be_bytes());
+        while bytes.len() < 5 * SIM_CHUNK_BYTES {
+            let next: Hash = Sha256::digest(&bytes[bytes.len() - 32..]).into();
+            bytes.extend_from_slice(&next);
+        }
+        bytes
+    }
+    fn decode(bytes: &[u8]) -> Option<Self> {
+        let state = StateMachine { hash: bytes.get(..32)?.try_into().ok()?, height: Height::from_be_bytes(bytes.get(32..40)?.try_into().ok()?) };
+        (state.encode() == bytes).then_some(state)
+    }
+
     fn execute(&mut self, batch: &Batch) {
         let mut h = Sha256::new();
         h.update(self.hash);
@@ -234,6 +261,8 @@ struct Disk {
     block: Block,
     beacon: Beacon,
     signed: Vec<Artifact>,
+    /// The last two checkpoints (served to syncing peers).
+    checkpoints: Vec<Checkpoint>,
 }
 
 /// What nodes report to the checker.
@@ -243,6 +272,8 @@ enum Event {
     Finalized { node: NodeIndex, batch: Batch, time: Time },
     StateHash { node: NodeIndex, height: Height, hash: Hash },
     Certified { node: NodeIndex, height: Height, hash: Hash },
+    /// State sync brought the node the state at `height`.
+    Synced { node: NodeIndex, height: Height, hash: Hash },
     Sent { bytes: u64, proposal_bytes: u64 },
 }
 
@@ -259,6 +290,7 @@ struct SimNode {
     sent: Vec<Message>,
     junk: u64,
     peers: u64,
+    sync: Option<StateSync>,
 }
 
 impl SimNode {
@@ -294,11 +326,12 @@ impl SimNode {
                     self.disk.block = batch.block.clone();
                     self.disk.beacon = batch.beacon.clone();
                     self.disk.signed.retain(|a| signed_height(a) > height);
+                    let checkpoint = batch.checkpoint.then(|| self.keep_checkpoint());
                     let mut log = self.log.borrow_mut();
                     log.push(Event::Finalized { node: me, batch, time: now });
                     log.push(Event::StateHash { node: me, height, hash });
                     drop(log);
-                    self.consensus.on_executed(now, height, hash);
+                    self.consensus.on_executed(now, height, hash, checkpoint);
                 }
                 Output::Persist(artifact) => {
                     if let Artifact::Proposal(p) = &artifact {
@@ -311,11 +344,89 @@ impl SimNode {
                 Output::Certified { height, state_hash, .. } => {
                     self.log.borrow_mut().push(Event::Certified { node: me, height, hash: state_hash });
                 }
-                Output::StateSyncNeeded(_) => {}
+                Output::StateSyncNeeded(cup) => match &mut self.sync {
+                    Some(sync) if sync.height() >= cup.height() => {}
+                    Some(sync) => sync.retarget(now, cup),
+                    None => {
+                        let peers = (0..=self.peers as usize).filter(|p| *p != me).collect();
+                        self.sync = Some(StateSync::new(now, cup, peers, SIM_SYNC_TIMEOUT));
+                    }
+                },
             }
         }
+        self.pump_sync(now, out);
         if let Some(at) = self.consensus.next_wake(now) {
             out.wake_at(at);
+        }
+    }
+
+    /// Keeps a checkpoint of the state just executed; returns its hash.
+    fn keep_checkpoint(&mut self) -> Hash {
+        let checkpoint = Checkpoint::with_chunk_bytes(self.state.height, self.state.encode(), SIM_CHUNK_BYTES);
+        let hash = checkpoint.hash();
+        self.disk.checkpoints.push(checkpoint);
+        if self.disk.checkpoints.len() > 2 {
+            self.disk.checkpoints.remove(0);
+        }
+        hash
+    }
+
+    /// Sends what state sync asks for; once the state is complete, installs it and restarts
+    /// consensus from the catch-up package.
+    fn pump_sync(&mut self, now: Time, out: &mut Outbox<Message>) {
+        // Blocks may have brought the node there after all.
+        if self.sync.as_ref().is_some_and(|s| s.height() <= self.consensus.finalized_height()) {
+            self.sync = None;
+        }
+        let Some(sync) = &mut self.sync else { return };
+        while let Some((peer, request)) = sync.poll() {
+            out.send(peer, Message::Sync(request));
+        }
+        if let Some(at) = sync.next_wake() {
+            out.wake_at(at);
+        }
+        if !sync.is_complete() {
+            return;
+        }
+        let sync = self.sync.take().expect("syncing");
+        let cup = sync.cup().clone();
+        let state = sync.into_bytes().as_deref().and_then(StateMachine::decode);
+        let Some(state) = state.filter(|s| s.hash == cup.state_hash) else {
+            // Cannot happen: the manifest and every chunk were checked against the package.
+            panic!("state sync at height {} produced a state the package does not name", cup.height());
+        };
+        let me = self.consensus.me();
+        self.log.borrow_mut().push(Event::Synced { node: me, height: cup.height(), hash: state.hash });
+        self.state = state;
+        self.disk.state = self.state.clone();
+        self.disk.block = cup.block.clone();
+        self.disk.beacon = cup.beacon.clone();
+        self.disk.signed.retain(|a| signed_height(a) > cup.height());
+        self.keep_checkpoint();
+        let start = Start { block: cup.block.clone(), beacon: cup.beacon.clone(), state_hash: cup.state_hash, signed: self.disk.signed.clone() };
+        self.consensus.restart(start);
+        self.consensus.on_timer(now);
+        self.pump(now, out);
+    }
+
+    /// A peer's state-sync message: answer a request from our checkpoints, or feed our sync.
+    fn on_sync_message(&mut self, now: Time, from: NodeIndex, message: SyncMessage, out: &mut Outbox<Message>) {
+        if message.is_request() {
+            if self.fault == Some(Fault::Silent) {
+                return;
+            }
+            let answer = message.answer_from(&self.disk.checkpoints);
+            if let Some(mut answer) = answer {
+                if self.fault == Some(Fault::BadSignatures) {
+                    if let SyncMessage::Chunk { bytes, .. } = &mut answer {
+                        bytes[0] ^= 1;
+                    }
+                }
+                out.send(from, Message::Sync(answer));
+            }
+        } else if let Some(sync) = &mut self.sync {
+            sync.on_message(now, from, message);
+            self.pump_sync(now, out);
         }
     }
 
@@ -357,10 +468,16 @@ fn signed_height(a: &Artifact) -> Height {
 impl Node for SimNode {
     type Message = Message;
     fn on_message(&mut self, now: Time, from: NodeIndex, message: Message, out: &mut Outbox<Message>) {
+        if let Message::Sync(m) = message {
+            return self.on_sync_message(now, from, m, out);
+        }
         self.consensus.on_message(now, from, message);
         self.pump(now, out);
     }
     fn on_wake(&mut self, now: Time, out: &mut Outbox<Message>) {
+        if let Some(sync) = &mut self.sync {
+            sync.on_timer(now);
+        }
         self.consensus.on_timer(now);
         self.pump(now, out);
         self.misbehave(now, out);
@@ -428,6 +545,8 @@ pub struct Report {
     pub finalized_min: Height,
     pub finalized_max: Height,
     pub certified_min: Height,
+    /// How many times a node came back by state sync.
+    pub state_syncs: u64,
     pub ingress_submitted: u64,
     pub ingress_executed: u64,
     /// Per finalized block and honest node.
@@ -519,6 +638,12 @@ impl Checker {
                         }
                     }
                 }
+                Event::Synced { node, height, hash } => {
+                    self.report.state_syncs += 1;
+                    if self.states.get(&height).is_some_and(|s| *s != hash) {
+                        self.report.violations.push(format!("node {node}: state sync brought a state at height {height} that no honest node executed"));
+                    }
+                }
                 Event::Sent { bytes, proposal_bytes, .. } => {
                     self.report.bytes_sent += bytes;
                     self.report.proposal_bytes_sent += proposal_bytes;
@@ -599,10 +724,11 @@ pub fn run(scenario: &Scenario, measure_bytes: bool) -> Report {
             sent: Vec::new(),
             junk: 0,
             peers: (n - 1) as u64,
+            sync: None,
         }
     };
     let genesis = Start::genesis(&subnet_seed);
-    let genesis_disk = Disk { state: StateMachine::default(), block: genesis.block, beacon: genesis.beacon, signed: Vec::new() };
+    let genesis_disk = Disk { state: StateMachine::default(), block: genesis.block, beacon: genesis.beacon, signed: Vec::new(), checkpoints: Vec::new() };
     let nodes: Vec<SimNode> = (0..n).map(|i| make(i, genesis_disk.clone())).collect();
     let mut network = Network {
         min_delay: scenario.min_delay,
@@ -629,7 +755,8 @@ pub fn run(scenario: &Scenario, measure_bytes: bool) -> Report {
             Some(Fault::Restart) => {
                 let at = d / 10 + choices.below(d / 3);
                 actions.push((at, Action::Crash(i)));
-                actions.push((at + 1_000 + choices.below(d / 4), Action::Restart(i)));
+                let down = if scenario.downtime > 0 { scenario.downtime } else { 1_000 + choices.below(d / 4) };
+                actions.push((at + down, Action::Restart(i)));
             }
             _ => {}
         }

@@ -3,7 +3,7 @@
 //!
 //! ```text
 //! tabnet [serve] [--port P] [--state-dir D] [--bind ADDR] [--www DIR] [--memory-capacity MIB]
-//! tabnet init-subnet --nodes N --port P --dir D
+//! tabnet init-subnet --nodes N --port P --dir D [--dkg-interval H]
 //! tabnet node --dir D --index K [--www DIR]
 //! tabnet --nodes N [--port P] [--dir D] [--www DIR]     # init-subnet (if needed) + N node processes
 //! ```
@@ -18,7 +18,9 @@ use std::process::ExitCode;
 
 const USAGE: &str = "usage:
   tabnet [serve] [--port P (default 4943)] [--state-dir D (default $XDG_DATA_HOME/tabnet or ~/.local/share/tabnet)] [--bind ADDR (default 127.0.0.1)] [--www DIR (serve the web app from DIR)] [--memory-capacity MIB (memory all canisters may use, default 4096)]
-  tabnet init-subnet --nodes N --port P --dir D     write a subnet's configuration (node K: HTTP on P+K, gossip on P+N+K)
+  tabnet init-subnet --nodes N --port P --dir D [--dkg-interval H (default 500)]
+                                                   write a subnet's configuration (node K: HTTP on P+K, gossip on P+N+K;
+                                                   a catch-up package every H heights)
   tabnet node --dir D --index K [--www DIR]        run node K of the subnet in D
   tabnet --nodes N [--port P] [--dir D] [--www DIR] a whole local subnet: init-subnet if D has none, then N node processes";
 
@@ -27,7 +29,7 @@ const THREAD_STACK_BYTES: usize = 256 * 1024 * 1024;
 
 enum Command {
     Serve(Options),
-    InitSubnet { nodes: usize, port: u16, dir: PathBuf },
+    InitSubnet { nodes: usize, port: u16, dir: PathBuf, dkg_interval: u64 },
     Node { dir: PathBuf, index: usize, www: Option<PathBuf> },
     Subnet { nodes: usize, port: u16, dir: PathBuf, www: Option<PathBuf> },
 }
@@ -44,7 +46,7 @@ fn subnet_options(args: impl Iterator<Item = String>) -> Result<BTreeMap<String,
             Some((n, v)) => (n.to_string(), v.to_string()),
             None => (arg.clone(), args.next().ok_or(format!("{arg} needs a value"))?),
         };
-        if !["--nodes", "--port", "--dir", "--index", "--www"].contains(&name.as_str()) {
+        if !["--nodes", "--port", "--dir", "--index", "--www", "--dkg-interval"].contains(&name.as_str()) {
             return Err(format!("unknown argument {name}"));
         }
         out.insert(name, value);
@@ -65,7 +67,12 @@ fn parse_command(args: Vec<String>) -> Result<Command, String> {
     let port = |v: String| v.parse::<u16>().map_err(|e| format!("bad --port: {e}"));
     let www = o.get("--www").map(PathBuf::from);
     match first {
-        Some("init-subnet") => Ok(Command::InitSubnet { nodes: num("--nodes", need("--nodes")?)?, port: port(need("--port")?)?, dir: need("--dir")?.into() }),
+        Some("init-subnet") => Ok(Command::InitSubnet {
+            nodes: num("--nodes", need("--nodes")?)?,
+            port: port(need("--port")?)?,
+            dir: need("--dir")?.into(),
+            dkg_interval: o.get("--dkg-interval").cloned().map(|v| num("--dkg-interval", v)).transpose()?.map_or(subnet::DEFAULT_DKG_INTERVAL, |h| h as u64),
+        }),
         Some("node") => Ok(Command::Node { dir: need("--dir")?.into(), index: num("--index", need("--index")?)?, www }),
         _ => {
             let dir = match o.get("--dir") {
@@ -83,7 +90,7 @@ fn run_subnet(nodes: usize, port: u16, dir: PathBuf, www: Option<PathBuf>) -> Re
     let file = match subnet::SubnetFile::read(&dir) {
         Ok(f) if f.nodes == nodes => f,
         Ok(f) => return Err(format!("{} holds a subnet of {} nodes, not {nodes}", dir.display(), f.nodes)),
-        Err(_) => subnet::init(&dir, nodes, port)?,
+        Err(_) => subnet::init(&dir, nodes, port, subnet::DEFAULT_DKG_INTERVAL)?,
     };
     let exe = std::env::current_exe().map_err(|e| format!("cannot find this program: {e}"))?;
     let mut children = Vec::new();
@@ -180,7 +187,7 @@ fn main() -> ExitCode {
         }
     };
     let result = match command {
-        Command::InitSubnet { nodes, port, dir } => subnet::init(&dir, nodes, port).map(|f| {
+        Command::InitSubnet { nodes, port, dir, dkg_interval } => subnet::init(&dir, nodes, port, dkg_interval).map(|f| {
             println!("tabnet: a subnet of {} nodes in {}: node K serves http://127.0.0.1:{}+K", f.nodes, dir.display(), f.port);
         }),
         Command::Subnet { nodes, port, dir, www } => run_subnet(nodes, port, dir, www),

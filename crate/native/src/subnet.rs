@@ -12,7 +12,10 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
-use tabnet_consensus::{deal, Artifact, Beacon, Block, BlsCrypto, Config, ConsensusNode, Height, Ingress, IngressCheck, Message, Output, Start, Time};
+use tabnet_consensus::{
+    deal, Artifact, Beacon, Block, BlsCrypto, Checkpoint, Config, ConsensusNode, Cup, Height, Ingress, IngressCheck, Message, Output, Start, StateSync,
+    Time,
+};
 use tabnet_crypto::node_key::ED25519_DER_PREFIX;
 use tabnet_execution::SubnetConfig;
 use tabnet_replica::envelope::{self, RequestType};
@@ -33,6 +36,13 @@ const KEY_CERTIFICATION: &str = "consensus/certification";
 const MAX_FRAME: usize = 16 << 20;
 /// Messages waiting for a peer beyond this are dropped (consensus re-sends what matters).
 const PEER_QUEUE: usize = 20_000;
+/// Heights between catch-up packages unless `init-subnet --dkg-interval` says otherwise.
+pub const DEFAULT_DKG_INTERVAL: u64 = 500;
+/// Checkpoints (the state at the last catch-up heights) kept for syncing peers, in the node's
+/// directory: `checkpoints/<height>`.
+const CHECKPOINTS_KEPT: usize = 2;
+/// State sync asks another peer when one has not answered in this long (ms).
+const SYNC_TIMEOUT: Time = 2_000;
 
 /// What `init-subnet` writes.
 #[derive(Clone, Debug, PartialEq)]
@@ -41,6 +51,8 @@ pub struct SubnetFile {
     /// Node K serves HTTP on `port + K` and gossips on `port + nodes + K`.
     pub port: u16,
     pub dealer_seed: [u8; 32],
+    /// Heights between catch-up packages (state-sync points).
+    pub dkg_interval: u64,
 }
 
 impl SubnetFile {
@@ -57,10 +69,13 @@ impl SubnetFile {
              # Node K serves the IC HTTP interface on port+K and gossips on port+nodes+K.\n\
              # Trusted dealer: every node derives its keys from dealer_seed, so whoever can read\n\
              # this file holds every key of the subnet.\n\
-             nodes = {}\nport = {}\ndealer_seed = {}\n",
+             nodes = {}\nport = {}\ndealer_seed = {}\n\
+             # A catch-up package (and a state checkpoint) every dkg_interval heights.\n\
+             dkg_interval = {}\n",
             self.nodes,
             self.port,
-            hex::encode(self.dealer_seed)
+            hex::encode(self.dealer_seed),
+            self.dkg_interval
         )
     }
 
@@ -76,6 +91,10 @@ impl SubnetFile {
             nodes: get("nodes")?.parse().map_err(|e| format!("nodes: {e}"))?,
             port: get("port")?.parse().map_err(|e| format!("port: {e}"))?,
             dealer_seed: seed.try_into().map_err(|_| "dealer_seed must be 32 bytes")?,
+            dkg_interval: match fields.get("dkg_interval") {
+                Some(v) => v.parse().map_err(|e| format!("dkg_interval: {e}"))?,
+                None => DEFAULT_DKG_INTERVAL,
+            },
         };
         file.check()?;
         Ok(file)
@@ -84,6 +103,9 @@ impl SubnetFile {
     fn check(&self) -> Result<(), String> {
         if self.nodes == 0 || self.nodes > 100 {
             return Err(format!("a subnet of {} nodes? (1 to 100)", self.nodes));
+        }
+        if self.dkg_interval < 2 {
+            return Err(format!("dkg_interval {} is too short (2 or more heights)", self.dkg_interval));
         }
         if u32::from(self.port) + 2 * self.nodes as u32 > 65_535 {
             return Err(format!("ports {} to {} do not fit", self.port, u32::from(self.port) + 2 * self.nodes as u32 - 1));
@@ -99,14 +121,14 @@ impl SubnetFile {
 }
 
 /// `tabnet init-subnet`: writes the configuration of a new subnet into `dir`.
-pub fn init(dir: &Path, nodes: usize, port: u16) -> Result<SubnetFile, String> {
+pub fn init(dir: &Path, nodes: usize, port: u16, dkg_interval: u64) -> Result<SubnetFile, String> {
     let path = dir.join(CONFIG_FILE);
     if path.exists() {
         return Err(format!("{} exists already; remove the directory to make a new subnet", path.display()));
     }
     let mut dealer_seed = [0u8; 32];
     getrandom::getrandom(&mut dealer_seed).map_err(|e| format!("no OS randomness: {e}"))?;
-    let file = SubnetFile { nodes, port, dealer_seed };
+    let file = SubnetFile { nodes, port, dealer_seed, dkg_interval };
     file.check()?;
     std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
     std::fs::write(&path, file.render()).map_err(|e| format!("cannot write {}: {e}", path.display()))?;
@@ -151,11 +173,53 @@ impl IngressCheck for CallCheck {
     }
 }
 
-/// Consensus records kept with the replica's state.
+/// Where consensus resumes: the block and beacon of the state kept with it.
 #[derive(Serialize, Deserialize)]
-struct Checkpoint {
+struct ResumePoint {
     block: Block,
     beacon: Beacon,
+}
+
+fn resume_record(block: &Block, beacon: &Beacon) -> (String, Vec<u8>) {
+    (KEY_CHECKPOINT.to_string(), cbor(&ResumePoint { block: block.clone(), beacon: beacon.clone() }))
+}
+
+/// The checkpoints this node keeps on disk for syncing peers (the newest few).
+struct Checkpoints {
+    dir: PathBuf,
+    kept: Vec<Checkpoint>,
+}
+
+impl Checkpoints {
+    fn open(node_dir: &Path) -> Result<Self, String> {
+        let dir = node_dir.join("checkpoints");
+        std::fs::create_dir_all(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+        let mut heights: Vec<Height> = std::fs::read_dir(&dir)
+            .map_err(|e| format!("cannot read {}: {e}", dir.display()))?
+            .filter_map(|entry| entry.ok()?.file_name().to_str()?.parse().ok())
+            .collect();
+        heights.sort_unstable();
+        let mut kept = Vec::new();
+        for height in heights.iter().rev().take(CHECKPOINTS_KEPT).rev() {
+            let bytes = std::fs::read(dir.join(height.to_string())).map_err(|e| format!("cannot read checkpoint {height}: {e}"))?;
+            kept.push(Checkpoint::new(*height, bytes));
+        }
+        Ok(Checkpoints { dir, kept })
+    }
+
+    /// Keeps `checkpoint` (written whole, then renamed into place) and drops the oldest.
+    fn add(&mut self, checkpoint: Checkpoint) -> Result<(), String> {
+        let height = checkpoint.height();
+        let tmp = self.dir.join(format!("{height}.tmp"));
+        std::fs::write(&tmp, checkpoint.bytes()).and_then(|_| std::fs::rename(&tmp, self.dir.join(height.to_string()))).map_err(|e| format!("cannot write checkpoint {height}: {e}"))?;
+        self.kept.retain(|c| c.height() != height);
+        self.kept.push(checkpoint);
+        while self.kept.len() > CHECKPOINTS_KEPT {
+            let old = self.kept.remove(0);
+            let _ = std::fs::remove_file(self.dir.join(old.height().to_string()));
+        }
+        Ok(())
+    }
 }
 
 fn cbor<T: Serialize>(value: &T) -> Vec<u8> {
@@ -213,7 +277,7 @@ pub async fn run_node(dir: &Path, index: usize, www: Option<PathBuf>) -> Result<
     let genesis_seed = tabnet_crypto::sha256(&[b"tabnet-genesis".as_slice(), &file.dealer_seed].concat());
     let mut start = match replica.record(KEY_CHECKPOINT)? {
         Some(bytes) => {
-            let c: Checkpoint = ciborium::from_reader(bytes.as_slice()).map_err(|e| format!("bad consensus checkpoint: {e}"))?;
+            let c: ResumePoint = ciborium::from_reader(bytes.as_slice()).map_err(|e| format!("bad consensus checkpoint: {e}"))?;
             Start { block: c.block, beacon: c.beacon, state_hash: [0; 32], signed: Vec::new() }
         }
         None => Start::genesis(&genesis_seed),
@@ -234,7 +298,9 @@ pub async fn run_node(dir: &Path, index: usize, www: Option<PathBuf>) -> Result<
     }
     // Loopback delays are well under a millisecond: notaries need not wait for rank 0's block
     // (mainnet waits 300 ms); an idle subnet makes about four blocks a second.
-    let consensus_config = Config { unit_delay: 1_000, initial_notary_delay: 0, idle_block_delay: 250, ..Config::default() };
+    let consensus_config =
+        Config { unit_delay: 1_000, initial_notary_delay: 0, idle_block_delay: 250, dkg_interval: file.dkg_interval, ..Config::default() };
+    let checkpoints = Checkpoints::open(&node_dir(dir, index))?;
     let crypto = Arc::new(BlsCrypto::new(index, secret, public));
     let consensus = ConsensusNode::new(consensus_config, crypto, Arc::new(CallCheck), start);
 
@@ -259,7 +325,7 @@ pub async fn run_node(dir: &Path, index: usize, www: Option<PathBuf>) -> Result<
         memory_capacity: None,
     };
     let node = server::Node::new(replica, Some(inbox_tx));
-    let driver = tokio::spawn(drive(consensus, node.clone(), inbox, peers, signed_keys));
+    let driver = tokio::spawn(drive(consensus, node.clone(), inbox, peers, signed_keys, checkpoints));
     let result = server::serve_node(node, settings).await;
     driver.abort();
     result
@@ -332,30 +398,59 @@ async fn send_to_peer(me: usize, port: u16, mut queue: mpsc::Receiver<Arc<Vec<u8
     }
 }
 
+/// Sends `message` to peer `to`, or to every peer.
+fn send(peers: &[Option<mpsc::Sender<Arc<Vec<u8>>>>], to: Option<usize>, message: &Message) {
+    let frame = Arc::new(cbor(message));
+    for (k, peer) in peers.iter().enumerate() {
+        if let Some(peer) = peer.as_ref().filter(|_| to.is_none_or(|t| t == k)) {
+            let _ = peer.try_send(frame.clone());
+        }
+    }
+}
+
 /// The consensus task: feeds it peers' messages, ingress and timer ticks, and performs its outputs.
 /// `signed_keys`: the records of what this node signed, by height (dropped once finalized).
+/// It also serves state sync from `checkpoints`, and syncs state itself when too far behind.
 async fn drive(
     mut consensus: ConsensusNode,
     node: Arc<Node>,
     mut inbox: mpsc::Receiver<Input>,
     peers: Vec<Option<mpsc::Sender<Arc<Vec<u8>>>>>,
     mut signed_keys: BTreeMap<Height, Vec<String>>,
+    mut checkpoints: Checkpoints,
 ) {
     // Record keys must not collide with those of an earlier run still on disk.
     let mut next_record = now_millis() * 1_000;
+    let mut sync: Option<StateSync> = None;
+    let mut sync_started = std::time::Instant::now();
     loop {
         let now = now_millis();
-        let wake = consensus.next_wake(now).unwrap_or(now + 1_000);
+        let wake = consensus.next_wake(now).into_iter().chain(sync.as_ref().and_then(StateSync::next_wake)).min().unwrap_or(now + 1_000);
         let sleep = tokio::time::sleep(Duration::from_millis(wake.saturating_sub(now)));
         tokio::select! {
             input = inbox.recv() => match input {
+                Some(Input::Peer(from, Message::Sync(m))) if m.is_request() => {
+                    if let Some(answer) = m.answer_from(&checkpoints.kept) {
+                        send(&peers, Some(from), &Message::Sync(answer));
+                    }
+                }
+                Some(Input::Peer(from, Message::Sync(m))) => {
+                    if let Some(s) = &mut sync {
+                        s.on_message(now_millis(), from, m);
+                    }
+                }
                 Some(Input::Peer(from, message)) => consensus.on_message(now_millis(), from, message),
                 Some(Input::Ingress(bytes, reply)) => {
                     let _ = reply.send(consensus.submit_ingress(now_millis(), Ingress { bytes }).map(|_| ()));
                 }
                 None => return,
             },
-            _ = sleep => consensus.on_timer(now_millis()),
+            _ = sleep => {
+                consensus.on_timer(now_millis());
+                if let Some(s) = &mut sync {
+                    s.on_timer(now_millis());
+                }
+            }
         }
         // Perform what it asked, in order: what it signed is stored before anything after it is sent.
         let mut unsaved: Vec<(String, Vec<u8>)> = Vec::new();
@@ -376,17 +471,12 @@ async fn drive(
                             return;
                         }
                     }
-                    let frame = Arc::new(cbor(&message));
-                    for (k, peer) in peers.iter().enumerate() {
-                        if let Some(peer) = peer.as_ref().filter(|_| to.is_none_or(|t| t == k)) {
-                            let _ = peer.try_send(frame.clone());
-                        }
-                    }
+                    send(&peers, to, &message);
                 }
                 Output::Deliver(batch) => {
                     let height = batch.height;
                     let mut records = std::mem::take(&mut unsaved);
-                    records.push((KEY_CHECKPOINT.to_string(), cbor(&Checkpoint { block: batch.block.clone(), beacon: batch.beacon.clone() })));
+                    records.push(resume_record(&batch.block, &batch.beacon));
                     let old: Vec<String> = {
                         let rest = signed_keys.split_off(&(height + 1));
                         std::mem::replace(&mut signed_keys, rest).into_values().flatten().collect()
@@ -395,14 +485,25 @@ async fn drive(
                         batch.ingress.iter().filter_map(|i| unwrap_call(&i.bytes).map(|(ecid, env)| (env.to_vec(), ecid))).collect();
                     let time = batch.block.time * 1_000_000;
                     let randomness = batch.randomness;
+                    let make_checkpoint = batch.checkpoint;
                     let result = node
                         .blocking_replica(move |r| {
                             r.delete_records(&old)?;
-                            r.execute_batch(time, randomness, &calls, &records)
+                            let state_hash = r.execute_batch(time, randomness, &calls, &records)?;
+                            let checkpoint = if make_checkpoint { Some(Checkpoint::new(height, r.checkpoint()?)) } else { None };
+                            Ok((state_hash, checkpoint))
                         })
                         .await;
                     match result {
-                        Ok(state_hash) => consensus.on_executed(now_millis(), height, state_hash),
+                        Ok((state_hash, checkpoint)) => {
+                            let hash = checkpoint.as_ref().map(Checkpoint::hash);
+                            if let Some(c) = checkpoint {
+                                if let Err(e) = checkpoints.add(c) {
+                                    eprintln!("tabnet: {e}");
+                                }
+                            }
+                            consensus.on_executed(now_millis(), height, state_hash, hash);
+                        }
                         Err(e) => {
                             eprintln!("tabnet: executing height {height} failed: {e}");
                             return;
@@ -430,19 +531,87 @@ async fn drive(
                         Err(e) => eprintln!("tabnet: cannot store the certification of height {height}: {e}"),
                     }
                 }
-                Output::StateSyncNeeded(cup) => {
-                    eprintln!(
-                        "tabnet: this node is more than a catch-up interval behind (the subnet is at height {}); state sync is not implemented yet",
-                        cup.height()
-                    );
-                }
+                Output::StateSyncNeeded(cup) => match &mut sync {
+                    Some(s) if s.height() >= cup.height() => {}
+                    Some(s) => s.retarget(now_millis(), cup),
+                    None => {
+                        eprintln!(
+                            "tabnet: this node is at height {}, too far behind to catch up by blocks; syncing the state at height {} from its peers",
+                            consensus.finalized_height(),
+                            cup.height()
+                        );
+                        let me = consensus.me();
+                        sync_started = std::time::Instant::now();
+                        sync = Some(StateSync::new(now_millis(), cup, (0..peers.len()).filter(|k| *k != me).collect(), SYNC_TIMEOUT));
+                    }
+                },
             }
         }
         if !unsaved.is_empty() {
             let records = std::mem::take(&mut unsaved);
             let _ = node.blocking_replica(move |r| r.put_records(&records)).await;
         }
+        // State sync: blocks may have brought the node there after all; else ask, and install
+        // the state once it is whole.
+        if sync.as_ref().is_some_and(|s| s.height() <= consensus.finalized_height()) {
+            sync = None;
+        }
+        if let Some(s) = &mut sync {
+            while let Some((peer, request)) = s.poll() {
+                send(&peers, Some(peer), &Message::Sync(request));
+            }
+        }
+        if sync.as_ref().is_some_and(StateSync::is_complete) {
+            let s = sync.take().expect("syncing");
+            let cup = s.cup().clone();
+            match install_state(&node, &mut consensus, &mut signed_keys, &mut checkpoints, cup, s).await {
+                Ok((height, size)) => eprintln!(
+                    "tabnet: state sync brought this node to height {height} ({size} bytes of state) in {} ms",
+                    sync_started.elapsed().as_millis()
+                ),
+                Err(e) => {
+                    eprintln!("tabnet: {e}");
+                    return;
+                }
+            }
+        }
     }
+}
+
+/// Puts the state that sync brought in place of this node's, with the package's block as the
+/// point consensus resumes from, in one durable write; restarts consensus from the package.
+/// Returns the height and the state's size in bytes.
+async fn install_state(
+    node: &Arc<Node>,
+    consensus: &mut ConsensusNode,
+    signed_keys: &mut BTreeMap<Height, Vec<String>>,
+    checkpoints: &mut Checkpoints,
+    cup: Arc<Cup>,
+    sync: StateSync,
+) -> Result<(Height, usize), String> {
+    let height = cup.height();
+    let bytes = sync.into_bytes().expect("complete");
+    let size = bytes.len();
+    // What this node signed below the package no longer matters.
+    let newer = signed_keys.split_off(&(height + 1));
+    let old: Vec<String> = std::mem::replace(signed_keys, newer).into_values().flatten().collect();
+    let records = vec![resume_record(&cup.block, &cup.beacon)];
+    let (root, bytes) = node
+        .blocking_replica(move |r| {
+            r.delete_records(&old)?;
+            let root = r.restore_checkpoint(&bytes, &records)?;
+            Ok((root, bytes))
+        })
+        .await
+        .map_err(|e| format!("installing the state of height {height} failed: {e}"))?;
+    if root != cup.state_hash {
+        // The manifest matched what 2f+1 nodes signed, so this is non-determinism, not a lie.
+        return Err(format!("the state synced at height {height} does not certify as the subnet's (a replica bug); stopping"));
+    }
+    checkpoints.add(Checkpoint::new(height, bytes))?;
+    consensus.restart(Start { block: cup.block.clone(), beacon: cup.beacon.clone(), state_hash: cup.state_hash, signed: Vec::new() });
+    consensus.on_timer(now_millis());
+    Ok((height, size))
 }
 
 #[cfg(test)]
@@ -451,11 +620,13 @@ mod tests {
 
     #[test]
     fn the_configuration_round_trips_and_is_checked() {
-        let file = SubnetFile { nodes: 4, port: 8000, dealer_seed: [7; 32] };
+        let file = SubnetFile { nodes: 4, port: 8000, dealer_seed: [7; 32], dkg_interval: 20 };
         assert_eq!(SubnetFile::parse(&file.render()).unwrap(), file);
         assert_eq!((file.http_port(3), file.p2p_port(0)), (8003, 8004));
         assert!(SubnetFile::parse("nodes = 4\nport = 65530\ndealer_seed = 00").is_err());
-        assert!(SubnetFile { nodes: 4, port: 65_530, dealer_seed: [0; 32] }.check().is_err());
+        assert!(SubnetFile { nodes: 4, port: 65_530, dealer_seed: [0; 32], dkg_interval: 500 }.check().is_err());
+        assert!(SubnetFile { dkg_interval: 1, ..file }.check().is_err());
+        assert_eq!(SubnetFile::parse("nodes = 4\nport = 8000\ndealer_seed = 0707070707070707070707070707070707070707070707070707070707070707").unwrap().dkg_interval, 500);
     }
 
     #[test]

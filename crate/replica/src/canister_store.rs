@@ -19,6 +19,8 @@ use tabnet_types::CanisterId;
 
 use crate::store::Store;
 
+/// Every key of the replicated state starts with this.
+pub const PREFIX: &str = "state/";
 const KEY_METADATA: &str = "state/metadata";
 const PREFIX_CANISTER: &str = "state/canister/";
 const PREFIX_MODULE: &str = "state/module/";

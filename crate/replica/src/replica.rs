@@ -31,12 +31,32 @@ use crate::read_state::{self, CanisterAccess, ReadStateScope};
 use crate::state_tree::{self, SubnetInfo};
 use crate::store::Store;
 
+/// The replicated state and ingress history kept in `store`.
+fn load_replicated(store: &impl Store) -> Result<(ReplicatedState, IngressHistory), String> {
+    let state = canister_store::load(store)?.unwrap_or_default();
+    let mut history = IngressHistory::default();
+    for key in store.list(PREFIX_INGRESS)? {
+        let id = hex::decode(&key[PREFIX_INGRESS.len()..])
+            .ok()
+            .and_then(|b| <[u8; 32]>::try_from(b).ok())
+            .ok_or_else(|| format!("bad ingress key {key}"))?;
+        let bytes = store.get(&key)?.ok_or_else(|| format!("store lost {key}"))?;
+        let status: IngressStatus = ciborium::from_reader(bytes.as_slice()).map_err(|e| format!("bad ingress record {key}: {e}"))?;
+        history.restore(id, status);
+    }
+    Ok((state, history))
+}
+
 /// The version reported by `/api/v2/status`.
 pub const IMPL_VERSION: &str = concat!("tabnet-", env!("CARGO_PKG_VERSION"));
 
 /// Store keys.
 const KEY_SEED: &str = "keys/seed";
 const PREFIX_INGRESS: &str = "ingress/";
+const PREFIX_POOL: &str = "pool/";
+/// The records of the replicated state (the same on every replica at a height): the canisters
+/// and subnet metadata, and the ingress history.
+const REPLICATED: [&str; 2] = [canister_store::PREFIX, PREFIX_INGRESS];
 
 /// Management canister methods that create canisters: they may be sent to any effective
 /// canister id (the new canister's id is not known yet).
@@ -128,18 +148,7 @@ impl<S: Store> Replica<S> {
             public_key_der: root_key_der.clone(),
             nodes,
         };
-        let state = canister_store::load(&store)?.unwrap_or_default();
-        let mut history = IngressHistory::default();
-        for key in store.list(PREFIX_INGRESS)? {
-            let id = hex::decode(&key[PREFIX_INGRESS.len()..])
-                .ok()
-                .and_then(|b| <[u8; 32]>::try_from(b).ok())
-                .ok_or_else(|| format!("bad ingress key {key}"))?;
-            let bytes = store.get(&key)?.ok_or_else(|| format!("store lost {key}"))?;
-            let status: IngressStatus =
-                ciborium::from_reader(bytes.as_slice()).map_err(|e| format!("bad ingress record {key}: {e}"))?;
-            history.restore(id, status);
-        }
+        let (state, history) = load_replicated(&store)?;
         let pool = IngressPool::default();
         // Calls that were accepted but not executed before a restart are lost from the pool;
         // they come back to the pool so that an acknowledged call is never dropped.
@@ -164,7 +173,7 @@ impl<S: Store> Replica<S> {
 
     /// Ingress that was persisted as received goes back into the pool after a restart.
     fn requeue_received(&mut self) -> Result<(), String> {
-        for key in self.store.list("pool/")? {
+        for key in self.store.list(PREFIX_POOL)? {
             let bytes = self.store.get(&key)?.ok_or_else(|| format!("store lost {key}"))?;
             let message: IngressMessage =
                 ciborium::from_reader(bytes.as_slice()).map_err(|e| format!("bad pool record {key}: {e}"))?;
@@ -329,6 +338,52 @@ impl<S: Store> Replica<S> {
     /// The height of the state executed last (certified or not).
     pub fn executed_height(&self) -> u64 {
         self.scheduler.state().metadata.round
+    }
+
+    /// (Member of a subnet) The replicated state as one byte string, for a state-sync
+    /// checkpoint: every record of the canisters, the subnet and the ingress history, sorted
+    /// by key, in CBOR. Replicas that executed the same blocks produce the same bytes.
+    pub fn checkpoint(&self) -> Result<Vec<u8>, String> {
+        let mut records: Vec<(String, serde_bytes::ByteBuf)> = Vec::new();
+        for prefix in REPLICATED {
+            for key in self.store.list(prefix)? {
+                let value = self.store.get(&key)?.ok_or_else(|| format!("store lost {key}"))?;
+                records.push((key, serde_bytes::ByteBuf::from(value)));
+            }
+        }
+        records.sort_by(|a, b| a.0.cmp(&b.0));
+        Ok(to_cbor(&records))
+    }
+
+    /// (Member of a subnet) Replaces the replicated state with a checkpoint's (state sync
+    /// brought it) and writes `records` of the node's own with it, in one durable write; then
+    /// serves nothing until consensus certifies a later height. Returns the state tree's root
+    /// hash, which the catch-up package names.
+    pub fn restore_checkpoint(&mut self, bytes: &[u8], records: &[(String, Vec<u8>)]) -> Result<[u8; 32], String> {
+        let incoming: Vec<(String, serde_bytes::ByteBuf)> =
+            ciborium::from_reader(bytes).map_err(|e| format!("the checkpoint does not decode: {e}"))?;
+        if let Some((key, _)) = incoming.iter().find(|(key, _)| !REPLICATED.iter().any(|p| key.starts_with(p))) {
+            return Err(format!("the checkpoint holds a record outside the replicated state: {key}"));
+        }
+        for prefix in REPLICATED.iter().chain([&PREFIX_POOL]) {
+            for key in self.store.list(prefix)? {
+                self.store.delete(&key)?;
+            }
+        }
+        for (key, value) in incoming.iter().map(|(k, v)| (k, v.as_slice())).chain(records.iter().map(|(k, v)| (k, v.as_slice()))) {
+            self.store.put(key, value)?;
+        }
+        self.store.flush()?;
+        let (state, history) = load_replicated(&self.store)?;
+        let config = self.scheduler.config().clone();
+        self.scheduler = ExecutionEnvironment::from_state(state, config, self.subnet.subnet_id, self.subnet.public_key_der.clone());
+        self.history = history;
+        self.pool = IngressPool::default();
+        self.request_status = Arc::new(CertifiedMap::new());
+        self.certified = Certified { height: 0, time: 0, tree: HashedTree::new(&LabeledTree::SubTree(Default::default())), signature: [0; 48] };
+        let (height, time) = (self.scheduler.state().metadata.round, self.scheduler.state().metadata.time);
+        self.certify(height, time);
+        Ok(self.pending.as_ref().expect("a member keeps the state it executed").tree.root_hash())
     }
 
     /// Stores records of the node's own (consensus's) next to the state, durably.

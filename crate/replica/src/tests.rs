@@ -386,3 +386,56 @@ fn state_survives_reopening_the_store() {
     assert_eq!(r.last_round_time(), NOW + 2);
     assert!(r.state().canister(&canister_id_from_index(1)).is_some());
 }
+
+/// Node `me` of a 3-node subnet (every node's replica starts from an empty store).
+fn member(me: usize) -> Replica<MemoryStore> {
+    use tabnet_crypto::{BlsSecretKey, NodeSigningKey};
+    let nodes = (0..3u8).map(|i| NodeSigningKey::from_seed([i + 1; 32]).public_key_der()).collect();
+    let root_key_der = BlsSecretKey::from_seed(&[9; 32]).public_key().to_der();
+    let member = crate::Member { root_key_der, node_key_seed: [me as u8 + 1; 32], nodes, me };
+    Replica::open_member(MemoryStore::new(), SubnetConfig::for_subnet_size(3), member).unwrap()
+}
+
+#[test]
+fn a_checkpoint_restores_the_same_state_on_another_node() {
+    let alice = Identity::new(1);
+    let create = |nonce: u64| {
+        let content = call_content(alice.principal(), MANAGEMENT_CANISTER, "provisional_create_canister_with_cycles", create_arg(), NOW + 60_000_000_000 + nonce);
+        vec![(alice.envelope(content), MANAGEMENT_CANISTER)]
+    };
+    let (mut a, mut b, mut c) = (member(0), member(1), member(2));
+    let mut root_at_2 = [0; 32];
+    for (height, nonce) in [(1u64, 1u64), (2, 2)] {
+        let ha = a.execute_batch(NOW + height, [height as u8; 32], &create(nonce), &[]).unwrap();
+        let hb = b.execute_batch(NOW + height, [height as u8; 32], &create(nonce), &[]).unwrap();
+        assert_eq!(ha, hb);
+        root_at_2 = ha;
+    }
+    let checkpoint = a.checkpoint().unwrap();
+    assert_eq!(checkpoint, b.checkpoint().unwrap(), "replicas at one height give the same checkpoint bytes");
+
+    // C never executed anything; the checkpoint brings it to height 2.
+    let root = c.restore_checkpoint(&checkpoint, &[("consensus/mine".into(), b"kept".to_vec())]).unwrap();
+    assert_eq!(root, root_at_2, "the restored state certifies as the original did");
+    assert_eq!(c.executed_height(), 2);
+    assert!(!c.has_certified_state(), "nothing is served until consensus certifies a later height");
+    assert_eq!(c.record("consensus/mine").unwrap().as_deref(), Some(&b"kept"[..]));
+    assert!(c.state().canister(&canister_id_from_index(1)).is_some());
+    // The same call again is skipped on both (the history came along), and a new one runs alike.
+    let hc = c.execute_batch(NOW + 3, [3; 32], &create(2), &[]).unwrap();
+    let hb = b.execute_batch(NOW + 3, [3; 32], &create(2), &[]).unwrap();
+    assert_eq!(hc, hb);
+    let hc = c.execute_batch(NOW + 4, [4; 32], &create(4), &[]).unwrap();
+    let hb = b.execute_batch(NOW + 4, [4; 32], &create(4), &[]).unwrap();
+    assert_eq!(hc, hb);
+    assert_eq!(c.checkpoint().unwrap(), b.checkpoint().unwrap());
+    assert!(c.state().canister(&canister_id_from_index(2)).is_some());
+
+    // Records outside the replicated state are refused.
+    let mut bad: Vec<(String, serde_bytes::ByteBuf)> = ciborium::from_reader(checkpoint.as_slice()).unwrap();
+    bad.push(("keys/seed".into(), serde_bytes::ByteBuf::from(vec![0; 32])));
+    let mut bytes = Vec::new();
+    ciborium::into_writer(&bad, &mut bytes).unwrap();
+    assert!(c.restore_checkpoint(&bytes, &[]).unwrap_err().contains("outside the replicated state"));
+    assert!(c.restore_checkpoint(b"\xff junk", &[]).is_err());
+}
