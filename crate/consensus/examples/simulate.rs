@@ -44,9 +44,9 @@ fn figures() {
         let lat: Vec<u64> = r.latency.iter().filter(|l| l.rank == rank).map(|l| l.from_round_start).collect();
         println!("  {label}: median {} ms from round start = {:.1} δ (+ {} × unit) over {} blocks", median(lat.clone()), (median(lat) - 1000 * rank as u64) as f64 / 100.0, rank, r.latency.iter().filter(|l| l.rank == rank).count());
     }
-    println!("== simulator speed (one core; delays 10..50 ms, 20 ingress/s)");
+    println!("== simulator speed (one core; delays 10..50 ms, 20 ingress/s; 100 s of virtual time, over 1,000 rounds)");
     for n in [4, 13, 40] {
-        let r = run(&sc(&format!("seed=1 nodes={n} duration=30000 ingress=20")), false);
+        let r = run(&sc(&format!("seed=1 nodes={n} duration=100000 ingress=20")), false);
         println!("  n = {n:2}: {} rounds in {:.2} s = {:.0} rounds/s ({} messages)", r.finalized_max, r.wall_seconds, r.finalized_max as f64 / r.wall_seconds, r.messages_delivered);
     }
     println!("== bytes sent per node per finalized block (CBOR; n = 4, 200 ingress/s of 300 bytes)");

@@ -176,6 +176,10 @@ impl Proposal {
     pub fn stripped(&self) -> Proposal {
         Proposal { block: self.block.clone(), signature: self.signature, payload: None }
     }
+    /// Roughly the bytes it takes on the wire, with its payload if it carries one.
+    pub fn wire_size(&self) -> usize {
+        120 + 32 * self.block.ingress.len() + self.payload.as_ref().map_or(0, |v| v.iter().map(|i| i.bytes.len() + 8).sum())
+    }
 }
 
 /// A catch-up package: a finalized height's block, beacon and state hash, signed with the high
@@ -225,9 +229,7 @@ impl Artifact {
     pub fn wire_size(&self) -> usize {
         match self {
             Artifact::Ingress(i) => i.bytes.len() + 8,
-            Artifact::Proposal(p) => {
-                120 + 32 * p.block.ingress.len() + p.payload.as_ref().map_or(0, |v| v.iter().map(|i| i.bytes.len() + 8).sum())
-            }
+            Artifact::Proposal(p) => p.wire_size(),
             Artifact::Share(_) => 100,
             Artifact::Aggregate(a) => 100 + 2 * a.signers.len(),
             Artifact::Cup(_) => 300,

@@ -169,8 +169,6 @@ pub enum Change {
     DropShare(Share),
     DropAggregate(Kind, Height, Hash),
     DropCup(Height),
-    /// The maker signed two blocks at this height: none of its blocks there count.
-    Disqualify(Height, NodeIndex),
     /// Fetch this from that peer (a proposal needs it).
     Fetch(ArtifactId, NodeIndex),
     /// Forget what lies below this height (validated and unvalidated), keeping ingress.
@@ -204,6 +202,10 @@ impl Pool {
                 let (height, hash) = (p.block.height, p.block.hash());
                 self.unvalidated.remove_proposal(height, &hash);
                 self.proposal_senders.remove(&hash);
+                // A second valid block of one maker at one height: none of its blocks there count.
+                if self.validated.proposals_at(height).any(|(other, q)| q.block.maker == p.block.maker && *other != hash) {
+                    self.disqualified.insert((height, p.block.maker));
+                }
                 self.validated.proposals.entry(height).or_default().insert(hash, p.clone());
             }
             Change::Create(Created::Share(s)) | Change::ValidateShare(s) => {
@@ -230,9 +232,6 @@ impl Pool {
             Change::DropAggregate(kind, height, content) => self.unvalidated.remove_aggregate(*kind, *height, content),
             Change::DropCup(height) => {
                 self.unvalidated.cups.remove(height);
-            }
-            Change::Disqualify(height, maker) => {
-                self.disqualified.insert((*height, *maker));
             }
             Change::Fetch(..) => {}
             Change::PurgeBelow(height) => {

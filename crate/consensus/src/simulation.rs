@@ -16,7 +16,7 @@ use std::sync::Arc;
 use sha2::{Digest, Sha256};
 use tabnet_sim::{Network, Node, Outbox, Partition, Rng, Simulation};
 
-use crate::artifact::{Artifact, Beacon, Block, Hash, Height, Ingress, Kind, NodeIndex, Share, Time};
+use crate::artifact::{Artifact, Beacon, Block, Hash, Height, Ingress, Kind, NodeIndex, Proposal, Share, Time};
 use crate::crypto::{deal, faults_tolerated, BlsCrypto, Crypto, SimCrypto, SimKeys};
 use crate::node::{Batch, Config, ConsensusNode, CryptoStats, IngressCheck, Malice, Message, Output, Start};
 use crate::state_sync::{Checkpoint, StateSync, SyncMessage};
@@ -38,13 +38,24 @@ pub enum Fault {
     BadSignatures,
     /// Re-sends old messages.
     Replay,
-    /// Sends junk shares and ingress, many per second.
+    /// Sends junk shares, blocks and ingress, many per second, near and far ahead.
     Flood,
+    /// Proposes blocks that break the rules (see [`Malice::bad_blocks`]).
+    BadBlocks,
 }
 
 impl Fault {
-    pub const ALL: [Fault; 8] =
-        [Fault::Crash, Fault::Restart, Fault::Silent, Fault::Equivocate, Fault::NotarizeAll, Fault::BadSignatures, Fault::Replay, Fault::Flood];
+    pub const ALL: [Fault; 9] = [
+        Fault::Crash,
+        Fault::Restart,
+        Fault::Silent,
+        Fault::Equivocate,
+        Fault::NotarizeAll,
+        Fault::BadSignatures,
+        Fault::Replay,
+        Fault::Flood,
+        Fault::BadBlocks,
+    ];
     fn name(self) -> &'static str {
         match self {
             Fault::Crash => "crash",
@@ -55,6 +66,7 @@ impl Fault {
             Fault::BadSignatures => "bad-signatures",
             Fault::Replay => "replay",
             Fault::Flood => "flood",
+            Fault::BadBlocks => "bad-blocks",
         }
     }
     /// Whether the node stays honest in what it signs (a crashed or restarted node does).
@@ -78,9 +90,11 @@ pub struct Scenario {
     pub duplicate_per_million: u32,
     /// Cut the subnet in two for a seeded stretch of the run, then heal.
     pub partition: bool,
-    /// Ingress messages submitted per virtual second (to random nodes), and their size.
+    /// Ingress messages submitted per virtual second (to random nodes), their size, and how
+    /// long after submission they expire (ms).
     pub ingress_per_second: u64,
     pub ingress_size: usize,
+    pub ingress_expiry: Time,
     pub unit_delay: Time,
     pub initial_notary_delay: Time,
     pub dkg_interval: Height,
@@ -90,6 +104,9 @@ pub struct Scenario {
     pub downtime: Time,
     /// Sign and verify with real BLS12-381 and Ed25519 (slow; for the crypto-cost figure).
     pub real_crypto: bool,
+    /// A block's limits: ingress messages and payload bytes (the IC's: 1,000 and 4 MiB).
+    pub block_ingress: usize,
+    pub block_bytes: usize,
 }
 
 impl Scenario {
@@ -107,12 +124,15 @@ impl Scenario {
             partition: false,
             ingress_per_second: 50,
             ingress_size: 64,
+            ingress_expiry: 60_000,
             unit_delay: 300,
             initial_notary_delay: 50,
             dkg_interval: 50,
             strip_blocks: true,
             downtime: 0,
             real_crypto: false,
+            block_ingress: Config::default().max_block_ingress,
+            block_bytes: Config::default().max_block_bytes,
         }
     }
 
@@ -132,7 +152,7 @@ impl fmt::Display for Scenario {
         let faults: Vec<&str> = self.faults.iter().map(|x| x.name()).collect();
         write!(
             f,
-            "seed={} nodes={} faults={} duration={} delay={}..{} loss={} duplicate={} partition={} ingress={} size={} unit={} notary={} interval={} strip={}{}{}",
+            "seed={} nodes={} faults={} duration={} delay={}..{} loss={} duplicate={} partition={} ingress={} size={} unit={} notary={} interval={} strip={}{}{}{}{}",
             self.seed,
             self.nodes,
             if faults.is_empty() { "none".to_string() } else { faults.join(",") },
@@ -149,7 +169,13 @@ impl fmt::Display for Scenario {
             self.dkg_interval,
             self.strip_blocks,
             if self.downtime > 0 { format!(" downtime={}", self.downtime) } else { String::new() },
-            if self.real_crypto { " crypto=bls" } else { "" }
+            if self.real_crypto { " crypto=bls" } else { "" },
+            if self.ingress_expiry == 60_000 { String::new() } else { format!(" expiry={}", self.ingress_expiry) },
+            if (self.block_ingress, self.block_bytes) == (Config::default().max_block_ingress, Config::default().max_block_bytes) {
+                String::new()
+            } else {
+                format!(" block={}/{}", self.block_ingress, self.block_bytes)
+            }
         )
     }
 }
@@ -181,12 +207,17 @@ impl FromStr for Scenario {
                 "partition" => sc.partition = value == "true",
                 "ingress" => sc.ingress_per_second = num(value)?,
                 "size" => sc.ingress_size = num(value)?.max(16) as usize,
+                "expiry" => sc.ingress_expiry = num(value)?,
                 "unit" => sc.unit_delay = num(value)?,
                 "notary" => sc.initial_notary_delay = num(value)?,
                 "interval" => sc.dkg_interval = num(value)?,
                 "strip" => sc.strip_blocks = value == "true",
                 "downtime" => sc.downtime = num(value)?,
                 "crypto" => sc.real_crypto = value == "bls",
+                "block" => {
+                    let (a, b) = value.split_once('/').ok_or("block=MESSAGES/BYTES")?;
+                    (sc.block_ingress, sc.block_bytes) = (num(a)? as usize, num(b)? as usize);
+                }
                 _ => return Err(format!("unknown key `{key}`")),
             }
         }
@@ -274,7 +305,7 @@ enum Event {
     Certified { node: NodeIndex, height: Height, hash: Hash },
     /// State sync brought the node the state at `height`.
     Synced { node: NodeIndex, height: Height, hash: Hash },
-    Sent { bytes: u64, proposal_bytes: u64 },
+    Sent { bytes: u64, proposal_bytes: u64, largest: u64 },
 }
 
 type Log = Rc<RefCell<Vec<Event>>>;
@@ -309,7 +340,8 @@ impl SimNode {
                         let proposal = matches!(&message, Message::Push(Artifact::Proposal(_)) | Message::CatchUp(_))
                             || matches!(&message, Message::Push(Artifact::Ingress(_)) if to.is_some());
                         let bytes = buf.len() as u64 * copies;
-                        self.log.borrow_mut().push(Event::Sent { bytes, proposal_bytes: if proposal { bytes } else { 0 } });
+                        let largest = buf.len() as u64;
+                        self.log.borrow_mut().push(Event::Sent { bytes, proposal_bytes: if proposal { bytes } else { 0 }, largest });
                     }
                     if self.fault == Some(Fault::Replay) && self.sent.len() < 2_000 {
                         self.sent.push(message.clone());
@@ -441,13 +473,19 @@ impl SimNode {
                 out.wake_at(now + 50);
             }
             Some(Fault::Flood) => {
-                let h = self.consensus.notarized_height() + 1;
+                // Junk near the current height and past how far ahead nodes keep anything, in
+                // its own name and in others'.
+                let (h, n) = (self.consensus.notarized_height() + 1, self.peers + 1);
                 for k in 0..20u64 {
                     self.junk += 1;
                     let kind = Kind::ALL[(self.junk % 5) as usize];
                     let content: Hash = Sha256::digest(self.junk.to_be_bytes()).into();
-                    let share = Share { kind, height: h + k % 3, content, signer: (self.junk as usize) % 64, sig: [7; 48] };
+                    let (height, someone) = (h + k % 14, (self.junk % n) as NodeIndex);
+                    let share = Share { kind, height, content, signer: someone, sig: [7; 48] };
                     out.broadcast(Message::Push(Artifact::Share(share)));
+                    let block = Block { parent: content, height, rank: 0, maker: someone, time: now, ingress: Vec::new() };
+                    let proposal = Proposal { block, signature: [7; 64], payload: None };
+                    out.broadcast(Message::Push(Artifact::Proposal(Arc::new(proposal))));
                     out.broadcast(Message::Push(Artifact::Ingress(Arc::new(sim_ingress(now + 1_000, u64::MAX - self.junk, 64)))));
                 }
                 out.wake_at(now + 50);
@@ -559,7 +597,15 @@ pub struct Report {
     pub messages_delivered: u64,
     pub bytes_sent: u64,
     pub proposal_bytes_sent: u64,
+    /// The largest single message sent (CBOR bytes), when bytes are measured.
+    pub largest_message: u64,
     pub wall_seconds: f64,
+    /// The longest stretch (virtual ms) in which no honest node finalized a new height.
+    pub longest_stall: Time,
+    /// Blocks honest nodes refused, by reason.
+    pub rejections: BTreeMap<&'static str, u64>,
+    /// The most artifacts an honest node held unvalidated (sampled as the run goes).
+    pub max_unvalidated: usize,
 }
 
 impl Report {
@@ -577,6 +623,10 @@ struct Checker {
     executed: Vec<HashSet<Hash>>,
     /// Each block's proposal time and its maker's round start.
     proposed: HashMap<Hash, (Time, Time)>,
+    /// A block's limits (messages, payload bytes).
+    limits: (usize, usize),
+    /// The highest height an honest node finalized, and when.
+    top: (Height, Time),
     report: Report,
 }
 
@@ -590,6 +640,19 @@ impl Checker {
                 Event::Finalized { node, batch, time } => {
                     let hash = batch.block.hash();
                     let honest = self.honest[node];
+                    if honest && batch.height > self.top.0 {
+                        self.report.longest_stall = self.report.longest_stall.max(time - self.top.1);
+                        self.top = (batch.height, time);
+                    }
+                    let bytes: usize = batch.ingress.iter().map(|i| i.bytes.len()).sum();
+                    if honest && (batch.ingress.len() > self.limits.0 || bytes > self.limits.1) {
+                        self.report.violations.push(format!(
+                            "node {node} finalized a block of {} messages and {bytes} bytes at height {} (limits {:?})",
+                            batch.ingress.len(),
+                            batch.height,
+                            self.limits
+                        ));
+                    }
                     if honest {
                         match self.finalized.get(&batch.height) {
                             Some(other) if *other != hash => self.report.violations.push(format!(
@@ -644,9 +707,10 @@ impl Checker {
                         self.report.violations.push(format!("node {node}: state sync brought a state at height {height} that no honest node executed"));
                     }
                 }
-                Event::Sent { bytes, proposal_bytes, .. } => {
+                Event::Sent { bytes, proposal_bytes, largest } => {
                     self.report.bytes_sent += bytes;
                     self.report.proposal_bytes_sent += proposal_bytes;
+                    self.report.largest_message = self.report.largest_message.max(largest);
                 }
             }
             if self.report.violations.len() > 20 {
@@ -701,7 +765,10 @@ pub fn run(scenario: &Scenario, measure_bytes: bool) -> Report {
             equivocate: fault == Some(Fault::Equivocate),
             notarize_everything: fault == Some(Fault::NotarizeAll),
             corrupt_signatures: fault == Some(Fault::BadSignatures),
+            bad_blocks: fault == Some(Fault::BadBlocks),
         },
+        max_block_ingress: scenario.block_ingress,
+        max_block_bytes: scenario.block_bytes,
         ..Config::default()
     };
     let log: Log = Rc::new(RefCell::new(Vec::new()));
@@ -770,8 +837,12 @@ pub fn run(scenario: &Scenario, measure_bytes: bool) -> Report {
         certified: BTreeMap::new(),
         executed: vec![HashSet::new(); n],
         proposed: HashMap::new(),
+        limits: (scenario.block_ingress, scenario.block_bytes),
+        top: (0, 0),
         report: Report { scenario: scenario.to_string(), ..Report::default() },
     };
+    let honest_now = |i: NodeIndex| fault_of[i].is_none();
+    let mut steps: u64 = 0;
     let mut submitted: Vec<Hash> = Vec::new();
     let mut disks: Vec<Option<Disk>> = vec![None; n];
     let mut actions = actions.into_iter().peekable();
@@ -780,6 +851,11 @@ pub fn run(scenario: &Scenario, measure_bytes: bool) -> Report {
         match sim.next_time() {
             Some(t) if t <= next_action && t <= d => {
                 sim.step();
+                steps += 1;
+                if steps % 256 == 0 {
+                    let most = sim.nodes().filter(|(i, _)| honest_now(*i)).map(|(_, node)| node.consensus.unvalidated_len()).max();
+                    checker.report.max_unvalidated = checker.report.max_unvalidated.max(most.unwrap_or(0));
+                }
                 if !log.borrow().is_empty() {
                     checker.take(&log);
                 }
@@ -791,7 +867,7 @@ pub fn run(scenario: &Scenario, measure_bytes: bool) -> Report {
         sim.run_until(at.saturating_sub(1));
         match action {
             Action::Submit { node, nonce } => {
-                let ingress = sim_ingress(at + 60_000, nonce, scenario.ingress_size);
+                let ingress = sim_ingress(at + scenario.ingress_expiry, nonce, scenario.ingress_size);
                 submitted.push(ingress.id());
                 sim.act(node, |node, now, out| {
                     let _ = node.consensus.submit_ingress(now, ingress);
@@ -810,6 +886,7 @@ pub fn run(scenario: &Scenario, measure_bytes: bool) -> Report {
     sim.run_until(d);
     checker.take(&log);
     let mut report = checker.report;
+    report.longest_stall = report.longest_stall.max(d - checker.top.1);
     report.ingress_submitted = submitted.len() as u64;
     let up_honest: Vec<&SimNode> = sim.nodes().filter(|(i, _)| fault_of[*i].is_none()).map(|(_, node)| node).collect();
     report.finalized_min = up_honest.iter().map(|n| n.consensus.finalized_height()).min().unwrap_or(0);
@@ -828,24 +905,28 @@ pub fn run(scenario: &Scenario, measure_bytes: bool) -> Report {
         report.crypto.verified_shares += s.verified_shares;
         report.crypto.verified_aggregates += s.verified_aggregates;
         report.crypto.verified_proposals += s.verified_proposals;
+        for (why, count) in node.consensus.rejections() {
+            *report.rejections.entry(why).or_default() += count;
+        }
     }
     report.messages_delivered = sim.stats.delivered;
     report.crypto_ms = crypto_time.load(Ordering::Relaxed) as f64 / 1e6;
-    // Liveness: with at most f faulty nodes on a synchronous network, finality keeps rising and
-    // every submitted message executes.
+    // Liveness: with at most f faulty nodes on a synchronous network, finality keeps rising all
+    // along (no stretch without a new finalized height longer than two slowest rounds), and every
+    // submitted message executes (unless it may expire first).
     let faulty = scenario.faults.len();
     if faulty <= f && scenario.synchronous() {
-        let round = 3 * scenario.max_delay + scenario.initial_notary_delay + (faulty as u64) * scenario.unit_delay * 2;
-        let expected = (d / round.max(1) / 4).max(5);
-        if report.finalized_min < expected {
-            report.violations.push(format!("liveness: honest nodes finalized only {} heights (expected ≥ {expected})", report.finalized_min));
+        let round = 3 * scenario.max_delay + scenario.initial_notary_delay + (f as u64 + 1) * scenario.unit_delay;
+        if report.longest_stall > 2 * round {
+            report.violations.push(format!("liveness: no new finalized height for {} ms (at most {} expected)", report.longest_stall, 2 * round));
         }
         for (i, h) in &restarted {
             if h + 3 < report.finalized_min {
                 report.violations.push(format!("liveness: node {i} restarted and stayed at height {h} (others at {})", report.finalized_min));
             }
         }
-        if report.ingress_executed < report.ingress_submitted && !scenario.faults.iter().any(|f| matches!(f, Fault::Crash | Fault::Restart | Fault::Silent)) {
+        let may_be_lost = scenario.faults.iter().any(|f| matches!(f, Fault::Crash | Fault::Restart | Fault::Silent)) || scenario.ingress_expiry < d;
+        if report.ingress_executed < report.ingress_submitted && !may_be_lost {
             report.violations.push(format!("liveness: {} of {} submitted messages executed", report.ingress_executed, report.ingress_submitted));
         }
     }

@@ -13,7 +13,8 @@ fn four_honest_nodes_finalize_and_execute_everything() {
 }
 
 /// The Byzantine behaviours, taken in turn by seed.
-const BYZANTINE: [Fault; 6] = [Fault::Equivocate, Fault::NotarizeAll, Fault::BadSignatures, Fault::Replay, Fault::Flood, Fault::Silent];
+const BYZANTINE: [Fault; 7] =
+    [Fault::Equivocate, Fault::NotarizeAll, Fault::BadSignatures, Fault::Replay, Fault::Flood, Fault::Silent, Fault::BadBlocks];
 
 /// The scenarios of the bounded sweep: every size, several seeds, each fault mix.
 fn sweep() -> Vec<Scenario> {
@@ -42,7 +43,15 @@ fn sweep() -> Vec<Scenario> {
                 ..base.clone()
             });
             // f + 1 faulty: it may stop, but never finalizes conflicting blocks.
-            all.push(Scenario { faults: (0..=f).map(|k| [Fault::NotarizeAll, Fault::Equivocate][k % 2]).collect(), ..base });
+            all.push(Scenario { faults: (0..=f).map(|k| [Fault::NotarizeAll, Fault::Equivocate][k % 2]).collect(), ..base.clone() });
+            if seed == 1 {
+                // Each Byzantine behaviour by all f faulty nodes at once, liveness checked.
+                for fault in BYZANTINE {
+                    all.push(Scenario { faults: vec![fault; f], ..base.clone() });
+                }
+                // f + 1 crashed: the subnet stops, safely.
+                all.push(Scenario { faults: vec![Fault::Crash; f + 1], ..base });
+            }
         }
     }
     all
@@ -62,6 +71,57 @@ fn a_bounded_sweep_keeps_every_invariant() {
     }
     assert!(failures.is_empty(), "{} of {} scenarios broke an invariant:\n{}", failures.len(), scenarios.len(), failures.join("\n"));
     assert!(state_syncs >= 5, "the long-downtime scenarios should come back by state sync ({state_syncs} did)");
+}
+
+#[test]
+fn blocks_that_break_the_rules_are_refused_and_honest_blocks_keep_the_limits() {
+    // Two of seven makers propose only bad blocks; honest blocks hold at most 20 messages and
+    // 1,000 bytes while clients send more than that, so pools back up and messages expire.
+    let scenario: Scenario = "seed=11 nodes=7 faults=bad-blocks,bad-blocks ingress=150 block=20/1000 expiry=2000 duration=40000".parse().unwrap();
+    let report = check(&scenario);
+    for why in [
+        "bad maker signature",
+        "not the maker's rank",
+        "block time not after its parent's",
+        "too many ingress messages",
+        "repeated or already finalized ingress",
+        "expired ingress",
+        "payload too large",
+    ] {
+        assert!(report.rejections.get(why).is_some_and(|n| *n > 0), "no block refused for `{why}`: {:?}", report.rejections);
+    }
+    assert!(report.ingress_executed > 0 && report.ingress_executed < report.ingress_submitted, "{report:?}");
+}
+
+#[test]
+fn a_flood_of_junk_near_and_far_ahead_stays_out_of_the_pools() {
+    for line in ["seed=12 nodes=4 faults=flood", "seed=12 nodes=13 faults=flood,flood,flood,flood"] {
+        let report = check(&line.parse().unwrap());
+        // Each peer may hold f + 2 shares per kind and height for a few heights; the junk sent
+        // (hundreds of shares and blocks a second per flooder) must not pile up.
+        assert!(report.max_unvalidated < 300, "{line}: {} artifacts waited unvalidated", report.max_unvalidated);
+        assert!(report.rejections.get("bad maker signature").is_some_and(|n| *n > 1_000), "{line}: {:?}", report.rejections);
+    }
+}
+
+#[test]
+fn with_f_plus_1_nodes_down_the_subnet_stops_and_resumes_when_they_return() {
+    // Two of four nodes restart, each down 12 s from a time in 1.5..5.5 s: both are down
+    // together for at least 8 s.
+    let scenario: Scenario = "seed=13 nodes=4 faults=restart,restart downtime=12000 duration=30000".parse().unwrap();
+    let report = check(&scenario);
+    assert!(report.longest_stall > 5_000, "finality went on with 2 of 4 nodes down: {report:?}");
+    assert!(report.finalized_min > 60, "finality did not resume: {report:?}");
+}
+
+#[test]
+fn catching_up_over_big_blocks_comes_in_messages_a_transport_frame_holds() {
+    // 40 messages of 200 kB a second: a node down for 4 s misses ~32 MB of blocks.
+    let scenario: Scenario = "seed=14 nodes=4 faults=restart size=200000 ingress=40 downtime=4000 duration=12000".parse().unwrap();
+    let report = run(&scenario, true);
+    assert!(report.ok(), "{:?}", report.violations);
+    assert!(report.largest_message < 16 << 20, "a catch-up message of {} bytes", report.largest_message);
+    assert!(report.largest_message > 4 << 20, "blocks of several MB were expected: {}", report.largest_message);
 }
 
 #[test]
