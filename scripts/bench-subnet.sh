@@ -29,7 +29,7 @@ for _ in $(seq 200); do [ -n "$(height 2>/dev/null)" ] && [ "$(height)" -gt 0 ] 
 
 echo; echo "== native subnet of $nodes processes on loopback: idle"
 h0=$(height); sleep 10; h1=$(height)
-echo "blocks finalized and certified per second when idle: $(( (h1 - h0) / 10 )) ($h0 → $h1 in 10 s)"
+echo "blocks finalized and certified per second when idle: $(python3 -c "print(f'{($h1 - $h0) / 10:.1f}')") ($h0 → $h1 in 10 s)"
 
 echo; echo "== one caller: update latency, submission to certified reply (through node 0)"
 target/release/tabnet-load --url "$url" --callers 1 --seconds 10

@@ -26,6 +26,6 @@ echo; echo "== test: agent-js and the web app, end to end"
 scripts/build-web.sh
 TABNET_BIN="$root/target/debug/tabnet" node --test --test-concurrency=1 tests/agent-js/ tests/web/
 
-echo; echo "== test: the end-to-end tests again, against node 1 of a 4-process subnet"
-TABNET_NODES=4 cargo test -p tabnet-agent-tests
+echo; echo "== test: the end-to-end tests again, against a 4-process subnet (ic-agent through node 2, agent-js through node 1)"
+TABNET_NODES=4 TABNET_NODE_INDEX=2 cargo test -p tabnet-agent-tests
 TABNET_NODES=4 TABNET_BIN="$root/target/debug/tabnet" node --test --test-concurrency=1 tests/agent-js/

@@ -172,7 +172,7 @@ export class TabnetNode {
 }
 
 /** `count` consecutive TCP ports that were free a moment ago. */
-async function freePorts(count) {
+export async function freePorts(count) {
   for (let attempt = 0; attempt < 50; attempt++) {
     const base = 20_000 + Math.floor(Math.random() * 40_000);
     const free = await Promise.all(
