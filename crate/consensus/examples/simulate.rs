@@ -92,6 +92,9 @@ fn main() {
             if seed % 3 == 0 {
                 (s.loss_per_million, s.duplicate_per_million, s.max_delay, s.partition) = (50_000, 20_000, 300, true);
             }
+            if seed % 5 == 0 {
+                s.slow_per_million = 30_000;
+            }
             let r = run(&s, false);
             runs += 1;
             if !r.ok() {

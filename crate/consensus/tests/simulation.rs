@@ -32,10 +32,12 @@ fn sweep() -> Vec<Scenario> {
             all.push(Scenario { faults: vec![Fault::Restart; f], dkg_interval: 10, downtime: 6_000, duration, ..base.clone() });
             let byzantine = (0..f).map(|k| BYZANTINE[(seed as usize + k) % BYZANTINE.len()]).collect();
             all.push(Scenario { faults: byzantine, ..base.clone() });
-            // An unreliable network: loss, duplicates, reordering, a partition that heals.
+            // An unreliable network: loss, duplicates, reordering, a long tail of slow
+            // messages, a partition that heals.
             all.push(Scenario {
                 loss_per_million: 50_000,
                 duplicate_per_million: 50_000,
+                slow_per_million: 20_000,
                 min_delay: 5,
                 max_delay: 200,
                 partition: true,
@@ -50,7 +52,9 @@ fn sweep() -> Vec<Scenario> {
                     all.push(Scenario { faults: vec![fault; f], ..base.clone() });
                 }
                 // f + 1 crashed: the subnet stops, safely.
-                all.push(Scenario { faults: vec![Fault::Crash; f + 1], ..base });
+                all.push(Scenario { faults: vec![Fault::Crash; f + 1], ..base.clone() });
+                // Bounded but long-tailed delays, f restarting: liveness still checked.
+                all.push(Scenario { slow_per_million: 50_000, faults: vec![Fault::Restart; f], ..base });
             }
         }
     }

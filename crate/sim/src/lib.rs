@@ -59,13 +59,16 @@ pub struct Network {
     pub max_delay: Time,
     pub loss_per_million: u32,
     pub duplicate_per_million: u32,
+    /// A long tail: these messages take between `max_delay` and ten times that (a congested
+    /// link, a paused process) instead of the uniform `min_delay..=max_delay`.
+    pub slow_per_million: u32,
     pub partitions: Vec<Partition>,
 }
 
 impl Network {
     /// Every message arrives after exactly `delay` (a synchronous network).
     pub fn fixed(delay: Time) -> Self {
-        Self { min_delay: delay, max_delay: delay, loss_per_million: 0, duplicate_per_million: 0, partitions: Vec::new() }
+        Self { min_delay: delay, max_delay: delay, loss_per_million: 0, duplicate_per_million: 0, slow_per_million: 0, partitions: Vec::new() }
     }
 
     fn cut(&self, now: Time, a: NodeIndex, b: NodeIndex) -> bool {
@@ -298,8 +301,11 @@ impl<N: Node> Simulation<N> {
     }
 
     fn delay(&mut self) -> Time {
-        let spread = self.network.max_delay.saturating_sub(self.network.min_delay);
-        self.network.min_delay + self.rng.below(spread + 1)
+        let Network { min_delay, max_delay, .. } = self.network;
+        if self.rng.chance(self.network.slow_per_million) {
+            return max_delay + self.rng.below(9 * max_delay + 1);
+        }
+        min_delay + self.rng.below(max_delay.saturating_sub(min_delay) + 1)
     }
 
     fn schedule(&mut self, at: Time, event: Event<N::Message>) {
@@ -343,7 +349,7 @@ mod tests {
     }
 
     fn lossy() -> Network {
-        Network { min_delay: 5, max_delay: 50, loss_per_million: 300_000, duplicate_per_million: 100_000, partitions: vec![] }
+        Network { min_delay: 5, max_delay: 50, loss_per_million: 300_000, duplicate_per_million: 100_000, slow_per_million: 100_000, partitions: vec![] }
     }
 
     #[test]
