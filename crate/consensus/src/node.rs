@@ -1080,8 +1080,10 @@ impl ConsensusNode {
                 if too_far(a.height) {
                     return false;
                 }
+                // Honest nodes make at most two blocks' worth per rank and height; beacons of
+                // heights ahead wait here unchecked, so junk must not pile up.
                 let pending = self.pool.unvalidated.aggregates.entry((a.kind, a.height)).or_default();
-                if pending.contains_key(&a.content) {
+                if pending.contains_key(&a.content) || pending.len() >= 2 * (self.f + 1) {
                     return false;
                 }
                 pending.insert(a.content, a);

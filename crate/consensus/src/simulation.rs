@@ -16,7 +16,7 @@ use std::sync::Arc;
 use sha2::{Digest, Sha256};
 use tabnet_sim::{Network, Node, Outbox, Partition, Rng, Simulation};
 
-use crate::artifact::{Artifact, Beacon, Block, Hash, Height, Ingress, Kind, NodeIndex, Proposal, Share, Time};
+use crate::artifact::{Aggregate, Artifact, Beacon, Block, Hash, Height, Ingress, Kind, NodeIndex, Proposal, Share, Time};
 use crate::crypto::{deal, faults_tolerated, BlsCrypto, Crypto, SimCrypto, SimKeys};
 use crate::node::{ranking, Batch, Config, ConsensusNode, CryptoStats, IngressCheck, Malice, Message, Output, Start};
 use crate::state_sync::{Checkpoint, StateSync, SyncMessage};
@@ -478,8 +478,8 @@ impl SimNode {
                 out.wake_at(now + 50);
             }
             Some(Fault::Flood) => {
-                // Junk near the current height and past how far ahead nodes keep anything, in
-                // its own name and in others'.
+                // Junk shares, blocks, aggregates and ingress, near the current height and past
+                // how far ahead nodes keep anything, in its own name and in others'.
                 let (h, n) = (self.consensus.notarized_height() + 1, self.peers + 1);
                 for k in 0..20u64 {
                     self.junk += 1;
@@ -491,6 +491,8 @@ impl SimNode {
                     let block = Block { parent: content, height, rank: 0, maker: someone, time: now, ingress: Vec::new() };
                     let proposal = Proposal { block, signature: [7; 64], payload: None };
                     out.broadcast(Message::Push(Artifact::Proposal(Arc::new(proposal))));
+                    let aggregate = Aggregate { kind, height, content, signers: Vec::new(), sig: [7; 48] };
+                    out.broadcast(Message::Push(Artifact::Aggregate(aggregate)));
                     out.broadcast(Message::Push(Artifact::Ingress(Arc::new(sim_ingress(now + 1_000, u64::MAX - self.junk, 64)))));
                 }
                 out.wake_at(now + 50);
