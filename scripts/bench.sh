@@ -10,8 +10,7 @@ scripts/build-canisters.sh >/dev/null
 cargo build -q --release -p tabnet -p tabnet-load -p tabnet-web --examples --bins
 scripts/build-web.sh >/dev/null
 
-echo "== execution speed (compute-bound canister, wasmi fuel)"
-target/release/examples/bench_fuel
+echo "== execution speed (compute-bound canister, wasmi fuel; native and headless Chromium calls alternate)"
 node scripts/bench-browser.mjs
 
 start_node() { # start_node DIR: a fresh node on a free port; sets $url and $node_pid

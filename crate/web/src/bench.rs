@@ -1,6 +1,7 @@
 //! The execution benchmark: a compute-bound canister (xorshift in a loop) run by the embedder,
 //! natively (`cargo run --release -p tabnet-web --example bench_fuel`) and in a tab
-//! (`www/bench.js`). Reports fuel (= instructions charged) and the time taken.
+//! (`www/bench.mjs`). Reports fuel (= instructions charged) and the time taken.
+//! `node scripts/bench-browser.mjs` compares the two, alternating calls after a warm-up.
 
 use serde::Serialize;
 use tabnet_execution::hypervisor::{
