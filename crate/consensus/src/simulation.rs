@@ -632,12 +632,11 @@ struct Checker {
     proposed: HashMap<Hash, (Time, Time)>,
     /// A block's limits (messages, payload bytes).
     limits: (usize, usize),
-    /// The highest height an honest node finalized, and when.
-    top: (Height, Time),
+    /// The highest height an honest node finalized, when, and its random beacon (which ranks
+    /// the makers of the next height).
+    top: (Height, Time, Beacon),
     /// Whether each node is faulty in any way (a crashed node makes no blocks either).
     faulty: Vec<bool>,
-    /// Random beacons of finalized heights, for who was the rank-0 maker of the next.
-    beacons: BTreeMap<Height, Beacon>,
     /// Each wait for a new finalized height: how long, and how many of the heights it ended
     /// with had a faulty rank-0 maker (each may cost a round: ICC finalizes a height whose
     /// rank-0 maker is honest).
@@ -655,17 +654,15 @@ impl Checker {
                 Event::Finalized { node, batch, time } => {
                     let hash = batch.block.hash();
                     let honest = self.honest[node];
+                    // A node finalizes heights in order, so a new top follows the last one.
                     if honest && batch.height > self.top.0 {
-                        let rank0 = self.beacons.get(&(batch.height - 1)).map(|b| ranking(b, self.faulty.len())).and_then(|r| r.iter().position(|r| *r == 0));
+                        let rank0 = ranking(&self.top.2, self.faulty.len()).iter().position(|r| *r == 0);
                         let excused = u64::from(rank0.is_none_or(|m| self.faulty[m]));
                         match self.stalls.last_mut() {
                             Some((_, e)) if time == self.top.1 => *e += excused,
                             _ => self.stalls.push((time - self.top.1, excused)),
                         }
-                        self.report.longest_stall = self.report.longest_stall.max(time - self.top.1);
-                        self.top = (batch.height, time);
-                        self.beacons.insert(batch.height, batch.beacon.clone());
-                        self.beacons = self.beacons.split_off(&batch.height);
+                        self.top = (batch.height, time, batch.beacon.clone());
                     }
                     let bytes: usize = batch.ingress.iter().map(|i| i.bytes.len()).sum();
                     if honest && (batch.ingress.len() > self.limits.0 || bytes > self.limits.1) {
@@ -862,9 +859,8 @@ pub fn run(scenario: &Scenario, measure_bytes: bool) -> Report {
         executed: vec![HashSet::new(); n],
         proposed: HashMap::new(),
         limits: (scenario.block_ingress, scenario.block_bytes),
-        top: (0, 0),
+        top: (0, 0, Start::genesis(&subnet_seed).beacon),
         faulty: fault_of.iter().map(Option::is_some).collect(),
-        beacons: BTreeMap::from([(0, Start::genesis(&subnet_seed).beacon)]),
         stalls: Vec::new(),
         report: Report { scenario: scenario.to_string(), ..Report::default() },
     };
@@ -913,11 +909,11 @@ pub fn run(scenario: &Scenario, measure_bytes: bool) -> Report {
     sim.run_until(d);
     checker.take(&log);
     let mut report = checker.report;
-    report.longest_stall = report.longest_stall.max(d - checker.top.1);
     let mut stalls = std::mem::take(&mut checker.stalls);
     // The wait at the end: who makes the heights not finalized yet is unknown here; allow six
     // faulty rank-0 makers in a row.
     stalls.push((d - checker.top.1, 6));
+    report.longest_stall = stalls.iter().map(|(stall, _)| *stall).max().unwrap_or(0);
     report.ingress_submitted = submitted.len() as u64;
     let up_honest: Vec<&SimNode> = sim.nodes().filter(|(i, _)| fault_of[*i].is_none()).map(|(_, node)| node).collect();
     report.finalized_min = up_honest.iter().map(|n| n.consensus.finalized_height()).min().unwrap_or(0);
@@ -943,9 +939,9 @@ pub fn run(scenario: &Scenario, measure_bytes: bool) -> Report {
     report.messages_delivered = sim.stats.delivered;
     report.crypto_ms = crypto_time.load(Ordering::Relaxed) as f64 / 1e6;
     // Liveness: with at most f faulty nodes on a synchronous network, finality keeps rising all
-    // along (no wait for a new finalized height longer than two slowest rounds, and a round
-    // more for each faulty rank-0 maker on the way), and every
-    // submitted message executes (unless it may expire first).
+    // along (no wait for a new finalized height longer than two slowest rounds, plus a round for
+    // each faulty rank-0 maker on the way), and every submitted message executes (unless it may
+    // expire first).
     let faulty = scenario.faults.len();
     if faulty <= f && scenario.synchronous() {
         // Delays are bounded: by ten times max_delay where some messages are slow.
