@@ -95,6 +95,9 @@ fn main() {
             if seed % 5 == 0 {
                 s.slow_per_million = 30_000;
             }
+            if seed % 7 == 0 {
+                s.blackout = true;
+            }
             let r = run(&s, false);
             runs += 1;
             if !r.ok() {

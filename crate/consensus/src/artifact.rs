@@ -236,6 +236,17 @@ impl Artifact {
         }
     }
 
+    /// The height it belongs to (ingress belongs to none).
+    pub fn height(&self) -> Height {
+        match self {
+            Artifact::Ingress(_) => 0,
+            Artifact::Proposal(p) => p.block.height,
+            Artifact::Share(s) => s.height,
+            Artifact::Aggregate(a) => a.height,
+            Artifact::Cup(c) => c.height(),
+        }
+    }
+
     /// The id a receiver asks for when this artifact is advertised instead of pushed.
     pub fn id(&self) -> Option<ArtifactId> {
         match self {

@@ -95,14 +95,16 @@ pub struct Start {
     pub beacon: Beacon,
     /// The state hash at that height (the driver's state must be the state after `block`).
     pub state_hash: Hash,
-    /// The proposals and notarization/finalization shares this node signed and persisted
-    /// before a restart: it must not sign anything contradicting them.
-    pub signed: Vec<Artifact>,
+    /// What this node persisted ([`Output::Persist`]) and was not told to forget: what it
+    /// signed (it must not sign anything contradicting it), the finalized blocks it can still
+    /// prove and serve to peers behind it (with their beacons and finalizations, some perhaps
+    /// above `block`: those are delivered again), and its latest catch-up package.
+    pub persisted: Vec<Artifact>,
 }
 
 impl Start {
     pub fn genesis(subnet_seed: &Hash) -> Self {
-        Start { block: Block::genesis(subnet_seed), beacon: Beacon::genesis(subnet_seed), state_hash: [0; 32], signed: Vec::new() }
+        Start { block: Block::genesis(subnet_seed), beacon: Beacon::genesis(subnet_seed), state_hash: [0; 32], persisted: Vec::new() }
     }
 }
 
@@ -154,8 +156,11 @@ pub enum Output {
     Send { to: Option<NodeIndex>, message: Message },
     /// Execute this, then call [`ConsensusNode::on_executed`].
     Deliver(Batch),
-    /// Store this before sending anything after it; pass it back in [`Start::signed`].
+    /// Store this before sending or delivering anything after it; pass it back in
+    /// [`Start::persisted`] until an [`Output::Forget`] covers its height.
     Persist(Artifact),
+    /// What was persisted for heights below this is no longer needed.
+    Forget(Height),
     /// The state hash at `height` is certified (threshold signature in `certification`).
     Certified { height: Height, state_hash: Hash, certification: Aggregate },
     /// A catch-up package beyond what this node can reach by blocks: its state must be
@@ -211,6 +216,10 @@ pub struct ConsensusNode {
     next_rebroadcast: Time,
     last_catch_up_request: Option<Time>,
     purged_at: (Height, Height),
+    /// The highest finalized block persisted, and the height below which persisted artifacts
+    /// were forgotten.
+    persisted_height: Height,
+    forgotten_below: Height,
     stats: Cell<CryptoStats>,
     /// The notarized height, until the validated pool changes.
     notarized_cache: Cell<Option<Height>>,
@@ -233,8 +242,41 @@ impl ConsensusNode {
         let height = start.block.height;
         let hash = start.block.hash();
         let mut pool = Pool::default();
-        let base = Proposal { block: start.block.clone(), signature: [0; 64], payload: Some(Vec::new()) };
-        pool.validated.proposals.entry(height).or_default().insert(hash, Arc::new(base));
+        // Finalized blocks persisted at and below the start: those that chain down from it.
+        let mut below: HashMap<Hash, Arc<Proposal>> = HashMap::new();
+        let mut cups: Vec<Arc<Cup>> = Vec::new();
+        let mut aggregates: Vec<Aggregate> = Vec::new();
+        for artifact in start.persisted {
+            match artifact {
+                Artifact::Proposal(p) if p.block.height > height => pool.apply(&Change::ValidateProposal(p)),
+                Artifact::Proposal(p) => {
+                    below.insert(p.block.hash(), p);
+                }
+                Artifact::Share(s) if s.height > height => pool.apply(&Change::ValidateShare(s)),
+                Artifact::Aggregate(a) => aggregates.push(a),
+                Artifact::Cup(c) => cups.push(c),
+                _ => {}
+            }
+        }
+        let base = below.remove(&hash).unwrap_or_else(|| Arc::new(Proposal { block: start.block.clone(), signature: [0; 64], payload: Some(Vec::new()) }));
+        pool.validated.proposals.entry(height).or_default().insert(hash, base);
+        let mut chain = BTreeMap::from([(height, hash)]);
+        let mut parent = start.block.parent;
+        for h in (0..height).rev() {
+            let Some(p) = below.remove(&parent).filter(|p| p.block.height == h) else { break };
+            parent = p.block.parent;
+            chain.insert(h, p.block.hash());
+            pool.validated.proposals.entry(h).or_default().insert(p.block.hash(), p);
+        }
+        let base_height = *chain.keys().next().expect("the start block");
+        // What those blocks included may never be included again.
+        let mut finalized_ingress = HashMap::new();
+        for (h, hash) in &chain {
+            let payload = pool.validated.proposal(*h, hash).and_then(|p| p.payload.as_ref());
+            for ingress in payload.into_iter().flatten() {
+                finalized_ingress.insert(ingress.id(), ingress_check.expiry(&ingress.bytes).unwrap_or(Time::MAX));
+            }
+        }
         // The starting block counts as notarized and finalized; its beacon as made.
         for kind in [Kind::Notarization, Kind::Finalization] {
             let trusted = Aggregate { kind, height, content: hash, signers: Vec::new(), sig: [0; 48] };
@@ -242,14 +284,29 @@ impl ConsensusNode {
         }
         let beacon = Aggregate { kind: Kind::Beacon, height, content: start.beacon.parent, signers: Vec::new(), sig: start.beacon.sig };
         pool.validated.aggregates.entry((Kind::Beacon, height)).or_default().insert(beacon.content, beacon);
-        for artifact in start.signed {
-            match artifact {
-                Artifact::Proposal(p) if p.block.height > height => pool.apply(&Change::ValidateProposal(p)),
-                Artifact::Share(s) if s.height > height => pool.apply(&Change::ValidateShare(s)),
-                _ => {}
+        // Beacons and finalizations of the persisted blocks (a real finalization replaces the
+        // trusted one; one above the start finalizes blocks to deliver again).
+        for a in aggregates {
+            let keep = match a.kind {
+                Kind::Beacon => a.height >= base_height,
+                Kind::Finalization => !a.signers.is_empty() && (a.height > height || chain.get(&a.height) == Some(&a.content)),
+                _ => false,
+            };
+            if keep {
+                pool.validated.aggregates.entry((a.kind, a.height)).or_default().insert(a.content, a);
             }
         }
-        let cup = Arc::new(Cup { block: start.block, beacon: start.beacon, state_hash: start.state_hash, checkpoint: [0; 32], sig: [0; 48] });
+        let mut cup = Arc::new(Cup { block: start.block, beacon: start.beacon, state_hash: start.state_hash, checkpoint: [0; 32], sig: [0; 48] });
+        // The latest catch-up package: served to peers too far behind; one beyond the start is
+        // checked again (and state sync follows).
+        if let Some(latest) = cups.into_iter().max_by_key(|c| c.height()) {
+            if latest.height() > height {
+                pool.unvalidated.cups.insert(latest.height(), latest);
+            } else if chain.get(&latest.height()) == Some(&latest.block.hash()) {
+                pool.validated.cups.insert(latest.height(), latest.clone());
+                cup = latest;
+            }
+        }
         ConsensusNode {
             f: faults_tolerated(n),
             config,
@@ -259,15 +316,17 @@ impl ConsensusNode {
             n,
             pool,
             ingress: IngressPool::default(),
-            chain: BTreeMap::from([(height, hash)]),
+            chain,
             finalized_height: height,
-            finalized_ingress: HashMap::new(),
+            finalized_ingress,
             round_start: BTreeMap::new(),
             executed: BTreeMap::new(),
             checkpoints: BTreeMap::new(),
             certified_height: height,
+            persisted_height: height,
+            forgotten_below: cup.height().min(base_height),
             cup,
-            base_height: height,
+            base_height,
             invalid: HashSet::new(),
             outputs: VecDeque::new(),
             requests: BTreeMap::new(),
@@ -555,6 +614,7 @@ impl ConsensusNode {
                 self.outputs.push_back(Output::StateSyncNeeded(cup.clone()));
             }
         }
+        self.outputs.push_back(Output::Persist(Artifact::Cup(cup.clone())));
         self.cup = cup;
     }
 
@@ -588,6 +648,11 @@ impl ConsensusNode {
         }
         let gap = h - 1 - self.finalized_height;
         let v = &self.pool.validated;
+        // Having signed a finalization share here, this node had seen a block notarized and moved
+        // on (a restart forgot that): it must never notarize another block at this height.
+        if !v.signed_by(Kind::Finalization, h, self.me).is_empty() {
+            return Vec::new();
+        }
         let ready: Vec<(u32, Hash)> = v
             .proposals_at(h)
             .filter(|(_, p)| !self.pool.disqualified.contains(&(h, p.block.maker)))
@@ -638,7 +703,7 @@ impl ConsensusNode {
         }
         let Some(parent) = v
             .proposals_at(h - 1)
-            .filter(|(hash, _)| v.aggregate(Kind::Notarization, h - 1, hash).is_some())
+            .filter(|(hash, _)| self.is_notarized(h - 1, hash))
             .min_by_key(|(hash, p)| (p.block.rank, **hash))
             .map(|(_, p)| p.clone())
         else {
@@ -915,6 +980,13 @@ impl ConsensusNode {
             self.ingress.remove_expired(time);
         }
         self.finalized_ingress.retain(|_, expiry| *expiry >= time);
+        // On disk, what a restart needs: from the newest catch-up package (or the finalized
+        // height, if that is still below it) up.
+        let forget = self.cup.height().min(f);
+        if forget > self.forgotten_below {
+            self.forgotten_below = forget;
+            self.outputs.push_back(Output::Forget(forget));
+        }
         // Keep one interval behind the newest catch-up package, for nodes catching up by blocks.
         let keep_from = self.cup.height().saturating_sub(self.config.dkg_interval).max(self.base_height);
         if keep_from > self.base_height && keep_from <= f {
@@ -953,9 +1025,22 @@ impl ConsensusNode {
         if Some(&hash) != self.chain.get(&self.finalized_height) {
             return;
         }
+        // Kept before any of them is delivered: after a crash, the node can again prove these
+        // blocks to peers behind it (in a whole-subnet restart no one else may hold them), and
+        // deliver those it had not executed.
+        if top.0 > self.persisted_height {
+            let finalization = v.aggregate(Kind::Finalization, top.0, &top.1).cloned().expect("found above");
+            for p in blocks.iter().rev().filter(|p| p.block.height > self.persisted_height) {
+                self.outputs.push_back(Output::Persist(Artifact::Proposal(p.clone())));
+            }
+            self.outputs.push_back(Output::Persist(Artifact::Aggregate(finalization)));
+            self.persisted_height = top.0;
+        }
         for p in blocks.into_iter().rev() {
             let h = p.block.height;
-            let Some(beacon) = self.beacon(h) else { return };
+            let Some(beacon) = self.pool.validated.aggregates_at(Kind::Beacon, h).next().cloned() else { return };
+            self.outputs.push_back(Output::Persist(Artifact::Aggregate(beacon.clone())));
+            let beacon = Beacon::from(&beacon);
             let ingress = p.payload.clone().unwrap_or_default();
             for (id, i) in p.block.ingress.iter().zip(&ingress) {
                 // The pool knows the expiry; only blocks that came by catch-up need it read again.
@@ -1074,7 +1159,16 @@ impl ConsensusNode {
                 if self.is_stale(a.kind, a.height) || self.pool.validated.aggregate(a.kind, a.height, &a.content).is_some() {
                     return false;
                 }
-                if a.kind == Kind::Finalization && a.height > notarized + 1 {
+                // A finalization beyond the next height, or of a block this node has not seen (a
+                // peer that restarted holds it, and pushes it no more): catch up from its sender.
+                // So does a beacon beyond the next (this node lacks one between).
+                let unseen = |a: &Aggregate| [&self.pool.validated, &self.pool.unvalidated].iter().all(|s| s.proposal(a.height, &a.content).is_none());
+                let behind = match a.kind {
+                    Kind::Finalization => a.height > notarized + 1 || unseen(&a),
+                    Kind::Beacon => a.height > self.beacon_tip() + 1,
+                    _ => false,
+                };
+                if behind {
                     self.request_catch_up(now, from);
                 }
                 if too_far(a.height) {
@@ -1206,8 +1300,10 @@ impl ConsensusNode {
         let own_blocks: Vec<Arc<Proposal>> = v.proposals.range(f + 1..).flat_map(|(_, m)| m.values()).filter(|p| p.block.maker == self.me).cloned().collect();
         for (kind, from) in [(Kind::Notarization, f + 1), (Kind::Finalization, f), (Kind::Beacon, self.beacon_tip()), (Kind::Certification, self.certified_height)] {
             for ((_, h), m) in v.aggregates.range((kind, from)..=(kind, Height::MAX)) {
-                if *h > self.base_height {
-                    again.extend(m.values().map(|a| Artifact::Aggregate(a.clone())));
+                // Not the start block's trusted notarization and finalization (no signers).
+                let trusted = |a: &&Aggregate| matches!(kind, Kind::Notarization | Kind::Finalization) && a.signers.is_empty();
+                if *h > self.base_height || kind == Kind::Finalization {
+                    again.extend(m.values().filter(|a| !trusted(a)).map(|a| Artifact::Aggregate(a.clone())));
                 }
             }
         }
@@ -1392,6 +1488,12 @@ impl ConsensusNode {
         }
     }
 
+    /// Whether the block is notarized; a finalized one counts (catch-up brings the top finalized
+    /// block without its notarization).
+    fn is_notarized(&self, height: Height, hash: &Hash) -> bool {
+        self.chain.get(&height) == Some(hash) || self.pool.validated.aggregate(Kind::Notarization, height, hash).is_some()
+    }
+
     fn beacon(&self, height: Height) -> Option<Beacon> {
         self.pool.validated.aggregates_at(Kind::Beacon, height).next().map(Beacon::from)
     }
@@ -1464,7 +1566,7 @@ impl ConsensusNode {
         let b = &p.block;
         let h = b.height;
         let Some(parent) = self.pool.validated.proposal(h - 1, &b.parent) else { return Check::Later };
-        if self.pool.validated.aggregate(Kind::Notarization, h - 1, &b.parent).is_none() {
+        if !self.is_notarized(h - 1, &b.parent) {
             return Check::Later;
         }
         match self.rank(h, b.maker) {

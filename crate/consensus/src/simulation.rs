@@ -92,6 +92,9 @@ pub struct Scenario {
     pub slow_per_million: u32,
     /// Cut the subnet in two for a seeded stretch of the run, then heal.
     pub partition: bool,
+    /// Every node crashes, one after another a few message delays apart (so they stop at
+    /// different heights), and all restart from what they persisted `downtime` later.
+    pub blackout: bool,
     /// Ingress messages submitted per virtual second (to random nodes), their size, and how
     /// long after submission they expire (ms).
     pub ingress_per_second: u64,
@@ -125,6 +128,7 @@ impl Scenario {
             duplicate_per_million: 0,
             slow_per_million: 0,
             partition: false,
+            blackout: false,
             ingress_per_second: 50,
             ingress_size: 64,
             ingress_expiry: 60_000,
@@ -155,7 +159,7 @@ impl fmt::Display for Scenario {
         let faults: Vec<&str> = self.faults.iter().map(|x| x.name()).collect();
         write!(
             f,
-            "seed={} nodes={} faults={} duration={} delay={}..{} loss={} duplicate={} partition={} ingress={} size={} unit={} notary={} interval={} strip={}{}{}{}{}{}",
+            "seed={} nodes={} faults={} duration={} delay={}..{} loss={} duplicate={} partition={} ingress={} size={} unit={} notary={} interval={} strip={}{}{}{}{}{}{}",
             self.seed,
             self.nodes,
             if faults.is_empty() { "none".to_string() } else { faults.join(",") },
@@ -179,7 +183,8 @@ impl fmt::Display for Scenario {
                 String::new()
             } else {
                 format!(" block={}/{}", self.block_ingress, self.block_bytes)
-            }
+            },
+            if self.blackout { " blackout=true" } else { "" }
         )
     }
 }
@@ -210,6 +215,7 @@ impl FromStr for Scenario {
                 "duplicate" => sc.duplicate_per_million = num(value)? as u32,
                 "slow" => sc.slow_per_million = num(value)? as u32,
                 "partition" => sc.partition = value == "true",
+                "blackout" => sc.blackout = value == "true",
                 "ingress" => sc.ingress_per_second = num(value)?,
                 "size" => sc.ingress_size = num(value)?.max(16) as usize,
                 "expiry" => sc.ingress_expiry = num(value)?,
@@ -253,18 +259,29 @@ fn sim_ingress(expiry: Time, nonce: u64, size: usize) -> Ingress {
 struct StateMachine {
     hash: Hash,
     height: Height,
+    /// Messages executed and not expired yet, with their expiry: never executed again (the
+    /// replica's ingress history; after every node restarted, consensus no longer knows every
+    /// message finalized before its last catch-up package).
+    history: BTreeMap<Hash, Time>,
 }
 
-/// Checkpoints are cut into small chunks here, so that syncing takes many of them.
-const SIM_CHUNK_BYTES: usize = 64;
+/// Checkpoints are cut into small chunks here, so that syncing takes many of them (a state holds
+/// an ingress history of some tens of kB).
+const SIM_CHUNK_BYTES: usize = 4_096;
 /// State sync asks another peer after this long (ms; message delays here are tens of ms).
 const SIM_SYNC_TIMEOUT: Time = 500;
 
 impl StateMachine {
-    /// Its checkpoint: the hash and height, padded to a few chunks with bytes derived from them.
+    /// Its checkpoint: the hash, height and history, padded to a few chunks with bytes derived
+    /// from them.
     fn encode(&self) -> Vec<u8> {
         let mut bytes = self.hash.to_vec();
         bytes.extend_from_slice(&self.height.to_be_bytes());
+        bytes.extend_from_slice(&(self.history.len() as u64).to_be_bytes());
+        for (id, expiry) in &self.history {
+            bytes.extend_from_slice(id);
+            bytes.extend_from_slice(&expiry.to_be_bytes());
+        }
         while bytes.len() < 5 * SIM_CHUNK_BYTES {
             let next: Hash = Sha256::digest(&bytes[bytes.len() - 32..]).into();
             bytes.extend_from_slice(&next);
@@ -272,31 +289,45 @@ impl StateMachine {
         bytes
     }
     fn decode(bytes: &[u8]) -> Option<Self> {
-        let state = StateMachine { hash: bytes.get(..32)?.try_into().ok()?, height: Height::from_be_bytes(bytes.get(32..40)?.try_into().ok()?) };
+        let word = |at: usize| Some(u64::from_be_bytes(bytes.get(at..at + 8)?.try_into().ok()?));
+        let mut state = StateMachine { hash: bytes.get(..32)?.try_into().ok()?, height: word(32)?, history: BTreeMap::new() };
+        for k in 0..word(40)? as usize {
+            let at = 48 + 40 * k;
+            state.history.insert(bytes.get(at..at + 32)?.try_into().ok()?, word(at + 32)?);
+        }
         (state.encode() == bytes).then_some(state)
     }
 
-    fn execute(&mut self, batch: &Batch) {
+    /// Executes the batch; returns the messages it ran (not those it had run already).
+    fn execute(&mut self, batch: &Batch) -> Vec<Hash> {
+        self.history.retain(|_, expiry| *expiry >= batch.block.time);
         let mut h = Sha256::new();
         h.update(self.hash);
         h.update(batch.height.to_be_bytes());
         h.update(batch.block.time.to_be_bytes());
         h.update(batch.randomness);
+        let mut executed = Vec::new();
         for i in &batch.ingress {
-            h.update(i.id());
+            let id = i.id();
+            if self.history.insert(id, SimIngressCheck.expiry(&i.bytes).unwrap_or(0)).is_none() {
+                h.update(id);
+                executed.push(id);
+            }
         }
         self.hash = h.finalize().into();
         self.height = batch.height;
+        executed
     }
 }
 
-/// What a node keeps across a crash: its state, the block and beacon it reached, and what it signed.
+/// What a node keeps across a crash: its state, the block and beacon it reached, and what
+/// consensus asked it to persist.
 #[derive(Clone)]
 struct Disk {
     state: StateMachine,
     block: Block,
     beacon: Beacon,
-    signed: Vec<Artifact>,
+    persisted: Vec<Artifact>,
     /// The last two checkpoints (served to syncing peers).
     checkpoints: Vec<Checkpoint>,
 }
@@ -305,7 +336,8 @@ struct Disk {
 enum Event {
     /// A block was made; its maker's round had begun at `round_start`.
     Proposed { block: Hash, time: Time, round_start: Time },
-    Finalized { node: NodeIndex, batch: Batch, time: Time },
+    /// `executed`: the messages of the batch the state machine ran.
+    Finalized { node: NodeIndex, batch: Batch, executed: Vec<Hash>, time: Time },
     StateHash { node: NodeIndex, height: Height, hash: Hash },
     Certified { node: NodeIndex, height: Height, hash: Hash },
     /// State sync brought the node the state at `height`.
@@ -357,27 +389,29 @@ impl SimNode {
                     }
                 }
                 Output::Deliver(batch) => {
-                    self.state.execute(&batch);
+                    let executed = self.state.execute(&batch);
                     let (height, hash) = (batch.height, self.state.hash);
                     self.disk.state = self.state.clone();
                     self.disk.block = batch.block.clone();
                     self.disk.beacon = batch.beacon.clone();
-                    self.disk.signed.retain(|a| signed_height(a) > height);
                     let checkpoint = batch.checkpoint.then(|| self.keep_checkpoint());
                     let mut log = self.log.borrow_mut();
-                    log.push(Event::Finalized { node: me, batch, time: now });
+                    log.push(Event::Finalized { node: me, batch, executed, time: now });
                     log.push(Event::StateHash { node: me, height, hash });
                     drop(log);
                     self.consensus.on_executed(now, height, hash, checkpoint);
                 }
                 Output::Persist(artifact) => {
+                    // A block is proposed when its maker first persists it (everyone persists it
+                    // again once finalized; the checker keeps the first time).
                     if let Artifact::Proposal(p) = &artifact {
                         let round_start = self.consensus.round_started(p.block.height).unwrap_or(now);
                         let e = Event::Proposed { block: p.block.hash(), time: now, round_start };
                         self.log.borrow_mut().push(e);
                     }
-                    self.disk.signed.push(artifact);
+                    self.disk.persisted.push(artifact);
                 }
+                Output::Forget(below) => self.disk.persisted.retain(|a| a.height() >= below),
                 Output::Certified { height, state_hash, .. } => {
                     self.log.borrow_mut().push(Event::Certified { node: me, height, hash: state_hash });
                 }
@@ -438,9 +472,10 @@ impl SimNode {
         self.disk.state = self.state.clone();
         self.disk.block = cup.block.clone();
         self.disk.beacon = cup.beacon.clone();
-        self.disk.signed.retain(|a| signed_height(a) > cup.height());
+        self.disk.persisted.retain(|a| a.height() > cup.height());
+        self.disk.persisted.push(Artifact::Cup(cup.clone()));
         self.keep_checkpoint();
-        let start = Start { block: cup.block.clone(), beacon: cup.beacon.clone(), state_hash: cup.state_hash, signed: self.disk.signed.clone() };
+        let start = Start { block: cup.block.clone(), beacon: cup.beacon.clone(), state_hash: cup.state_hash, persisted: self.disk.persisted.clone() };
         self.consensus.restart(start);
         self.consensus.on_timer(now);
         self.pump(now, out);
@@ -499,14 +534,6 @@ impl SimNode {
             }
             _ => {}
         }
-    }
-}
-
-fn signed_height(a: &Artifact) -> Height {
-    match a {
-        Artifact::Proposal(p) => p.block.height,
-        Artifact::Share(s) => s.height,
-        _ => 0,
     }
 }
 
@@ -637,6 +664,9 @@ struct Checker {
     top: (Height, Time, Beacon),
     /// Whether each node is faulty in any way (a crashed node makes no blocks either).
     faulty: Vec<bool>,
+    /// Where each message was first finalized.
+    included: HashMap<Hash, Height>,
+    blackout: bool,
     /// Each wait for a new finalized height: how long, and how many of the heights it ended
     /// with had a faulty rank-0 maker (each may cost a round: ICC finalizes a height whose
     /// rank-0 maker is honest).
@@ -651,7 +681,7 @@ impl Checker {
                 Event::Proposed { block, time, round_start } => {
                     self.proposed.entry(block).or_insert((time, round_start));
                 }
-                Event::Finalized { node, batch, time } => {
+                Event::Finalized { node, batch, executed, time } => {
                     let hash = batch.block.hash();
                     let honest = self.honest[node];
                     // A node finalizes heights in order, so a new top follows the last one.
@@ -685,6 +715,19 @@ impl Checker {
                             None => {
                                 self.finalized.insert(batch.height, hash);
                                 self.report.finalized_ranks.push(batch.block.rank);
+                                // Consensus never finalizes a message twice; only when a faulty
+                                // maker repeats one finalized before every node restarted
+                                // (execution then skips it).
+                                let excused = self.blackout && !self.honest[batch.block.maker];
+                                for ingress in &batch.ingress {
+                                    if let Some(first) = self.included.insert(ingress.id(), batch.height).filter(|_| !excused) {
+                                        self.report.violations.push(format!(
+                                            "ingress {} finalized at height {first} and again at {}",
+                                            hex(&ingress.id()),
+                                            batch.height
+                                        ));
+                                    }
+                                }
                             }
                         }
                         if let Some((proposed, round_start)) = self.proposed.get(&hash) {
@@ -692,11 +735,12 @@ impl Checker {
                         }
                     }
                     for ingress in &batch.ingress {
-                        let id = ingress.id();
                         let expiry = SimIngressCheck.expiry(&ingress.bytes).unwrap_or(0);
                         if expiry < batch.block.time {
-                            self.report.violations.push(format!("node {node}: expired ingress {} executed at height {}", hex(&id), batch.height));
+                            self.report.violations.push(format!("node {node}: expired ingress {} finalized at height {}", hex(&ingress.id()), batch.height));
                         }
+                    }
+                    for id in executed {
                         if !self.executed[node].insert(id) {
                             self.report.violations.push(format!("node {node}: ingress {} executed twice (height {})", hex(&id), batch.height));
                         }
@@ -800,7 +844,7 @@ pub fn run(scenario: &Scenario, measure_bytes: bool) -> Report {
             }
             None => Arc::new(SimCrypto::new(i, keys.clone())),
         };
-        let start = Start { block: disk.block.clone(), beacon: disk.beacon.clone(), state_hash: disk.state.hash, signed: disk.signed.clone() };
+        let start = Start { block: disk.block.clone(), beacon: disk.beacon.clone(), state_hash: disk.state.hash, persisted: disk.persisted.clone() };
         SimNode {
             consensus: ConsensusNode::new(config_of(fault_of[i]), crypto, Arc::new(SimIngressCheck), start),
             state: disk.state.clone(),
@@ -815,7 +859,7 @@ pub fn run(scenario: &Scenario, measure_bytes: bool) -> Report {
         }
     };
     let genesis = Start::genesis(&subnet_seed);
-    let genesis_disk = Disk { state: StateMachine::default(), block: genesis.block, beacon: genesis.beacon, signed: Vec::new(), checkpoints: Vec::new() };
+    let genesis_disk = Disk { state: StateMachine::default(), block: genesis.block, beacon: genesis.beacon, persisted: Vec::new(), checkpoints: Vec::new() };
     let nodes: Vec<SimNode> = (0..n).map(|i| make(i, genesis_disk.clone())).collect();
     let mut network = Network {
         min_delay: scenario.min_delay,
@@ -849,6 +893,18 @@ pub fn run(scenario: &Scenario, measure_bytes: bool) -> Report {
             _ => {}
         }
     }
+    if scenario.blackout {
+        let mut at = d / 4 + choices.below(d / 4);
+        for i in 0..n {
+            actions.push((at, Action::Crash(i)));
+            at += choices.below(3 * scenario.max_delay + 1);
+        }
+        let back = at + if scenario.downtime > 0 { scenario.downtime } else { 1_000 + choices.below(2_000) };
+        // (A node that crashed for good stays down.)
+        for i in (0..n).filter(|i| fault_of[*i] != Some(Fault::Crash)) {
+            actions.push((back + choices.below(2 * scenario.max_delay + 1), Action::Restart(i)));
+        }
+    }
     actions.sort_by_key(|(t, _)| *t);
     let mut sim = Simulation::new(scenario.seed, network, nodes);
     let mut checker = Checker {
@@ -861,6 +917,8 @@ pub fn run(scenario: &Scenario, measure_bytes: bool) -> Report {
         limits: (scenario.block_ingress, scenario.block_bytes),
         top: (0, 0, Start::genesis(&subnet_seed).beacon),
         faulty: fault_of.iter().map(Option::is_some).collect(),
+        included: HashMap::new(),
+        blackout: scenario.blackout,
         stalls: Vec::new(),
         report: Report { scenario: scenario.to_string(), ..Report::default() },
     };
@@ -897,10 +955,19 @@ pub fn run(scenario: &Scenario, measure_bytes: bool) -> Report {
                     node.pump(now, out);
                 });
             }
-            Action::Crash(i) => disks[i] = sim.crash(i).map(|node| node.disk),
+            Action::Crash(i) => {
+                // (Crashing a node that is down already keeps the disk it went down with.)
+                if let Some(node) = sim.crash(i) {
+                    disks[i] = Some(node.disk);
+                }
+            }
             Action::Restart(i) => {
                 if let Some(disk) = disks[i].take() {
                     sim.restart(i, make(i, disk));
+                }
+                // After a blackout, the wait for finality starts again as each node returns.
+                if scenario.blackout {
+                    checker.top.1 = checker.top.1.max(at);
                 }
             }
         }
@@ -959,7 +1026,11 @@ pub fn run(scenario: &Scenario, measure_bytes: bool) -> Report {
                 report.violations.push(format!("liveness: node {i} restarted and stayed at height {h} (others at {})", report.finalized_min));
             }
         }
-        let may_be_lost = scenario.faults.iter().any(|f| matches!(f, Fault::Crash | Fault::Restart | Fault::Silent)) || scenario.ingress_expiry < d;
+        if scenario.blackout && report.finalized_min + 3 < report.finalized_max {
+            report.violations.push(format!("liveness: after the blackout a node stayed at height {} (others at {})", report.finalized_min, report.finalized_max));
+        }
+        let may_be_lost =
+            scenario.blackout || scenario.faults.iter().any(|f| matches!(f, Fault::Crash | Fault::Restart | Fault::Silent)) || scenario.ingress_expiry < d;
         if report.ingress_executed < report.ingress_submitted && !may_be_lost {
             report.violations.push(format!("liveness: {} of {} submitted messages executed", report.ingress_executed, report.ingress_submitted));
         }

@@ -6,7 +6,7 @@
 //! derives its own secrets from it (and could derive the others'). A real distributed key
 //! generation comes with chain evolution.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -30,7 +30,8 @@ use crate::server::{self, Node};
 
 const CONFIG_FILE: &str = "subnet.conf";
 const KEY_CHECKPOINT: &str = "consensus/checkpoint";
-const PREFIX_SIGNED: &str = "consensus/signed/";
+/// What consensus asked to persist: `consensus/persisted/<height>/<digest>`.
+const PREFIX_PERSISTED: &str = "consensus/persisted/";
 const KEY_CERTIFICATION: &str = "consensus/certification";
 /// Frames larger than this are refused (a block of 4 MiB of ingress fits).
 const MAX_FRAME: usize = 16 << 20;
@@ -228,11 +229,40 @@ fn cbor<T: Serialize>(value: &T) -> Vec<u8> {
     out
 }
 
-fn signed_height(artifact: &Artifact) -> Height {
-    match artifact {
-        Artifact::Proposal(p) => p.block.height,
-        Artifact::Share(s) => s.height,
-        _ => 0,
+/// The records of what consensus asked this node to persist (what it signed, the finalized
+/// blocks it can still prove to peers, its latest catch-up package), by height. The same
+/// artifact always gets the same key, so persisting it again writes nothing.
+struct Persisted {
+    keys: BTreeMap<Height, BTreeSet<String>>,
+    /// Records no longer needed, deleted with the next write.
+    forgotten: Vec<String>,
+}
+
+impl Persisted {
+    /// Reads the records back: the artifacts, for [`Start::persisted`].
+    fn load(replica: &Replica<LogStore>) -> Result<(Self, Vec<Artifact>), String> {
+        let mut persisted = Persisted { keys: BTreeMap::new(), forgotten: Vec::new() };
+        let mut artifacts = Vec::new();
+        for (key, bytes) in replica.records(PREFIX_PERSISTED)? {
+            let artifact: Artifact = ciborium::from_reader(bytes.as_slice()).map_err(|e| format!("bad record {key}: {e}"))?;
+            persisted.keys.entry(artifact.height()).or_default().insert(key);
+            artifacts.push(artifact);
+        }
+        Ok((persisted, artifacts))
+    }
+
+    /// The record to write for `artifact`, unless it is stored already.
+    fn record(&mut self, artifact: &Artifact) -> Option<(String, Vec<u8>)> {
+        let bytes = cbor(artifact);
+        let height = artifact.height();
+        let key = format!("{PREFIX_PERSISTED}{height:020}/{}", hex::encode(&tabnet_crypto::sha256(&bytes)[..12]));
+        self.keys.entry(height).or_default().insert(key.clone()).then_some((key, bytes))
+    }
+
+    fn forget_below(&mut self, height: Height) {
+        let kept = self.keys.split_off(&height);
+        let old = std::mem::replace(&mut self.keys, kept);
+        self.forgotten.extend(old.into_values().flatten());
     }
 }
 
@@ -278,16 +308,12 @@ pub async fn run_node(dir: &Path, index: usize, www: Option<PathBuf>) -> Result<
     let mut start = match replica.record(KEY_CHECKPOINT)? {
         Some(bytes) => {
             let c: ResumePoint = ciborium::from_reader(bytes.as_slice()).map_err(|e| format!("bad consensus checkpoint: {e}"))?;
-            Start { block: c.block, beacon: c.beacon, state_hash: [0; 32], signed: Vec::new() }
+            Start { block: c.block, beacon: c.beacon, state_hash: [0; 32], persisted: Vec::new() }
         }
         None => Start::genesis(&genesis_seed),
     };
-    let mut signed_keys: BTreeMap<Height, Vec<String>> = BTreeMap::new();
-    for (key, bytes) in replica.records(PREFIX_SIGNED)? {
-        let artifact: Artifact = ciborium::from_reader(bytes.as_slice()).map_err(|e| format!("bad record {key}: {e}"))?;
-        signed_keys.entry(signed_height(&artifact)).or_default().push(key);
-        start.signed.push(artifact);
-    }
+    let (persisted, artifacts) = Persisted::load(&replica)?;
+    start.persisted = artifacts;
     if start.block.height != replica.executed_height() {
         return Err(format!(
             "the state in {} is at height {} but consensus's checkpoint at {}",
@@ -325,7 +351,7 @@ pub async fn run_node(dir: &Path, index: usize, www: Option<PathBuf>) -> Result<
         memory_capacity: None,
     };
     let node = server::Node::new(replica, Some(inbox_tx));
-    let driver = tokio::spawn(drive(consensus, node.clone(), inbox, peers, signed_keys, checkpoints));
+    let driver = tokio::spawn(drive(consensus, node.clone(), inbox, peers, persisted, checkpoints));
     let result = server::serve_node(node, settings).await;
     driver.abort();
     result
@@ -409,18 +435,16 @@ fn send(peers: &[Option<mpsc::Sender<Arc<Vec<u8>>>>], to: Option<usize>, message
 }
 
 /// The consensus task: feeds it peers' messages, ingress and timer ticks, and performs its outputs.
-/// `signed_keys`: the records of what this node signed, by height (dropped once finalized).
+/// `persisted`: the records of what consensus asked to persist.
 /// It also serves state sync from `checkpoints`, and syncs state itself when too far behind.
 async fn drive(
     mut consensus: ConsensusNode,
     node: Arc<Node>,
     mut inbox: mpsc::Receiver<Input>,
     peers: Vec<Option<mpsc::Sender<Arc<Vec<u8>>>>>,
-    mut signed_keys: BTreeMap<Height, Vec<String>>,
+    mut persisted: Persisted,
     mut checkpoints: Checkpoints,
 ) {
-    // Record keys must not collide with those of an earlier run still on disk.
-    let mut next_record = now_millis() * 1_000;
     let mut sync: Option<StateSync> = None;
     let mut sync_started = std::time::Instant::now();
     loop {
@@ -452,17 +476,13 @@ async fn drive(
                 }
             }
         }
-        // Perform what it asked, in order: what it signed is stored before anything after it is sent.
+        // Perform what it asked, in order: what it persists is stored before anything after it
+        // is sent (or, with the batch's state, executed).
         let mut unsaved: Vec<(String, Vec<u8>)> = Vec::new();
         while let Some(output) = consensus.poll() {
             match output {
-                Output::Persist(artifact) => {
-                    let height = signed_height(&artifact);
-                    let key = format!("{PREFIX_SIGNED}{height:020}/{next_record}");
-                    next_record += 1;
-                    signed_keys.entry(height).or_default().push(key.clone());
-                    unsaved.push((key, cbor(&artifact)));
-                }
+                Output::Persist(artifact) => unsaved.extend(persisted.record(&artifact)),
+                Output::Forget(below) => persisted.forget_below(below),
                 Output::Send { to, message } => {
                     if !unsaved.is_empty() {
                         let records = std::mem::take(&mut unsaved);
@@ -477,10 +497,7 @@ async fn drive(
                     let height = batch.height;
                     let mut records = std::mem::take(&mut unsaved);
                     records.push(resume_record(&batch.block, &batch.beacon));
-                    let old: Vec<String> = {
-                        let rest = signed_keys.split_off(&(height + 1));
-                        std::mem::replace(&mut signed_keys, rest).into_values().flatten().collect()
-                    };
+                    let old = std::mem::take(&mut persisted.forgotten);
                     let calls: Vec<(Vec<u8>, Principal)> =
                         batch.ingress.iter().filter_map(|i| unwrap_call(&i.bytes).map(|(ecid, env)| (env.to_vec(), ecid))).collect();
                     let time = batch.block.time * 1_000_000;
@@ -549,7 +566,11 @@ async fn drive(
         }
         if !unsaved.is_empty() {
             let records = std::mem::take(&mut unsaved);
-            let _ = node.blocking_replica(move |r| r.put_records(&records)).await;
+            let old = std::mem::take(&mut persisted.forgotten);
+            if let Err(e) = node.blocking_replica(move |r| r.delete_records(&old).and_then(|_| r.put_records(&records))).await {
+                eprintln!("tabnet: cannot store what consensus persists: {e}");
+                return;
+            }
         }
         // State sync: blocks may have brought the node there after all; else ask, and install
         // the state once it is whole.
@@ -564,7 +585,7 @@ async fn drive(
         if sync.as_ref().is_some_and(StateSync::is_complete) {
             let s = sync.take().expect("syncing");
             let cup = s.cup().clone();
-            match install_state(&node, &mut consensus, &mut signed_keys, &mut checkpoints, cup, s).await {
+            match install_state(&node, &mut consensus, &mut persisted, &mut checkpoints, cup, s).await {
                 Ok((height, size)) => eprintln!(
                     "tabnet: state sync brought this node to height {height} ({size} bytes of state) in {} ms",
                     sync_started.elapsed().as_millis()
@@ -584,7 +605,7 @@ async fn drive(
 async fn install_state(
     node: &Arc<Node>,
     consensus: &mut ConsensusNode,
-    signed_keys: &mut BTreeMap<Height, Vec<String>>,
+    persisted: &mut Persisted,
     checkpoints: &mut Checkpoints,
     cup: Arc<Cup>,
     sync: StateSync,
@@ -592,10 +613,11 @@ async fn install_state(
     let height = cup.height();
     let bytes = sync.into_bytes().expect("complete");
     let size = bytes.len();
-    // What this node signed below the package no longer matters.
-    let newer = signed_keys.split_off(&(height + 1));
-    let old: Vec<String> = std::mem::replace(signed_keys, newer).into_values().flatten().collect();
-    let records = vec![resume_record(&cup.block, &cup.beacon)];
+    // What was persisted at and below the package no longer matters; the package itself does.
+    persisted.forget_below(height + 1);
+    let old = std::mem::take(&mut persisted.forgotten);
+    let mut records = vec![resume_record(&cup.block, &cup.beacon)];
+    records.extend(persisted.record(&Artifact::Cup(cup.clone())));
     let (root, bytes) = node
         .blocking_replica(move |r| {
             r.delete_records(&old)?;
@@ -609,7 +631,8 @@ async fn install_state(
         return Err(format!("the state synced at height {height} does not certify as the subnet's (a replica bug); stopping"));
     }
     checkpoints.add(Checkpoint::new(height, bytes))?;
-    consensus.restart(Start { block: cup.block.clone(), beacon: cup.beacon.clone(), state_hash: cup.state_hash, signed: Vec::new() });
+    let kept = node.blocking_replica(|r| Persisted::load(r)).await.map_err(|e| format!("reading back what consensus persisted: {e}"))?.1;
+    consensus.restart(Start { block: cup.block.clone(), beacon: cup.beacon.clone(), state_hash: cup.state_hash, persisted: kept });
     consensus.on_timer(now_millis());
     Ok((height, size))
 }
