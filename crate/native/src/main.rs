@@ -8,6 +8,7 @@
 //! tabnet --nodes N [--port P] [--dir D] [--www DIR]     # init-subnet (if needed) + N node processes
 //! ```
 
+mod checkpoints;
 mod log_store;
 mod server;
 mod subnet;

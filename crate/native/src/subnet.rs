@@ -25,6 +25,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, oneshot};
 
+use crate::checkpoints::Checkpoints;
 use crate::log_store::LogStore;
 use crate::server::{self, Node};
 
@@ -39,9 +40,6 @@ const MAX_FRAME: usize = 16 << 20;
 const PEER_QUEUE: usize = 20_000;
 /// Heights between catch-up packages unless `init-subnet --dkg-interval` says otherwise.
 pub const DEFAULT_DKG_INTERVAL: u64 = 500;
-/// Checkpoints (the state at the last catch-up heights) kept for syncing peers, in the node's
-/// directory: `checkpoints/<height>`.
-const CHECKPOINTS_KEPT: usize = 2;
 /// State sync asks another peer when one has not answered in this long (ms).
 const SYNC_TIMEOUT: Time = 2_000;
 
@@ -183,44 +181,6 @@ struct ResumePoint {
 
 fn resume_record(block: &Block, beacon: &Beacon) -> (String, Vec<u8>) {
     (KEY_CHECKPOINT.to_string(), cbor(&ResumePoint { block: block.clone(), beacon: beacon.clone() }))
-}
-
-/// The checkpoints this node keeps on disk for syncing peers (the newest few).
-struct Checkpoints {
-    dir: PathBuf,
-    kept: Vec<Checkpoint>,
-}
-
-impl Checkpoints {
-    fn open(node_dir: &Path) -> Result<Self, String> {
-        let dir = node_dir.join("checkpoints");
-        std::fs::create_dir_all(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
-        let mut heights: Vec<Height> = std::fs::read_dir(&dir)
-            .map_err(|e| format!("cannot read {}: {e}", dir.display()))?
-            .filter_map(|entry| entry.ok()?.file_name().to_str()?.parse().ok())
-            .collect();
-        heights.sort_unstable();
-        let mut kept = Vec::new();
-        for height in heights.iter().rev().take(CHECKPOINTS_KEPT).rev() {
-            let bytes = std::fs::read(dir.join(height.to_string())).map_err(|e| format!("cannot read checkpoint {height}: {e}"))?;
-            kept.push(Checkpoint::new(*height, bytes));
-        }
-        Ok(Checkpoints { dir, kept })
-    }
-
-    /// Keeps `checkpoint` (written whole, then renamed into place) and drops the oldest.
-    fn add(&mut self, checkpoint: Checkpoint) -> Result<(), String> {
-        let height = checkpoint.height();
-        let tmp = self.dir.join(format!("{height}.tmp"));
-        std::fs::write(&tmp, checkpoint.bytes()).and_then(|_| std::fs::rename(&tmp, self.dir.join(height.to_string()))).map_err(|e| format!("cannot write checkpoint {height}: {e}"))?;
-        self.kept.retain(|c| c.height() != height);
-        self.kept.push(checkpoint);
-        while self.kept.len() > CHECKPOINTS_KEPT {
-            let old = self.kept.remove(0);
-            let _ = std::fs::remove_file(self.dir.join(old.height().to_string()));
-        }
-        Ok(())
-    }
 }
 
 fn cbor<T: Serialize>(value: &T) -> Vec<u8> {
