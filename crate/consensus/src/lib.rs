@@ -13,6 +13,7 @@
 
 pub mod artifact;
 pub mod crypto;
+pub mod handshake;
 mod node;
 pub mod pool;
 pub mod simulation;
