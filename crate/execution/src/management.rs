@@ -610,7 +610,8 @@ fn unknown_method(m: &str) -> UserError {
 }
 
 fn decode<T: DeserializeOwned + CandidType>(arg: &[u8]) -> Result<T, UserError> {
-    candid::decode_one(arg).map_err(|e| UserError::new(ErrorCode::InvalidManagementPayload, format!("Error decoding candid: {e}")))
+    candid::utils::decode_one_with_config(arg, &tabnet_types::candid_decoder_config())
+        .map_err(|e| UserError::new(ErrorCode::InvalidManagementPayload, format!("Error decoding candid: {e}")))
 }
 
 fn encode<T: CandidType>(value: &T) -> Vec<u8> {

@@ -25,6 +25,14 @@ pub const MAX_PATH_LABELS: usize = 127;
 pub const MAX_DELEGATIONS: usize = 20;
 /// Nonces are at most 32 bytes.
 pub const MAX_NONCE_BYTES: usize = 32;
+/// CBOR items in one request body: a read_state of `MAX_PATHS` paths of `MAX_PATH_LABELS`
+/// labels fits, with room for the envelope and a full delegation chain.
+pub const MAX_CBOR_ITEMS: usize = 200_000;
+/// Elements of one CBOR array or entries of one map: the spec's most paths and most
+/// delegation targets (1,000 each); envelopes' maps have a handful of fields.
+pub const MAX_CBOR_CONTAINER: u64 = 1000;
+/// Nesting of CBOR arrays, maps and tags.
+pub const MAX_CBOR_DEPTH: usize = 64;
 
 /// The three kinds of request, named as in the `request_type` field.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -92,12 +100,94 @@ impl Request {
     }
 }
 
-/// Parses CBOR bytes into a value, removing the self-describing tag if present.
+/// Parses CBOR bytes into a value, removing the self-describing tag if present. The bytes'
+/// shape is checked first ([`check_cbor_limits`]), so no value is built for a body of
+/// hundreds of thousands of tiny items.
 pub fn parse_cbor(bytes: &[u8]) -> Result<Value, HttpError> {
-    // The recursion limit keeps hostile nesting from exhausting the stack.
-    let value: Value = ciborium::de::from_reader_with_recursion_limit(bytes, 64)
+    check_cbor_limits(bytes).map_err(|e| HttpError::bad_request(format!("Could not parse body as CBOR: {e}")))?;
+    let value: Value = ciborium::de::from_reader_with_recursion_limit(bytes, MAX_CBOR_DEPTH)
         .map_err(|e| HttpError::bad_request(format!("Could not parse body as CBOR: {e}")))?;
     Ok(strip_self_describe(value))
+}
+
+/// Walks the item heads of the CBOR item at the start of `bytes` without building it: at most
+/// `MAX_CBOR_ITEMS` items, `MAX_CBOR_CONTAINER` elements or entries per array or map, nesting
+/// at most `MAX_CBOR_DEPTH`, and every length within the input. Linear in the input's length.
+pub fn check_cbor_limits(bytes: &[u8]) -> Result<(), String> {
+    use ciborium_ll::{Decoder, Header};
+    use ciborium_io::Read;
+
+    /// An array, map, tag or chunked string still open: items left (`None`: until a break),
+    /// items seen and the most it may hold (a map's entries are two items each).
+    struct Open {
+        left: Option<u64>,
+        seen: u64,
+        most: u64,
+    }
+    let indefinite = |most| Open { left: None, seen: 0, most };
+    let mut decoder = Decoder::from(bytes);
+    let mut open = vec![Open { left: Some(1), seen: 0, most: 1 }];
+    let mut items = 0usize;
+    let mut skip = [0u8; 4096];
+    while let Some(top) = open.last_mut() {
+        if top.left == Some(0) {
+            open.pop();
+            continue;
+        }
+        let at = decoder.offset();
+        let header = decoder.pull().map_err(|_| format!("malformed item at byte {at}"))?;
+        if matches!(header, Header::Break) {
+            if top.left.is_some() {
+                return Err(format!("unexpected break at byte {at}"));
+            }
+            open.pop();
+            continue;
+        }
+        if let Some(left) = &mut top.left {
+            *left -= 1;
+        }
+        top.seen += 1;
+        if top.seen > top.most {
+            return Err(format!("more than {MAX_CBOR_CONTAINER} elements in an array or map at byte {at}"));
+        }
+        items += 1;
+        if items > MAX_CBOR_ITEMS {
+            return Err(format!("more than {MAX_CBOR_ITEMS} items"));
+        }
+        let container = |n: u64, per: u64| {
+            if n > MAX_CBOR_CONTAINER {
+                return Err(format!("{n} elements in an array or map at byte {at} (at most {MAX_CBOR_CONTAINER})"));
+            }
+            Ok(Open { left: Some(n * per), seen: 0, most: n * per })
+        };
+        let child = match header {
+            Header::Positive(_) | Header::Negative(_) | Header::Float(_) | Header::Simple(_) | Header::Break => None,
+            Header::Tag(_) => Some(Open { left: Some(1), seen: 0, most: 1 }),
+            Header::Bytes(Some(len)) | Header::Text(Some(len)) => {
+                if len > bytes.len() - decoder.offset() {
+                    return Err(format!("a string at byte {at} is longer than the input"));
+                }
+                let mut left = len;
+                while left > 0 {
+                    let n = left.min(skip.len());
+                    decoder.read_exact(&mut skip[..n]).map_err(|_| format!("truncated string at byte {at}"))?;
+                    left -= n;
+                }
+                None
+            }
+            Header::Bytes(None) | Header::Text(None) | Header::Array(None) => Some(indefinite(MAX_CBOR_CONTAINER)),
+            Header::Map(None) => Some(indefinite(2 * MAX_CBOR_CONTAINER)),
+            Header::Array(Some(n)) => Some(container(n as u64, 1)?),
+            Header::Map(Some(n)) => Some(container(n as u64, 2)?),
+        };
+        if let Some(child) = child {
+            if open.len() > MAX_CBOR_DEPTH {
+                return Err(format!("nesting deeper than {MAX_CBOR_DEPTH} at byte {at}"));
+            }
+            open.push(child);
+        }
+    }
+    Ok(())
 }
 
 fn strip_self_describe(value: Value) -> Value {
@@ -226,10 +316,12 @@ impl<'a> Fields<'a> {
             let Value::Text(k) = k else {
                 return Err(HttpError::bad_request("Could not parse request content: keys must be text"));
             };
-            if fields.iter().any(|(name, _)| *name == k.as_str()) {
-                return Err(HttpError::bad_request(format!("Duplicate field `{k}` in request content")));
-            }
             fields.push((k.as_str(), v));
+        }
+        let mut names: Vec<&str> = fields.iter().map(|(name, _)| *name).collect();
+        names.sort_unstable();
+        if let Some(pair) = names.windows(2).find(|pair| pair[0] == pair[1]) {
+            return Err(HttpError::bad_request(format!("Duplicate field `{}` in request content", pair[0])));
         }
         Ok(Self { fields })
     }

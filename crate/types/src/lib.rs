@@ -32,6 +32,23 @@ pub fn canister_index(id: &Principal) -> Option<u64> {
     }
 }
 
+/// Decoding limits for Candid from outside the node (management canister arguments, the
+/// effective canister id of a call, replies shown to users). Without them a 141-byte argument
+/// with a `vec null` of length 2^56 in a skipped field makes the decoder loop for hours. The
+/// skipping quota is the IC's own (`ic_management_canister_types::decoder_config`); the decoding
+/// quota lets the largest message (a 2 MiB `install_code`, where a `blob` costs its length)
+/// through with room to spare.
+pub fn candid_decoder_config() -> candid::de::DecoderConfig {
+    let mut config = candid::de::DecoderConfig::new();
+    config.set_skipping_quota(CANDID_SKIPPING_QUOTA).set_decoding_quota(CANDID_DECODING_QUOTA).set_full_error_message(false);
+    config
+}
+
+/// See [`candid_decoder_config`].
+pub const CANDID_SKIPPING_QUOTA: usize = 10_000;
+/// See [`candid_decoder_config`].
+pub const CANDID_DECODING_QUOTA: usize = 16 << 20;
+
 /// Reject codes of the IC interface spec.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[repr(u32)]

@@ -16,7 +16,7 @@ use tabnet_execution::management::types::{
 };
 use tabnet_execution::scheduler::{ExecutionEnvironment, IngressMessage, IngressOutcome};
 use tabnet_execution::SubnetConfig;
-use tabnet_types::{ErrorCode, UserError, MANAGEMENT_CANISTER};
+use tabnet_types::{candid_decoder_config, ErrorCode, UserError, MANAGEMENT_CANISTER};
 use wasm_bindgen::prelude::*;
 
 /// Rounds an update may take before the tab gives up waiting (calls between canisters take
@@ -58,7 +58,7 @@ impl Outcome {
 
 /// Candid bytes as text (`(42 : nat)`), or a hex dump if they are not Candid.
 fn candid_to_text(bytes: &[u8]) -> String {
-    match IDLArgs::from_bytes(bytes) {
+    match IDLArgs::from_bytes_with_config(bytes, &candid_decoder_config()) {
         Ok(args) => args.to_string(),
         Err(_) => format!("(non-Candid reply) 0x{}", hex(bytes)),
     }
@@ -68,7 +68,7 @@ fn candid_to_text(bytes: &[u8]) -> String {
 fn typed_candid_text<T: candid::CandidType>(bytes: &[u8]) -> String {
     let mut types = candid::types::internal::TypeContainer::new();
     let ty = types.add::<T>();
-    match IDLArgs::from_bytes_with_types(bytes, &types.env, &[ty]) {
+    match IDLArgs::from_bytes_with_types_with_config(bytes, &types.env, &[ty], &candid_decoder_config()) {
         Ok(args) => args.to_string(),
         Err(_) => candid_to_text(bytes),
     }
@@ -122,7 +122,7 @@ impl TabNode {
     pub fn create_canister(&mut self, time_nanos: u64) -> Result<String, JsValue> {
         let arg = Encode!(&ProvisionalCreateCanisterWithCyclesArgs::default()).expect("encodes");
         match self.run_ingress(MANAGEMENT_CANISTER, "provisional_create_canister_with_cycles", arg, None, time_nanos) {
-            IngressOutcome::Replied(bytes) => Decode!(&bytes, CreateCanisterResult)
+            IngressOutcome::Replied(bytes) => Decode!([candid_decoder_config()]; &bytes, CreateCanisterResult)
                 .map(|r| r.canister_id.to_text())
                 .map_err(|e| JsValue::from_str(&e.to_string())),
             IngressOutcome::Rejected { message, error_code, .. } => Err(JsValue::from_str(&format!("{error_code}: {message}"))),
@@ -185,7 +185,7 @@ impl TabNode {
     /// The canister's log (`fetch_canister_logs`): one line per record, `#index time: text`.
     pub fn logs(&mut self, canister_id: &str, time_nanos: u64) -> Result<Vec<String>, JsValue> {
         let bytes = self.management_query_bytes("fetch_canister_logs", canister_id, time_nanos)?;
-        let logs = Decode!(&bytes, FetchCanisterLogsResult).map_err(|e| JsValue::from_str(&e.to_string()))?;
+        let logs = Decode!([candid_decoder_config()]; &bytes, FetchCanisterLogsResult).map_err(|e| JsValue::from_str(&e.to_string()))?;
         Ok(logs
             .canister_log_records
             .iter()
