@@ -18,6 +18,7 @@ pub(crate) use stable::{StableMemory, WASM_PAGE_SIZE};
 use crate::hypervisor::{
     ApiType, ExecutionParameters, LogRecord, OutgoingCall, SystemStateChanges, SystemStateView, WasmClosure, WasmResult,
 };
+use crate::state::CanisterLog;
 use tabnet_types::{ErrorCode, Principal, UserError};
 use wasmi::Memory;
 use wasmi_core::LimiterError;
@@ -25,10 +26,18 @@ use wasmi_core::LimiterError;
 /// Largest table a module may declare (real canisters use a few thousand entries).
 const MAX_TABLE_ELEMENTS: usize = 1 << 20;
 /// Longest `debug_print` line kept in the log, and the longest trap message kept.
-pub const MAX_LOG_RECORD_BYTES: usize = 4 * 1024;
+pub const MAX_LOG_RECORD_BYTES: usize = CanisterLog::MAX_BYTES;
 pub const MAX_TRAP_MESSAGE_BYTES: usize = 16 * 1024;
 /// Longest method name `ic0.call_new` accepts (the cost functions assume at most this).
 const MAX_METHOD_NAME_BYTES: usize = 20_000;
+/// Calls one execution may queue: the IC's output queue capacity (500 requests). Beyond it
+/// `ic0.call_perform` fails with SYS_TRANSIENT, as on the IC when the queue is full.
+pub const MAX_CALLS_PER_EXECUTION: usize = 500;
+/// Bytes (method names and arguments) the calls of one execution may hold: the host keeps
+/// them until the execution ends, so they are bounded apart from the instruction limit. Five
+/// same-subnet calls of the largest size (10 MiB); tabnet's own limit, the IC bounds this
+/// by its subnet's message memory.
+pub const MAX_CALL_BYTES_PER_EXECUTION: usize = 50 << 20;
 /// Longest environment variable name (no variables are set on this node).
 const MAX_ENV_VAR_NAME_BYTES: usize = 128;
 /// Fees of the threshold-key services (mainnet, for a 13-node subnet). This node does not
@@ -133,10 +142,14 @@ pub(crate) struct SystemApi {
     /// Cycles that left the balance: attached to calls (performed or under construction) and
     /// the fees of performed calls.
     cycles_sent: u128,
+    /// Method name and argument bytes of the calls performed.
+    call_bytes: usize,
     message_accepted: bool,
     call: Option<CallUnderConstruction>,
     changes: SystemStateChanges,
-    logs: Vec<LogRecord>,
+    /// What this execution printed: bounded like the canister log it goes to (the IC keeps a
+    /// 4 KiB buffer per execution too), so printing in a loop cannot grow host memory.
+    logs: CanisterLog,
 }
 
 /// What an execution leaves behind besides its Wasm state.
@@ -170,10 +183,11 @@ impl SystemApi {
             response: None,
             cycles_available,
             cycles_sent: 0,
+            call_bytes: 0,
             message_accepted: false,
             call: None,
             changes: SystemStateChanges::default(),
-            logs: Vec::new(),
+            logs: CanisterLog::default(),
         }
     }
 
@@ -191,14 +205,14 @@ impl SystemApi {
             response: self.response,
             message_accepted: self.message_accepted,
             changes: self.changes,
-            logs: self.logs,
+            logs: self.logs.into_records(),
         }
     }
 
     /// Logs kept when the execution failed: everything printed, then the failure.
     pub fn finish_with_error(mut self, error: &UserError) -> Vec<LogRecord> {
         self.log_error(error);
-        self.logs
+        self.logs.into_records()
     }
 
     pub fn log_error(&mut self, error: &UserError) {
@@ -422,7 +436,7 @@ impl SystemApi {
 
     fn discard_call(&mut self) {
         if let Some(call) = self.call.take() {
-            self.cycles_sent -= call.cycles;
+            self.cycles_sent = self.cycles_sent.saturating_sub(call.cycles);
         }
     }
 
@@ -514,29 +528,32 @@ impl SystemApi {
                 ),
             ));
         }
-        self.cycles_sent += amount;
+        self.cycles_sent = self.cycles_sent.saturating_add(amount);
         if let Some(call) = &mut self.call {
-            call.cycles += amount;
+            call.cycles = call.cycles.saturating_add(amount);
         }
         Ok(())
     }
 
-    /// 0 if the call is queued; 2 (SYS_TRANSIENT) if the canister cannot pay its fee, in
-    /// which case the call is dropped and its cycles return.
+    /// 0 if the call is queued; 2 (SYS_TRANSIENT) if the canister cannot pay its fee or the
+    /// execution has queued as many calls or bytes as it may, in which case the call is dropped
+    /// and its cycles return.
     pub fn call_perform(&mut self) -> Result<i32, UserError> {
-        self.call_mut("call_perform")?;
-        let fee = match &self.call {
-            Some(call) if !self.calls_are_queries() => {
-                self.cost_call(call.method.len() as u64, call.payload.len() as u64)
-            }
-            _ => 0,
+        let call = self.call_mut("call_perform")?;
+        let bytes = call.method.len() + call.payload.len();
+        let fee = match self.calls_are_queries() {
+            false => self.cost_call(0, bytes as u64),
+            true => 0,
         };
-        if fee > self.liquid_balance() {
+        let queue_full = self.changes.calls.len() >= MAX_CALLS_PER_EXECUTION
+            || self.call_bytes.saturating_add(bytes) > MAX_CALL_BYTES_PER_EXECUTION;
+        if queue_full || fee > self.liquid_balance() {
             self.discard_call();
             return Ok(2);
         }
         let Some(call) = self.call.take() else { return Ok(2) };
-        self.cycles_sent += fee;
+        self.call_bytes += bytes;
+        self.cycles_sent = self.cycles_sent.saturating_add(fee);
         self.changes.calls.push(OutgoingCall {
             callee: call.callee,
             method: call.method,

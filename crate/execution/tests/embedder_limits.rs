@@ -235,3 +235,49 @@ fn oversized_initial_memories_and_tables_are_refused_at_installation() {
     let outcome = ExecutionState::new(m, Vec::new(), &sys(), &params()).unwrap_err();
     assert_eq!(error_code(&outcome), ErrorCode::CanisterInvalidWasm);
 }
+
+/// A canister that prints in a loop: `n` (arg, u32 LE) lines of `len` (arg, u32 LE) bytes.
+const PRINTER: &str = r#"
+(module
+  (import "ic0" "msg_arg_data_copy" (func $arg_copy (param i32 i32 i32)))
+  (import "ic0" "debug_print" (func $print (param i32 i32)))
+  (import "ic0" "msg_reply" (func $reply))
+  (import "ic0" "trap" (func $trap (param i32 i32)))
+  (memory 1)
+  (func $print_loop
+    (local $i i32)
+    (call $arg_copy (i32.const 0) (i32.const 0) (i32.const 8))
+    (loop $l
+      (call $print (i32.const 16) (i32.load (i32.const 4)))
+      (local.set $i (i32.add (local.get $i) (i32.const 1)))
+      (br_if $l (i32.lt_u (local.get $i) (i32.load (i32.const 0))))))
+  (func (export "canister_update print") (call $print_loop) (call $reply))
+  (func (export "canister_update print_and_trap") (call $print_loop) (call $trap (i32.const 16) (i32.const 4))))
+"#;
+
+fn print_arg(lines: u32, len: u32) -> Vec<u8> {
+    [lines.to_le_bytes(), len.to_le_bytes()].concat()
+}
+
+#[test]
+fn printing_in_a_loop_keeps_a_bounded_log() {
+    // Host memory held for one message's logs stays at the IC's 4 KiB however much the
+    // canister prints: many empty lines, or many full ones (64 KiB-long, cut to 4 KiB).
+    let mut s = install(PRINTER);
+    let bytes = |o: &tabnet_execution::hypervisor::ExecutionOutcome| {
+        // Each record counts its content and 16 bytes (index and timestamp), as the IC counts it.
+        o.logs.iter().map(|l| l.content.len() + 16).sum::<usize>()
+    };
+    for (lines, len) in [(300_000, 0), (5_000, 65_536), (3, 10)] {
+        for method in ["print", "print_and_trap"] {
+            let o = update(&mut s, method, &print_arg(lines, len));
+            assert!(bytes(&o) <= 4096, "{method} {lines}×{len}: {} records, {} bytes", o.logs.len(), bytes(&o));
+            assert!(!o.logs.is_empty());
+            if method == "print_and_trap" {
+                assert!(o.logs.last().unwrap().content.starts_with(b"[TRAP]"), "the trap is the last record");
+            }
+        }
+    }
+    // A few short lines are all kept.
+    assert_eq!(update(&mut s, "print", &print_arg(3, 10)).logs.len(), 3);
+}

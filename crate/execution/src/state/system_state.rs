@@ -173,30 +173,44 @@ pub struct LogEntry {
     pub content: Vec<u8>,
 }
 
-/// The canister log: a ring bounded by total content size; indices keep counting.
+/// The canister log: a ring bounded by its size (content plus a fixed overhead per record, so
+/// that empty records cannot pile up either); indices keep counting.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CanisterLog {
     pub records: VecDeque<LogEntry>,
     pub next_idx: u64,
+    /// Content bytes of `records`.
     pub bytes: usize,
 }
 
 impl CanisterLog {
-    /// The IC keeps 4 KiB of log per canister.
+    /// The IC keeps 4 KiB of log per canister (its default `log_memory_limit`).
     pub const MAX_BYTES: usize = 4096;
+    /// What a record costs besides its content: its index and timestamp, as the IC counts it.
+    pub const RECORD_OVERHEAD: usize = 16;
+
+    /// Content and per-record overhead, the size the ring is bounded by.
+    pub fn size(&self) -> usize {
+        self.bytes + Self::RECORD_OVERHEAD * self.records.len()
+    }
 
     pub fn push(&mut self, record: LogRecord) {
         let mut content = record.content;
-        content.truncate(Self::MAX_BYTES);
+        content.truncate(Self::MAX_BYTES - Self::RECORD_OVERHEAD);
         self.bytes += content.len();
         self.records.push_back(LogEntry { idx: self.next_idx, timestamp_nanos: record.timestamp_nanos, content });
         self.next_idx += 1;
-        while self.bytes > Self::MAX_BYTES {
+        while self.size() > Self::MAX_BYTES {
             match self.records.pop_front() {
-                Some(old) => self.bytes -= old.content.len(),
+                Some(old) => self.bytes = self.bytes.saturating_sub(old.content.len()),
                 None => break,
             }
         }
+    }
+
+    /// The records as one execution reports them (without indices).
+    pub fn into_records(self) -> Vec<LogRecord> {
+        self.records.into_iter().map(|e| LogRecord { timestamp_nanos: e.timestamp_nanos, content: e.content }).collect()
     }
 }
 
@@ -315,7 +329,7 @@ impl SystemState {
     pub fn charge(&mut self, amount: u128) {
         let taken = amount.min(self.cycles);
         self.cycles -= taken;
-        self.cycles_consumed += taken;
+        self.cycles_consumed = self.cycles_consumed.saturating_add(taken);
     }
 }
 
@@ -329,11 +343,24 @@ mod tests {
         for i in 0..10u64 {
             log.push(LogRecord { timestamp_nanos: i, content: vec![b'x'; 1000] });
         }
-        assert!(log.bytes <= CanisterLog::MAX_BYTES);
+        assert!(log.size() <= CanisterLog::MAX_BYTES);
         assert_eq!(log.records.len(), 4);
         assert_eq!(log.records.front().unwrap().idx, 6);
         assert_eq!(log.records.back().unwrap().idx, 9);
         assert_eq!(log.next_idx, 10);
+    }
+
+    #[test]
+    fn empty_records_cannot_grow_the_log_without_bound() {
+        let mut log = CanisterLog::default();
+        for i in 0..100_000u64 {
+            log.push(LogRecord { timestamp_nanos: i, content: Vec::new() });
+        }
+        assert_eq!(log.records.len(), CanisterLog::MAX_BYTES / CanisterLog::RECORD_OVERHEAD);
+        assert_eq!(log.next_idx, 100_000);
+        log.push(LogRecord { timestamp_nanos: 0, content: vec![b'x'; 10_000] });
+        assert!(log.size() <= CanisterLog::MAX_BYTES);
+        assert_eq!(log.records.len(), 1);
     }
 
     #[test]

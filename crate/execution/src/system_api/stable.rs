@@ -1,9 +1,12 @@
 //! Stable memory: a byte vector grown in 64 KiB pages, with an undo log so that a trapping
 //! execution can be rolled back without copying the whole memory first.
 
+use std::collections::BTreeMap;
 use std::ops::Range;
 
 pub const WASM_PAGE_SIZE: u64 = 64 * 1024;
+/// Granularity of the undo log: the IC's (and the OS's) 4 KiB page.
+const UNDO_PAGE_SIZE: usize = 4096;
 
 #[derive(Clone, Debug, Default)]
 pub struct StableMemory {
@@ -12,10 +15,12 @@ pub struct StableMemory {
     undo: Option<UndoLog>,
 }
 
+/// Each page's contents before its first write in the execution, kept once however often the
+/// page is written: the log never holds more than the memory it can restore.
 #[derive(Clone, Debug)]
 struct UndoLog {
     len_before: usize,
-    overwritten: Vec<(usize, Vec<u8>)>,
+    pages: BTreeMap<usize, Box<[u8]>>,
 }
 
 impl StableMemory {
@@ -71,7 +76,11 @@ impl StableMemory {
             // Bytes beyond the size before the execution disappear on rollback anyway.
             let logged_end = range.end.min(undo.len_before);
             if range.start < logged_end {
-                undo.overwritten.push((range.start, self.bytes[range.start..logged_end].to_vec()));
+                for page in range.start / UNDO_PAGE_SIZE..=(logged_end - 1) / UNDO_PAGE_SIZE {
+                    let start = page * UNDO_PAGE_SIZE;
+                    let end = (start + UNDO_PAGE_SIZE).min(undo.len_before);
+                    undo.pages.entry(page).or_insert_with(|| self.bytes[start..end].into());
+                }
             }
         }
         self.bytes[range].copy_from_slice(data);
@@ -80,7 +89,7 @@ impl StableMemory {
 
     /// Starts recording changes (one execution).
     pub fn begin(&mut self) {
-        self.undo = Some(UndoLog { len_before: self.bytes.len(), overwritten: Vec::new() });
+        self.undo = Some(UndoLog { len_before: self.bytes.len(), pages: BTreeMap::new() });
     }
 
     /// Keeps the changes since `begin`.
@@ -92,8 +101,9 @@ impl StableMemory {
     pub fn rollback(&mut self) {
         if let Some(undo) = self.undo.take() {
             self.bytes.truncate(undo.len_before);
-            for (offset, old) in undo.overwritten.into_iter().rev() {
-                self.bytes[offset..offset + old.len()].copy_from_slice(&old);
+            for (page, old) in undo.pages {
+                let start = page * UNDO_PAGE_SIZE;
+                self.bytes[start..start + old.len()].copy_from_slice(&old);
             }
         }
     }
@@ -115,6 +125,32 @@ mod tests {
         assert_eq!(m.size_in_pages(), 1);
         assert_eq!(m.read(10, 4), Some(&b"keep"[..]));
         assert_eq!(m.read(WASM_PAGE_SIZE - 2, 2), Some(&[0u8, 0][..]));
+    }
+
+    /// Bytes the undo log holds.
+    fn undo_bytes(m: &StableMemory) -> usize {
+        m.undo.as_ref().map_or(0, |u| u.pages.values().map(|p| p.len()).sum())
+    }
+
+    #[test]
+    fn writing_one_page_again_and_again_keeps_one_undo_copy() {
+        let mut m = StableMemory::new(vec![7; 4 * WASM_PAGE_SIZE as usize]);
+        m.begin();
+        for i in 0..1_000_000u64 {
+            assert!(m.write(i % 100, &i.to_le_bytes()));
+        }
+        assert_eq!(undo_bytes(&m), UNDO_PAGE_SIZE, "one copy of the one page written");
+        // A write over everything records each page once; a second one adds nothing.
+        for _ in 0..2 {
+            assert!(m.write(0, &vec![1; 4 * WASM_PAGE_SIZE as usize]));
+            assert_eq!(undo_bytes(&m), 4 * WASM_PAGE_SIZE as usize);
+        }
+        // Unaligned writes across page boundaries roll back exactly.
+        assert!(m.write(UNDO_PAGE_SIZE as u64 - 3, b"across"));
+        assert_eq!(m.grow(1, u64::MAX), Some(4));
+        assert!(m.write(4 * WASM_PAGE_SIZE - 2, b"grown"));
+        m.rollback();
+        assert_eq!(m.bytes(), vec![7; 4 * WASM_PAGE_SIZE as usize].as_slice());
     }
 
     #[test]
