@@ -62,16 +62,18 @@ const CONTROLLER_INGRESS: &[&str] = &[
     "install_chunked_code",
 ];
 
-/// The effective canister id the replica reads from a management payload.
+/// The effective canister id the replica reads from a management payload. Each argument is
+/// decoded as its method's own type: decoding only `canister_id` would skip the other fields,
+/// and skipping a module or a chunk of a few MiB exceeds the decoder's skipping quota.
 fn effective_canister_id(method: &str, arg: &[u8]) -> Option<CanisterId> {
-    if method == "install_chunked_code" {
-        #[derive(CandidType, serde::Deserialize)]
-        struct Target {
-            target_canister: CanisterId,
-        }
-        return decode::<Target>(arg).ok().map(|t| t.target_canister);
+    match method {
+        "install_code" => decode::<InstallCodeArgs>(arg).ok().map(|a| a.canister_id),
+        "install_chunked_code" => decode::<InstallChunkedCodeArgs>(arg).ok().map(|a| a.target_canister),
+        "upload_chunk" => decode::<UploadChunkArgs>(arg).ok().map(|a| a.canister_id),
+        "update_settings" => decode::<UpdateSettingsArgs>(arg).ok().map(|a| a.canister_id),
+        "uninstall_code" => decode::<UninstallCodeArgs>(arg).ok().map(|a| a.canister_id),
+        _ => decode::<CanisterIdRecord>(arg).ok().map(|r| r.canister_id),
     }
-    decode::<CanisterIdRecord>(arg).ok().map(|r| r.canister_id)
 }
 
 /// Whether an ingress message to `aaaaa-aa` may enter (the replica's ingress filter).

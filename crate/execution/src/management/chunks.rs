@@ -3,11 +3,13 @@
 
 use super::types::{ChunkHash, InstallChunkedCodeArgs, InstallCodeArgs, UploadChunkArgs};
 use super::{controlled_canister, empty_reply, encode, install, CanisterIdRecord};
+use crate::embedder::MAX_MODULE_BYTES;
 use crate::scheduler::ExecutionEnvironment;
 use sha2::{Digest, Sha256};
 use tabnet_types::{ErrorCode, Principal, UserError};
 
-/// The IC's limits: chunks of at most 1 MiB, at most 100 MiB per store.
+/// The IC's limits: chunks of at most 1 MiB, at most 100 chunks per store. A module assembled
+/// from chunks may be as large as any module (the IC's 100 MiB, `MAX_MODULE_BYTES`).
 const MAX_CHUNK_BYTES: usize = 1 << 20;
 const MAX_CHUNKS: usize = 100;
 
@@ -54,11 +56,24 @@ pub(super) fn install_chunked_code(
 ) -> Result<Vec<u8>, UserError> {
     let store_id = args.store_canister.unwrap_or(args.target_canister);
     let store = &controlled_or_self(env, sender, &store_id)?.system.wasm_chunk_store;
-    let mut module = Vec::new();
-    for ChunkHash { hash } in &args.chunk_hashes_list {
-        let chunk = <[u8; 32]>::try_from(hash.as_slice()).ok().and_then(|h| store.get(&h)).ok_or_else(|| {
-            store_error(format!("Error from Wasm chunk store: Chunk {} not found in the store", hex(hash)))
-        })?;
+    let chunks = args
+        .chunk_hashes_list
+        .iter()
+        .map(|ChunkHash { hash }| {
+            <[u8; 32]>::try_from(hash.as_slice()).ok().and_then(|h| store.get(&h)).ok_or_else(|| {
+                store_error(format!("Error from Wasm chunk store: Chunk {} not found in the store", hex(hash)))
+            })
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    // A chunk may be named many times: the size is checked before anything is copied.
+    let size = chunks.iter().fold(0usize, |sum, chunk| sum.saturating_add(chunk.len()));
+    if size > MAX_MODULE_BYTES {
+        return Err(store_error(format!(
+            "Error from Wasm chunk store: Wasm module size {size} exceeds the maximum of {MAX_MODULE_BYTES} bytes"
+        )));
+    }
+    let mut module = Vec::with_capacity(size);
+    for chunk in chunks {
         module.extend_from_slice(chunk);
     }
     let actual: [u8; 32] = Sha256::digest(&module).into();
