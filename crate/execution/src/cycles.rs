@@ -1,4 +1,7 @@
 //! The fee table of ic-interface.md §8, scaled to the subnet size (fees are quoted for 13 nodes).
+//!
+//! All arithmetic saturates, as the IC's `Cycles` type does: a cost too large for a u128 is
+//! u128::MAX (more than any balance), never a panic or a wrapped small number.
 
 use serde::{Deserialize, Serialize};
 
@@ -48,7 +51,7 @@ impl CyclesConfig {
 
     /// A cost at 13-node prices, scaled to this subnet.
     fn scale(&self, cost: u128) -> u128 {
-        cost.saturating_mul(self.subnet_size as u128) / REFERENCE_SUBNET_SIZE
+        cost.checked_mul(self.subnet_size as u128).map_or(u128::MAX, |c| c / REFERENCE_SUBNET_SIZE)
     }
 
     pub fn creation_fee(&self) -> u128 {
@@ -62,35 +65,42 @@ impl CyclesConfig {
         } else {
             self.ten_update_instructions_execution_fee
         };
-        self.scale(self.update_message_execution_fee + per_ten * instructions as u128 / 10)
+        self.scale(self.update_message_execution_fee.saturating_add(per_ten.saturating_mul(instructions as u128) / 10))
     }
 
     /// Cost of receiving an ingress message of `bytes` bytes (method name + argument).
     pub fn ingress_induction_cost(&self, bytes: usize) -> u128 {
-        self.scale(self.ingress_message_reception_fee + self.ingress_byte_reception_fee * bytes as u128)
+        self.scale(
+            self.ingress_message_reception_fee.saturating_add(self.ingress_byte_reception_fee.saturating_mul(bytes as u128)),
+        )
     }
 
     /// Cost of sending an inter-canister call of `bytes` bytes (method name + argument).
     pub fn call_cost(&self, bytes: usize) -> u128 {
-        self.scale(self.xnet_call_fee + self.xnet_byte_transmission_fee * bytes as u128)
+        self.scale(self.xnet_call_fee.saturating_add(self.xnet_byte_transmission_fee.saturating_mul(bytes as u128)))
     }
 
     /// Storage cost of `bytes` held for `nanos` nanoseconds.
     pub fn storage_cost(&self, bytes: u64, nanos: u64) -> u128 {
-        self.scale(self.gib_storage_per_second_fee * bytes as u128 * nanos as u128 / (GIB * 1_000_000_000))
+        // The product of fee, bytes and nanoseconds can exceed a u128 (2^17 · 2^48 · 2^64).
+        let cost = self.gib_storage_per_second_fee.checked_mul(bytes as u128).and_then(|c| c.checked_mul(nanos as u128));
+        self.scale(cost.map_or(u128::MAX, |c| c / (GIB * 1_000_000_000)))
     }
 
     /// Cost of a compute allocation of `percent` held for `seconds`.
     pub fn compute_allocation_cost(&self, percent: u64, seconds: u64) -> u128 {
-        self.scale(self.compute_percent_allocated_per_second_fee * percent as u128 * seconds as u128)
+        self.scale(
+            self.compute_percent_allocated_per_second_fee.saturating_mul(percent as u128).saturating_mul(seconds as u128),
+        )
     }
 
     /// Cycles burned per second by a canister that just sits there: storage and compute
     /// allocation. This is what `canister_status` reports as `idle_cycles_burned_per_day / 86400`.
     pub fn idle_burn_per_second(&self, memory_bytes: u64, compute_allocation_percent: u64) -> u128 {
         self.scale(
-            self.gib_storage_per_second_fee * memory_bytes as u128 / GIB
-                + self.compute_percent_allocated_per_second_fee * compute_allocation_percent as u128,
+            (self.gib_storage_per_second_fee.saturating_mul(memory_bytes as u128) / GIB).saturating_add(
+                self.compute_percent_allocated_per_second_fee.saturating_mul(compute_allocation_percent as u128),
+            ),
         )
     }
 
@@ -102,7 +112,7 @@ impl CyclesConfig {
         compute_allocation_percent: u64,
         freezing_threshold_seconds: u64,
     ) -> u128 {
-        self.idle_burn_per_second(memory_bytes, compute_allocation_percent) * freezing_threshold_seconds as u128
+        self.idle_burn_per_second(memory_bytes, compute_allocation_percent).saturating_mul(freezing_threshold_seconds as u128)
     }
 }
 
@@ -123,5 +133,15 @@ mod tests {
         assert_eq!(thirteen.ingress_induction_cost(10), 1_200_000 + 20_000);
         // 1 GiB for 1 s
         assert_eq!(thirteen.storage_cost(1 << 30, 1_000_000_000), 127_000);
+    }
+
+    #[test]
+    fn extreme_amounts_saturate() {
+        let c = CyclesConfig::for_subnet_size(13);
+        // 2^64 bytes for 2^64 ns overflows the product; the cost is then more than any balance.
+        assert_eq!(c.storage_cost(u64::MAX, u64::MAX), u128::MAX);
+        assert_eq!(c.compute_allocation_cost(u64::MAX, u64::MAX), u128::MAX);
+        assert!(c.execution_cost(u64::MAX, true) > c.execution_cost(u64::MAX, false));
+        assert!(c.call_cost(usize::MAX) > 0 && c.ingress_induction_cost(usize::MAX) > 0);
     }
 }

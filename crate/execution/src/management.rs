@@ -175,7 +175,7 @@ fn dispatch(env: &mut ExecutionEnvironment, req: &Request) -> Outcome {
         "deposit_cycles" if caller_is_canister => match decode::<CanisterIdRecord>(arg) {
             Ok(a) => match env.state.canister_mut(&a.canister_id) {
                 Some(c) => {
-                    c.system.cycles += cycles;
+                    c.system.cycles = c.system.cycles.saturating_add(cycles);
                     Outcome::Reply(empty_reply(), 0)
                 }
                 None => Outcome::Reject(not_found(&a.canister_id), cycles),

@@ -164,8 +164,9 @@ impl ExecutionEnvironment {
                 continue;
             }
             let bytes = c.memory_usage().max(c.system.settings.memory_allocation);
-            let cost = self.config.cycles.storage_cost(bytes, elapsed)
-                + self.config.cycles.compute_allocation_cost(c.system.settings.compute_allocation, elapsed / 1_000_000_000);
+            let cost = self.config.cycles.storage_cost(bytes, elapsed).saturating_add(
+                self.config.cycles.compute_allocation_cost(c.system.settings.compute_allocation, elapsed / 1_000_000_000),
+            );
             let can_pay = c.system.cycles >= cost;
             let c = self.state.canister_mut(&id).expect("listed canister exists");
             c.system.charge(cost);
@@ -395,7 +396,7 @@ impl ExecutionEnvironment {
 
     /// IC0207 if paying `cost` would take the canister below its freezing threshold.
     pub(crate) fn check_can_pay(&self, c: &CanisterState, cost: u128) -> Result<(), UserError> {
-        let needed = self.freeze_threshold(c) + cost;
+        let needed = self.freeze_threshold(c).saturating_add(cost);
         if c.system.cycles < needed {
             return Err(UserError::new(
                 ErrorCode::CanisterOutOfCycles,

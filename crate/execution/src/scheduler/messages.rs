@@ -57,7 +57,7 @@ impl ExecutionEnvironment {
         let Some(c) = self.state.canister_mut(id) else { return };
         // No callback: the call timed out (best effort) and this late response is dropped.
         let Some(cb) = c.system.callbacks.remove(&resp.callback_id) else { return };
-        c.system.cycles += resp.refund;
+        c.system.cycles = c.system.cycles.saturating_add(resp.refund);
         let ctx_id = cb.call_context;
         // No call context: the canister was uninstalled meanwhile; nothing runs.
         let Some(ctx) = c.system.call_contexts.get_mut(&ctx_id) else { return };
@@ -133,7 +133,7 @@ impl ExecutionEnvironment {
         if let Some(ctx) = ctx.and_then(|ctx| c.system.call_contexts.get_mut(&ctx)) {
             ctx.available_cycles = ctx.available_cycles.saturating_sub(changes.cycles_accepted);
         }
-        c.system.cycles += changes.cycles_accepted;
+        c.system.cycles = c.system.cycles.saturating_add(changes.cycles_accepted);
         c.system.charge(changes.cycles_burned);
         if let Some(data) = changes.new_certified_data {
             c.system.certified_data = data;
