@@ -9,6 +9,7 @@
 //! ```
 
 mod checkpoints;
+mod gossip;
 mod log_store;
 mod server;
 mod subnet;

@@ -16,16 +16,17 @@ use tabnet_consensus::{
     deal, Artifact, Beacon, Block, BlsCrypto, Checkpoint, Config, ConsensusNode, Cup, Height, Ingress, IngressCheck, Message, Output, Start, StateSync,
     Time,
 };
+use tabnet_consensus::handshake::PeerKeys;
 use tabnet_crypto::node_key::ED25519_DER_PREFIX;
 use tabnet_execution::SubnetConfig;
 use tabnet_replica::envelope::{self, RequestType};
-use tabnet_replica::{Member, Replica};
+use tabnet_replica::{authenticate_call, Member, Replica};
 use tabnet_types::Principal;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::checkpoints::Checkpoints;
+use crate::gossip::{self, Identity, Inbound};
 use crate::log_store::LogStore;
 use crate::server::{self, Node};
 
@@ -34,8 +35,6 @@ const KEY_CHECKPOINT: &str = "consensus/checkpoint";
 /// What consensus asked to persist: `consensus/persisted/<height>/<digest>`.
 const PREFIX_PERSISTED: &str = "consensus/persisted/";
 const KEY_CERTIFICATION: &str = "consensus/certification";
-/// Frames larger than this are refused (a block of 4 MiB of ingress fits).
-const MAX_FRAME: usize = 16 << 20;
 /// Messages waiting for a peer beyond this are dropped (consensus re-sends what matters).
 const PEER_QUEUE: usize = 20_000;
 /// Heights between catch-up packages unless `init-subnet --dkg-interval` says otherwise.
@@ -159,16 +158,28 @@ fn unwrap_call(bytes: &[u8]) -> Option<(Principal, &[u8])> {
     Some((Principal::try_from_slice(id).ok()?, &bytes[1 + len..]))
 }
 
-/// What consensus asks of an ingress message before pooling or including it: that it decodes
-/// as a call, and its expiry. (Signatures are checked where it was submitted and again, the
-/// same way on every replica, when its batch executes.)
-struct CallCheck;
+/// What consensus asks of an ingress message. Before it enters the pool (submitted here or
+/// gossiped by a peer): at most `max_bytes`, a call for its effective canister id, signed by
+/// its sender, expiring within the IC's window around the node's time. (Execution checks the
+/// signature again, the same way on every replica.)
+struct CallCheck {
+    max_bytes: usize,
+}
 
 impl IngressCheck for CallCheck {
     fn expiry(&self, bytes: &[u8]) -> Result<Time, String> {
         let (_, envelope) = unwrap_call(bytes).ok_or("not a wrapped call")?;
         let request = envelope::decode(envelope, RequestType::Call).map_err(|e| e.message)?;
         Ok(request.ingress_expiry / 1_000_000)
+    }
+
+    fn admit(&self, now: Time, bytes: &[u8]) -> Result<Time, String> {
+        let (ecid, envelope) = unwrap_call(bytes).ok_or("not a wrapped call")?;
+        if envelope.len() > self.max_bytes {
+            return Err(format!("the call takes {} bytes; at most {} are allowed", envelope.len(), self.max_bytes));
+        }
+        authenticate_call(envelope, &ecid, now.saturating_mul(1_000_000)).map_err(|e| e.message)?;
+        self.expiry(bytes)
     }
 }
 
@@ -226,9 +237,8 @@ impl Persisted {
     }
 }
 
-/// What reaches the consensus task.
+/// What reaches the consensus task from the HTTP interface (peers' frames come by [`Inbound`]).
 pub enum Input {
-    Peer(usize, Message),
     Ingress(Vec<u8>, oneshot::Sender<Result<(), String>>),
 }
 
@@ -251,6 +261,7 @@ pub async fn run_node(dir: &Path, index: usize, www: Option<PathBuf>) -> Result<
     let state_dir = node_dir(dir, index);
     let store = LogStore::open(&state_dir)?;
     let config = SubnetConfig::for_subnet_size(n as u64);
+    let max_ingress_bytes = config.max_ingress_bytes;
     let replica = tokio::task::spawn_blocking(move || Replica::open_member(store, config, member))
         .await
         .map_err(|e| format!("opening the state failed: {e}"))?
@@ -287,17 +298,18 @@ pub async fn run_node(dir: &Path, index: usize, www: Option<PathBuf>) -> Result<
     let consensus_config =
         Config { unit_delay: 1_000, initial_notary_delay: 0, idle_block_delay: 250, dkg_interval: file.dkg_interval, ..Config::default() };
     let checkpoints = Checkpoints::open(&node_dir(dir, index))?;
+    let identity = Arc::new(Identity { me: index, key: secret.proposal_key.clone(), peers: PeerKeys::new(&public) });
     let crypto = Arc::new(BlsCrypto::new(index, secret, public));
-    let consensus = ConsensusNode::new(consensus_config, crypto, Arc::new(CallCheck), start);
+    let consensus = ConsensusNode::new(consensus_config, crypto, Arc::new(CallCheck { max_bytes: max_ingress_bytes }), start);
 
     let (inbox_tx, inbox) = mpsc::channel::<Input>(PEER_QUEUE);
     let listener = TcpListener::bind(("127.0.0.1", file.p2p_port(index))).await.map_err(|e| format!("cannot listen for peers on port {}: {e}", file.p2p_port(index)))?;
-    tokio::spawn(accept_peers(listener, n, inbox_tx.clone()));
+    let inbound = gossip::listen(listener, identity.clone());
     let peers: Vec<Option<mpsc::Sender<Arc<Vec<u8>>>>> = (0..n)
         .map(|k| {
             (k != index).then(|| {
                 let (tx, rx) = mpsc::channel(PEER_QUEUE);
-                tokio::spawn(send_to_peer(index, file.p2p_port(k), rx));
+                tokio::spawn(gossip::send_to_peer(identity.clone(), k, file.p2p_port(k), rx));
                 tx
             })
         })
@@ -311,87 +323,15 @@ pub async fn run_node(dir: &Path, index: usize, www: Option<PathBuf>) -> Result<
         memory_capacity: None,
     };
     let node = server::Node::new(replica, Some(inbox_tx));
-    let driver = tokio::spawn(drive(consensus, node.clone(), inbox, peers, persisted, checkpoints));
+    let driver = tokio::spawn(drive(consensus, node.clone(), inbox, inbound, peers, persisted, checkpoints));
     let result = server::serve_node(node, settings).await;
     driver.abort();
     result
 }
 
-/// Accepts peers' connections; each starts with the sender's index (4 bytes), then frames.
-/// (Loopback only, and unauthenticated: peers are the processes of this machine.)
-async fn accept_peers(listener: TcpListener, n: usize, inbox: mpsc::Sender<Input>) {
-    loop {
-        let Ok((mut stream, _)) = listener.accept().await else { continue };
-        let inbox = inbox.clone();
-        tokio::spawn(async move {
-            let _ = stream.set_nodelay(true);
-            let Ok(from) = stream.read_u32().await else { return };
-            let from = from as usize;
-            if from >= n {
-                return;
-            }
-            let mut buf = Vec::new();
-            loop {
-                let Ok(len) = stream.read_u32().await else { return };
-                if len as usize > MAX_FRAME {
-                    return;
-                }
-                buf.resize(len as usize, 0);
-                if stream.read_exact(&mut buf).await.is_err() {
-                    return;
-                }
-                // A frame that does not decode is dropped; the connection goes on.
-                if let Ok(message) = ciborium::from_reader::<Message, _>(buf.as_slice()) {
-                    if inbox.send(Input::Peer(from, message)).await.is_err() {
-                        return;
-                    }
-                }
-            }
-        });
-    }
-}
-
-/// Keeps a connection to one peer and writes the frames queued for it; reconnects with back-off.
-async fn send_to_peer(me: usize, port: u16, mut queue: mpsc::Receiver<Arc<Vec<u8>>>) {
-    let mut backoff = Duration::from_millis(50);
-    loop {
-        let mut stream = match TcpStream::connect(("127.0.0.1", port)).await {
-            Ok(s) => s,
-            Err(_) => {
-                // While the peer is down, what is queued for it is stale by the time it returns.
-                while queue.try_recv().is_ok() {}
-                tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(Duration::from_secs(2));
-                continue;
-            }
-        };
-        backoff = Duration::from_millis(50);
-        let _ = stream.set_nodelay(true);
-        if stream.write_u32(me as u32).await.is_err() {
-            continue;
-        }
-        while let Some(frame) = queue.recv().await {
-            let mut out = Vec::with_capacity(4 + frame.len());
-            out.extend_from_slice(&(frame.len() as u32).to_be_bytes());
-            out.extend_from_slice(&frame);
-            if stream.write_all(&out).await.is_err() {
-                break;
-            }
-        }
-        if queue.is_closed() {
-            return;
-        }
-    }
-}
-
 /// Sends `message` to peer `to`, or to every peer.
 fn send(peers: &[Option<mpsc::Sender<Arc<Vec<u8>>>>], to: Option<usize>, message: &Message) {
-    let frame = Arc::new(cbor(message));
-    for (k, peer) in peers.iter().enumerate() {
-        if let Some(peer) = peer.as_ref().filter(|_| to.is_none_or(|t| t == k)) {
-            let _ = peer.try_send(frame.clone());
-        }
-    }
+    gossip::send(peers, to, cbor(message));
 }
 
 /// The consensus task: feeds it peers' messages, ingress and timer ticks, and performs its outputs.
@@ -401,6 +341,7 @@ async fn drive(
     mut consensus: ConsensusNode,
     node: Arc<Node>,
     mut inbox: mpsc::Receiver<Input>,
+    mut inbound: Inbound,
     peers: Vec<Option<mpsc::Sender<Arc<Vec<u8>>>>>,
     mut persisted: Persisted,
     mut checkpoints: Checkpoints,
@@ -412,18 +353,21 @@ async fn drive(
         let wake = consensus.next_wake(now).into_iter().chain(sync.as_ref().and_then(StateSync::next_wake)).min().unwrap_or(now + 1_000);
         let sleep = tokio::time::sleep(Duration::from_millis(wake.saturating_sub(now)));
         tokio::select! {
-            input = inbox.recv() => match input {
-                Some(Input::Peer(from, Message::Sync(m))) if m.is_request() => {
+            // `from` is the member whose node key the connection proved (see gossip.rs).
+            (from, message) = inbound.recv() => match message {
+                Message::Sync(m) if m.is_request() => {
                     if let Some(answer) = m.answer_from(&checkpoints.kept) {
                         send(&peers, Some(from), &Message::Sync(answer));
                     }
                 }
-                Some(Input::Peer(from, Message::Sync(m))) => {
+                Message::Sync(m) => {
                     if let Some(s) = &mut sync {
                         s.on_message(now_millis(), from, m);
                     }
                 }
-                Some(Input::Peer(from, message)) => consensus.on_message(now_millis(), from, message),
+                message => consensus.on_message(now_millis(), from, message),
+            },
+            input = inbox.recv() => match input {
                 Some(Input::Ingress(bytes, reply)) => {
                     let _ = reply.send(consensus.submit_ingress(now_millis(), Ingress { bytes }).map(|_| ()));
                 }
@@ -618,5 +562,60 @@ mod tests {
         let wrapped = wrap_call(b"envelope", &ecid);
         assert_eq!(unwrap_call(&wrapped), Some((ecid, &b"envelope"[..])));
         assert_eq!(unwrap_call(&[40, 1]), None);
+    }
+
+    /// A call to `ecid` signed with the key of `seed` (by another key if `forged`), expiring at
+    /// `expiry` (ms), with an argument of `arg_len` bytes; wrapped as consensus carries it.
+    fn signed_call(ecid: &Principal, seed: u8, forged: bool, expiry: Time, arg_len: usize) -> Vec<u8> {
+        use ciborium::Value;
+        use tabnet_crypto::node_key::NodeSigningKey;
+        let key = NodeSigningKey::from_seed([seed; 32]);
+        let sender = tabnet_crypto::ingress_auth::self_authenticating_principal(&key.public_key_der());
+        let text = |s: &str| Value::Text(s.into());
+        let content = Value::Map(vec![
+            (text("request_type"), text("call")),
+            (text("sender"), Value::Bytes(sender.as_slice().to_vec())),
+            (text("ingress_expiry"), Value::Integer((expiry * 1_000_000).into())),
+            (text("canister_id"), Value::Bytes(ecid.as_slice().to_vec())),
+            (text("method_name"), text("go")),
+            (text("arg"), Value::Bytes(vec![7; arg_len])),
+        ]);
+        let id = tabnet_crypto::request_id::request_id(&content).unwrap();
+        let signer = if forged { NodeSigningKey::from_seed([seed ^ 0xFF; 32]) } else { key.clone() };
+        let sig = signer.sign(&[tabnet_crypto::request_id::IC_REQUEST, &id[..]].concat());
+        let envelope = Value::Map(vec![
+            (text("content"), content),
+            (text("sender_pubkey"), Value::Bytes(key.public_key_der())),
+            (text("sender_sig"), Value::Bytes(sig.to_vec())),
+        ]);
+        wrap_call(&cbor(&envelope), ecid)
+    }
+
+    #[test]
+    fn ingress_is_checked_before_it_enters_the_pool() {
+        let (public, mut secrets) = deal(4, &[3; 32]);
+        let crypto = Arc::new(BlsCrypto::new(0, secrets.swap_remove(0), Arc::new(public)));
+        let check = Arc::new(CallCheck { max_bytes: SubnetConfig::for_subnet_size(4).max_ingress_bytes });
+        let mut node = ConsensusNode::new(Config::default(), crypto, check, Start::genesis(&[1; 32]));
+        let ecid = Principal::from_text("rwlgt-iiaaa-aaaaa-aaaaa-cai").unwrap();
+        let now = now_millis();
+        let hostile = [
+            ("a forged signature", signed_call(&ecid, 1, true, now + 60_000, 10)),
+            ("expired", signed_call(&ecid, 2, false, now - 1_000, 10)),
+            ("expiring beyond the window", signed_call(&ecid, 3, false, now + 3_600_000, 10)),
+            ("over 2 MiB", signed_call(&ecid, 4, false, now + 60_000, 2 << 20)),
+            ("for another canister than its effective id", {
+                let other = signed_call(&Principal::from_text("ryjl3-tyaaa-aaaaa-aaaba-cai").unwrap(), 5, false, now + 60_000, 10);
+                wrap_call(unwrap_call(&other).unwrap().1, &ecid)
+            }),
+        ];
+        for (why, bytes) in hostile {
+            node.on_message(now, 1, Message::Push(Artifact::Ingress(Arc::new(Ingress { bytes: bytes.clone() }))));
+            assert_eq!(node.ingress_pool_len(), 0, "a peer's ingress {why} entered the pool");
+            assert!(node.submit_ingress(now, Ingress { bytes }).is_err(), "a client's ingress {why} was accepted");
+        }
+        node.on_message(now, 1, Message::Push(Artifact::Ingress(Arc::new(Ingress { bytes: signed_call(&ecid, 6, false, now + 60_000, 10) }))));
+        assert_eq!(node.ingress_pool_len(), 1, "a good call from a peer is pooled");
+        assert!(node.submit_ingress(now, Ingress { bytes: signed_call(&ecid, 7, false, now + 60_000, 10) }).is_ok());
     }
 }

@@ -1,0 +1,246 @@
+//! Gossip between the processes of a native subnet, over loopback TCP. Node K dials every peer
+//! and writes its frames to it (`len: u32 ‖ CBOR message`); it reads its peers' frames on the
+//! connections they dialled. Every connection starts with the handshake of
+//! [`tabnet_consensus::handshake`], so a frame's sender is the peer that proved its node key,
+//! never an index someone claims.
+//!
+//! What a stranger can make the node hold: at most [`MAX_HANDSHAKING`] connections, for at most
+//! [`HANDSHAKE_TIMEOUT`], each reading fixed-size handshake messages. What a member can: one
+//! connection (a new one replaces the old), frames of at most [`MAX_FRAME`] read into a buffer
+//! that grows only as bytes arrive, and [`PEER_INBOX_BYTES`] of frames waiting for consensus;
+//! beyond that its connection is no longer read (TCP pushes back on it alone). Consensus takes
+//! the peers' frames round-robin, so one flooding peer cannot starve the others.
+
+use std::future::poll_fn;
+use std::sync::{Arc, Mutex};
+use std::task::Poll;
+use std::time::Duration;
+
+use tabnet_consensus::handshake::{Acceptor, Connector, PeerKeys, SigningKey, CHALLENGE_LEN, CONFIRM_LEN, RESPONSE_LEN};
+use tabnet_consensus::{Message, NodeIndex};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
+use tokio::task::AbortHandle;
+use tokio::time::timeout;
+
+/// Frames larger than this are refused (a block of 4 MiB of ingress, a catch-up of 8 MiB fit).
+pub const MAX_FRAME: usize = 16 << 20;
+/// Connections still proving who they are, at once; more are closed at once.
+pub const MAX_HANDSHAKING: usize = 32;
+/// A handshake takes one round trip and two signatures; a peer that has not finished in this
+/// long is dropped.
+pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
+/// A member's connection that carries no frame this long is closed (senders keep theirs alive).
+pub const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+/// A sender with nothing to send writes an empty frame this often.
+const KEEPALIVE: Duration = Duration::from_secs(15);
+/// One frame's bytes must all arrive within this.
+pub const FRAME_TIMEOUT: Duration = Duration::from_secs(30);
+/// Bytes of one peer's frames read but not yet taken by consensus.
+pub const PEER_INBOX_BYTES: usize = 2 * MAX_FRAME;
+/// Frames of one peer read but not yet taken by consensus.
+const PEER_INBOX_FRAMES: usize = 4_096;
+
+/// This node's key and every member's.
+pub struct Identity {
+    pub me: NodeIndex,
+    pub key: SigningKey,
+    pub peers: PeerKeys,
+}
+
+/// Loopback TCP carries no channel to bind the proof to (WebRTC will bind the DTLS fingerprints).
+const CHANNEL: &[u8] = b"";
+
+fn nonce() -> [u8; 32] {
+    let mut nonce = [0u8; 32];
+    getrandom::getrandom(&mut nonce).expect("OS randomness");
+    nonce
+}
+
+/// A frame of a peer, holding its share of that peer's inbox budget until consensus takes it.
+type Inboxed = (Message, OwnedSemaphorePermit);
+
+/// What each member may have waiting, and its live inbound connection.
+struct PeerSlot {
+    queue: mpsc::Sender<Inboxed>,
+    bytes: Arc<Semaphore>,
+    reader: Mutex<Option<AbortHandle>>,
+}
+
+/// The peers' frames, taken round-robin.
+pub struct Inbound {
+    queues: Vec<mpsc::Receiver<Inboxed>>,
+    next: usize,
+}
+
+impl Inbound {
+    /// The next frame, from the peer after the one that was served last (waits for one).
+    pub async fn recv(&mut self) -> (NodeIndex, Message) {
+        poll_fn(|cx| {
+            let n = self.queues.len();
+            for i in 0..n {
+                let k = (self.next + i) % n;
+                if let Poll::Ready(Some((message, _budget))) = self.queues[k].poll_recv(cx) {
+                    self.next = k + 1;
+                    return Poll::Ready((k, message));
+                }
+            }
+            Poll::Pending
+        })
+        .await
+    }
+}
+
+/// Listens for members on `listener`; returns their frames, by authenticated sender.
+pub fn listen(listener: TcpListener, identity: Arc<Identity>) -> Inbound {
+    let n = identity.peers.nodes();
+    let (slots, queues): (Vec<PeerSlot>, Vec<_>) = (0..n)
+        .map(|_| {
+            let (tx, rx) = mpsc::channel(PEER_INBOX_FRAMES);
+            (PeerSlot { queue: tx, bytes: Arc::new(Semaphore::new(PEER_INBOX_BYTES)), reader: Mutex::new(None) }, rx)
+        })
+        .unzip();
+    tokio::spawn(accept_peers(listener, identity, Arc::new(slots)));
+    Inbound { queues, next: 0 }
+}
+
+async fn accept_peers(listener: TcpListener, identity: Arc<Identity>, slots: Arc<Vec<PeerSlot>>) {
+    let handshaking = Arc::new(Semaphore::new(MAX_HANDSHAKING));
+    loop {
+        let mut stream = match listener.accept().await {
+            Ok((stream, _)) => stream,
+            Err(_) => {
+                // Out of file descriptors, say: let some close rather than spin.
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let Ok(permit) = handshaking.clone().try_acquire_owned() else { continue };
+        let (identity, slots) = (identity.clone(), slots.clone());
+        tokio::spawn(async move {
+            let _ = stream.set_nodelay(true);
+            let from = match timeout(HANDSHAKE_TIMEOUT, accept_handshake(&mut stream, &identity)).await {
+                Ok(Ok(from)) => from,
+                _ => return,
+            };
+            drop(permit);
+            let slot = &slots[from];
+            let reader = tokio::spawn(read_frames(stream, slot.queue.clone(), slot.bytes.clone()));
+            // One live connection per member: the newest (a restarted peer's) replaces the old.
+            let old = slot.reader.lock().unwrap_or_else(|e| e.into_inner()).replace(reader.abort_handle());
+            if let Some(old) = old {
+                old.abort();
+            }
+        });
+    }
+}
+
+/// The acceptor's side: challenge, check the proof, confirm. Returns the member it is.
+async fn accept_handshake(stream: &mut TcpStream, identity: &Identity) -> Result<NodeIndex, String> {
+    let (acceptor, challenge) = Acceptor::new(identity.me, nonce());
+    stream.write_all(&challenge).await.map_err(|e| e.to_string())?;
+    let mut response = [0u8; RESPONSE_LEN];
+    stream.read_exact(&mut response).await.map_err(|e| e.to_string())?;
+    let (from, confirm) = acceptor.on_response(&identity.peers, &identity.key, CHANNEL, &response).map_err(|e| e.to_string())?;
+    stream.write_all(&confirm).await.map_err(|e| e.to_string())?;
+    Ok(from)
+}
+
+/// The connector's side: answer the challenge of node `peer`, check it confirms as that node.
+async fn connect_handshake(stream: &mut TcpStream, identity: &Identity, peer: NodeIndex) -> Result<(), String> {
+    let mut connector = Connector::new(identity.me, peer, nonce());
+    let mut challenge = [0u8; CHALLENGE_LEN];
+    stream.read_exact(&mut challenge).await.map_err(|e| e.to_string())?;
+    let response = connector.on_challenge(&identity.peers, &identity.key, CHANNEL, &challenge).map_err(|e| e.to_string())?;
+    stream.write_all(&response).await.map_err(|e| e.to_string())?;
+    let mut confirm = [0u8; CONFIRM_LEN];
+    stream.read_exact(&mut confirm).await.map_err(|e| e.to_string())?;
+    connector.on_confirm(&identity.peers, CHANNEL, &confirm).map_err(|e| e.to_string())
+}
+
+/// Reads an authenticated member's frames into its queue until the connection ends, idles, or
+/// breaks the limits.
+async fn read_frames(mut stream: TcpStream, queue: mpsc::Sender<Inboxed>, budget: Arc<Semaphore>) {
+    loop {
+        let mut head = [0u8; 4];
+        if !matches!(timeout(IDLE_TIMEOUT, stream.read_exact(&mut head)).await, Ok(Ok(_))) {
+            return;
+        }
+        let len = u32::from_be_bytes(head) as usize;
+        if len > MAX_FRAME {
+            return;
+        }
+        // Room in this peer's budget first: while consensus has not taken its earlier frames,
+        // its connection is not read.
+        let Ok(permit) = budget.clone().acquire_many_owned(len.max(1) as u32).await else { return };
+        // The buffer grows as bytes arrive; a header alone allocates nothing.
+        let mut frame = Vec::new();
+        match timeout(FRAME_TIMEOUT, (&mut stream).take(len as u64).read_to_end(&mut frame)).await {
+            Ok(Ok(got)) if got == len => {}
+            _ => return,
+        }
+        // A frame that does not decode (a keepalive, a newer message) is dropped; the connection goes on.
+        if let Ok(message) = ciborium::from_reader::<Message, _>(frame.as_slice()) {
+            if queue.send((message, permit)).await.is_err() {
+                return;
+            }
+        }
+    }
+}
+
+/// Keeps a connection to member `peer` (listening on `port`) and writes the frames queued for
+/// it; reconnects with back-off.
+pub async fn send_to_peer(identity: Arc<Identity>, peer: NodeIndex, port: u16, mut queue: mpsc::Receiver<Arc<Vec<u8>>>) {
+    let mut backoff = Duration::from_millis(50);
+    loop {
+        let connected = match timeout(HANDSHAKE_TIMEOUT, TcpStream::connect(("127.0.0.1", port))).await {
+            Ok(Ok(mut stream)) => {
+                let _ = stream.set_nodelay(true);
+                match timeout(HANDSHAKE_TIMEOUT, connect_handshake(&mut stream, &identity, peer)).await {
+                    Ok(Ok(())) => Some(stream),
+                    Ok(Err(e)) => {
+                        eprintln!("tabnet: the node on port {port} did not prove it is node {peer}: {e}");
+                        None
+                    }
+                    Err(_) => None,
+                }
+            }
+            _ => None,
+        };
+        let Some(mut stream) = connected else {
+            // While the peer is unreachable, what is queued for it is stale by the time it returns.
+            while queue.try_recv().is_ok() {}
+            if queue.is_closed() {
+                return;
+            }
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(Duration::from_secs(2));
+            continue;
+        };
+        backoff = Duration::from_millis(50);
+        loop {
+            let frame = match timeout(KEEPALIVE, queue.recv()).await {
+                Ok(Some(frame)) => frame,
+                Ok(None) => return,
+                Err(_) => Arc::new(Vec::new()),
+            };
+            let mut out = Vec::with_capacity(4 + frame.len());
+            out.extend_from_slice(&(frame.len() as u32).to_be_bytes());
+            out.extend_from_slice(&frame);
+            if stream.write_all(&out).await.is_err() {
+                break;
+            }
+        }
+    }
+}
+
+/// Queues `frame` for peer `to`, or for every peer.
+pub fn send(peers: &[Option<mpsc::Sender<Arc<Vec<u8>>>>], to: Option<NodeIndex>, frame: Vec<u8>) {
+    let frame = Arc::new(frame);
+    for (k, peer) in peers.iter().enumerate() {
+        if let Some(peer) = peer.as_ref().filter(|_| to.is_none_or(|t| t == k)) {
+            let _ = peer.try_send(frame.clone());
+        }
+    }
+}
