@@ -82,10 +82,14 @@ pub struct Malice {
     pub bad_blocks: bool,
 }
 
-/// Checks an ingress message before it enters the pool or a block (signature, expiry form).
+/// Reads and checks ingress messages for consensus.
 pub trait IngressCheck: Send + Sync {
-    /// The message's expiry (ms), or why it is refused.
+    /// The message's expiry (ms), or why it does not parse (of messages finalized blocks hold).
     fn expiry(&self, bytes: &[u8]) -> Result<Time, String>;
+    /// Whether the message may enter the pool at `now` (ms), from a client or a peer: its size,
+    /// its form, its sender's signature, its expiry within the window around `now`. Returns
+    /// the expiry.
+    fn admit(&self, now: Time, bytes: &[u8]) -> Result<Time, String>;
 }
 
 /// Where a node starts: genesis, its own last persisted height, or a catch-up package.
@@ -227,6 +231,9 @@ pub struct ConsensusNode {
     ranking_cache: RefCell<Option<(Height, Vec<u32>)>>,
     /// Blocks refused, by reason (what a test asserts and an operator reads).
     rejected: RefCell<BTreeMap<&'static str, u64>>,
+    /// Peers that sent an aggregate, catch-up package or catch-up whose signature does not
+    /// verify: what they send of those is ignored until finality reaches the height given.
+    penalized: BTreeMap<NodeIndex, Height>,
 }
 
 const FETCH_BACKOFF_MIN: Time = 250;
@@ -235,6 +242,9 @@ const FETCH_ATTEMPTS: u32 = 12;
 const CATCH_UP_MAX_BLOCKS: usize = 500;
 /// A catch-up message's payload stays well under the native transport's 16 MiB frame.
 const CATCH_UP_MAX_BYTES: usize = 8 << 20;
+/// How many heights finality must move before a peer that sent a bad signature is heard again
+/// (honest peers check what they relay, so only a faulty one ever pays this).
+pub const PENALTY_HEIGHTS: Height = 20;
 
 impl ConsensusNode {
     pub fn new(config: Config, crypto: Arc<dyn Crypto>, ingress_check: Arc<dyn IngressCheck>, start: Start) -> Self {
@@ -338,6 +348,7 @@ impl ConsensusNode {
             notarized_cache: Cell::new(None),
             ranking_cache: Default::default(),
             rejected: Default::default(),
+            penalized: BTreeMap::new(),
         }
     }
 
@@ -397,6 +408,20 @@ impl ConsensusNode {
             + u.cups.len()
     }
 
+    /// Whether what `peer` sends of aggregates and catch-up packages is ignored for now.
+    pub fn is_penalized(&self, peer: NodeIndex) -> bool {
+        self.penalized.get(&peer).is_some_and(|until| self.finalized_height < *until)
+    }
+
+    /// `peer` sent something whose signature does not verify.
+    fn charge(&mut self, peer: NodeIndex, why: &'static str) {
+        if peer == self.me {
+            return;
+        }
+        self.reject(why);
+        self.penalized.insert(peer, self.finalized_height + PENALTY_HEIGHTS);
+    }
+
     /// How many blocks this node refused, by reason.
     pub fn rejections(&self) -> BTreeMap<&'static str, u64> {
         self.rejected.borrow().clone()
@@ -443,7 +468,7 @@ impl ConsensusNode {
         if self.ingress.len() >= self.config.max_ingress_pool {
             return Err("the ingress pool is full; try again later".into());
         }
-        let expiry = self.ingress_check.expiry(&ingress.bytes)?;
+        let expiry = self.ingress_check.admit(now, &ingress.bytes)?;
         let ingress = Arc::new(ingress);
         self.ingress.insert(id, ingress.clone(), expiry);
         self.broadcast(Artifact::Ingress(ingress));
@@ -539,6 +564,14 @@ impl ConsensusNode {
     }
 
     fn apply(&mut self, now: Time, change: Change) {
+        let culprit = match &change {
+            Change::RejectAggregate(kind, height, content) => self.pool.aggregate_senders.get(&(*kind, *height, *content)).map(|p| (*p, "aggregate with a bad signature")),
+            Change::RejectCup(height) => self.pool.cup_senders.get(height).map(|p| (*p, "catch-up package with a bad signature")),
+            _ => None,
+        };
+        if let Some((peer, why)) = culprit {
+            self.charge(peer, why);
+        }
         self.pool.apply(&change);
         self.notarized_cache.set(None);
         match change {
@@ -854,16 +887,18 @@ impl ConsensusNode {
                 if self.check_aggregate(a) {
                     changes.push(Change::ValidateAggregate(a.clone()));
                 } else {
-                    changes.push(Change::DropAggregate(kind, h, *content));
+                    changes.push(Change::RejectAggregate(kind, h, *content));
                 }
             }
         }
         for (&h, cup) in &u.cups {
-            let valid = h > self.cup.height() && {
-                let msg = Kind::CatchUp.message(h, &cup.hash());
-                self.crypto.verify_aggregate(Kind::CatchUp, &[], &msg, &cup.sig)
-            };
-            changes.push(if valid { Change::ValidateCup(cup.clone()) } else { Change::DropCup(h) });
+            if h <= self.cup.height() {
+                changes.push(Change::DropCup(h));
+                continue;
+            }
+            self.count(|s| s.verified_aggregates += 1);
+            let valid = self.crypto.verify_aggregate(Kind::CatchUp, &[], &Kind::CatchUp.message(h, &cup.hash()), &cup.sig);
+            changes.push(if valid { Change::ValidateCup(cup.clone()) } else { Change::RejectCup(h) });
         }
         changes
     }
@@ -1106,7 +1141,7 @@ impl ConsensusNode {
         let max_ahead = self.config.max_ahead;
         let too_far = |h: Height| h > notarized + max_ahead;
         match artifact {
-            Artifact::Ingress(ingress) => self.take_ingress(ingress),
+            Artifact::Ingress(ingress) => self.take_ingress(now, ingress, false),
             Artifact::Proposal(p) => {
                 let (h, hash) = (p.block.height, p.block.hash());
                 self.requests.remove(&ArtifactId::Block(hash));
@@ -1130,7 +1165,7 @@ impl ConsensusNode {
                 }
                 if let Some(payload) = &p.payload {
                     for ingress in payload {
-                        self.take_ingress(ingress.clone());
+                        self.take_ingress(now, ingress.clone(), true);
                     }
                 }
                 let stripped = Arc::new(p.stripped());
@@ -1156,7 +1191,7 @@ impl ConsensusNode {
                 signers.insert(s.signer, s.sig) != Some(s.sig)
             }
             Artifact::Aggregate(a) => {
-                if self.is_stale(a.kind, a.height) || self.pool.validated.aggregate(a.kind, a.height, &a.content).is_some() {
+                if self.is_penalized(from) || self.is_stale(a.kind, a.height) || self.pool.validated.aggregate(a.kind, a.height, &a.content).is_some() {
                     return false;
                 }
                 // A finalization beyond the next height, or of a block this node has not seen (a
@@ -1168,41 +1203,58 @@ impl ConsensusNode {
                     Kind::Beacon => a.height > self.beacon_tip() + 1,
                     _ => false,
                 };
-                if behind {
+                // Whom to ask is the sender's word: checked first (at most once per catch-up
+                // interval), so junk from far ahead cannot steer this node's catch-up to a peer
+                // that never answers.
+                if behind && self.may_request_catch_up(now) {
+                    if !self.check_aggregate(&a) {
+                        self.charge(from, "aggregate with a bad signature");
+                        return false;
+                    }
                     self.request_catch_up(now, from);
                 }
                 if too_far(a.height) {
                     return false;
                 }
-                // Honest nodes make at most two blocks' worth per rank and height; beacons of
-                // heights ahead wait here unchecked, so junk must not pile up.
-                let pending = self.pool.unvalidated.aggregates.entry((a.kind, a.height)).or_default();
-                if pending.contains_key(&a.content) || pending.len() >= 2 * (self.f + 1) {
+                // Honest nodes make at most one aggregate per rank of a kind and height; beacons
+                // of heights ahead wait here unchecked, so junk must not pile up, and one
+                // sender's junk must not take the others' places.
+                let (kind, height, content) = (a.kind, a.height, a.content);
+                if self.pool.unvalidated.aggregate(kind, height, &content).is_some() || self.pool.pending_aggregates_from(from, kind, height) > self.f {
                     return false;
                 }
-                pending.insert(a.content, a);
+                self.pool.unvalidated.aggregates.entry((kind, height)).or_default().insert(content, a);
+                self.pool.aggregate_senders.insert((kind, height, content), from);
                 true
             }
             Artifact::Cup(cup) => {
-                if cup.height() > self.cup.height() {
-                    if cup.height() > self.finalized_height {
-                        self.request_catch_up(now, from);
-                    }
-                    self.pool.unvalidated.cups.insert(cup.height(), cup);
-                    return true;
+                // One package waits per sender; the first at a height stays (a bad one is
+                // charged to its sender, and the good one comes again).
+                let h = cup.height();
+                if h <= self.cup.height() || self.is_penalized(from) || self.pool.unvalidated.cups.contains_key(&h) || self.pool.cup_senders.values().any(|s| *s == from) {
+                    return false;
                 }
-                false
+                if h > self.finalized_height {
+                    self.request_catch_up(now, from);
+                }
+                self.pool.unvalidated.cups.insert(h, cup);
+                self.pool.cup_senders.insert(h, from);
+                true
             }
         }
     }
 
-    fn take_ingress(&mut self, ingress: Arc<Ingress>) -> bool {
+    /// Pools a peer's ingress if it passes [`IngressCheck::admit`]. Ingress a signed block names
+    /// (in its payload, or fetched for it) is checked as of its expiry if that has passed: the
+    /// block's time decides whether it may be included (see `check_proposal`).
+    fn take_ingress(&mut self, now: Time, ingress: Arc<Ingress>, in_block: bool) -> bool {
         let id = ingress.id();
-        self.requests.remove(&ArtifactId::Ingress(id));
+        let requested = self.requests.remove(&ArtifactId::Ingress(id)).is_some();
         if self.ingress.contains(&id) || self.finalized_ingress.contains_key(&id) || self.ingress.len() >= self.config.max_ingress_pool {
             return false;
         }
-        match self.ingress_check.expiry(&ingress.bytes) {
+        let at = if in_block || requested { self.ingress_check.expiry(&ingress.bytes).map_or(now, |expiry| expiry.min(now)) } else { now };
+        match self.ingress_check.admit(at, &ingress.bytes) {
             Ok(expiry) => self.ingress.insert(id, ingress, expiry),
             Err(_) => false,
         }
@@ -1318,8 +1370,12 @@ impl ConsensusNode {
         }
     }
 
+    fn may_request_catch_up(&self, now: Time) -> bool {
+        self.last_catch_up_request.is_none_or(|t| now >= t + FETCH_BACKOFF_MIN * 2)
+    }
+
     fn request_catch_up(&mut self, now: Time, from: NodeIndex) {
-        if self.last_catch_up_request.is_some_and(|t| now < t + FETCH_BACKOFF_MIN * 2) {
+        if !self.may_request_catch_up(now) {
             return;
         }
         self.last_catch_up_request = Some(now);
@@ -1389,6 +1445,9 @@ impl ConsensusNode {
     /// Takes finalized blocks from a peer: the finalization proves the top block, parent hashes
     /// the rest, and the top beacon's signature the chain of beacons.
     fn apply_catch_up(&mut self, now: Time, from: NodeIndex, c: &CatchUp) {
+        if self.is_penalized(from) {
+            return;
+        }
         let f = self.finalized_height;
         let a = &c.finalization;
         let tail = c.notarized.len();
@@ -1418,6 +1477,7 @@ impl ConsensusNode {
             }
         }
         if !self.check_aggregate(a) {
+            self.charge(from, "catch-up with a bad signature");
             return;
         }
         // Notarized blocks: each needs its notarization (the finalization vouches only below).
@@ -1431,6 +1491,7 @@ impl ConsensusNode {
         let last = c.beacons.last().expect("at least one block");
         self.count(|s| s.verified_aggregates += 1);
         if !self.crypto.verify_aggregate(Kind::Beacon, &[], &Kind::Beacon.message(last.height, &last.parent), &last.sig) {
+            self.charge(from, "catch-up with a bad signature");
             return;
         }
         for p in &c.blocks {

@@ -169,6 +169,9 @@ pub enum Change {
     DropShare(Share),
     DropAggregate(Kind, Height, Hash),
     DropCup(Height),
+    /// Dropped because its signature does not verify: its sender is charged for it.
+    RejectAggregate(Kind, Height, Hash),
+    RejectCup(Height),
     /// Fetch this from that peer (a proposal needs it).
     Fetch(ArtifactId, NodeIndex),
     /// Forget what lies below this height (validated and unvalidated), keeping ingress.
@@ -191,6 +194,9 @@ pub struct Pool {
     pub unvalidated: Section,
     /// Who sent each unvalidated proposal (to fetch its missing ingress from).
     pub proposal_senders: HashMap<Hash, NodeIndex>,
+    /// Who sent each unvalidated aggregate and catch-up package (charged if it is bad).
+    pub aggregate_senders: HashMap<(Kind, Height, Hash), NodeIndex>,
+    pub cup_senders: BTreeMap<Height, NodeIndex>,
     pub disqualified: BTreeSet<(Height, NodeIndex)>,
 }
 
@@ -214,6 +220,7 @@ impl Pool {
             }
             Change::Create(Created::Aggregate(a)) | Change::ValidateAggregate(a) => {
                 self.unvalidated.remove_aggregate(a.kind, a.height, &a.content);
+                self.aggregate_senders.remove(&(a.kind, a.height, a.content));
                 // The shares that made it are no longer needed.
                 if let Some(groups) = self.unvalidated.shares.get_mut(&(a.kind, a.height)) {
                     groups.remove(&a.content);
@@ -222,6 +229,7 @@ impl Pool {
             }
             Change::Create(Created::Cup(c)) | Change::ValidateCup(c) => {
                 self.unvalidated.cups.remove(&c.height());
+                self.cup_senders.remove(&c.height());
                 self.validated.cups.insert(c.height(), c.clone());
             }
             Change::DropProposal(height, hash) => {
@@ -229,9 +237,13 @@ impl Pool {
                 self.proposal_senders.remove(hash);
             }
             Change::DropShare(s) => self.unvalidated.remove_share(s.kind, s.height, &s.content, s.signer),
-            Change::DropAggregate(kind, height, content) => self.unvalidated.remove_aggregate(*kind, *height, content),
-            Change::DropCup(height) => {
+            Change::DropAggregate(kind, height, content) | Change::RejectAggregate(kind, height, content) => {
+                self.unvalidated.remove_aggregate(*kind, *height, content);
+                self.aggregate_senders.remove(&(*kind, *height, *content));
+            }
+            Change::DropCup(height) | Change::RejectCup(height) => {
                 self.unvalidated.cups.remove(height);
+                self.cup_senders.remove(height);
             }
             Change::Fetch(..) => {}
             Change::PurgeBelow(height) => {
@@ -240,12 +252,26 @@ impl Pool {
                 let unvalidated = &self.unvalidated;
                 self.proposal_senders.retain(|hash, _| unvalidated.proposals.values().any(|m| m.contains_key(hash)));
                 self.disqualified = self.disqualified.split_off(&(*height, 0));
+                self.forget_senders();
             }
             Change::PurgeKindBelow(kind, height) => {
                 // Validated aggregates stay until the next catch-up package (catch-up serves them).
                 self.validated.purge_kind_below(*kind, *height, false);
                 self.unvalidated.purge_kind_below(*kind, *height, true);
+                self.forget_senders();
             }
         }
+    }
+
+    /// Forgets the senders of what is no longer pending.
+    fn forget_senders(&mut self) {
+        let unvalidated = &self.unvalidated;
+        self.aggregate_senders.retain(|(kind, height, content), _| unvalidated.aggregate(*kind, *height, content).is_some());
+        self.cup_senders.retain(|height, _| unvalidated.cups.contains_key(height));
+    }
+
+    /// How many aggregates of `kind` at `height` from `sender` wait unvalidated.
+    pub fn pending_aggregates_from(&self, sender: NodeIndex, kind: Kind, height: Height) -> usize {
+        self.unvalidated.aggregates_at(kind, height).filter(|a| self.aggregate_senders.get(&(kind, height, a.content)) == Some(&sender)).count()
     }
 }

@@ -244,6 +244,13 @@ impl IngressCheck for SimIngressCheck {
         let head: [u8; 8] = bytes.get(..8).and_then(|b| b.try_into().ok()).ok_or("shorter than 8 bytes")?;
         Ok(Time::from_be_bytes(head))
     }
+    fn admit(&self, now: Time, bytes: &[u8]) -> Result<Time, String> {
+        let expiry = self.expiry(bytes)?;
+        if expiry < now {
+            return Err(format!("expired at {expiry}, now {now}"));
+        }
+        Ok(expiry)
+    }
 }
 
 fn sim_ingress(expiry: Time, nonce: u64, size: usize) -> Ingress {
