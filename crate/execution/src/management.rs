@@ -402,7 +402,7 @@ fn canister_status(env: &ExecutionEnvironment, sender: Principal, id: &CanisterI
             wasm_binary_size: Nat::from(module),
             custom_sections_size: Nat::from(custom_sections),
             canister_history_size: Nat::from(0u64),
-            wasm_chunk_store_size: Nat::from(0u64),
+            wasm_chunk_store_size: Nat::from(c.wasm_chunk_store_bytes()),
             snapshots_size: Nat::from(0u64),
         },
         cycles: Nat::from(s.cycles),

@@ -136,6 +136,7 @@ impl ExecutionEnvironment {
     /// Whether an ingress message would be accepted now (the HTTP layer calls this before
     /// taking a message into its pool). Runs `canister_inspect_message` if exported.
     pub fn should_accept_ingress(&mut self, msg: &IngressMessage, time: u64) -> Result<(), UserError> {
+        self.check_ingress_size(msg)?;
         if msg.canister_id == MANAGEMENT_CANISTER {
             return management::check_ingress(self, msg);
         }
@@ -225,6 +226,12 @@ impl ExecutionEnvironment {
 
     fn induct_ingress(&mut self, msg: IngressMessage) {
         let origin = CallOrigin::Ingress { message_id: msg.id, user: msg.sender };
+        // A message waits in a queue until it runs: it must fit in the subnet's memory.
+        let held = self.check_ingress_size(&msg).and_then(|bytes| self.check_subnet_memory(bytes));
+        if let Err(e) = held {
+            self.round.completed.push((msg.id, IngressOutcome::from_error(e)));
+            return;
+        }
         if msg.canister_id == MANAGEMENT_CANISTER {
             match management::check_ingress(self, &msg) {
                 Ok(()) => self.state.metadata.subnet_queue.push_back(Request {
@@ -269,10 +276,35 @@ impl ExecutionEnvironment {
         Ok(kind)
     }
 
+    /// The message's size (method name and argument), or the error if it exceeds
+    /// `max_ingress_bytes` (the IC's 2 MiB).
+    fn check_ingress_size(&self, msg: &IngressMessage) -> Result<u64, UserError> {
+        let bytes = msg.method.len().saturating_add(msg.arg.len());
+        let max = self.config.max_ingress_bytes;
+        if bytes > max {
+            return Err(UserError::new(
+                ErrorCode::CanisterRejectedMessage,
+                format!("Ingress message of {bytes} bytes exceeds the limit of {max} bytes"),
+            ));
+        }
+        Ok(bytes as u64 + crate::state::MESSAGE_OVERHEAD_BYTES)
+    }
+
+    /// Heartbeats, due timers and low-memory hooks, as long as the round's budget lasts: each
+    /// round starts at another canister, so that the ones a spent budget leaves out take their
+    /// turn in the next rounds.
     fn run_heartbeats_and_timers(&mut self) {
         let time = self.round.time;
-        let ids: Vec<CanisterId> = self.state.canisters.keys().copied().collect();
+        let mut ids: Vec<CanisterId> = self.state.canisters.keys().copied().collect();
+        if ids.is_empty() {
+            return;
+        }
+        let start = (self.state.metadata.round % ids.len() as u64) as usize;
+        ids.rotate_left(start);
         for id in ids {
+            if self.round_budget_spent() {
+                break;
+            }
             let Some(c) = self.state.canister(&id) else { continue };
             if c.system.status != CanisterStatus::Running || c.execution.is_none() {
                 continue;
@@ -285,14 +317,17 @@ impl ExecutionEnvironment {
             if self.has_export(&id, "canister_heartbeat") {
                 self.run_system_task(&id, "canister_heartbeat", ApiType::Heartbeat);
             }
-            if timer_due && self.has_export(&id, "canister_global_timer") {
+            if timer_due && !self.round_budget_spent() && self.has_export(&id, "canister_global_timer") {
                 if let Some(c) = self.state.canister_mut(&id) {
                     c.system.global_timer = 0;
                 }
                 self.run_system_task(&id, "canister_global_timer", ApiType::GlobalTimer);
             }
             let low_memory = self.state.canister(&id).map(|c| c.system.low_wasm_memory_hook);
-            if low_memory == Some(LowWasmMemoryHook::Ready) && self.has_export(&id, "canister_on_low_wasm_memory") {
+            if low_memory == Some(LowWasmMemoryHook::Ready)
+                && !self.round_budget_spent()
+                && self.has_export(&id, "canister_on_low_wasm_memory")
+            {
                 if let Some(c) = self.state.canister_mut(&id) {
                     c.system.low_wasm_memory_hook = LowWasmMemoryHook::Executed;
                 }
@@ -453,8 +488,7 @@ impl ExecutionEnvironment {
         let own_limit = c.system.settings.wasm_memory_limit;
         let wasm_limit = if own_limit == 0 { subnet_limit } else { own_limit.min(subnet_limit) };
         // What the node can still give: a canister may grow into it, no further.
-        let used: u64 = self.state.canisters.values().map(CanisterState::memory_usage).sum();
-        let available = self.config.subnet_memory_capacity.saturating_sub(used);
+        let available = self.subnet_memory_available();
         let (heap, stable) = c.execution.as_ref().map_or((0, 0), |e| (e.heap_bytes().len() as u64, e.stable_bytes().len() as u64));
         ExecutionParameters {
             instruction_limit,
@@ -466,6 +500,20 @@ impl ExecutionEnvironment {
             max_best_effort_timeout_seconds: self.config.max_best_effort_timeout_seconds,
             cycles: self.config.cycles.clone(),
         }
+    }
+
+    /// Bytes the subnet can still give to canisters' memories, chunk stores and queues.
+    pub(crate) fn subnet_memory_available(&self) -> u64 {
+        self.config.subnet_memory_capacity.saturating_sub(self.state.memory_used())
+    }
+
+    /// IC0101 unless `bytes` more fit in the subnet's memory.
+    pub(crate) fn check_subnet_memory(&self, bytes: u64) -> Result<(), UserError> {
+        let available = self.subnet_memory_available();
+        if bytes > available {
+            return Err(subnet_memory_error(bytes, available));
+        }
+        Ok(())
     }
 
     /// Sends the response for `origin` from `respondent`: to the ingress history, to the
@@ -583,6 +631,14 @@ pub(crate) enum MethodKind {
 
 pub(crate) fn is_wasm64(c: &CanisterState) -> bool {
     c.execution.as_ref().is_some_and(|e| e.is_wasm64())
+}
+
+/// The IC's error when the subnet has no memory left for a request.
+pub(crate) fn subnet_memory_error(requested: u64, available: u64) -> UserError {
+    UserError::new(
+        ErrorCode::SubnetOversubscribed,
+        format!("Canister requested {requested} bytes of memory but only {available} bytes are available in the subnet"),
+    )
 }
 
 pub(crate) fn no_module_error(id: &CanisterId) -> UserError {

@@ -17,6 +17,28 @@ use tabnet_types::{canister_id_from_index, canister_index, CanisterId, Principal
 
 /// This subnet hosts canister indices `[0, CANISTER_RANGE_END)`.
 pub const CANISTER_RANGE_END: u64 = 1 << 20;
+/// Memory a queued message holds besides its method name and payload (principals, cycles,
+/// origin); a round number, so that even empty messages count.
+pub const MESSAGE_OVERHEAD_BYTES: u64 = 100;
+
+/// Memory a request holds while it waits in a queue.
+pub fn request_bytes(r: &Request) -> u64 {
+    (r.method.len() + r.arg.len()) as u64 + MESSAGE_OVERHEAD_BYTES
+}
+
+/// Memory a queued message holds.
+pub fn message_bytes(m: &CanisterMessage) -> u64 {
+    match m {
+        CanisterMessage::Request(r) => request_bytes(r),
+        CanisterMessage::Response(r) => {
+            let payload = match &r.payload {
+                ResponsePayload::Reply(bytes) => bytes.len(),
+                ResponsePayload::Reject { message, .. } => message.len(),
+            };
+            payload as u64 + MESSAGE_OVERHEAD_BYTES
+        }
+    }
+}
 
 /// One canister: its system state and, once code is installed, its Wasm state.
 pub struct CanisterState {
@@ -25,11 +47,20 @@ pub struct CanisterState {
 }
 
 impl CanisterState {
-    /// Bytes the canister is charged storage for: Wasm memories, globals and the module, and
-    /// its certified data.
+    /// Bytes the canister is charged storage for: Wasm memories, globals and the module, its
+    /// certified data and its Wasm chunk store (which the IC counts as the canister's memory).
     pub fn memory_usage(&self) -> u64 {
         let wasm = self.execution.as_ref().map_or(0, |e| e.memory_usage());
-        wasm + self.system.certified_data.len() as u64
+        wasm + self.system.certified_data.len() as u64 + self.wasm_chunk_store_bytes()
+    }
+
+    pub fn wasm_chunk_store_bytes(&self) -> u64 {
+        self.system.wasm_chunk_store.values().map(|chunk| chunk.len() as u64).sum()
+    }
+
+    /// Bytes held by the messages waiting in its input queue (the IC's message memory).
+    pub fn message_memory_usage(&self) -> u64 {
+        self.system.input_queue.iter().map(message_bytes).sum()
     }
 
     pub fn id(&self) -> CanisterId {
@@ -184,6 +215,13 @@ impl ReplicatedState {
             }
         }
         None
+    }
+
+    /// Memory everything on the subnet holds: every canister's memory and queued messages, and
+    /// the management canister's queue. The subnet's capacity bounds it.
+    pub fn memory_used(&self) -> u64 {
+        let canisters: u64 = self.canisters.values().map(|c| c.memory_usage() + c.message_memory_usage()).sum();
+        canisters + self.metadata.subnet_queue.iter().map(request_bytes).sum::<u64>()
     }
 
     /// Whether `id` is a canister id in this subnet's range.

@@ -26,12 +26,17 @@ pub(super) fn upload_chunk(env: &mut ExecutionEnvironment, sender: Principal, ar
         )));
     }
     let hash: [u8; 32] = Sha256::digest(&args.chunk).into();
-    let c = env.state.canister_mut(&args.canister_id).expect("checked");
-    let store = &mut c.system.wasm_chunk_store;
-    if !store.contains_key(&hash) && store.len() >= MAX_CHUNKS {
-        return Err(store_error("Error from Wasm chunk store: Wasm chunk store has no space left".into()));
+    let c = env.state.canister(&args.canister_id).expect("checked");
+    let store = &c.system.wasm_chunk_store;
+    if !store.contains_key(&hash) {
+        if store.len() >= MAX_CHUNKS {
+            return Err(store_error("Error from Wasm chunk store: Wasm chunk store has no space left".into()));
+        }
+        // The store is the canister's memory: it must fit in what the subnet has left.
+        env.check_subnet_memory(args.chunk.len() as u64)?;
     }
-    store.insert(hash, serde_bytes::ByteBuf::from(args.chunk));
+    let c = env.state.canister_mut(&args.canister_id).expect("checked");
+    c.system.wasm_chunk_store.insert(hash, serde_bytes::ByteBuf::from(args.chunk));
     Ok(encode(&ChunkHash { hash: hash.to_vec() }))
 }
 

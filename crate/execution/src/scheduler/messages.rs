@@ -142,15 +142,18 @@ impl ExecutionEnvironment {
             c.system.global_timer = timer;
         }
         if let Some(ctx) = ctx {
+            // Queued calls hold memory until they run: what the subnet has left bounds them.
+            let mut free = self.subnet_memory_available();
             for call in changes.calls {
-                self.perform_call(id, ctx, call);
+                self.perform_call(id, ctx, call, &mut free);
             }
         }
     }
 
     /// Sends a call the canister made: registers its callback, takes its cycles and fee, and
-    /// routes the request. A canister that cannot pay gets a SYS_TRANSIENT reject.
-    fn perform_call(&mut self, id: &CanisterId, ctx: CallContextId, call: OutgoingCall) {
+    /// routes the request. A canister that cannot pay, or a call the subnet's memory (`free`
+    /// bytes left) cannot hold, gets a SYS_TRANSIENT reject, as for a full queue on the IC.
+    fn perform_call(&mut self, id: &CanisterId, ctx: CallContextId, call: OutgoingCall, free: &mut u64) {
         let fee = self.config.cycles.call_cost(call.method.len() + call.payload.len());
         let max_timeout = self.config.max_best_effort_timeout_seconds;
         let deadline = call
@@ -166,27 +169,34 @@ impl ExecutionEnvironment {
             deadline,
             expired: false,
         });
-        if !c.system.withdraw(call.cycles + fee) {
-            c.system.input_queue.push_back(CanisterMessage::Response(Response {
-                callback_id,
-                respondent: call.callee,
-                payload: ResponsePayload::Reject {
-                    code: RejectCode::SysTransient,
-                    message: format!("Canister {id} is out of cycles"),
-                    error_code: Some(ErrorCode::CanisterOutOfCycles),
-                },
-                refund: 0,
-            }));
-            return;
-        }
-        c.system.cycles_consumed += fee;
-        self.route_request(Request {
+        let request = Request {
             receiver: call.callee,
             method: call.method,
             arg: call.payload,
             cycles: call.cycles,
             origin: CallOrigin::Canister { caller: *id, callback_id, deadline },
-        });
+        };
+        let bytes = crate::state::request_bytes(&request);
+        let refused = if bytes > *free {
+            Some(super::subnet_memory_error(bytes, *free))
+        } else if !c.system.withdraw(call.cycles.saturating_add(fee)) {
+            Some(UserError::new(ErrorCode::CanisterOutOfCycles, format!("Canister {id} is out of cycles")))
+        } else {
+            None
+        };
+        if let Some(e) = refused {
+            // Nothing was taken: the cycles stay in the balance.
+            c.system.input_queue.push_back(CanisterMessage::Response(Response {
+                callback_id,
+                respondent: request.receiver,
+                payload: ResponsePayload::Reject { code: RejectCode::SysTransient, message: e.message, error_code: Some(e.code) },
+                refund: 0,
+            }));
+            return;
+        }
+        *free -= bytes;
+        c.system.cycles_consumed = c.system.cycles_consumed.saturating_add(fee);
+        self.route_request(request);
     }
 
     /// Runs `canister_inspect_message` (the embedder rolls its memory back); Ok if the canister
