@@ -54,9 +54,9 @@ pub fn create_private_dir(dir: &Path) -> Result<(), String> {
     fs::set_permissions(dir, fs::Permissions::from_mode(0o700)).map_err(|e| format!("cannot make {} private: {e}", dir.display()))
 }
 
-/// Writes `bytes` to `path` (0600) by way of a synced temporary file renamed into place, then
+/// Writes `parts`, one after the other, to `path` (0600) by way of a synced temporary file renamed into place, then
 /// syncs the directory, so that after a crash `path` is either whole or as it was.
-pub fn write_durably(path: &Path, bytes: &[u8]) -> Result<File, String> {
+pub fn write_durably(path: &Path, parts: &[&[u8]]) -> Result<(), String> {
     let temporary = path.with_extension("tmp");
     let mut file = OpenOptions::new()
         .create(true)
@@ -65,11 +65,12 @@ pub fn write_durably(path: &Path, bytes: &[u8]) -> Result<File, String> {
         .mode(0o600)
         .open(&temporary)
         .map_err(|e| format!("cannot create {}: {e}", temporary.display()))?;
-    file.write_all(bytes).map_err(|e| format!("cannot write {}: {e}", temporary.display()))?;
+    for part in parts {
+        file.write_all(part).map_err(|e| format!("cannot write {}: {e}", temporary.display()))?;
+    }
     file.sync_all().map_err(|e| format!("cannot sync {}: {e}", temporary.display()))?;
     fs::rename(&temporary, path).map_err(|e| format!("cannot rename {} to {}: {e}", temporary.display(), path.display()))?;
-    sync_dir(path.parent().unwrap_or(Path::new(".")))?;
-    Ok(file)
+    sync_dir(path.parent().unwrap_or(Path::new(".")))
 }
 
 /// Makes renames and new files in `dir` durable.
@@ -182,8 +183,7 @@ impl LogStore {
         header.extend_from_slice(&salt);
         header.extend_from_slice(&tabnet_crypto::sha256(&header)[..8]);
         let path = self.dir.join("log");
-        write_durably(&path, &header)?;
-        // Opened again for appending: the handle `write_durably` used writes at its own offset.
+        write_durably(&path, &[&header])?;
         self.log = OpenOptions::new().append(true).open(&path).map_err(|e| format!("cannot open {}: {e}", path.display()))?;
         (self.salt, self.next_seq, self.log_len) = (salt, 0, LOG_HEADER_BYTES as u64);
         Ok(())
@@ -208,11 +208,8 @@ impl LogStore {
         for (key, value) in &self.map {
             encode_op(&mut body, key, Some(value));
         }
-        let mut frame = Vec::with_capacity(V1_HEADER_BYTES + body.len());
-        frame.extend_from_slice(&(body.len() as u64).to_le_bytes());
-        frame.extend_from_slice(&tabnet_crypto::sha256(&body));
-        frame.extend_from_slice(&body);
-        write_durably(&self.dir.join("snapshot"), &frame)?;
+        let (len, checksum) = ((body.len() as u64).to_le_bytes(), tabnet_crypto::sha256(&body));
+        write_durably(&self.dir.join("snapshot"), &[&len, &checksum, &body])?;
         self.start_log()
     }
 
