@@ -360,6 +360,14 @@ impl SystemApi {
     pub fn reject(&mut self, message: &[u8]) -> Result<(), UserError> {
         const NAME: &str = "msg_reject";
         self.check_can_respond(NAME)?;
+        // A reject message is a response too: the reply limit bounds it.
+        let max = self.params.max_reply_bytes;
+        if message.len() > max {
+            return Err(Self::violation(
+                NAME,
+                format!("the reject message size ({}) cannot be larger than {max}", message.len()),
+            ));
+        }
         let message = String::from_utf8(message.to_vec())
             .map_err(|_| Self::violation(NAME, "the reject message is not valid UTF-8"))?;
         self.reply_buffer.clear();

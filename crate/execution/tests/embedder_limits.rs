@@ -281,3 +281,26 @@ fn printing_in_a_loop_keeps_a_bounded_log() {
     // A few short lines are all kept.
     assert_eq!(update(&mut s, "print", &print_arg(3, 10)).logs.len(), 3);
 }
+
+#[test]
+fn a_reject_message_is_held_to_the_reply_limit() {
+    // A reject message is a response like a reply: without a bound a canister could make the
+    // node keep (and certify) a message as large as its heap.
+    let mut s = install(
+        r#"(module
+          (import "ic0" "msg_reject" (func $reject (param i32 i32)))
+          (memory 64)
+          (func (export "canister_update reject_big") (call $reject (i32.const 0) (i32.const 3000000)))
+          (func (export "canister_update reject_at_limit") (call $reject (i32.const 0) (i32.const 1000))))"#,
+    );
+    let mut p = params();
+    p.max_reply_bytes = 1000;
+    let run = |s: &mut ExecutionState, method: &str| {
+        execute(s, &EntryPoint::Export(format!("canister_update {method}")), update_api(method, &[]), &sys(), &p)
+    };
+    let o = run(&mut s, "reject_big");
+    assert_eq!(error_code(&o), ErrorCode::CanisterContractViolation);
+    assert!(error_message(&o).contains("3000000"), "{}", error_message(&o));
+    let o = run(&mut s, "reject_at_limit");
+    assert!(matches!(o.result, Ok(Some(tabnet_execution::hypervisor::WasmResult::Reject(m))) if m.len() == 1000));
+}
