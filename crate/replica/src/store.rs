@@ -26,7 +26,9 @@ pub trait Store {
     }
     /// All keys that start with `prefix`, in ascending order.
     fn list(&self, prefix: &str) -> Result<Vec<String>, String>;
-    /// Makes every earlier `put` and `delete` durable.
+    /// Makes every earlier `put` and `delete` durable. An error is final: what reached the
+    /// disk is unknown, so a store may refuse every later write and flush, and the caller must
+    /// stop (the next start replays what is durable) rather than go on from memory.
     fn flush(&mut self) -> Result<(), String> {
         Ok(())
     }
