@@ -135,58 +135,37 @@ impl LogStore {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
             Err(e) => return Err(format!("cannot open {}: {e}", log_path.display())),
         };
-        let mut store = Self {
-            dir: dir.to_path_buf(),
-            live_bytes: 0,
-            map,
-            staged: Vec::new(),
-            staged_set: Default::default(),
-            // Replaced below, by the log replayed or a new one.
-            log: File::open(dir).map_err(|e| format!("cannot open {}: {e}", dir.display()))?,
-            salt: [0; SALT_BYTES],
-            next_seq: 0,
-            log_len: 0,
-            failed: None,
-        };
-        if bytes.is_empty() {
-            store.start_log()?;
-        } else if bytes.starts_with(LOG_MAGIC) {
-            let replayed = replay(&mut store.map, &bytes, &log_path)?;
+        let (log, salt, next_seq, log_len) = if bytes.starts_with(LOG_MAGIC) {
+            let replayed = replay(&mut map, &bytes, &log_path)?;
             let log = OpenOptions::new().append(true).open(&log_path).map_err(|e| format!("cannot open {}: {e}", log_path.display()))?;
             if replayed.end < bytes.len() {
                 // The frame the last crash tore: it was never acknowledged, drop it.
                 log.set_len(replayed.end as u64).map_err(|e| format!("cannot truncate {}: {e}", log_path.display()))?;
                 log.sync_data().map_err(|e| format!("cannot sync {}: {e}", log_path.display()))?;
             }
-            (store.log, store.salt, store.next_seq, store.log_len) = (log, replayed.salt, replayed.next_seq, replayed.end as u64);
+            (log, replayed.salt, replayed.next_seq, replayed.end as u64)
         } else {
-            replay_v1(&mut store.map, &bytes, &log_path)?;
-            store.update_live_bytes();
-            // Into the current format: the map as a snapshot, and a new log.
-            store.compact()?;
-        }
-        store.update_live_bytes();
-        Ok(store)
-    }
-
-    fn update_live_bytes(&mut self) {
-        self.live_bytes = self.map.iter().map(|(k, v)| (k.len() + v.len()) as u64).sum();
-    }
-
-    /// Replaces the log by an empty one with a new salt (so no frame of an older log, nor any
-    /// stale block of one on disk, can pass for a frame of this one).
-    fn start_log(&mut self) -> Result<(), String> {
-        let mut salt = [0u8; SALT_BYTES];
-        getrandom::getrandom(&mut salt).map_err(|e| format!("no OS randomness: {e}"))?;
-        let mut header = Vec::with_capacity(LOG_HEADER_BYTES);
-        header.extend_from_slice(LOG_MAGIC);
-        header.extend_from_slice(&salt);
-        header.extend_from_slice(&tabnet_crypto::sha256(&header)[..8]);
-        let path = self.dir.join("log");
-        write_durably(&path, &[&header])?;
-        self.log = OpenOptions::new().append(true).open(&path).map_err(|e| format!("cannot open {}: {e}", path.display()))?;
-        (self.salt, self.next_seq, self.log_len) = (salt, 0, LOG_HEADER_BYTES as u64);
-        Ok(())
+            if !bytes.is_empty() {
+                // A log of the first format: into the current one, the map as a snapshot first.
+                replay_v1(&mut map, &bytes, &log_path)?;
+                write_snapshot(dir, &map)?;
+            }
+            let (log, salt) = new_log(dir)?;
+            (log, salt, 0, LOG_HEADER_BYTES as u64)
+        };
+        let live_bytes = map.iter().map(|(k, v)| (k.len() + v.len()) as u64).sum();
+        Ok(Self {
+            dir: dir.to_path_buf(),
+            map,
+            staged: Vec::new(),
+            staged_set: Default::default(),
+            log,
+            salt,
+            next_seq,
+            log_len,
+            live_bytes,
+            failed: None,
+        })
     }
 
     fn stage(&mut self, key: &str) {
@@ -204,13 +183,10 @@ impl LogStore {
 
     /// Writes the whole map as the new snapshot and starts a new log.
     fn compact(&mut self) -> Result<(), String> {
-        let mut body = Vec::with_capacity(self.live_bytes as usize + 16 * self.map.len());
-        for (key, value) in &self.map {
-            encode_op(&mut body, key, Some(value));
-        }
-        let (len, checksum) = ((body.len() as u64).to_le_bytes(), tabnet_crypto::sha256(&body));
-        write_durably(&self.dir.join("snapshot"), &[&len, &checksum, &body])?;
-        self.start_log()
+        write_snapshot(&self.dir, &self.map)?;
+        (self.log, self.salt) = new_log(&self.dir)?;
+        (self.next_seq, self.log_len) = (0, LOG_HEADER_BYTES as u64);
+        Ok(())
     }
 
     fn append_frame(&mut self, body: &[u8]) -> Result<(), String> {
@@ -221,6 +197,31 @@ impl LogStore {
         self.log_len += (FRAME_HEADER_BYTES + body.len()) as u64;
         Ok(())
     }
+}
+
+/// Writes `map` as the snapshot (one first-format frame), durably.
+fn write_snapshot(dir: &Path, map: &BTreeMap<String, Vec<u8>>) -> Result<(), String> {
+    let mut body = Vec::with_capacity(map.iter().map(|(k, v)| 13 + k.len() + v.len()).sum());
+    for (key, value) in map {
+        encode_op(&mut body, key, Some(value));
+    }
+    let (len, checksum) = ((body.len() as u64).to_le_bytes(), tabnet_crypto::sha256(&body));
+    write_durably(&dir.join("snapshot"), &[&len, &checksum, &body])
+}
+
+/// Replaces the log in `dir` by an empty one with a new salt (so no frame of an older log, nor
+/// any stale block of one on disk, can pass for a frame of this one); returns it for appending.
+fn new_log(dir: &Path) -> Result<(File, [u8; SALT_BYTES]), String> {
+    let mut salt = [0u8; SALT_BYTES];
+    getrandom::getrandom(&mut salt).map_err(|e| format!("no OS randomness: {e}"))?;
+    let mut header = Vec::with_capacity(LOG_HEADER_BYTES);
+    header.extend_from_slice(LOG_MAGIC);
+    header.extend_from_slice(&salt);
+    header.extend_from_slice(&tabnet_crypto::sha256(&header)[..8]);
+    let path = dir.join("log");
+    write_durably(&path, &[&header])?;
+    let log = OpenOptions::new().append(true).open(&path).map_err(|e| format!("cannot open {}: {e}", path.display()))?;
+    Ok((log, salt))
 }
 
 fn frame_check(salt: &[u8; SALT_BYTES], header_fields: &[u8]) -> [u8; 8] {
