@@ -794,7 +794,7 @@ fn management_target(arg: &[u8]) -> Option<CanisterId> {
     struct CanisterIdRecord {
         canister_id: Principal,
     }
-    let mut de = candid::de::IDLDeserialize::new_with_config(arg, &tabnet_types::candid_decoder_config()).ok()?;
+    let mut de = candid::de::IDLDeserialize::new_with_config(arg, &tabnet_types::candid_untyped_decoder_config()).ok()?;
     de.get_value::<CanisterIdRecord>().ok().map(|r| r.canister_id)
 }
 

@@ -49,6 +49,20 @@ pub const CANDID_SKIPPING_QUOTA: usize = 10_000;
 /// See [`candid_decoder_config`].
 pub const CANDID_DECODING_QUOTA: usize = 16 << 20;
 
+/// Limits for Candid read without its full type: one field picked from a message whose other
+/// fields are skipped (the effective canister id of an `install_code` skips a whole module),
+/// or any reply rendered as text. Skipping costs each value's size, and candid charges untyped
+/// work 50 times on the decoding quota; both fit the largest message (2 MiB) twice over, and
+/// still bound the work of a hostile one to milliseconds.
+pub fn candid_untyped_decoder_config() -> candid::de::DecoderConfig {
+    let mut config = candid::de::DecoderConfig::new();
+    config.set_skipping_quota(CANDID_UNTYPED_QUOTA).set_decoding_quota(50 * CANDID_UNTYPED_QUOTA).set_full_error_message(false);
+    config
+}
+
+/// See [`candid_untyped_decoder_config`].
+pub const CANDID_UNTYPED_QUOTA: usize = 4 << 20;
+
 /// Reject codes of the IC interface spec.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[repr(u32)]

@@ -16,7 +16,7 @@ use tabnet_execution::management::types::{
 };
 use tabnet_execution::scheduler::{ExecutionEnvironment, IngressMessage, IngressOutcome};
 use tabnet_execution::SubnetConfig;
-use tabnet_types::{candid_decoder_config, ErrorCode, UserError, MANAGEMENT_CANISTER};
+use tabnet_types::{candid_decoder_config, candid_untyped_decoder_config, ErrorCode, UserError, MANAGEMENT_CANISTER};
 use wasm_bindgen::prelude::*;
 
 /// Rounds an update may take before the tab gives up waiting (calls between canisters take
@@ -58,7 +58,7 @@ impl Outcome {
 
 /// Candid bytes as text (`(42 : nat)`), or a hex dump if they are not Candid.
 fn candid_to_text(bytes: &[u8]) -> String {
-    match IDLArgs::from_bytes_with_config(bytes, &candid_decoder_config()) {
+    match IDLArgs::from_bytes_with_config(bytes, &candid_untyped_decoder_config()) {
         Ok(args) => args.to_string(),
         Err(_) => format!("(non-Candid reply) 0x{}", hex(bytes)),
     }
@@ -68,7 +68,7 @@ fn candid_to_text(bytes: &[u8]) -> String {
 fn typed_candid_text<T: candid::CandidType>(bytes: &[u8]) -> String {
     let mut types = candid::types::internal::TypeContainer::new();
     let ty = types.add::<T>();
-    match IDLArgs::from_bytes_with_types_with_config(bytes, &types.env, &[ty], &candid_decoder_config()) {
+    match IDLArgs::from_bytes_with_types_with_config(bytes, &types.env, &[ty], &candid_untyped_decoder_config()) {
         Ok(args) => args.to_string(),
         Err(_) => candid_to_text(bytes),
     }
