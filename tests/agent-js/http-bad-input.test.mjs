@@ -6,11 +6,15 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 
-import { Actor, Cbor, requestIdOf, IC_REQUEST_DOMAIN_SEPARATOR } from '@dfinity/agent';
+import { readFileSync } from 'node:fs';
+import net from 'node:net';
+import http from 'node:http';
+
+import { Actor, Cbor, Certificate, LookupPathStatus, requestIdOf, IC_REQUEST_DOMAIN_SEPARATOR } from '@dfinity/agent';
 import { IDL } from '@dfinity/candid';
 import { Ed25519KeyIdentity } from '@dfinity/identity';
 
-import { TabnetNode, makeAgent, deploy, canisterIdFromIndex, canisterIndex } from './helpers.mjs';
+import { TabnetNode, makeAgent, deploy, canisterIdFromIndex, canisterIndex, MANAGEMENT_ID } from './helpers.mjs';
 import { counterIdl } from './idl.mjs';
 
 let node;
@@ -48,18 +52,20 @@ async function signedCall({ expiry = expiryIn(2 * 60_000), method = 'inc', arg =
   return { content, envelope: body };
 }
 
-async function post(kind, body, target = canisterId, version = 'v2') {
+async function post(kind, body, target = canisterId, version = 'v2', contentType = 'application/cbor') {
   const res = await fetch(`${node.url}/api/${version}/canister/${target.toText()}/${kind}`, {
     method: 'POST',
-    headers: { 'Content-Type': 'application/cbor' },
+    headers: { 'Content-Type': contentType },
     body,
+    // A node that hangs fails the test instead of stalling the suite.
+    signal: AbortSignal.timeout(60_000),
   });
   return { status: res.status, body: new Uint8Array(await res.arrayBuffer()) };
 }
 
 /** The node still answers status and a signature-verified query. */
 async function assertStillServing() {
-  const res = await fetch(`${node.url}/api/v2/status`);
+  const res = await fetch(`${node.url}/api/v2/status`, { signal: AbortSignal.timeout(30_000) });
   assert.equal(res.status, 200);
   await res.arrayBuffer();
   assert.equal(typeof (await counter.get()), 'bigint');
@@ -176,4 +182,135 @@ test('after all that, agent-js calls still work', async () => {
   assert.equal(await counter.inc(), before + 1n);
   const fresh = Actor.createActor(counterIdl, { agent: await makeAgent(node, Ed25519KeyIdentity.generate()), canisterId });
   assert.equal(await fresh.get(), before + 1n);
+});
+
+// ---- Hostile input (issue 10): each of these hung, bloated or misled the node before. ----
+
+/** A record whose unknown field is a `vec null` of length 2^56: decoding it once ran for hours. */
+const CANDID_BOMB = Uint8Array.from(Buffer.from('4449444c026c0100016d7f0100808080808080808001', 'hex'));
+
+/** The process serving `node.url` (a lone node, or the subnet node the tests talk to). */
+const served = () => node.process ?? node.processes[node.index];
+
+/** Resident memory of the node serving the tests, in MiB (Linux). */
+function residentMiB() {
+  const status = readFileSync(`/proc/${served().pid}/status`, 'utf8');
+  return Number(/VmRSS:\s+(\d+) kB/.exec(status)[1]) / 1024;
+}
+
+test('an anonymous management query with a Candid bomb is answered at once and the node goes on', async () => {
+  const content = {
+    request_type: 'query',
+    canister_id: new Uint8Array(),
+    method_name: 'canister_status',
+    arg: CANDID_BOMB,
+    sender: new Uint8Array([4]),
+    ingress_expiry: expiryIn(2 * 60_000),
+  };
+  const body = Cbor.encode({ content });
+  assert.ok(body.byteLength < 200, `${body.byteLength} bytes`);
+  const res = await post('query', body, MANAGEMENT_ID);
+  assert.ok(res.status === 200 || (res.status >= 400 && res.status < 500), `status ${res.status}`);
+  await assertStillServing();
+});
+
+test('a call with a Candid bomb is rejected in execution with IC0408 (on a subnet: in a block) and the node goes on', async () => {
+  const { content, envelope } = await signedCall({ method: 'provisional_create_canister_with_cycles', arg: CANDID_BOMB, target: MANAGEMENT_ID });
+  const res = await post('call', Cbor.encode(envelope), canisterId, 'v3');
+  assert.equal(res.status, 200);
+  const reply = Cbor.decode(res.body);
+  assert.equal(reply.status, 'replied', JSON.stringify(reply));
+  const cert = await Certificate.create({ certificate: new Uint8Array(reply.certificate), rootKey: agent.rootKey, canisterId: MANAGEMENT_ID });
+  const path = (leaf) => cert.lookup_path(['request_status', requestIdOf(content), leaf]);
+  assert.equal(new TextDecoder().decode(path('status').value), 'rejected');
+  assert.equal(new TextDecoder().decode(path('error_code').value), 'IC0408');
+  assert.equal(path('reject_code').status, LookupPathStatus.Found);
+  await assertStillServing();
+  assert.equal(typeof (await counter.inc()), 'bigint', 'later blocks still execute');
+});
+
+test('a 2 MB content map of 300,000 keys is refused with 400 and the node goes on', async () => {
+  const keys = 300_000;
+  const parts = [Uint8Array.from([0xd9, 0xd9, 0xf7, 0xa1, 0x67, ...new TextEncoder().encode('content'), 0xba, keys >>> 24, (keys >>> 16) & 0xff, (keys >>> 8) & 0xff, keys & 0xff])];
+  const entries = new Uint8Array(keys * 7);
+  for (let i = 0; i < keys; i++) {
+    entries.set([0x65, ...new TextEncoder().encode(i.toString(16).padStart(5, '0')), 0xf6], i * 7);
+  }
+  parts.push(entries);
+  const body = Buffer.concat(parts);
+  const res = await post('call', body);
+  assert.equal(res.status, 400);
+  assert.match(new TextDecoder().decode(res.body), /elements in an array or map/);
+  await assertStillServing();
+});
+
+test('a body that is not declared as CBOR is a 400, as on the IC', async () => {
+  const { envelope } = await signedCall();
+  const res = await post('call', Cbor.encode(envelope), canisterId, 'v2', 'text/plain');
+  assert.equal(res.status, 400);
+  assert.match(new TextDecoder().decode(res.body), /content-type/i);
+});
+
+test('a request naming a foreign Host (DNS rebinding) is refused with 403', async () => {
+  const { port } = new URL(node.url);
+  const statusWithHost = (host) =>
+    new Promise((ok, fail) => {
+      const req = http.get({ host: '127.0.0.1', port, path: '/api/v2/status', headers: { Host: host } }, (res) => {
+        res.resume();
+        ok(res.statusCode);
+      });
+      req.on('error', fail);
+    });
+  assert.equal(await statusWithHost(`attacker.example:${port}`), 403);
+  assert.equal(await statusWithHost(`localhost:${port}`), 200);
+  assert.equal(await statusWithHost(`127.0.0.1:${port}`), 200);
+  assert.equal(await statusWithHost(`[::1]:${port}`), 200);
+});
+
+/** Opens `count` connections that each send `prefix` and then nothing more. */
+async function stalledConnections(count, prefix) {
+  const { port } = new URL(node.url);
+  const sockets = [];
+  for (let i = 0; i < count; i++) {
+    const socket = net.connect({ host: '127.0.0.1', port });
+    socket.on('error', () => {});
+    // Read (and drop) what the node answers, so that its closing the connection is seen.
+    socket.resume();
+    socket.gone = new Promise((r) => socket.once('close', r));
+    await new Promise((r) => socket.once('connect', r));
+    socket.write(prefix);
+    sockets.push(socket);
+  }
+  return sockets;
+}
+
+test('300 clients that stall mid-head and 100 mid-body neither pin nor bloat the node, and are cut off', async () => {
+  const path = `/api/v2/canister/${canisterId.toText()}/call`;
+  const head = await stalledConnections(300, `POST ${path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/cbor\r\n`);
+  const body = await stalledConnections(
+    100,
+    `POST ${path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/cbor\r\nContent-Length: 2000000\r\n\r\n` + 'x'.repeat(1000),
+  );
+  const started = Date.now();
+  await assertStillServing();
+  console.log(`status and a query answered in ${Date.now() - started} ms with 400 stalled clients; node resident ${residentMiB().toFixed(0)} MiB`);
+  assert.ok(residentMiB() < 1024, `resident ${residentMiB()} MiB`);
+  // The node closes them (head: 10 s, body: 15 s); a client that waits longer is a bug.
+  const closedAll = Promise.all([...head, ...body].map((s) => s.gone));
+  await Promise.race([closedAll, new Promise((_, fail) => setTimeout(() => fail(new Error('stalled connections were never closed')), 60_000))]);
+  await assertStillServing();
+});
+
+test('SIGTERM stops the node even with a client stalled mid-request', { skip: Boolean(process.env.TABNET_NODES) && 'a lone node only' }, async () => {
+  await stalledConnections(5, `POST /api/v2/canister/${canisterId.toText()}/call HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/cbor\r\nContent-Length: 100\r\n\r\nxx`);
+  const child = served();
+  const exited = new Promise((r) => child.once('exit', (code, signal) => r({ code, signal })));
+  await node.stop();
+  // The harness sends SIGKILL after 10 s: the node must have exited by itself before that.
+  assert.deepEqual(await exited, { code: 0, signal: null });
+  // It comes back on a new port, with its state.
+  await node.start();
+  agent = await makeAgent(node, identity);
+  counter = Actor.createActor(counterIdl, { agent, canisterId });
+  await assertStillServing();
 });

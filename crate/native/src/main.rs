@@ -222,7 +222,11 @@ fn with_runtime<F: std::future::Future<Output = Result<(), String>>>(f: impl FnO
         .enable_all()
         .build()
         .map_err(|e| format!("cannot start the runtime: {e}"))?;
-    runtime.block_on(f())
+    let result = runtime.block_on(f());
+    // Dropping the runtime would wait for every blocking task; one stuck in a round or a query
+    // must not keep a stopped node alive.
+    runtime.shutdown_timeout(server::STOP_GRACE);
+    result
 }
 
 #[cfg(test)]

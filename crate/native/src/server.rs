@@ -4,13 +4,21 @@
 //! then is one batch), and every `IDLE_ROUND` otherwise so heartbeats and timers fire. Round
 //! time is wall-clock nanoseconds, never earlier than the last round (the replica clamps it,
 //! across restarts too). Request handlers do their CPU work (signature checks, queries) on the
-//! blocking pool.
+//! blocking pool; async threads never wait for the replica, so `/api/v2/status` answers while a
+//! round or a query runs.
+//!
+//! Clients are not trusted: connections are capped and each must send its request head within
+//! a timeout; bodies are read whole before a handler runs, within a size cap and a timeout, and
+//! only so many are held in memory at once. A stop (Ctrl-C, SIGTERM) lets requests in flight
+//! finish for a moment and then exits, whatever is still running.
 
+use std::future::Future;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use axum::body::Bytes;
+use axum::body::{Body, Bytes};
 use axum::extract::{DefaultBodyLimit, Path as UrlPath, Request, State};
 use axum::http::{header, HeaderValue, Method, StatusCode};
 use axum::middleware::{self, Next};
@@ -23,7 +31,8 @@ use tabnet_replica::{
     RequestType, SubmitError,
 };
 use tabnet_types::{Principal, MANAGEMENT_CANISTER};
-use tokio::sync::{mpsc, oneshot, watch, Notify};
+use tokio::net::TcpListener;
+use tokio::sync::{mpsc, oneshot, watch, Notify, OwnedSemaphorePermit, Semaphore};
 use tower_http::services::ServeDir;
 
 use crate::log_store::LogStore;
@@ -35,6 +44,19 @@ const IDLE_ROUND: Duration = Duration::from_millis(150);
 const SYNC_CALL_TIMEOUT: Duration = Duration::from_secs(10);
 /// Ingress messages are at most 2 MiB; the envelope adds signatures and delegations.
 const MAX_BODY_BYTES: usize = 2 * 1024 * 1024 + 256 * 1024;
+/// Connections served at once; further ones wait in the listen backlog until one closes.
+const MAX_CONNECTIONS: usize = 512;
+/// A request head must arrive within this; it also closes keep-alive connections left idle.
+const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+/// Request heads (and hyper's read buffer) are at most this; agents send a few hundred bytes.
+const MAX_HEAD_BYTES: usize = 64 * 1024;
+/// A request body must arrive within this (a whole 2 MiB message at 150 kB/s).
+const BODY_READ_TIMEOUT: Duration = Duration::from_secs(15);
+/// Request bodies held in memory at once (each at most `MAX_BODY_BYTES`: about 290 MiB in all);
+/// further requests wait for a slot before their body is read.
+const MAX_BODIES_IN_MEMORY: usize = 128;
+/// A stopping node gives requests in flight and the round in progress this long, then exits.
+pub const STOP_GRACE: Duration = Duration::from_secs(5);
 /// This node is a subnet of one replica: the IC's fees (quoted for 13 nodes) scale to it.
 const SUBNET_SIZE: u64 = 1;
 
@@ -51,6 +73,14 @@ pub struct Settings {
 
 pub struct Node {
     replica: Mutex<Replica<LogStore>>,
+    /// `/api/v2/status`'s body as of the last round or certification: status never waits for
+    /// the replica.
+    status: Mutex<Bytes>,
+    /// The height of the last certified state, for `/_/metrics`.
+    certified_height: AtomicU64,
+    subnet_id: Principal,
+    /// Slots for request bodies held in memory (see `MAX_BODIES_IN_MEMORY`).
+    body_slots: Arc<Semaphore>,
     /// (A node of a subnet) where calls go: to consensus, which orders them into blocks.
     consensus: Option<mpsc::Sender<Input>>,
     /// Signs query responses without taking the replica.
@@ -68,6 +98,10 @@ impl Node {
         let (rounds, _) = watch::channel(0u64);
         Arc::new(Node {
             signer: replica.query_signer(),
+            status: Mutex::new(Bytes::from(replica.status())),
+            certified_height: AtomicU64::new(replica.certified_height()),
+            subnet_id: replica.subnet_id(),
+            body_slots: Arc::new(Semaphore::new(MAX_BODIES_IN_MEMORY)),
             replica: Mutex::new(replica),
             consensus,
             update_latency: Mutex::new(LatencyLog::default()),
@@ -76,13 +110,23 @@ impl Node {
         })
     }
 
-    /// Runs `f` on the replica, off the async threads.
+    /// Runs `f` on the replica, off the async threads; what it changed shows in status.
     pub async fn blocking_replica<T: Send + 'static>(
         self: &Arc<Self>,
         f: impl FnOnce(&mut Replica<LogStore>) -> Result<T, String> + Send + 'static,
     ) -> Result<T, String> {
         let node = self.clone();
-        tokio::task::spawn_blocking(move || f(&mut node.replica())).await.map_err(|e| format!("replica task failed: {e}"))?
+        tokio::task::spawn_blocking(move || node.with_replica(f)).await.map_err(|e| format!("replica task failed: {e}"))?
+    }
+
+    /// Runs `f` on the replica (it waits for rounds: call it on the blocking pool) and
+    /// publishes what async handlers read without the replica.
+    fn with_replica<T>(&self, f: impl FnOnce(&mut Replica<LogStore>) -> T) -> T {
+        let mut replica = self.replica();
+        let out = f(&mut replica);
+        *self.status.lock().unwrap_or_else(|e| e.into_inner()) = Bytes::from(replica.status());
+        self.certified_height.store(replica.certified_height(), Ordering::Relaxed);
+        out
     }
 
     /// A new state is certified: wake the calls waiting for theirs.
@@ -123,14 +167,16 @@ pub async fn serve(settings: Settings) -> Result<(), String> {
     let executor = tokio::spawn(run_rounds(node.clone(), stop_rx));
     let result = serve_node(node, Settings { bind, port, state_dir, www, memory_capacity }).await;
     let _ = stop_tx.send(true);
-    let _ = executor.await;
+    // The round in progress finishes and is stored, unless it takes too long (the log is safe
+    // against a stop at any point, as against a crash).
+    let _ = tokio::time::timeout(STOP_GRACE, executor).await;
     result
 }
 
 /// Serves the HTTP interface of `node` until Ctrl-C or SIGTERM.
 pub async fn serve_node(node: Arc<Node>, settings: Settings) -> Result<(), String> {
     let Settings { bind, port, state_dir, www, .. } = settings;
-    let listener = tokio::net::TcpListener::bind((bind.as_str(), port)).await.map_err(|e| format!("cannot listen on {bind}:{port}: {e}"))?;
+    let listener = TcpListener::bind((bind.as_str(), port)).await.map_err(|e| format!("cannot listen on {bind}:{port}: {e}"))?;
     let addr = listener.local_addr().map_err(|e| e.to_string())?;
     println!("tabnet listening on http://{addr} (state in {})", state_dir.display());
     use std::io::Write;
@@ -139,10 +185,77 @@ pub async fn serve_node(node: Arc<Node>, settings: Settings) -> Result<(), Strin
     if let Some(dir) = www {
         app = app.fallback_service(ServeDir::new(dir));
     }
-    axum::serve(listener, app).with_graceful_shutdown(shutdown_signal()).await.map_err(|e| format!("server error: {e}"))
+    serve_connections(listener, app, stop_requested()).await;
+    Ok(())
 }
 
-async fn shutdown_signal() {
+/// Serves `app` on the connections of `listener` until `stop` resolves: at most
+/// `MAX_CONNECTIONS` at once, each closed if a request head takes longer than
+/// `HEADER_READ_TIMEOUT`. Then requests in flight get `STOP_GRACE` to finish.
+async fn serve_connections(listener: TcpListener, app: Router, stop: impl Future<Output = ()>) {
+    let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    let (closing, _) = watch::channel(false);
+    let mut connections = tokio::task::JoinSet::new();
+    tokio::pin!(stop);
+    loop {
+        let next = async {
+            let slot = slots.clone().acquire_owned().await.expect("never closed");
+            (slot, listener.accept().await)
+        };
+        let (slot, stream) = tokio::select! {
+            _ = &mut stop => break,
+            (slot, accepted) = next => match accepted {
+                Ok((stream, _)) => (slot, stream),
+                Err(e) => {
+                    // Out of file descriptors, say: wait for some to close rather than spin.
+                    eprintln!("tabnet: cannot accept a connection: {e}");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+        };
+        while connections.try_join_next().is_some() {}
+        let service = hyper_util::service::TowerToHyperService::new(app.clone());
+        let mut closing = closing.subscribe();
+        connections.spawn(async move {
+            let _slot = slot;
+            let _ = stream.set_nodelay(true);
+            let mut http = hyper::server::conn::http1::Builder::new();
+            http.timer(hyper_util::rt::TokioTimer::new()).header_read_timeout(HEADER_READ_TIMEOUT).max_buf_size(MAX_HEAD_BYTES);
+            let connection = http.serve_connection(hyper_util::rt::TokioIo::new(stream), service);
+            tokio::pin!(connection);
+            tokio::select! {
+                _ = connection.as_mut() => {}
+                _ = closing.changed() => {
+                    connection.as_mut().graceful_shutdown();
+                    let _ = connection.await;
+                }
+            }
+        });
+    }
+    let _ = closing.send(true);
+    let _ = tokio::time::timeout(STOP_GRACE, async { while connections.join_next().await.is_some() {} }).await;
+}
+
+/// Resolves at the first Ctrl-C or SIGTERM. From then on the process ends within
+/// `2 × STOP_GRACE` whatever it is doing, and at once on a second signal: a node must always
+/// stop when asked, even with a request or a round stuck.
+pub async fn stop_requested() {
+    signal().await;
+    eprintln!("tabnet: stopping");
+    std::thread::spawn(|| {
+        std::thread::sleep(2 * STOP_GRACE);
+        eprintln!("tabnet: still busy {} s after the stop signal; exiting now", (2 * STOP_GRACE).as_secs());
+        std::process::exit(1);
+    });
+    tokio::spawn(async {
+        signal().await;
+        eprintln!("tabnet: second stop signal; exiting now");
+        std::process::exit(130);
+    });
+}
+
+async fn signal() {
     let ctrl_c = async {
         let _ = tokio::signal::ctrl_c().await;
     };
@@ -169,7 +282,7 @@ async fn run_rounds(node: Arc<Node>, mut stop: watch::Receiver<bool>) {
             _ = stop.changed() => return,
         }
         let n = node.clone();
-        let result = tokio::task::spawn_blocking(move || n.replica().tick(now_nanos(), random32())).await;
+        let result = tokio::task::spawn_blocking(move || n.with_replica(|r| r.tick(now_nanos(), random32()))).await;
         match result {
             Ok(Ok(_)) => {}
             Ok(Err(e)) => eprintln!("tabnet: round failed: {e}"),
@@ -180,8 +293,7 @@ async fn run_rounds(node: Arc<Node>, mut stop: watch::Receiver<bool>) {
 }
 
 pub fn router(node: Arc<Node>) -> Router {
-    Router::new()
-        .route("/api/v2/status", get(status))
+    let api = Router::new()
         .route("/api/v2/canister/{ecid}/call", post(call_v2))
         .route("/api/v3/canister/{ecid}/call", post(call_sync))
         .route("/api/v4/canister/{ecid}/call", post(call_sync))
@@ -193,10 +305,91 @@ pub fn router(node: Arc<Node>) -> Router {
         .route("/api/v3/canister/{ecid}/read_state", post(read_state))
         .route("/api/v2/subnet/{subnet}/read_state", post(read_state_subnet))
         .route("/api/v3/subnet/{subnet}/read_state", post(read_state_subnet))
-        .route("/_/metrics", get(metrics))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(middleware::from_fn_with_state(node.clone(), read_body))
+        .layer(middleware::from_fn(require_cbor));
+    Router::new()
+        .route("/api/v2/status", get(status))
+        .route("/_/metrics", get(metrics))
+        .merge(api)
+        .layer(middleware::from_fn(check_host))
         .layer(middleware::from_fn(cors))
         .with_state(node)
+}
+
+/// Refuses requests whose `Host` names anything but an IP address or `localhost`: a web page
+/// whose domain an attacker points at 127.0.0.1 (DNS rebinding) could otherwise use the node
+/// as if it were that page's own server. Agents on any origin still reach it (CORS is open).
+async fn check_host(request: Request, next: Next) -> Response {
+    let host = request.headers().get(header::HOST).map(|h| h.to_str().unwrap_or("\u{fffd}").to_string());
+    match host {
+        Some(host) if !is_local_host(&host) => (
+            StatusCode::FORBIDDEN,
+            [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+            format!("Host {host:?} is not served here: use an IP address or localhost"),
+        )
+            .into_response(),
+        _ => next.run(request).await,
+    }
+}
+
+/// `host[:port]` names an IP address (v6 in brackets) or `localhost`.
+fn is_local_host(host: &str) -> bool {
+    let name = match host.strip_prefix('[') {
+        Some(v6) => return v6.split_once(']').is_some_and(|(ip, port)| ip.parse::<std::net::Ipv6Addr>().is_ok() && (port.is_empty() || port.starts_with(':'))),
+        None => host.rsplit_once(':').map_or(host, |(name, _)| name),
+    };
+    let name = name.trim_end_matches('.').to_ascii_lowercase();
+    name == "localhost" || name.ends_with(".localhost") || name.parse::<std::net::Ipv4Addr>().is_ok()
+}
+
+/// Calls, queries and read_state carry CBOR and say so, as agents do (the IC answers the same
+/// 400). A page on another origin cannot send such a request without a CORS preflight.
+async fn require_cbor(request: Request, next: Next) -> Response {
+    let cbor = request
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.split(';').next().unwrap_or("").trim().eq_ignore_ascii_case("application/cbor"));
+    if request.method() == Method::POST && !cbor {
+        return error(HttpError::bad_request("Unexpected content-type, expected application/cbor."));
+    }
+    next.run(request).await
+}
+
+/// Reads a request's body before its handler runs: at most `MAX_BODY_BYTES` (413), within
+/// `BODY_READ_TIMEOUT` (408), and only once one of `MAX_BODIES_IN_MEMORY` slots is free; the
+/// slot is released when the handler drops the last reference to the body.
+async fn read_body(State(node): State<Arc<Node>>, request: Request, next: Next) -> Response {
+    let too_large = || error(HttpError { status: 413, message: format!("Request body is larger than {MAX_BODY_BYTES} bytes") });
+    let declared = request.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > MAX_BODY_BYTES as u64) {
+        return too_large();
+    }
+    let slot = node.body_slots.clone().acquire_owned().await.expect("never closed");
+    let (parts, body) = request.into_parts();
+    let bytes = match tokio::time::timeout(BODY_READ_TIMEOUT, axum::body::to_bytes(body, MAX_BODY_BYTES)).await {
+        Err(_) => {
+            return error(HttpError { status: 408, message: format!("Request body not received within {} s", BODY_READ_TIMEOUT.as_secs()) })
+        }
+        Ok(Err(e)) if e.to_string().contains("length limit") => return too_large(),
+        Ok(Err(e)) => return error(HttpError::bad_request(format!("Could not read the request body: {e}"))),
+        Ok(Ok(bytes)) => bytes,
+    };
+    let held = Bytes::from_owner(HeldBody { bytes, _slot: slot });
+    next.run(Request::from_parts(parts, Body::from(held))).await
+}
+
+/// A request body with the slot it occupies.
+struct HeldBody {
+    bytes: Bytes,
+    _slot: OwnedSemaphorePermit,
+}
+
+impl AsRef<[u8]> for HeldBody {
+    fn as_ref(&self) -> &[u8] {
+        &self.bytes
+    }
 }
 
 /// CORS, so a web page on another origin can talk to the node; preflights answer here.
@@ -237,7 +430,8 @@ async fn blocking<T: Send + 'static>(node: &Arc<Node>, f: impl FnOnce(&Node) -> 
 }
 
 async fn status(State(node): State<Arc<Node>>) -> Response {
-    cbor(StatusCode::OK, node.replica().status())
+    let body = node.status.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    (StatusCode::OK, [(header::CONTENT_TYPE, "application/cbor")], body).into_response()
 }
 
 async fn submit(node: &Arc<Node>, ecid: Principal, body: Bytes) -> Result<Result<RequestId, SubmitError>, Response> {
@@ -304,7 +498,7 @@ async fn call_subnet_sync(State(node): State<Arc<Node>>, UrlPath(subnet): UrlPat
         Ok(p) => p,
         Err(e) => return error(e),
     };
-    if subnet != node.replica().subnet_id() {
+    if subnet != node.subnet_id {
         return error(HttpError::not_found(format!("Subnet {} is not this subnet", subnet.to_text())));
     }
     sync_call(node, MANAGEMENT_CANISTER, body).await
@@ -322,23 +516,28 @@ async fn sync_call(node: Arc<Node>, ecid: Principal, body: Bytes) -> Response {
     let mut rounds = node.rounds.subscribe();
     let deadline = tokio::time::Instant::now() + SYNC_CALL_TIMEOUT;
     loop {
-        {
-            let replica = node.replica();
+        let outcome = blocking(&node, move |n| {
+            let replica = n.replica();
             // A lone node certifies each round as it executes it; a subnet's node answers from
             // the state consensus certified, which may lag the one it executed.
-            let status = if node.consensus.is_some() { replica.certified_status(&id) } else { replica.request_status(&id) };
+            let status = if n.consensus.is_some() { replica.certified_status(&id) } else { replica.request_status(&id) };
             match status {
-                Some(status) if status.state.is_terminal() => {
-                    let response = cbor(StatusCode::OK, replied_body(replica.call_certificate(&id)));
-                    drop(replica);
-                    node.update_latency.lock().unwrap_or_else(|e| e.into_inner()).record(received.elapsed());
-                    return response;
-                }
-                Some(_) => {}
+                Some(status) if status.state.is_terminal() => Some(Some(replied_body(replica.call_certificate(&id)))),
+                Some(_) => Some(None),
                 // In a subnet a call is unknown until a block holding it executes.
-                None if node.consensus.is_some() => {}
-                None => return StatusCode::ACCEPTED.into_response(),
+                None if n.consensus.is_some() => Some(None),
+                None => None,
             }
+        })
+        .await;
+        match outcome {
+            Err(r) => return r,
+            Ok(Some(Some(body))) => {
+                node.update_latency.lock().unwrap_or_else(|e| e.into_inner()).record(received.elapsed());
+                return cbor(StatusCode::OK, body);
+            }
+            Ok(Some(None)) => {}
+            Ok(None) => return StatusCode::ACCEPTED.into_response(),
         }
         match tokio::time::timeout_at(deadline, rounds.changed()).await {
             Ok(Ok(())) => continue,
@@ -442,6 +641,12 @@ impl LatencyLog {
 /// `/_/metrics`: plain-text figures about this node, for benchmarks and the curious.
 async fn metrics(State(node): State<Arc<Node>>) -> Response {
     let latency = node.update_latency.lock().unwrap_or_else(|e| e.into_inner()).summary();
-    let height = node.replica().certified_height();
-    (StatusCode::OK, [(header::CONTENT_TYPE, "text/plain; charset=utf-8")], format!("{latency}certified height: {height}\n")).into_response()
+    let height = node.certified_height.load(Ordering::Relaxed);
+    let bodies = MAX_BODIES_IN_MEMORY - node.body_slots.available_permits();
+    (
+        StatusCode::OK,
+        [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+        format!("{latency}certified height: {height}\nrequest bodies in memory: {bodies} (at most {MAX_BODIES_IN_MEMORY})\n"),
+    )
+        .into_response()
 }
