@@ -5,12 +5,15 @@
 //! never an index someone claims.
 //!
 //! What a stranger can make the node hold: at most [`MAX_HANDSHAKING`] connections, for at most
-//! [`HANDSHAKE_TIMEOUT`], each reading fixed-size handshake messages. What a member can: one
+//! [`HANDSHAKE_TIMEOUT`], each reading fixed-size handshake messages. When all those places are
+//! taken, the oldest handshake gives way to the newest: a member's takes one round trip, so
+//! strangers holding connections open cannot keep a restarted member out. What a member can: one
 //! connection (a new one replaces the old), frames of at most [`MAX_FRAME`] read into a buffer
 //! that grows only as bytes arrive, and [`PEER_INBOX_BYTES`] of frames waiting for consensus;
 //! beyond that its connection is no longer read (TCP pushes back on it alone). Consensus takes
 //! the peers' frames round-robin, so one flooding peer cannot starve the others.
 
+use std::collections::VecDeque;
 use std::future::poll_fn;
 use std::sync::{Arc, Mutex};
 use std::task::Poll;
@@ -26,7 +29,7 @@ use tokio::time::timeout;
 
 /// Frames larger than this are refused (a block of 4 MiB of ingress, a catch-up of 8 MiB fit).
 pub const MAX_FRAME: usize = 16 << 20;
-/// Connections still proving who they are, at once; more are closed at once.
+/// Connections still proving who they are, at once (a new one closes the oldest).
 pub const MAX_HANDSHAKING: usize = 32;
 /// A handshake takes one round trip and two signatures; a peer that has not finished in this
 /// long is dropped.
@@ -106,8 +109,9 @@ pub fn listen(listener: TcpListener, identity: Arc<Identity>) -> Inbound {
 }
 
 async fn accept_peers(listener: TcpListener, identity: Arc<Identity>, slots: Arc<Vec<PeerSlot>>) {
-    let handshaking = Arc::new(Semaphore::new(MAX_HANDSHAKING));
-    loop {
+    // Handshakes in progress, oldest first, by connection number.
+    let handshaking: Arc<Mutex<VecDeque<(u64, AbortHandle)>>> = Arc::default();
+    for number in 0u64.. {
         let mut stream = match listener.accept().await {
             Ok((stream, _)) => stream,
             Err(_) => {
@@ -116,15 +120,19 @@ async fn accept_peers(listener: TcpListener, identity: Arc<Identity>, slots: Arc
                 continue;
             }
         };
-        let Ok(permit) = handshaking.clone().try_acquire_owned() else { continue };
-        let (identity, slots) = (identity.clone(), slots.clone());
-        tokio::spawn(async move {
+        let (identity, slots, all) = (identity.clone(), slots.clone(), handshaking.clone());
+        // Held while the task starts, so that it finds itself in the list when it ends.
+        let mut list = handshaking.lock().unwrap_or_else(|e| e.into_inner());
+        if list.len() >= MAX_HANDSHAKING {
+            if let Some((_, oldest)) = list.pop_front() {
+                oldest.abort();
+            }
+        }
+        let task = tokio::spawn(async move {
             let _ = stream.set_nodelay(true);
-            let from = match timeout(HANDSHAKE_TIMEOUT, accept_handshake(&mut stream, &identity)).await {
-                Ok(Ok(from)) => from,
-                _ => return,
-            };
-            drop(permit);
+            let proved = timeout(HANDSHAKE_TIMEOUT, accept_handshake(&mut stream, &identity)).await;
+            all.lock().unwrap_or_else(|e| e.into_inner()).retain(|(n, _)| *n != number);
+            let Ok(Ok(from)) = proved else { return };
             let slot = &slots[from];
             let reader = tokio::spawn(read_frames(stream, slot.queue.clone(), slot.bytes.clone()));
             // One live connection per member: the newest (a restarted peer's) replaces the old.
@@ -133,6 +141,7 @@ async fn accept_peers(listener: TcpListener, identity: Arc<Identity>, slots: Arc
                 old.abort();
             }
         });
+        list.push_back((number, task.abort_handle()));
     }
 }
 

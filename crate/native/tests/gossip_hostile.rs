@@ -165,6 +165,25 @@ fn a_flood_of_frame_headers_neither_bloats_nor_stalls_the_node() {
     );
     assert!(answered.is_some(), "/api/v2/status does not answer during the flood");
     assert!(during < 1 << 30, "the node holds {} MiB for headers that announce frames", during >> 20);
+
+    // Strangers holding every handshake place open cannot keep a member out: node 3 (which
+    // restarted, say) still proves its key and is accepted.
+    for _ in 0..64 {
+        if let Ok(mut stream) = TcpStream::connect(("127.0.0.1", subnet.gossip_port(0))) {
+            let _ = stream.write_all(&[0, 0, 0, 1]);
+            held.push(stream);
+        }
+    }
+    let (peers, keys) = subnet.keys();
+    let mut stream = TcpStream::connect(("127.0.0.1", subnet.gossip_port(0))).unwrap();
+    stream.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    let mut challenge = [0u8; CHALLENGE_LEN];
+    stream.read_exact(&mut challenge).expect("node 0 challenges a member while strangers hold connections open");
+    let mut connector = Connector::new(3, 0, [9; 32]);
+    stream.write_all(&connector.on_challenge(&peers, &keys[3], b"", &challenge).unwrap()).unwrap();
+    let mut confirm = [0u8; CONFIRM_LEN];
+    stream.read_exact(&mut confirm).expect("node 0 accepts node 3");
+    connector.on_confirm(&peers, b"", &confirm).unwrap();
     drop(held);
 }
 
