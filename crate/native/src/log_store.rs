@@ -54,10 +54,13 @@ pub fn create_private_dir(dir: &Path) -> Result<(), String> {
     fs::set_permissions(dir, fs::Permissions::from_mode(0o700)).map_err(|e| format!("cannot make {} private: {e}", dir.display()))
 }
 
-/// Writes `parts`, one after the other, to `path` (0600) by way of a synced temporary file renamed into place, then
-/// syncs the directory, so that after a crash `path` is either whole or as it was.
+/// Writes `parts`, one after the other, to `path` (0600) by way of a synced temporary file
+/// (`path` + `.tmp`) renamed into place, then syncs the directory, so that after a crash `path`
+/// is either whole or as it was.
 pub fn write_durably(path: &Path, parts: &[&[u8]]) -> Result<(), String> {
-    let temporary = path.with_extension("tmp");
+    let mut temporary = path.as_os_str().to_owned();
+    temporary.push(".tmp");
+    let temporary = PathBuf::from(temporary);
     let mut file = OpenOptions::new()
         .create(true)
         .write(true)
@@ -70,7 +73,7 @@ pub fn write_durably(path: &Path, parts: &[&[u8]]) -> Result<(), String> {
     }
     file.sync_all().map_err(|e| format!("cannot sync {}: {e}", temporary.display()))?;
     fs::rename(&temporary, path).map_err(|e| format!("cannot rename {} to {}: {e}", temporary.display(), path.display()))?;
-    sync_dir(path.parent().unwrap_or(Path::new(".")))
+    sync_dir(path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new(".")))
 }
 
 /// Makes renames and new files in `dir` durable.
