@@ -48,3 +48,6 @@ start_node "$work/many"
 echo "before: $(grep VmRSS /proc/$node_pid/status)"
 target/release/tabnet-load --url "$url" --create 100 | grep -v '^install_code'
 echo "after:  $(grep VmRSS /proc/$node_pid/status)"
+
+echo; echo "== hostile input: /api/v2/status latency and resident memory while each attack runs"
+node scripts/bench-attacks.mjs
