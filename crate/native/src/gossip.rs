@@ -253,3 +253,30 @@ pub fn send(peers: &[Option<mpsc::Sender<Arc<Vec<u8>>>>], to: Option<NodeIndex>,
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_flooding_peer_does_not_starve_the_others() {
+        let (senders, queues): (Vec<_>, Vec<_>) = (0..4).map(|_| mpsc::channel::<Inboxed>(PEER_INBOX_FRAMES)).unzip();
+        let mut inbound = Inbound { queues, next: 0 };
+        let budget = Arc::new(Semaphore::new(PEER_INBOX_BYTES));
+        let frame = |k: u64| (Message::CatchUpRequest { finalized: k }, budget.clone().try_acquire_many_owned(1).unwrap());
+        // Peer 1 has queued 1,000 frames before peers 2 and 3 send one each.
+        for k in 0..1_000 {
+            senders[1].try_send(frame(k)).unwrap();
+        }
+        senders[2].try_send(frame(0)).unwrap();
+        senders[3].try_send(frame(0)).unwrap();
+        let mut first = Vec::new();
+        for _ in 0..3 {
+            first.push(inbound.recv().await.0);
+        }
+        first.sort_unstable();
+        assert_eq!(first, [1, 2, 3], "each peer is served in turn");
+        // What peer 1 has waiting holds its budget until consensus takes it: no more than that is read.
+        assert_eq!(budget.available_permits(), PEER_INBOX_BYTES - 999);
+    }
+}
