@@ -234,6 +234,8 @@ pub struct ConsensusNode {
     /// Peers that sent an aggregate, catch-up package or catch-up whose signature does not
     /// verify: what they send of those is ignored until finality reaches the height given.
     penalized: BTreeMap<NodeIndex, Height>,
+    /// When each peer was last sent a catch-up, and the height it reached.
+    catch_up_served: BTreeMap<NodeIndex, (Time, Height)>,
 }
 
 const FETCH_BACKOFF_MIN: Time = 250;
@@ -245,6 +247,10 @@ const CATCH_UP_MAX_BYTES: usize = 8 << 20;
 /// How many heights finality must move before a peer that sent a bad signature is heard again
 /// (honest peers check what they relay, so only a faulty one ever pays this).
 pub const PENALTY_HEIGHTS: Height = 20;
+/// A peer asking again for blocks it was sent already waits this long (ms) for an answer: one
+/// request must not buy up to 8 MiB again and again. A follow-up from the top of what it was
+/// sent is answered at once.
+const CATCH_UP_REPEAT_INTERVAL: Time = 1_000;
 
 impl ConsensusNode {
     pub fn new(config: Config, crypto: Arc<dyn Crypto>, ingress_check: Arc<dyn IngressCheck>, start: Start) -> Self {
@@ -349,6 +355,7 @@ impl ConsensusNode {
             ranking_cache: Default::default(),
             rejected: Default::default(),
             penalized: BTreeMap::new(),
+            catch_up_served: BTreeMap::new(),
         }
     }
 
@@ -493,7 +500,7 @@ impl ConsensusNode {
                 }
             }
             Message::Request(id) => self.serve(from, id),
-            Message::CatchUpRequest { finalized } => self.serve_catch_up(from, finalized),
+            Message::CatchUpRequest { finalized } => self.serve_catch_up(now, from, finalized),
             Message::CatchUp(c) => self.apply_catch_up(now, from, &c),
             Message::Sync(_) => return,
         }
@@ -1382,8 +1389,11 @@ impl ConsensusNode {
         self.outputs.push_back(Output::Send { to: Some(from), message: Message::CatchUpRequest { finalized: self.finalized_height } });
     }
 
-    fn serve_catch_up(&mut self, to: NodeIndex, from: Height) {
+    fn serve_catch_up(&mut self, now: Time, to: NodeIndex, from: Height) {
         if from >= self.finalized_height {
+            return;
+        }
+        if self.catch_up_served.get(&to).is_some_and(|(at, top)| from < *top && now < at + CATCH_UP_REPEAT_INTERVAL) {
             return;
         }
         if from < self.base_height {
@@ -1438,6 +1448,7 @@ impl ConsensusNode {
             return;
         }
         let more = top < self.finalized_height;
+        self.catch_up_served.insert(to, (now, top));
         let catch_up = CatchUp { blocks, finalization, notarized, beacons, more };
         self.outputs.push_back(Output::Send { to: Some(to), message: Message::CatchUp(Arc::new(catch_up)) });
     }

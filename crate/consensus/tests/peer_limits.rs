@@ -4,7 +4,7 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-use tabnet_consensus::{Aggregate, Artifact, Beacon, Block, Config, ConsensusNode, Crypto, Cup, Hash, IngressCheck, Kind, Message, NodeIndex, Sig, SimCrypto, SimKeys, Start, Time};
+use tabnet_consensus::{Aggregate, Artifact, Beacon, Block, Config, ConsensusNode, Crypto, Cup, Hash, IngressCheck, Kind, Message, NodeIndex, Output, Sig, SimCrypto, SimKeys, Start, Time};
 
 const N: usize = 4;
 
@@ -115,4 +115,77 @@ fn one_senders_junk_does_not_take_an_honest_peers_place() {
     let sig = SimCrypto::new(2, keys).combine(Kind::Beacon, &msg, &shares).unwrap();
     push(&mut node, 2, Artifact::Aggregate(Aggregate { kind: Kind::Beacon, height: 3, content: parent, signers: Vec::new(), sig }));
     assert_eq!(node.unvalidated_len(), held + 1, "an honest peer's beacon was refused: one sender's junk filled its place");
+}
+
+/// Four honest nodes on a perfect network, run until node 0 has finalized `height`.
+fn subnet_at(height: u64) -> Vec<ConsensusNode> {
+    let keys = SimKeys::new(N, 2);
+    let mut nodes: Vec<ConsensusNode> = (0..N)
+        .map(|i| {
+            let config = Config { unit_delay: 100, initial_notary_delay: 30, ..Config::default() };
+            ConsensusNode::new(config, Arc::new(SimCrypto::new(i, keys.clone())), Arc::new(AnyIngress), Start::genesis(&[1; 32]))
+        })
+        .collect();
+    let mut now = 1_000;
+    while nodes[0].finalized_height() < height {
+        assert!(now < 100_000, "the subnet does not finalize");
+        now += 10;
+        for node in nodes.iter_mut() {
+            node.on_timer(now);
+        }
+        // Deliver everything sent, and execute what is finalized, until all is quiet.
+        loop {
+            let mut sent = Vec::new();
+            for (i, node) in nodes.iter_mut().enumerate() {
+                while let Some(output) = node.poll() {
+                    match output {
+                        Output::Send { to, message } => sent.push((i, to, message)),
+                        Output::Deliver(batch) => {
+                            let checkpoint = batch.checkpoint.then_some([9; 32]);
+                            node.on_executed(now, batch.height, [batch.height as u8; 32], checkpoint);
+                        }
+                        _ => {}
+                    }
+                }
+            }
+            if sent.is_empty() {
+                break;
+            }
+            for (from, to, message) in sent {
+                for (k, node) in nodes.iter_mut().enumerate() {
+                    if k != from && to.is_none_or(|t| t == k) {
+                        node.on_message(now, from, message.clone());
+                    }
+                }
+            }
+        }
+    }
+    nodes
+}
+
+#[test]
+fn catch_up_requests_repeated_by_one_peer_are_not_answered_each_time() {
+    let mut nodes = subnet_at(3);
+    let node = &mut nodes[0];
+    while node.poll().is_some() {}
+    let now = 200_000;
+    // Peer 1 asks for everything since genesis 100 times in a row.
+    for _ in 0..100 {
+        node.on_message(now, 1, Message::CatchUpRequest { finalized: 0 });
+    }
+    let mut answers = 0;
+    while let Some(output) = node.poll() {
+        if let Output::Send { to: Some(1), message: Message::CatchUp(_) } = output {
+            answers += 1;
+        }
+    }
+    assert_eq!(answers, 1, "one peer asking again and again was answered {answers} times (each answer up to 8 MiB)");
+    // A second later it may ask again; a follow-up from the top of what it got is answered at once.
+    node.on_message(now + 1_000, 1, Message::CatchUpRequest { finalized: 0 });
+    node.on_message(now + 1_000, 2, Message::CatchUpRequest { finalized: 0 });
+    let served: Vec<usize> = std::iter::from_fn(|| node.poll()).filter_map(|o| match o {
+        Output::Send { to: Some(to), message: Message::CatchUp(_) } => Some(to),
+        _ => None,
+    }).collect();
+    assert_eq!(served, [1, 2]);
 }
