@@ -34,7 +34,9 @@ die() { echo "fuzz.sh: $*" >&2; exit 2; }
 # or a process over -rss_limit_mb, is a crash) and the time one input may take (a hang).
 max_len() {
   case "$1" in
-    wasm_module | gossip_codec) echo 65536 ;;
+    # The real canisters of target/canisters/ are 0.2 to 0.5 MiB.
+    wasm_module) echo 1048576 ;;
+    gossip_codec) echo 65536 ;;
     management_args) echo 8192 ;;
     *) echo 16384 ;;
   esac
@@ -80,12 +82,15 @@ run() {
   local corpus="$OUT/corpus/$t" artifacts="$OUT/artifacts/$t"
   mkdir -p "$corpus" "$artifacts" "$OUT/logs"
   local dirs=("$corpus" "fuzz/corpus/$t")
-  # The Wasm loader also starts from the project's real canisters when they are built.
-  if [ "$t" = wasm_module ] && [ -d target/canisters ]; then dirs+=(target/canisters); fi
+  # The Wasm loader also starts from the project's real canisters when they are built
+  # (scripts/build-canisters.sh); only their modules, not the .did files beside them.
+  if [ "$t" = wasm_module ] && compgen -G 'target/canisters/*.wasm' >/dev/null; then
+    mkdir -p "$OUT/canisters" && cp target/canisters/*.wasm "$OUT/canisters/" && dirs+=("$OUT/canisters")
+  fi
   step "$t for ${seconds}s (log: $log)"
   "$BIN/$t" -max_total_time="$seconds" -max_len="$(max_len "$t")" -timeout="$TIMEOUT_SECONDS" \
     -rss_limit_mb="$RSS_LIMIT_MB" -malloc_limit_mb="$(malloc_limit_mb "$t")" \
-    -artifact_prefix="$artifacts/" -print_final_stats=1 -jobs=1 -workers=1 "${dirs[@]}" >"$log" 2>&1 || status=$?
+    -artifact_prefix="$artifacts/" -print_final_stats=1 "${dirs[@]}" >"$log" 2>&1 || status=$?
   local execs rate
   execs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$log" | tail -1)
   rate=$(sed -n 's/^stat::average_exec_per_sec: *//p' "$log" | tail -1)
