@@ -164,8 +164,13 @@ pub async fn serve(settings: Settings) -> Result<(), String> {
     .map_err(|e| format!("cannot open the state in {}: {e}", state_dir.display()))?;
     let node = Node::new(replica, None);
     let (stop_tx, stop_rx) = watch::channel(false);
-    let executor = tokio::spawn(run_rounds(node.clone(), stop_rx));
-    let result = serve_node(node, Settings { bind, port, state_dir, www, memory_capacity }).await;
+    let mut executor = tokio::spawn(run_rounds(node.clone(), stop_rx));
+    // A round that cannot be stored stops the node: serving on would answer from a state that
+    // a restart no longer has.
+    let result = tokio::select! {
+        served = serve_node(node, Settings { bind, port, state_dir, www, memory_capacity }) => served,
+        stopped = &mut executor => return stopped.unwrap_or_else(|e| Err(format!("the round executor panicked: {e}"))),
+    };
     let _ = stop_tx.send(true);
     // The round in progress finishes and is stored, unless it takes too long (the log is safe
     // against a stop at any point, as against a crash).
@@ -274,19 +279,21 @@ async fn signal() {
 }
 
 /// The executor: one round at a time, never concurrently.
-async fn run_rounds(node: Arc<Node>, mut stop: watch::Receiver<bool>) {
+/// Ends when told to stop, or with the error of a round that failed (its state could not be
+/// stored: the store refuses further writes, and a restart resumes from what is durable).
+async fn run_rounds(node: Arc<Node>, mut stop: watch::Receiver<bool>) -> Result<(), String> {
     loop {
         tokio::select! {
             _ = node.wake.notified() => {}
             _ = tokio::time::sleep(IDLE_ROUND) => {}
-            _ = stop.changed() => return,
+            _ = stop.changed() => return Ok(()),
         }
         let n = node.clone();
         let result = tokio::task::spawn_blocking(move || n.with_replica(|r| r.tick(now_nanos(), random32()))).await;
         match result {
             Ok(Ok(_)) => {}
-            Ok(Err(e)) => eprintln!("tabnet: round failed: {e}"),
-            Err(e) => eprintln!("tabnet: round panicked: {e}"),
+            Ok(Err(e)) => return Err(format!("round failed: {e}")),
+            Err(e) => return Err(format!("round panicked: {e}")),
         }
         node.rounds.send_modify(|r| *r += 1);
     }

@@ -128,3 +128,60 @@ fn the_state_directory_and_its_files_are_private() {
     }
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// A tmpfs of `mib` MiB mounted at a fresh directory for the life of the value (needs root).
+struct SmallDisk(PathBuf);
+
+impl SmallDisk {
+    fn mount(name: &str, mib: u32) -> Option<SmallDisk> {
+        let dir = state_dir(name);
+        std::fs::create_dir_all(&dir).unwrap();
+        let mounted = Command::new("mount").args(["-t", "tmpfs", "-o", &format!("size={mib}m"), "tmpfs"]).arg(&dir).status();
+        if mounted.map(|s| s.success()).unwrap_or(false) {
+            Some(SmallDisk(dir))
+        } else {
+            let _ = std::fs::remove_dir(&dir);
+            None
+        }
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(&self.0).status();
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+#[test]
+fn a_node_whose_disk_fills_up_stops_instead_of_serving_state_it_cannot_keep() {
+    let Some(disk) = SmallDisk::mount("full-disk", 8) else {
+        eprintln!("skipped: mounting a small tmpfs needs root");
+        return;
+    };
+    let state = disk.0.join("state");
+    let mut child = spawn(&state);
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+    assert!(line.starts_with("tabnet listening on"), "the node did not start: {line:?}");
+    // Take every byte left; the node's next round cannot be stored.
+    let filler = std::fs::File::create(disk.0.join("filler")).unwrap();
+    let mut filler = std::io::BufWriter::new(filler);
+    let chunk = vec![0u8; 64 * 1024];
+    while std::io::Write::write_all(&mut filler, &chunk).is_ok() {}
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("the node kept running on a full disk");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr).unwrap();
+    assert!(!status.success(), "{stderr}");
+    assert!(stderr.contains("round failed"), "{stderr}");
+}
