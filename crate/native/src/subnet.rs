@@ -114,6 +114,9 @@ impl SubnetFile {
     pub fn read(dir: &Path) -> Result<Self, String> {
         let path = dir.join(CONFIG_FILE);
         let text = std::fs::read_to_string(&path).map_err(|e| format!("cannot read {}: {e} (run `tabnet init-subnet` first)", path.display()))?;
+        // Written world-readable by earlier versions: tighten it.
+        std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o600))
+            .map_err(|e| format!("cannot make {} private: {e}", path.display()))?;
         Self::parse(&text).map_err(|e| format!("{}: {e}", path.display()))
     }
 }
@@ -128,8 +131,9 @@ pub fn init(dir: &Path, nodes: usize, port: u16, dkg_interval: u64) -> Result<Su
     getrandom::getrandom(&mut dealer_seed).map_err(|e| format!("no OS randomness: {e}"))?;
     let file = SubnetFile { nodes, port, dealer_seed, dkg_interval };
     file.check()?;
-    std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
-    std::fs::write(&path, file.render()).map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+    // The file holds the dealer's seed, every key of the subnet: for this user's eyes only.
+    crate::log_store::create_private_dir(dir)?;
+    crate::log_store::write_durably(&path, &[file.render().as_bytes()])?;
     Ok(file)
 }
 
@@ -323,8 +327,13 @@ pub async fn run_node(dir: &Path, index: usize, www: Option<PathBuf>) -> Result<
         memory_capacity: None,
     };
     let node = server::Node::new(replica, Some(inbox_tx));
-    let driver = tokio::spawn(drive(consensus, node.clone(), inbox, inbound, peers, persisted, checkpoints));
-    let result = server::serve_node(node, settings).await;
+    let mut driver = tokio::spawn(drive(consensus, node.clone(), inbox, inbound, peers, persisted, checkpoints));
+    // A node that cannot store what it executed or signed stops: serving on would answer from,
+    // or sign over, a state a restart would not have.
+    let result = tokio::select! {
+        served = server::serve_node(node, settings) => served,
+        stopped = &mut driver => return stopped.unwrap_or_else(|e| Err(format!("consensus panicked: {e}"))),
+    };
     driver.abort();
     result
 }
@@ -345,7 +354,7 @@ async fn drive(
     peers: Vec<Option<mpsc::Sender<Arc<Vec<u8>>>>>,
     mut persisted: Persisted,
     mut checkpoints: Checkpoints,
-) {
+) -> Result<(), String> {
     let mut sync: Option<StateSync> = None;
     let mut sync_started = std::time::Instant::now();
     loop {
@@ -371,7 +380,7 @@ async fn drive(
                 Some(Input::Ingress(bytes, reply)) => {
                     let _ = reply.send(consensus.submit_ingress(now_millis(), Ingress { bytes }).map(|_| ()));
                 }
-                None => return,
+                None => return Ok(()),
             },
             _ = sleep => {
                 consensus.on_timer(now_millis());
@@ -391,8 +400,7 @@ async fn drive(
                     if !unsaved.is_empty() {
                         let records = std::mem::take(&mut unsaved);
                         if let Err(e) = node.blocking_replica(move |r| r.put_records(&records)).await {
-                            eprintln!("tabnet: cannot store what this node signed: {e}");
-                            return;
+                            return Err(format!("cannot store what this node signed: {e}"));
                         }
                     }
                     send(&peers, to, &message);
@@ -418,17 +426,13 @@ async fn drive(
                     match result {
                         Ok((state_hash, checkpoint)) => {
                             let hash = checkpoint.as_ref().map(Checkpoint::hash);
+                            // Consensus signs over the checkpoint's hash: it must be on disk to serve.
                             if let Some(c) = checkpoint {
-                                if let Err(e) = checkpoints.add(c) {
-                                    eprintln!("tabnet: {e}");
-                                }
+                                checkpoints.add(c)?;
                             }
                             consensus.on_executed(now_millis(), height, state_hash, hash);
                         }
-                        Err(e) => {
-                            eprintln!("tabnet: executing height {height} failed: {e}");
-                            return;
-                        }
+                        Err(e) => return Err(format!("executing height {height} failed: {e}")),
                     }
                 }
                 Output::Certified { height, certification, .. } => {
@@ -449,7 +453,7 @@ async fn drive(
                     match served {
                         Ok(true) => node.round_done(),
                         Ok(false) => {}
-                        Err(e) => eprintln!("tabnet: cannot store the certification of height {height}: {e}"),
+                        Err(e) => return Err(format!("cannot store the certification of height {height}: {e}")),
                     }
                 }
                 Output::StateSyncNeeded(cup) => match &mut sync {
@@ -472,8 +476,7 @@ async fn drive(
             let records = std::mem::take(&mut unsaved);
             let old = std::mem::take(&mut persisted.forgotten);
             if let Err(e) = node.blocking_replica(move |r| r.delete_records(&old).and_then(|_| r.put_records(&records))).await {
-                eprintln!("tabnet: cannot store what consensus persists: {e}");
-                return;
+                return Err(format!("cannot store what consensus persists: {e}"));
             }
         }
         // State sync: blocks may have brought the node there after all; else ask, and install
@@ -494,10 +497,7 @@ async fn drive(
                     "tabnet: state sync brought this node to height {height} ({size} bytes of state) in {} ms",
                     sync_started.elapsed().as_millis()
                 ),
-                Err(e) => {
-                    eprintln!("tabnet: {e}");
-                    return;
-                }
+                Err(e) => return Err(e),
             }
         }
     }
@@ -554,6 +554,21 @@ mod tests {
         assert!(SubnetFile { nodes: 4, port: 65_530, dealer_seed: [0; 32], dkg_interval: 500 }.check().is_err());
         assert!(SubnetFile { dkg_interval: 1, ..file }.check().is_err());
         assert_eq!(SubnetFile::parse("nodes = 4\nport = 8000\ndealer_seed = 0707070707070707070707070707070707070707070707070707070707070707").unwrap().dkg_interval, 500);
+    }
+
+    #[test]
+    fn the_subnet_configuration_is_private() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = std::env::temp_dir().join(format!("tabnet-subnet-conf-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        init(&dir, 4, 8000, 500).unwrap();
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!((mode(&dir), mode(&dir.join(CONFIG_FILE))), (0o700, 0o600));
+        // A file an earlier version left readable is tightened when read.
+        std::fs::set_permissions(dir.join(CONFIG_FILE), std::fs::Permissions::from_mode(0o644)).unwrap();
+        SubnetFile::read(&dir).unwrap();
+        assert_eq!(mode(&dir.join(CONFIG_FILE)), 0o600);
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]
