@@ -527,3 +527,23 @@ fn cbor_limits_hold_for_hostile_shapes() {
     let body = alice.envelope(call_content(alice.principal(), MANAGEMENT_CANISTER, "m", vec![0; 100_000], NOW));
     assert!(check_cbor_limits(&body).is_ok());
 }
+
+#[test]
+fn the_effective_canister_id_of_a_large_management_call_is_found_past_its_payload() {
+    #[derive(CandidType)]
+    struct UploadChunkArgs {
+        canister_id: Principal,
+        chunk: serde_bytes::ByteBuf,
+    }
+    let mut r = new_replica();
+    let alice = Identity::new(1);
+    create_canister(&mut r, &alice, NOW);
+    let canister = canister_id_from_index(0);
+    // Only `canister_id` is read: a 1 MiB chunk, and the most a message may carry, are skipped.
+    for size in [1 << 20, (2 << 20) - 4096] {
+        let arg = Encode!(&UploadChunkArgs { canister_id: canister, chunk: serde_bytes::ByteBuf::from(vec![7u8; size]) }).unwrap();
+        let content = call_content(alice.principal(), MANAGEMENT_CANISTER, "upload_chunk", arg, NOW + 60_000_000_000);
+        let submitted = r.submit_call(&alice.envelope(content), &canister, NOW);
+        assert!(submitted.is_ok(), "a {size}-byte chunk: {submitted:?}");
+    }
+}
