@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs every test of tabnet: native Rust tests, the same execution tests as wasm32 in headless
 # Chromium, the end-to-end tests with DFINITY's agent-js and ic-agent against the native node,
-# and the web app in headless Chromium.
+# and the web app in headless Chromium, and every fuzz target briefly.
 # Sets up what it needs first (scripts/setup.sh), so it works on a fresh machine.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -29,3 +29,6 @@ TABNET_BIN="$root/target/debug/tabnet" node --test --test-concurrency=1 tests/ag
 echo; echo "== test: the end-to-end tests again, against a 4-process subnet (ic-agent through node 2, agent-js through node 1)"
 TABNET_NODES=4 TABNET_NODE_INDEX=2 cargo test -p tabnet-agent-tests
 TABNET_NODES=4 TABNET_BIN="$root/target/debug/tabnet" node --test --test-concurrency=1 tests/agent-js/
+
+echo; echo "== fuzz: every target briefly (scripts/fuzz.sh --brief; for hours: see the README)"
+scripts/fuzz.sh --brief
