@@ -90,7 +90,7 @@ run() {
   step "$t for ${seconds}s (log: $log)"
   "$BIN/$t" -max_total_time="$seconds" -max_len="$(max_len "$t")" -timeout="$TIMEOUT_SECONDS" \
     -rss_limit_mb="$RSS_LIMIT_MB" -malloc_limit_mb="$(malloc_limit_mb "$t")" \
-    -artifact_prefix="$artifacts/" -print_final_stats=1 "${dirs[@]}" >"$log" 2>&1 || status=$?
+    -artifact_prefix="$artifacts/" -print_final_stats=1 ${SEED:+-seed="$SEED"} "${dirs[@]}" >"$log" 2>&1 || status=$?
   local execs rate
   execs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$log" | tail -1)
   rate=$(sed -n 's/^stat::average_exec_per_sec: *//p' "$log" | tail -1)
@@ -103,10 +103,12 @@ run() {
   return "$status"
 }
 
-mode=build seconds=0 names=()
+mode=build seconds=0 names=() SEED=${FUZZ_SEED:-}
 case "${1:-}" in
   "") ;;
-  --brief) mode=run seconds=$BRIEF_SECONDS ;;
+  # CI's brief runs start from a fixed seed, so that what they try is the same each time (a
+  # finding there is a bug to reproduce, not a roll of the dice); long runs explore anew.
+  --brief) mode=run seconds=$BRIEF_SECONDS SEED=${FUZZ_SEED:-1} ;;
   --seconds) [ $# -ge 2 ] || die "--seconds S [target...]"; mode=run seconds=$2; shift; names=("${@:2}") ;;
   --hours) [ $# -ge 2 ] || die "--hours H [target...]"; mode=run seconds=$(awk "BEGIN { printf \"%d\", $2 * 3600 }"); shift; names=("${@:2}") ;;
   --seeds) mode=seeds ;;
