@@ -370,21 +370,45 @@ async fn require_cbor(request: Request, next: Next) -> Response {
 async fn read_body(State(node): State<Arc<Node>>, request: Request, next: Next) -> Response {
     let too_large = || error(HttpError { status: 413, message: format!("Request body is larger than {MAX_BODY_BYTES} bytes") });
     let declared = request.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
-    if declared.is_some_and(|n| n > MAX_BODY_BYTES as u64) {
+    if declared.is_some_and(|n| n > MAX_DRAINED_BYTES as u64) {
         return too_large();
     }
     let slot = node.body_slots.clone().acquire_owned().await.expect("never closed");
     let (parts, body) = request.into_parts();
-    let bytes = match tokio::time::timeout(BODY_READ_TIMEOUT, axum::body::to_bytes(body, MAX_BODY_BYTES)).await {
+    let bytes = match tokio::time::timeout(BODY_READ_TIMEOUT, collect_body(body)).await {
         Err(_) => {
             return error(HttpError { status: 408, message: format!("Request body not received within {} s", BODY_READ_TIMEOUT.as_secs()) })
         }
-        Ok(Err(e)) if e.to_string().contains("length limit") => return too_large(),
         Ok(Err(e)) => return error(HttpError::bad_request(format!("Could not read the request body: {e}"))),
-        Ok(Ok(bytes)) => bytes,
+        Ok(Ok(None)) => return too_large(),
+        Ok(Ok(Some(bytes))) => bytes,
     };
-    let held = Bytes::from_owner(HeldBody { bytes, _slot: slot });
+    let held = Bytes::from_owner(HeldBody { bytes: Bytes::from(bytes), _slot: slot });
     next.run(Request::from_parts(parts, Body::from(held))).await
+}
+
+/// A body a little over the limit is read to its end (and dropped) before the 413, so that a
+/// client still sending it sees the answer instead of a reset connection.
+const MAX_DRAINED_BYTES: usize = 4 * MAX_BODY_BYTES;
+
+/// The body's bytes, or `None` if it is larger than `MAX_BODY_BYTES` (then read on and
+/// dropped up to `MAX_DRAINED_BYTES`). The buffer grows only as bytes arrive.
+async fn collect_body(mut body: Body) -> Result<Option<Vec<u8>>, axum::Error> {
+    use axum::body::HttpBody;
+    let mut bytes = Vec::new();
+    let mut received = 0usize;
+    while let Some(frame) = std::future::poll_fn(|cx| std::pin::Pin::new(&mut body).poll_frame(cx)).await {
+        let Ok(data) = frame?.into_data() else { continue };
+        received += data.len();
+        if received <= MAX_BODY_BYTES {
+            bytes.extend_from_slice(&data);
+        } else if received > MAX_DRAINED_BYTES {
+            return Ok(None);
+        } else {
+            bytes = Vec::new();
+        }
+    }
+    Ok((received <= MAX_BODY_BYTES).then_some(bytes))
 }
 
 /// A request body with the slot it occupies.
