@@ -312,6 +312,7 @@ pub fn router(node: Arc<Node>) -> Router {
         .route("/api/v3/canister/{ecid}/read_state", post(read_state))
         .route("/api/v2/subnet/{subnet}/read_state", post(read_state_subnet))
         .route("/api/v3/subnet/{subnet}/read_state", post(read_state_subnet))
+        // `read_body` enforces the limit; this raises the `Bytes` extractor's own (2 MB) to it.
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(middleware::from_fn_with_state(node.clone(), read_body))
         .layer(middleware::from_fn(require_cbor));
