@@ -6,6 +6,7 @@ mod install;
 pub mod types;
 
 use crate::hypervisor::WasmResult;
+use crate::SubnetConfig;
 use crate::scheduler::{ExecutionEnvironment, IngressMessage};
 use crate::state::{
     CallOrigin, CanisterState, CanisterStatus, LogVisibility, Request, ResponsePayload, SystemState,
@@ -121,15 +122,53 @@ pub(crate) fn execute(env: &mut ExecutionEnvironment, req: Request) {
 }
 
 /// Management methods that answer as queries (controllers only / per log visibility).
-pub(crate) fn query(env: &mut ExecutionEnvironment, sender: Principal, method: &str, arg: &[u8]) -> Result<WasmResult, UserError> {
+/// What the management canister's status and log queries read of a canister: from the live
+/// state or from a query view (which keeps no live instance).
+pub(crate) struct CanisterFacts<'a> {
+    pub system: &'a SystemState,
+    /// [`CanisterState::memory_usage`].
+    pub memory_usage: u64,
+    pub wasm: Option<WasmFacts<'a>>,
+}
+
+/// The installed module and the sizes of heap, stable memory and globals, in bytes.
+pub(crate) struct WasmFacts<'a> {
+    pub module: &'a crate::hypervisor::CanisterModule,
+    pub heap: usize,
+    pub stable: usize,
+    pub globals: usize,
+}
+
+impl<'a> CanisterFacts<'a> {
+    pub fn of(c: &'a CanisterState) -> Self {
+        let wasm = c.execution.as_ref().map(|e| WasmFacts {
+            module: e.module(),
+            heap: e.heap_bytes().len(),
+            stable: e.stable_bytes().len(),
+            globals: 8 * e.global_values().len(),
+        });
+        CanisterFacts { system: &c.system, memory_usage: c.memory_usage(), wasm }
+    }
+}
+
+/// Answers a query to the management canister; `canister` finds the canister it is about.
+pub(crate) fn query<'a>(
+    config: &SubnetConfig,
+    canister: impl Fn(&CanisterId) -> Option<CanisterFacts<'a>>,
+    sender: Principal,
+    method: &str,
+    arg: &[u8],
+) -> Result<WasmResult, UserError> {
     let reply = match method {
         "canister_status" => {
             let args: CanisterIdRecord = decode(arg)?;
-            canister_status(env, sender, &args.canister_id)?
+            let c = canister(&args.canister_id).ok_or_else(|| not_found(&args.canister_id))?;
+            status_of(config, sender, &args.canister_id, &c)?
         }
         "fetch_canister_logs" => {
             let args: CanisterIdRecord = decode(arg)?;
-            fetch_canister_logs(env, sender, &args.canister_id)?
+            let c = canister(&args.canister_id).ok_or_else(|| not_found(&args.canister_id))?;
+            logs_of(sender, c.system)?
         }
         _ => return Err(unknown_method(method)),
     };
@@ -368,20 +407,23 @@ fn update_settings(env: &mut ExecutionEnvironment, sender: Principal, args: Upda
 
 fn canister_status(env: &ExecutionEnvironment, sender: Principal, id: &CanisterId) -> Result<Vec<u8>, UserError> {
     let c = env.state.canister(id).ok_or_else(|| not_found(id))?;
+    status_of(&env.config, sender, id, &CanisterFacts::of(c))
+}
+
+fn status_of(config: &SubnetConfig, sender: Principal, id: &CanisterId, c: &CanisterFacts) -> Result<Vec<u8>, UserError> {
+    let s = c.system;
     if sender != *id {
-        check_controller(c, sender)?;
+        check_controller_of(s, sender)?;
     }
-    let s = &c.system;
-    let memory_size = c.memory_usage();
-    let (heap, stable, globals, module) = c.execution.as_ref().map_or((0, 0, 0, 0), |e| {
-        (e.heap_bytes().len(), e.stable_bytes().len(), 8 * e.global_values().len(), e.module().bytes().len())
-    });
-    let idle_per_second = env.config.cycles.idle_burn_per_second(
+    let memory_size = c.memory_usage;
+    let (heap, stable, globals, module) =
+        c.wasm.as_ref().map_or((0, 0, 0, 0), |w| (w.heap, w.stable, w.globals, w.module.bytes().len()));
+    let idle_per_second = config.cycles.idle_burn_per_second(
         memory_size.max(s.settings.memory_allocation),
         s.settings.compute_allocation,
     );
-    let custom_sections: usize = c.execution.as_ref().map_or(0, |e| {
-        let m = e.module();
+    let custom_sections: usize = c.wasm.as_ref().map_or(0, |w| {
+        let m = w.module;
         m.metadata_sections().filter_map(|(name, _)| m.metadata(name)).map(|(_, content)| content.len()).sum()
     });
     let result = CanisterStatusResult {
@@ -393,7 +435,7 @@ fn canister_status(env: &ExecutionEnvironment, sender: Principal, id: &CanisterI
         ready_for_migration: s.status == CanisterStatus::Stopped && s.input_queue.is_empty(),
         version: s.canister_version,
         settings: definite_settings(s),
-        module_hash: c.module_hash().map(|h| serde_bytes::ByteBuf::from(h.to_vec())),
+        module_hash: c.wasm.as_ref().map(|w| serde_bytes::ByteBuf::from(w.module.wasm_hash().to_vec())),
         memory_size: Nat::from(memory_size),
         memory_metrics: MemoryMetrics {
             wasm_memory_size: Nat::from(heap),
@@ -402,7 +444,7 @@ fn canister_status(env: &ExecutionEnvironment, sender: Principal, id: &CanisterI
             wasm_binary_size: Nat::from(module),
             custom_sections_size: Nat::from(custom_sections),
             canister_history_size: Nat::from(0u64),
-            wasm_chunk_store_size: Nat::from(c.wasm_chunk_store_bytes()),
+            wasm_chunk_store_size: Nat::from(s.wasm_chunk_store.values().map(|chunk| chunk.len() as u64).sum::<u64>()),
             snapshots_size: Nat::from(0u64),
         },
         cycles: Nat::from(s.cycles),
@@ -442,12 +484,11 @@ fn definite_settings(s: &SystemState) -> DefiniteCanisterSettings {
     }
 }
 
-fn fetch_canister_logs(env: &ExecutionEnvironment, sender: Principal, id: &CanisterId) -> Result<Vec<u8>, UserError> {
-    let c = env.state.canister(id).ok_or_else(|| not_found(id))?;
-    let allowed = match &c.system.settings.log_visibility {
+fn logs_of(sender: Principal, s: &SystemState) -> Result<Vec<u8>, UserError> {
+    let allowed = match &s.settings.log_visibility {
         LogVisibility::Public => true,
-        LogVisibility::Controllers => c.system.is_controller(&sender),
-        LogVisibility::AllowedViewers(viewers) => c.system.is_controller(&sender) || viewers.contains(&sender),
+        LogVisibility::Controllers => s.is_controller(&sender),
+        LogVisibility::AllowedViewers(viewers) => s.is_controller(&sender) || viewers.contains(&sender),
     };
     if !allowed {
         return Err(UserError::new(
@@ -455,8 +496,7 @@ fn fetch_canister_logs(env: &ExecutionEnvironment, sender: Principal, id: &Canis
             format!("Caller {sender} is not allowed to query ic00 method fetch_canister_logs"),
         ));
     }
-    let records = c
-        .system
+    let records = s
         .log
         .records
         .iter()
@@ -588,15 +628,19 @@ fn controlled_canister<'a>(env: &'a ExecutionEnvironment, sender: Principal, id:
 
 /// IC0512 unless `sender` controls the canister. A canister without controllers is immutable.
 fn check_controller(c: &CanisterState, sender: Principal) -> Result<(), UserError> {
-    if c.system.is_controller(&sender) {
+    check_controller_of(&c.system, sender)
+}
+
+fn check_controller_of(s: &SystemState, sender: Principal) -> Result<(), UserError> {
+    if s.is_controller(&sender) {
         return Ok(());
     }
-    let controllers: Vec<String> = c.system.controllers.iter().map(|p| p.to_text()).collect();
+    let controllers: Vec<String> = s.controllers.iter().map(|p| p.to_text()).collect();
     Err(UserError::new(
         ErrorCode::CanisterInvalidController,
         format!(
             "Only the controllers of the canister {} can control it.\nCanister's controllers: {}\nSender's ID: {}",
-            c.id(),
+            s.canister_id,
             controllers.join(" "),
             sender
         ),

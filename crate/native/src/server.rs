@@ -27,7 +27,8 @@ use axum::routing::{get, post};
 use axum::Router;
 use tabnet_execution::SubnetConfig;
 use tabnet_replica::{
-    authenticate, authenticate_call, rejection_body, replied_body, HttpError, QuerySigner, ReadStateScope, Replica, RequestId,
+    authenticate, authenticate_call, rejection_body, replied_body, HttpError, QuerySigner, QueryViews, ReadStateScope, Replica,
+    RequestId,
     RequestType, SubmitError,
 };
 use tabnet_types::{Principal, MANAGEMENT_CANISTER};
@@ -85,6 +86,9 @@ pub struct Node {
     consensus: Option<mpsc::Sender<Input>>,
     /// Signs query responses without taking the replica.
     signer: QuerySigner,
+    /// The certified state queries run on, published by the replica after each round: queries
+    /// never take the replica, so they never hold up rounds.
+    queries: QueryViews,
     /// Time from receiving a synchronous call to sending its certified reply.
     update_latency: Mutex<LatencyLog>,
     /// Wakes the executor when ingress arrives.
@@ -98,6 +102,7 @@ impl Node {
         let (rounds, _) = watch::channel(0u64);
         Arc::new(Node {
             signer: replica.query_signer(),
+            queries: replica.query_views(),
             status: Mutex::new(Bytes::from(replica.status())),
             certified_height: AtomicU64::new(replica.certified_height()),
             subnet_id: replica.subnet_id(),
@@ -598,7 +603,7 @@ async fn run_query(node: &Arc<Node>, scope: ReadStateScope, body: Bytes) -> Resu
     blocking(node, move |n| {
         let now = now_nanos();
         let request = authenticate(&body, RequestType::Query, scope, now)?;
-        let result = n.replica().run_query(&request, scope)?;
+        let result = n.queries.run_query(&request, scope)?;
         Ok(n.signer.sign(result, &request, now))
     })
     .await

@@ -17,7 +17,7 @@ pub use ingress::{IngressState, IngressStatus, RequestId};
 pub use read_state::ReadStateScope;
 pub use envelope::RequestType;
 pub use replica::{
-    authenticate, authenticate_call, rejection_body, replied_body, Authenticated, AuthenticatedCall, Member, QuerySigner, Replica,
+    authenticate, authenticate_call, rejection_body, replied_body, Authenticated, AuthenticatedCall, Member, QuerySigner, QueryViews, Replica,
     IMPL_VERSION,
 };
 pub use store::{MemoryStore, Store};

@@ -11,13 +11,15 @@
 //! the node's DER public key, as on the IC.
 
 use ciborium::Value;
-use std::sync::Arc;
+use std::collections::BTreeSet;
+use std::sync::{Arc, RwLock};
 
 use tabnet_crypto::{
     hash_of_map, CertifiedMap, self_authenticating_principal, sha256, BlsSecretKey, Certificate, HashedTree, LabeledTree, NodeSigningKey,
     IC_RESPONSE, IC_STATE_ROOT,
 };
 use tabnet_execution::hypervisor::WasmResult;
+use tabnet_execution::query_state::QueryState;
 use tabnet_execution::scheduler::{ExecutionEnvironment, IngressMessage as ExecIngress, IngressOutcome};
 use tabnet_execution::state::ReplicatedState;
 use tabnet_execution::SubnetConfig;
@@ -66,10 +68,19 @@ const CREATE_METHODS: [&str; 2] = ["provisional_create_canister_with_cycles", "c
 struct Certified {
     height: u64,
     time: u64,
-    /// The tree with its digests, so that each witness costs only what it reveals.
-    tree: HashedTree,
+    /// The tree with its digests, so that each witness costs only what it reveals (shared
+    /// with the query view of this state).
+    tree: Arc<HashedTree>,
     /// BLS signature over `IC_STATE_ROOT ‖ root hash`; valid for every witness of `tree`.
     signature: [u8; 48],
+    /// What queries run on (`None` before the first state is built).
+    queries: Option<Arc<QueryState>>,
+}
+
+impl Certified {
+    fn none() -> Self {
+        Certified { height: 0, time: 0, tree: Arc::new(HashedTree::new(&LabeledTree::SubTree(Default::default()))), signature: [0; 48], queries: None }
+    }
 }
 
 pub struct Replica<S: Store> {
@@ -87,6 +98,10 @@ pub struct Replica<S: Store> {
     certified: Certified,
     /// (Member of a subnet) the state executed last, waiting for consensus to certify it.
     pending: Option<Certified>,
+    /// Canisters changed since the last query state was built, which shares the others.
+    query_changed: BTreeSet<CanisterId>,
+    /// Where the certified state's query view is published, for queries off the replica.
+    query_views: QueryViews,
 }
 
 /// What a replica that is one node of a subnet knows about it.
@@ -150,6 +165,7 @@ impl<S: Store> Replica<S> {
         };
         let (state, history) = load_replicated(&store)?;
         let pool = IngressPool::default();
+        let query_views = QueryViews { subnet_id: subnet.subnet_id, current: Default::default() };
         // Calls that were accepted but not executed before a restart are lost from the pool;
         // they come back to the pool so that an acknowledged call is never dropped.
         let mut replica = Self {
@@ -161,8 +177,10 @@ impl<S: Store> Replica<S> {
             node_key,
             subnet,
             request_status: Arc::new(CertifiedMap::new()),
-            certified: Certified { height: 0, time: 0, tree: HashedTree::new(&LabeledTree::SubTree(Default::default())), signature: [0; 48] },
+            certified: Certified::none(),
             pending: None,
+            query_changed: BTreeSet::new(),
+            query_views,
         };
         replica.requeue_received()?;
         let time = replica.scheduler.state().metadata.time;
@@ -312,6 +330,7 @@ impl<S: Store> Replica<S> {
             Some(mut pending) if pending.height == height => {
                 pending.signature = signature;
                 self.certified = pending;
+                self.publish_queries();
                 true
             }
             other => {
@@ -380,7 +399,10 @@ impl<S: Store> Replica<S> {
         self.history = history;
         self.pool = IngressPool::default();
         self.request_status = Arc::new(CertifiedMap::new());
-        self.certified = Certified { height: 0, time: 0, tree: HashedTree::new(&LabeledTree::SubTree(Default::default())), signature: [0; 48] };
+        self.certified = Certified::none();
+        // Nothing of the old state may be shared with the new one's query view.
+        self.pending = None;
+        self.query_changed.clear();
         let (height, time) = (self.scheduler.state().metadata.round, self.scheduler.state().metadata.time);
         self.certify(height, time);
         Ok(self.pending.as_ref().expect("a member keeps the state it executed").tree.root_hash())
@@ -470,6 +492,7 @@ impl<S: Store> Replica<S> {
     fn persist(&mut self, executed: &[RequestId]) -> Result<(), String> {
         let dirty = self.scheduler.state_mut().take_dirty();
         canister_store::save(&mut self.store, self.scheduler.state(), &dirty)?;
+        self.query_changed.extend(dirty);
         for (id, status) in self.history.take_dirty() {
             match status {
                 Some(status) => self.store.put(&ingress_key(&id), &to_cbor(&status))?,
@@ -488,7 +511,7 @@ impl<S: Store> Replica<S> {
         // unless it must keep serving until consensus certifies the new one (then the map is
         // copied once here).
         if self.subnet_key.is_some() {
-            self.certified.tree = HashedTree::new(&LabeledTree::SubTree(Default::default()));
+            self.certified.tree = Arc::new(HashedTree::new(&LabeledTree::SubTree(Default::default())));
         }
         let request_status = Arc::make_mut(&mut self.request_status);
         for (id, status) in self.history.take_changed() {
@@ -497,24 +520,25 @@ impl<S: Store> Replica<S> {
                 None => request_status.remove(&id),
             }
         }
-        self.pending = None;
-        let tree = HashedTree::new(&state_tree::build(time, self.scheduler.state(), self.request_status.clone(), &self.subnet));
+        // The state built last, certified or pending, shares what did not change.
+        let previous = self.pending.take().and_then(|p| p.queries).or_else(|| self.certified.queries.clone());
+        let changed = std::mem::take(&mut self.query_changed);
+        let queries = Some(Arc::new(self.scheduler.query_state(previous.as_deref(), &changed, time)));
+        let tree = Arc::new(HashedTree::new(&state_tree::build(time, self.scheduler.state(), self.request_status.clone(), &self.subnet)));
         match &self.subnet_key {
             Some(key) => {
                 let signature = key.sign(&[IC_STATE_ROOT, &tree.root_hash()].concat());
-                self.certified = Certified { height, time, tree, signature };
+                self.certified = Certified { height, time, tree, signature, queries };
             }
             // Consensus signs `IC_STATE_ROOT ‖ root hash` with the subnet's threshold key.
-            None => self.pending = Some(Certified { height, time, tree, signature: [0; 48] }),
+            None => self.pending = Some(Certified { height, time, tree, signature: [0; 48], queries }),
         }
+        self.publish_queries();
     }
 
     /// A certificate revealing `paths` (and always `/time`) of the latest certified state.
     pub fn certificate(&self, paths: &[Vec<Vec<u8>>]) -> Vec<u8> {
-        let mut paths = paths.to_vec();
-        paths.push(vec![b"time".to_vec()]);
-        let tree = self.certified.tree.witness(&paths);
-        Certificate { tree, signature: self.certified.signature }.to_cbor()
+        certificate(&self.certified.tree, self.certified.signature, paths)
     }
 
     /// The certificate a synchronous call answers with: its request status and `/time`.
@@ -542,12 +566,7 @@ impl<S: Store> Replica<S> {
     }
 
     fn check_subnet(&self, scope: ReadStateScope) -> Result<(), HttpError> {
-        match scope {
-            ReadStateScope::Subnet(id) if id != self.subnet.subnet_id => {
-                Err(HttpError::not_found(format!("Subnet {} is not this subnet", id.to_text())))
-            }
-            _ => Ok(()),
-        }
+        check_subnet(self.subnet.subnet_id, scope)
     }
 
     // ---- queries ----
@@ -562,24 +581,27 @@ impl<S: Store> Replica<S> {
         Ok(self.query_signer().sign(result, &request, now))
     }
 
-    /// Runs an authenticated query; [`QuerySigner::sign`] makes the response.
+    /// Runs an authenticated query on the certified state's query view; [`QuerySigner::sign`]
+    /// makes the response.
     pub fn run_query(&mut self, request: &Authenticated, scope: ReadStateScope) -> Result<Result<WasmResult, UserError>, HttpError> {
-        self.check_subnet(scope)?;
-        self.require_certified_state()?;
-        let Content::Query(call) = &request.0.content else { unreachable!("authenticated as a query") };
-        let data_certificate = self.certificate(&[vec![
-            b"canister".to_vec(),
-            call.canister_id.as_slice().to_vec(),
-            b"certified_data".to_vec(),
-        ]]);
-        Ok(self.scheduler.query(
-            self.certified.time,
-            request.0.sender,
-            call.canister_id,
-            &call.method_name,
-            call.arg.clone(),
-            Some(data_certificate),
-        ))
+        self.query_views.run_query(request, scope)
+    }
+
+    /// Where this replica publishes the view queries run on, to answer them without it.
+    pub fn query_views(&self) -> QueryViews {
+        self.query_views.clone()
+    }
+
+    /// Publishes the certified state's query view (none while there is no certified state).
+    fn publish_queries(&self) {
+        let c = &self.certified;
+        let view = match (&c.queries, self.has_certified_state()) {
+            (Some(state), true) => {
+                Some(Arc::new(QueryView { tree: c.tree.clone(), signature: c.signature, state: state.clone() }))
+            }
+            _ => None,
+        };
+        *self.query_views.current.write().unwrap_or_else(|e| e.into_inner()) = view;
     }
 
     /// What signs query responses; it needs no replica state, so edges sign outside it.
@@ -598,6 +620,57 @@ impl<S: Store> Replica<S> {
             ("certified_height", Value::Integer(self.certified.height.into())),
         ])
     }
+}
+
+/// Where a replica publishes the query view of its certified state after each round; cheap
+/// to clone and shared with the edges, which answer queries with it without the replica, so a
+/// query never holds up rounds and a round never waits for a query.
+#[derive(Clone)]
+pub struct QueryViews {
+    subnet_id: Principal,
+    /// Held only to swap or clone the pointer.
+    current: Arc<RwLock<Option<Arc<QueryView>>>>,
+}
+
+/// The certified state as queries see it: immutable, shared by the queries that run on it.
+struct QueryView {
+    tree: Arc<HashedTree>,
+    signature: [u8; 48],
+    state: Arc<QueryState>,
+}
+
+impl QueryViews {
+    /// Runs an authenticated query on the latest certified state (it may take seconds: call it
+    /// off the async threads); [`QuerySigner::sign`] makes the response.
+    pub fn run_query(&self, request: &Authenticated, scope: ReadStateScope) -> Result<Result<WasmResult, UserError>, HttpError> {
+        check_subnet(self.subnet_id, scope)?;
+        let view = self.current.read().unwrap_or_else(|e| e.into_inner()).clone();
+        let view = view.ok_or_else(|| HttpError::unavailable("this node has no certified state yet; try again shortly"))?;
+        let Content::Query(call) = &request.0.content else { unreachable!("authenticated as a query") };
+        let data_certificate = certificate(
+            &view.tree,
+            view.signature,
+            &[vec![b"canister".to_vec(), call.canister_id.as_slice().to_vec(), b"certified_data".to_vec()]],
+        );
+        Ok(view.state.query(request.0.sender, call.canister_id, &call.method_name, call.arg.clone(), Some(data_certificate)))
+    }
+}
+
+/// A 404 unless `scope` is this subnet (`subnet_id`) or a canister.
+fn check_subnet(subnet_id: Principal, scope: ReadStateScope) -> Result<(), HttpError> {
+    match scope {
+        ReadStateScope::Subnet(id) if id != subnet_id => {
+            Err(HttpError::not_found(format!("Subnet {} is not this subnet", id.to_text())))
+        }
+        _ => Ok(()),
+    }
+}
+
+/// A certificate revealing `paths` (and always `/time`) of the state `tree` signed.
+fn certificate(tree: &HashedTree, signature: [u8; 48], paths: &[Vec<Vec<u8>>]) -> Vec<u8> {
+    let mut paths = paths.to_vec();
+    paths.push(vec![b"time".to_vec()]);
+    Certificate { tree: tree.witness(&paths), signature }.to_cbor()
 }
 
 /// Signs query responses as the node.

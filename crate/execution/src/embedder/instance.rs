@@ -177,6 +177,22 @@ impl ExecutionState {
         Self::from_parts(self.module.clone(), self.heap_bytes(), self.stable_bytes().to_vec(), &self.global_values())
     }
 
+    /// Copies of heap, stable memory and globals, for [`Self::from_memories`]. The heap's
+    /// all-zero pages are not written, so they cost no memory.
+    pub fn copy_memories(&self) -> (Vec<u8>, Vec<u8>, Vec<GlobalValue>) {
+        (copy_of(self.heap_bytes()), self.stable_bytes().to_vec(), self.global_values())
+    }
+
+    /// Rebuilds a state from [`Self::copy_memories`] with the same (compiled) module.
+    pub fn from_memories(
+        module: Arc<CanisterModule>,
+        heap: &[u8],
+        stable: Vec<u8>,
+        globals: &[GlobalValue],
+    ) -> Result<Self, UserError> {
+        Self::from_parts(module, heap, stable, globals)
+    }
+
     pub fn snapshot(&self) -> ExecutionSnapshot {
         ExecutionSnapshot {
             module: self.module.bytes().to_vec(),

@@ -87,7 +87,12 @@ impl Env {
     }
 
     pub fn query(&mut self, sender: Principal, canister: CanisterId, method: &str, arg: Vec<u8>) -> Outcome {
-        match self.env.query(self.time, sender, canister, method, arg, None) {
+        // Every query also runs on the state published for queries: it must answer the same.
+        let published = self.env.query_state(None, &Default::default(), self.time);
+        let on_view = published.query(sender, canister, method, arg.clone(), None);
+        let live = self.env.query(self.time, sender, canister, method, arg, None);
+        assert_eq!(live, on_view, "a query on the published state answers as on the live state");
+        match live {
             Ok(tabnet_execution::hypervisor::WasmResult::Reply(b)) => Ok(b),
             Ok(tabnet_execution::hypervisor::WasmResult::Reject(m)) => {
                 Err((RejectCode::CanisterReject, m, ErrorCode::CanisterRejectedMessage))
