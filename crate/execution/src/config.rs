@@ -25,6 +25,10 @@ pub struct SubnetConfig {
     pub max_reply_bytes_query: usize,
     pub max_certified_data_bytes: usize,
     pub max_controllers: usize,
+    /// Calls a canister may have outstanding at once; `call_perform` beyond it fails
+    /// (SYS_TRANSIENT). Each holds a callback and keeps its call context open.
+    #[serde(default = "default_max_outstanding_calls")]
+    pub max_outstanding_calls: usize,
     pub max_best_effort_timeout_seconds: u32,
     /// Balance given by `provisional_create_canister_with_cycles` when none is named.
     pub provisional_default_cycles: u128,
@@ -52,9 +56,17 @@ impl SubnetConfig {
             max_reply_bytes_query: 3 * 1024 * 1024,
             max_certified_data_bytes: 32,
             max_controllers: 10,
+            max_outstanding_calls: default_max_outstanding_calls(),
             max_best_effort_timeout_seconds: 300,
             provisional_default_cycles: 100_000_000_000_000,
             default_freezing_threshold: 30 * 24 * 3600,
         }
     }
+}
+
+/// The IC's per-canister quota of guaranteed-response callbacks (50,000): with the memory each
+/// callback and call context counts (`state::CALLBACK_BYTES`), what one canister can make the
+/// node hold with calls that are never answered is bounded.
+fn default_max_outstanding_calls() -> usize {
+    50_000
 }

@@ -10,7 +10,7 @@ mod instance;
 mod instrument;
 mod module;
 
-pub use instance::{ExecutionSnapshot, ExecutionState, GlobalValue};
+pub use instance::{ExecutionSnapshot, ExecutionState, GlobalValue, Step};
 pub use module::{CanisterModule, MAX_MODULE_BYTES, SYSTEM_EXPORTS};
 
 use crate::hypervisor::{ApiType, EntryPoint, ExecutionOutcome, ExecutionParameters, SystemStateView};

@@ -11,7 +11,7 @@
 use serde::{Deserialize, Serialize};
 use tabnet_types::{CanisterId, Principal, RejectCode, UserError};
 
-pub use crate::embedder::{execute, CanisterModule, ExecutionSnapshot, ExecutionState};
+pub use crate::embedder::{execute, CanisterModule, ExecutionSnapshot, ExecutionState, Step};
 
 /// A closure in the canister's table: `func` is the table index of a `(env) -> ()` function.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -21,7 +21,7 @@ pub struct WasmClosure {
 }
 
 /// What to run.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum EntryPoint {
     /// An exported function, by its full export name, e.g. `canister_update inc`.
     Export(String),
@@ -30,7 +30,7 @@ pub enum EntryPoint {
 }
 
 /// The context an entry point runs in; it decides which ic0 functions are allowed.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum ApiType {
     /// The module's `(start)` function at installation.
     Start,
@@ -66,7 +66,7 @@ pub enum CanisterStatusKind {
 }
 
 /// What the System API may read of the canister's and the subnet's system state.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SystemStateView {
     pub canister_id: CanisterId,
     pub controllers: Vec<Principal>,
@@ -91,7 +91,7 @@ pub struct SystemStateView {
 }
 
 /// Limits for one execution.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ExecutionParameters {
     pub instruction_limit: u64,
     /// Maximum heap size in bytes (the smaller of the subnet limit and `wasm_memory_limit`).

@@ -77,6 +77,11 @@ fn effective_canister_id(method: &str, arg: &[u8]) -> Option<CanisterId> {
     }
 }
 
+/// The canister a management request is about, if it names one.
+pub(crate) fn target_canister(req: &Request) -> Option<CanisterId> {
+    effective_canister_id(&req.method, &req.arg)
+}
+
 /// Whether an ingress message to `aaaaa-aa` may enter (the replica's ingress filter).
 pub(crate) fn check_ingress(env: &ExecutionEnvironment, msg: &IngressMessage) -> Result<(), UserError> {
     let m = msg.method.as_str();

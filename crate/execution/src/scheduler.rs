@@ -11,7 +11,7 @@ use crate::config::SubnetConfig;
 use crate::hypervisor::{ApiType, EntryPoint, ExecutionParameters, ExecutionState, SystemStateView, WasmResult};
 use crate::management;
 use crate::state::{
-    CallContextId, CallOrigin, CanisterMessage, CanisterState, CanisterStatus, LowWasmMemoryHook, MessageId, ReplicatedState, Request,
+    AfterExecution, CallContextId, CallOrigin, CanisterMessage, CanisterState, CanisterStatus, LowWasmMemoryHook, MessageId, ReplicatedState, Request,
     ResponsePayload,
 };
 use sha2::{Digest, Sha256};
@@ -44,6 +44,9 @@ impl IngressOutcome {
 
 /// Instructions one round may run before the rest waits for the next round (the IC's 7B).
 pub const DEFAULT_ROUND_INSTRUCTION_LIMIT: u64 = 7_000_000_000;
+/// Instructions per slice of a long message (the IC's 2B): a message that needs more pauses
+/// and goes on in the next round (deterministic time slicing).
+pub const DEFAULT_SLICE_INSTRUCTIONS: u64 = 2_000_000_000;
 /// Passes over all queues per round, so that a ping-pong of messages cannot hold a round forever.
 const MAX_PASSES_PER_ROUND: usize = 1_000;
 /// Storage and compute allocation are charged at most this often (charging dirties the canister).
@@ -68,6 +71,9 @@ pub struct ExecutionEnvironment {
     pub(crate) root_key: Vec<u8>,
     /// Instructions per round; tests may lower it.
     pub round_instruction_limit: u64,
+    /// Instructions per slice of a long message; tests may lower it. Every replica of a
+    /// subnet must use the same.
+    pub slice_instructions: u64,
     round: Round,
 }
 
@@ -78,7 +84,15 @@ impl ExecutionEnvironment {
 
     /// Resume from a restored state.
     pub fn from_state(state: ReplicatedState, config: SubnetConfig, subnet_id: Principal, root_key: Vec<u8>) -> Self {
-        Self { state, config, subnet_id, root_key, round_instruction_limit: DEFAULT_ROUND_INSTRUCTION_LIMIT, round: Round::default() }
+        Self {
+            state,
+            config,
+            subnet_id,
+            root_key,
+            round_instruction_limit: DEFAULT_ROUND_INSTRUCTION_LIMIT,
+            slice_instructions: DEFAULT_SLICE_INSTRUCTIONS,
+            round: Round::default(),
+        }
     }
 
     pub fn state(&self) -> &ReplicatedState {
@@ -103,6 +117,11 @@ impl ExecutionEnvironment {
         self.state.state_hash()
     }
 
+    /// Instructions the last round executed (replicated executions, slices included).
+    pub fn round_instructions(&self) -> u64 {
+        self.round.instructions
+    }
+
     /// Executes one round at block time `time_nanos` with the round's random seed. Returns the
     /// ingress messages that completed in this round (possibly inducted in earlier rounds).
     pub fn execute_round(
@@ -122,6 +141,7 @@ impl ExecutionEnvironment {
         for msg in ingress {
             self.induct_ingress(msg);
         }
+        self.run_long_executions();
         self.run_heartbeats_and_timers();
         for _ in 0..MAX_PASSES_PER_ROUND {
             let progressed = self.run_one_pass();
@@ -147,7 +167,55 @@ impl ExecutionEnvironment {
         Ok(())
     }
 
+    /// Aborts every paused message: the canister is as before it, and the message starts over
+    /// from its beginning in a later round. The replica calls this before a checkpoint, at the
+    /// same height on every replica, so that a checkpoint holds no half-run message and a node
+    /// that starts from it goes on exactly as the others. Returns whether any was aborted.
+    pub fn abort_paused_executions(&mut self) -> bool {
+        let ids: Vec<CanisterId> =
+            self.state.canisters.iter().filter(|(_, c)| c.system.long_execution.is_some()).map(|(id, _)| *id).collect();
+        for id in &ids {
+            let c = self.state.canister_mut(id).expect("listed canister exists");
+            if let Some(exec) = c.execution.as_mut() {
+                if let Err(e) = exec.abort_paused() {
+                    // Rebuilding the instance failed: the canister keeps no Wasm state.
+                    c.system.log.push(crate::hypervisor::LogRecord { timestamp_nanos: self.round.time, content: e.message.into_bytes() });
+                    c.execution = None;
+                }
+            }
+            if let Some(long) = c.system.long_execution.as_mut() {
+                long.fuel_given = 0;
+                long.instructions_used = 0;
+            }
+        }
+        !ids.is_empty()
+    }
+
+    /// Whether the canister has a message running in slices (it runs nothing else meanwhile).
+    pub fn has_long_execution(&self, id: &CanisterId) -> bool {
+        self.state.canister(id).is_some_and(|c| c.system.long_execution.is_some())
+    }
+
     // ---- round steps ----
+
+    /// Paused messages go first, one slice each while the round's budget lasts; each round
+    /// starts at another canister so that a spent budget leaves out different ones.
+    fn run_long_executions(&mut self) {
+        let mut ids: Vec<CanisterId> =
+            self.state.canisters.iter().filter(|(_, c)| c.system.long_execution.is_some()).map(|(id, _)| *id).collect();
+        if ids.is_empty() {
+            return;
+        }
+        let start = (self.state.metadata.round % ids.len() as u64) as usize;
+        ids.rotate_left(start);
+        for id in ids {
+            if self.round_budget_spent() {
+                break;
+            }
+            let Some(long) = self.state.canister_mut(&id).and_then(|c| c.system.long_execution.take()) else { continue };
+            self.run_slice(&id, long);
+        }
+    }
 
     fn round_budget_spent(&self) -> bool {
         self.round.instructions >= self.round_instruction_limit
@@ -173,6 +241,8 @@ impl ExecutionEnvironment {
             c.system.charge(cost);
             c.system.last_charge_time = time;
             if !can_pay && c.execution.is_some() {
+                // A paused message goes with the code.
+                c.system.long_execution = None;
                 management::uninstall(self, &id);
             }
         }
@@ -306,7 +376,7 @@ impl ExecutionEnvironment {
                 break;
             }
             let Some(c) = self.state.canister(&id) else { continue };
-            if c.system.status != CanisterStatus::Running || c.execution.is_none() {
+            if c.system.status != CanisterStatus::Running || c.execution.is_none() || c.system.long_execution.is_some() {
                 continue;
             }
             let prepay = self.prepayment(c, self.config.max_instructions_per_update);
@@ -317,7 +387,7 @@ impl ExecutionEnvironment {
             if self.has_export(&id, "canister_heartbeat") {
                 self.run_system_task(&id, "canister_heartbeat", ApiType::Heartbeat);
             }
-            if timer_due && !self.round_budget_spent() && self.has_export(&id, "canister_global_timer") {
+            if timer_due && !self.round_budget_spent() && !self.has_long_execution(&id) && self.has_export(&id, "canister_global_timer") {
                 if let Some(c) = self.state.canister_mut(&id) {
                     c.system.global_timer = 0;
                 }
@@ -326,6 +396,7 @@ impl ExecutionEnvironment {
             let low_memory = self.state.canister(&id).map(|c| c.system.low_wasm_memory_hook);
             if low_memory == Some(LowWasmMemoryHook::Ready)
                 && !self.round_budget_spent()
+                && !self.has_long_execution(&id)
                 && self.has_export(&id, "canister_on_low_wasm_memory")
             {
                 if let Some(c) = self.state.canister_mut(&id) {
@@ -340,16 +411,21 @@ impl ExecutionEnvironment {
         let Some(c) = self.state.canister_mut(id) else { return };
         let ctx = c.system.new_call_context(CallOrigin::System, 0);
         let limit = self.config.max_instructions_per_update;
-        let result = self.execute_in_context(id, Some(ctx), EntryPoint::Export(export.into()), api, limit);
-        self.finish_call_context(id, ctx, result.err());
+        self.start_execution(id, Some(ctx), EntryPoint::Export(export.into()), api, limit, AfterExecution::FinishCallContext);
     }
 
     /// One pass: the management canister's queue, then every canister's queue, each as it was
     /// when the pass reached it. Returns whether anything ran.
     fn run_one_pass(&mut self) -> bool {
         let mut progressed = false;
-        let subnet_requests: Vec<Request> = self.state.metadata.subnet_queue.drain(..).collect();
+        let subnet_requests = self.state.metadata.subnet_queue.take_all();
+        let any_paused = self.state.canisters.values().any(|c| c.system.long_execution.is_some());
         for req in subnet_requests {
+            // A canister with a paused message takes no management calls until it ends.
+            if any_paused && management::target_canister(&req).is_some_and(|id| self.has_long_execution(&id)) {
+                self.state.metadata.subnet_queue.push_back(req);
+                continue;
+            }
             progressed = true;
             management::execute(self, req);
         }
@@ -362,6 +438,10 @@ impl ExecutionEnvironment {
             for _ in 0..pending {
                 if self.round_budget_spent() {
                     return progressed;
+                }
+                // A message that paused holds the queue until it ends.
+                if self.has_long_execution(&id) {
+                    break;
                 }
                 let Some(msg) = self.state.canister_mut(&id).and_then(|c| c.system.input_queue.pop_front()) else {
                     break;

@@ -12,7 +12,7 @@ use crate::hypervisor::{ExecutionSnapshot, ExecutionState};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use std::cell::RefCell;
-use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet};
 use tabnet_types::{canister_id_from_index, canister_index, CanisterId, Principal};
 
 /// This subnet hosts canister indices `[0, CANISTER_RANGE_END)`.
@@ -25,6 +25,23 @@ pub const MESSAGE_OVERHEAD_BYTES: u64 = 100;
 pub fn request_bytes(r: &Request) -> u64 {
     (r.method.len() + r.arg.len()) as u64 + MESSAGE_OVERHEAD_BYTES
 }
+
+impl HeldBytes for Request {
+    fn held_bytes(&self) -> u64 {
+        request_bytes(self)
+    }
+}
+
+impl HeldBytes for CanisterMessage {
+    fn held_bytes(&self) -> u64 {
+        message_bytes(self)
+    }
+}
+
+/// Memory the replica holds for an open call context and for a callback (an outstanding
+/// call): their records, with room for the origin, closures and bookkeeping.
+pub const CALL_CONTEXT_BYTES: u64 = 200;
+pub const CALLBACK_BYTES: u64 = 200;
 
 /// Memory a queued message holds.
 pub fn message_bytes(m: &CanisterMessage) -> u64 {
@@ -58,9 +75,13 @@ impl CanisterState {
         self.system.wasm_chunk_store.values().map(|chunk| chunk.len() as u64).sum()
     }
 
-    /// Bytes held by the messages waiting in its input queue (the IC's message memory).
+    /// Bytes held by the messages waiting in its input queue (the IC's message memory) and by
+    /// its open call contexts and outstanding calls.
     pub fn message_memory_usage(&self) -> u64 {
-        self.system.input_queue.iter().map(message_bytes).sum()
+        let s = &self.system;
+        s.input_queue.bytes()
+            + s.call_contexts.len() as u64 * CALL_CONTEXT_BYTES
+            + s.callbacks.len() as u64 * CALLBACK_BYTES
     }
 
     pub fn id(&self) -> CanisterId {
@@ -77,7 +98,7 @@ impl CanisterState {
 pub struct StateMetadata {
     pub next_canister_index: u64,
     /// Requests to the management canister, in arrival order.
-    pub subnet_queue: VecDeque<Request>,
+    pub subnet_queue: MessageQueue<Request>,
     /// Rounds executed.
     pub round: u64,
     /// Block time of the last round.
@@ -217,11 +238,12 @@ impl ReplicatedState {
         None
     }
 
-    /// Memory everything on the subnet holds: every canister's memory and queued messages, and
+    /// Memory everything on the subnet holds: every canister's memory, queued messages, open
+    /// call contexts and outstanding calls, and
     /// the management canister's queue. The subnet's capacity bounds it.
     pub fn memory_used(&self) -> u64 {
         let canisters: u64 = self.canisters.values().map(|c| c.memory_usage() + c.message_memory_usage()).sum();
-        canisters + self.metadata.subnet_queue.iter().map(request_bytes).sum::<u64>()
+        canisters + self.metadata.subnet_queue.bytes()
     }
 
     /// Whether `id` is a canister id in this subnet's range.

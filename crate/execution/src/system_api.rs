@@ -54,11 +54,14 @@ pub(crate) struct HostState {
     pub stable: StableMemory,
     pub api: Option<SystemApi>,
     pub limiter: HeapLimiter,
+    /// Fuel of the running message beyond its current slice (deterministic time slicing):
+    /// the store holds the slice's fuel, this the rest of the message's instruction limit.
+    pub fuel_reserve: u64,
 }
 
 impl HostState {
     pub fn new(stable: StableMemory) -> Self {
-        Self { memory: None, stable, api: None, limiter: HeapLimiter::unlimited() }
+        Self { memory: None, stable, api: None, limiter: HeapLimiter::unlimited(), fuel_reserve: 0 }
     }
 }
 

@@ -18,7 +18,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use std::sync::Arc;
 use tabnet_types::{ErrorCode, UserError};
-use wasmi::{Func, Global, Instance, Memory, Store, Table, TrapCode, Val, F32, F64};
+use wasmi::{Func, Global, Instance, Memory, ResumableCall, ResumableCallOutOfFuel, Store, Table, TrapCode, Val, F32, F64};
 
 /// The value of a mutable global, as persisted.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -98,6 +98,35 @@ pub struct ExecutionState {
     /// copy. Executions keep it so by writing back (or rolling back) only the pages that differ,
     /// so a query on a large heap costs a comparison, not two copies.
     heap_before_current: bool,
+    /// A message paused between slices. Meanwhile heap, stable memory and globals show the
+    /// state before the message; its own changes are parked (see [`Self::park`]).
+    paused: Option<Box<Paused>>,
+}
+
+/// How (part of) a message's execution ended.
+#[derive(Debug)]
+pub enum Step {
+    Done(ExecutionOutcome),
+    /// The slice's fuel ran out with fuel of the message left: the execution waits in the
+    /// instance for [`ExecutionState::resume`]. `instructions_used` counts all its slices.
+    Paused { instructions_used: u64 },
+}
+
+/// What an execution needs from its start to its end.
+struct Running {
+    context: Context,
+    saved: Saved,
+    params: ExecutionParameters,
+}
+
+/// An execution between two slices.
+struct Paused {
+    call: ResumableCallOutOfFuel,
+    running: Running,
+    /// The execution's globals (the instance shows the ones before it).
+    globals: Vec<GlobalValue>,
+    /// The heap's size before the execution: the heap shown meanwhile.
+    heap_len_before: usize,
 }
 
 impl std::fmt::Debug for ExecutionState {
@@ -214,8 +243,18 @@ impl ExecutionState {
         self.module.exports_function(name)
     }
 
+    /// The heap; while a message is paused, as it was before the message.
     pub fn heap_bytes(&self) -> &[u8] {
-        self.memory.map_or(&[], |m| m.data(&self.store))
+        let heap = self.memory.map_or(&[][..], |m| m.data(&self.store));
+        match &self.paused {
+            Some(p) => &heap[..p.heap_len_before],
+            None => heap,
+        }
+    }
+
+    /// Whether a message is paused between slices.
+    pub fn is_paused(&self) -> bool {
+        self.paused.is_some()
     }
 
     pub fn stable_bytes(&self) -> &[u8] {
@@ -287,7 +326,17 @@ impl ExecutionState {
         let host = store.data_mut();
         host.memory = memory;
         host.limiter = HeapLimiter::unlimited();
-        Ok(Self { module, store, instance, memory, table, globals, heap_before: Vec::new(), heap_before_current: false })
+        Ok(Self {
+            module,
+            store,
+            instance,
+            memory,
+            table,
+            globals,
+            heap_before: Vec::new(),
+            heap_before_current: false,
+            paused: None,
+        })
     }
 
     fn from_parts(
@@ -368,7 +417,10 @@ impl ExecutionState {
         }
         let start = self.instance.get_func(&self.store, START_EXPORT);
         let outcome = match start {
-            Some(start) => self.run(start, &[], ApiType::Start, sys, params),
+            Some(start) => match self.run(start, &[], ApiType::Start, sys, params, u64::MAX) {
+                Step::Done(outcome) => outcome,
+                Step::Paused { .. } => unreachable!("a slice of the whole limit does not pause"),
+            },
             None => failed_outcome(UserError::new(ErrorCode::CanisterWasmEngineError, "instrumented start not found")),
         };
         match outcome.result {
@@ -379,8 +431,9 @@ impl ExecutionState {
 
     // ---- execution ----
 
-    /// Runs one entry point under one context. On failure (and always for queries and
-    /// inspect_message) heap, stable memory and globals are rolled back.
+    /// Runs one entry point under one context to its end. On failure (and always for queries
+    /// and inspect_message) heap, stable memory and globals are rolled back. On an instance
+    /// with a paused message it runs on a copy of the state before that message (queries).
     pub fn execute(
         &mut self,
         entry: &EntryPoint,
@@ -388,18 +441,96 @@ impl ExecutionState {
         sys: &SystemStateView,
         params: &ExecutionParameters,
     ) -> ExecutionOutcome {
+        if self.paused.is_some() {
+            if !matches!(Context::of(&api), Context::NonReplicatedQuery | Context::CompositeQuery | Context::InspectMessage) {
+                let e = UserError::new(ErrorCode::CanisterWasmEngineError, "the canister has a paused execution");
+                return failed_outcome(e);
+            }
+            return match self.try_clone() {
+                Ok(mut scratch) => scratch.execute(entry, api, sys, params),
+                Err(e) => failed_outcome(e),
+            };
+        }
+        match self.execute_sliced(entry, api, sys, params, u64::MAX) {
+            Step::Done(outcome) => outcome,
+            Step::Paused { .. } => unreachable!("a slice of the whole limit does not pause"),
+        }
+    }
+
+    /// Runs one entry point for at most `slice` instructions: it ends, or pauses to be resumed
+    /// with further slices (deterministic time slicing: the pause falls on the same instruction
+    /// on every replica, being counted in fuel).
+    pub fn execute_sliced(
+        &mut self,
+        entry: &EntryPoint,
+        api: ApiType,
+        sys: &SystemStateView,
+        params: &ExecutionParameters,
+        slice: u64,
+    ) -> Step {
+        if self.paused.is_some() {
+            let e = UserError::new(ErrorCode::CanisterWasmEngineError, "the canister has a paused execution");
+            return Step::Done(failed_outcome(e));
+        }
         if self.module.fresh_instance_per_execution() {
             let (heap, globals) = (self.heap_bytes().to_vec(), self.global_values());
             if let Err(e) = self.reinstantiate(&heap, &globals) {
-                return failed_outcome(e);
+                return Step::Done(failed_outcome(e));
             }
         }
         // Resolve after any re-instantiation: functions belong to their store.
         let (func, args) = match self.resolve(entry, sys) {
             Ok(found) => found,
-            Err(e) => return failed_outcome(e),
+            Err(e) => return Step::Done(failed_outcome(e)),
         };
-        self.run(func, &args, api, sys, params)
+        self.run(func, &args, api, sys, params, slice)
+    }
+
+    /// Gives the paused message another `slice` of instructions (of those its limit has left).
+    pub fn resume(&mut self, slice: u64) -> Step {
+        let Some(paused) = self.paused.take() else {
+            return Step::Done(failed_outcome(UserError::new(ErrorCode::CanisterWasmEngineError, "no paused execution")));
+        };
+        let Paused { call, running, globals, heap_len_before } = *paused;
+        if let Err(e) = self.unpark(&globals, heap_len_before) {
+            return Step::Done(self.finish(Err(e), running));
+        }
+        let host = self.store.data_mut();
+        let take = slice.min(host.fuel_reserve);
+        host.fuel_reserve -= take;
+        let fuel = self.store.get_fuel().unwrap_or(0).saturating_add(take);
+        let result = self.store.set_fuel(fuel).and_then(|()| call.resume(&mut self.store, &mut []));
+        self.after_slice(result, running)
+    }
+
+    /// Drops a paused message: the instance is as it was before it (the scheduler starts the
+    /// message again later, from the beginning).
+    pub fn abort_paused(&mut self) -> Result<(), UserError> {
+        let Some(paused) = self.paused.take() else { return Ok(()) };
+        let Paused { call, running, heap_len_before, .. } = *paused;
+        drop(call);
+        let host = self.store.data_mut();
+        host.stable.discard_parked();
+        host.api = None;
+        host.limiter = HeapLimiter::unlimited();
+        host.fuel_reserve = 0;
+        match self.memory {
+            Some(memory) if memory.data_size(&self.store) != heap_len_before => {
+                // The message grew the memory; memories cannot shrink, so rebuild the instance.
+                let heap = memory.data(&self.store)[..heap_len_before].to_vec();
+                let result = self.reinstantiate(&heap, &running.saved.globals);
+                self.heap_before = heap;
+                self.heap_before_current = result.is_ok();
+                result
+            }
+            Some(memory) => {
+                // The heap shows the state before; `heap_before` held the parked pages.
+                copy_changed_pages(&mut self.heap_before, memory.data(&self.store));
+                self.heap_before_current = true;
+                Ok(())
+            }
+            None => Ok(()),
+        }
     }
 
     fn run(
@@ -409,19 +540,78 @@ impl ExecutionState {
         api: ApiType,
         sys: &SystemStateView,
         params: &ExecutionParameters,
-    ) -> ExecutionOutcome {
+        slice: u64,
+    ) -> Step {
         let context = Context::of(&api);
         let saved = self.save();
+        let first = slice.min(params.instruction_limit);
         let host = self.store.data_mut();
         host.stable.begin();
         host.api = Some(SystemApi::new(api, sys.clone(), params.clone()));
         host.limiter = HeapLimiter { limit: params.wasm_memory_limit, exceeded: None };
-        let result =
-            self.store.set_fuel(params.instruction_limit).and_then(|()| func.call(&mut self.store, args, &mut []));
-        let remaining = self.store.get_fuel().unwrap_or(0);
-        let instructions_used = params.instruction_limit.saturating_sub(remaining);
+        host.fuel_reserve = params.instruction_limit - first;
+        let result = self.store.set_fuel(first).and_then(|()| func.call_resumable(&mut self.store, args, &mut []));
+        self.after_slice(result, Running { context, saved, params: params.clone() })
+    }
 
+    /// Instructions the running execution used: its limit minus the fuel it has left.
+    fn instructions_used(&self, params: &ExecutionParameters) -> u64 {
+        let left = self.store.get_fuel().unwrap_or(0).saturating_add(self.store.data().fuel_reserve);
+        params.instruction_limit.saturating_sub(left)
+    }
+
+    fn after_slice(&mut self, result: Result<ResumableCall, wasmi::Error>, running: Running) -> Step {
+        let result = match result {
+            Ok(ResumableCall::Finished) => Ok(()),
+            Ok(ResumableCall::HostTrap(trap)) => Err(classify_error(trap.into_host_error(), &running.params)),
+            Ok(ResumableCall::OutOfFuel(call)) if self.store.data().fuel_reserve > 0 => {
+                let instructions_used = self.instructions_used(&running.params);
+                return match self.park(call, running) {
+                    Ok(()) => Step::Paused { instructions_used },
+                    Err((e, running)) => Step::Done(self.finish(Err(e), running)),
+                };
+            }
+            Ok(ResumableCall::OutOfFuel(_)) => Err(instruction_limit_error(running.params.instruction_limit)),
+            Err(e) => Err(classify_error(e, &running.params)),
+        };
+        Step::Done(self.finish(result, running))
+    }
+
+    /// Pauses: the heap pages, stable pages and globals the execution changed trade places
+    /// with their copies from before it, so that everything reading the instance meanwhile
+    /// (state hash, persistence, checkpoints, queries) sees the state before the message.
+    #[allow(clippy::type_complexity)]
+    fn park(&mut self, call: ResumableCallOutOfFuel, running: Running) -> Result<(), (UserError, Running)> {
+        let globals = self.global_values();
+        if let Err(e) = self.load_globals(&running.saved.globals) {
+            return Err((e, running));
+        }
+        let heap_len_before = self.heap_before.len();
+        if let Some(memory) = self.memory {
+            let heap = memory.data_mut(&mut self.store);
+            swap_changed_pages(&mut heap[..heap_len_before], &mut self.heap_before);
+        }
+        self.store.data_mut().stable.swap_undo();
+        self.paused = Some(Box::new(Paused { call, running, globals, heap_len_before }));
+        Ok(())
+    }
+
+    /// Undoes [`Self::park`] before the next slice.
+    fn unpark(&mut self, globals: &[GlobalValue], heap_len_before: usize) -> Result<(), UserError> {
+        if let Some(memory) = self.memory {
+            let heap = memory.data_mut(&mut self.store);
+            swap_changed_pages(&mut heap[..heap_len_before], &mut self.heap_before);
+        }
+        self.store.data_mut().stable.swap_undo();
+        self.load_globals(globals)
+    }
+
+    /// Ends an execution: reports its outcome, keeping or rolling back what it changed.
+    fn finish(&mut self, result: Result<(), UserError>, running: Running) -> ExecutionOutcome {
+        let Running { context, saved, params } = running;
+        let instructions_used = self.instructions_used(&params);
         let host = self.store.data_mut();
+        host.fuel_reserve = 0;
         let api = host.api.take();
         let exceeded = std::mem::replace(&mut host.limiter, HeapLimiter::unlimited()).exceeded;
         let Some(api) = api else {
@@ -429,8 +619,7 @@ impl ExecutionState {
             return self.fail(e, saved, instructions_used, Vec::new());
         };
         match result {
-            Err(e) => {
-                let mut error = classify_error(e, params);
+            Err(mut error) => {
                 let mut api = api;
                 // A trap after `memory.grow` failed at `wasm_memory_limit` is that limit's
                 // fault, and the IC reports it so (IC0539); the trap itself goes to the log.
@@ -620,6 +809,16 @@ fn copy_of(heap: &[u8]) -> Vec<u8> {
     let mut copy = vec![0u8; heap.len()];
     copy_changed_pages(&mut copy, heap);
     copy
+}
+
+/// Swaps the 4 KiB pages that differ between `a` and `b` (same length).
+fn swap_changed_pages(a: &mut [u8], b: &mut [u8]) {
+    const PAGE: usize = 4096;
+    for (x, y) in a.chunks_mut(PAGE).zip(b.chunks_mut(PAGE)) {
+        if x != y {
+            x.swap_with_slice(y);
+        }
+    }
 }
 
 /// Makes `dst` equal to `src` (same length), writing only the 4 KiB pages that differ.

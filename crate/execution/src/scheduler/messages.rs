@@ -2,8 +2,13 @@
 //! `canister_inspect_message`, and applying what the code did to the system state.
 
 use super::{check_running, ExecutionEnvironment, IngressMessage, MethodKind};
-use crate::hypervisor::{ApiType, EntryPoint, OutgoingCall, SystemStateChanges, WasmResult};
-use crate::state::{CallContextId, CallOrigin, Callback, CanisterMessage, Request, Response, ResponsePayload};
+use crate::hypervisor::{
+    ApiType, EntryPoint, ExecutionOutcome, ExecutionState, OutgoingCall, Step, SystemStateChanges, SystemStateView, WasmResult,
+};
+use crate::state::{
+    AfterExecution, CallContextId, CallOrigin, Callback, CanisterMessage, LongExecution, Request, Response, ResponsePayload,
+    CALLBACK_BYTES,
+};
 use tabnet_types::{CanisterId, ErrorCode, RejectCode, UserError};
 
 impl ExecutionEnvironment {
@@ -47,8 +52,7 @@ impl ExecutionEnvironment {
             ),
         };
         // A query runs like an update, but the embedder rolls its memory back.
-        let result = self.execute_in_context(id, Some(ctx), EntryPoint::Export(entry), api, limit);
-        self.finish_call_context(id, ctx, result.err());
+        self.start_execution(id, Some(ctx), EntryPoint::Export(entry), api, limit, AfterExecution::FinishCallContext);
     }
 
     /// The response to a call the canister made: its reply or reject callback, and the cleanup
@@ -80,34 +84,108 @@ impl ExecutionEnvironment {
             ),
         };
         let limit = self.config.max_instructions_per_update;
-        let result = self.execute_in_context(id, Some(ctx_id), EntryPoint::Closure(entry), api, limit);
-        if result.is_err() {
-            if let Some(cleanup) = cb.on_cleanup {
-                // Cleanup may not call or reply; only its memory changes and logs remain.
-                let _ = self.execute_in_context(id, None, EntryPoint::Closure(cleanup), ApiType::Cleanup { caller }, limit);
-            }
-        }
-        self.finish_call_context(id, ctx_id, result.err());
+        let then = AfterExecution::Callback { on_cleanup: cb.on_cleanup, caller };
+        self.start_execution(id, Some(ctx_id), EntryPoint::Closure(entry), api, limit, then);
     }
 
-    /// Runs an entry point in replicated mode and applies its effects: cycles for the
-    /// instructions, logs, and (unless it trapped) the system-state changes and the response.
-    pub(crate) fn execute_in_context(
+    /// Starts a message in replicated mode: it runs to its end within this slice, or pauses
+    /// and goes on in later rounds ([`Self::run_slice`]); `then` follows its end.
+    pub(crate) fn start_execution(
         &mut self,
         id: &CanisterId,
         ctx: Option<CallContextId>,
         entry: EntryPoint,
         api: ApiType,
         limit: u64,
-    ) -> Result<Option<WasmResult>, UserError> {
-        let Some(mut exec) = self.state.canister_mut(id).and_then(|c| c.execution.take()) else {
-            return Err(super::no_module_error(id));
+        then: AfterExecution,
+    ) {
+        let Some(c) = self.state.canister(id) else { return };
+        let Some(exec) = c.execution.as_ref() else {
+            return self.after_execution(id, ctx, Err(super::no_module_error(id)), then);
         };
-        let time = self.round.time;
-        let earlier = ctx
-            .and_then(|ctx| self.state.canister(id)?.system.call_contexts.get(&ctx).map(|c| c.instructions))
-            .unwrap_or(0);
-        let outcome = self.run_wasm(id, &mut exec, &entry, api, limit, time, true, earlier);
+        let earlier = ctx.and_then(|ctx| c.system.call_contexts.get(&ctx)).map_or(0, |c| c.instructions);
+        let sys = SystemStateView { call_context_instructions: earlier, ..self.view(c, self.round.time, true) };
+        let params = self.params(c, exec.is_wasm64(), limit, self.config.max_reply_bytes);
+        let long =
+            LongExecution { call_context: ctx, entry, api, sys, params, fuel_given: 0, instructions_used: 0, then };
+        self.run_slice(id, long);
+    }
+
+    /// Runs the next slice of a message: its first, or the next after a pause. The slice's
+    /// instructions count against the round.
+    pub(super) fn run_slice(&mut self, id: &CanisterId, mut long: LongExecution) {
+        let Some(mut exec) = self.state.canister_mut(id).and_then(|c| c.execution.take()) else {
+            return self.after_execution(id, long.call_context, Err(super::no_module_error(id)), long.then);
+        };
+        let slice = self.slice_instructions.max(1);
+        let step = if exec.is_paused() {
+            exec.resume(slice)
+        } else if long.fuel_given == 0 {
+            exec.execute_sliced(&long.entry, long.api.clone(), &long.sys, &long.params, slice)
+        } else {
+            // Paused on the other replicas, lost here (a restart): run it again to where they
+            // paused it (counted already), then give it its slice.
+            match exec.execute_sliced(&long.entry, long.api.clone(), &long.sys, &long.params, long.fuel_given) {
+                Step::Paused { .. } => exec.resume(slice),
+                done => done,
+            }
+        };
+        long.fuel_given = long.fuel_given.saturating_add(slice).min(long.params.instruction_limit);
+        match step {
+            Step::Paused { instructions_used } => {
+                self.round.instructions =
+                    self.round.instructions.saturating_add(instructions_used.saturating_sub(long.instructions_used));
+                long.instructions_used = instructions_used;
+                let c = self.state.canister_mut(id).expect("canister exists while it executes");
+                c.execution = Some(exec);
+                c.system.long_execution = Some(long);
+            }
+            Step::Done(outcome) => {
+                self.round.instructions =
+                    self.round.instructions.saturating_add(outcome.instructions_used.saturating_sub(long.instructions_used));
+                let result = self.apply_outcome(id, long.call_context, exec, outcome);
+                self.after_execution(id, long.call_context, result, long.then);
+            }
+        }
+    }
+
+    /// What follows the end of a message: its cleanup callback if it failed, and closing its
+    /// call context.
+    fn after_execution(
+        &mut self,
+        id: &CanisterId,
+        ctx: Option<CallContextId>,
+        result: Result<Option<WasmResult>, UserError>,
+        then: AfterExecution,
+    ) {
+        match then {
+            AfterExecution::Callback { on_cleanup: Some(cleanup), caller } if ctx.is_some() => {
+                if let Err(error) = result {
+                    // Cleanup may not call or reply; only its memory changes and logs remain.
+                    let limit = self.config.max_instructions_per_update;
+                    let then = AfterExecution::Cleanup { call_context: ctx.expect("checked"), error };
+                    return self.start_execution(id, None, EntryPoint::Closure(cleanup), ApiType::Cleanup { caller }, limit, then);
+                }
+                self.finish_call_context(id, ctx.expect("checked"), None);
+            }
+            AfterExecution::Cleanup { call_context, error } => self.finish_call_context(id, call_context, Some(error)),
+            AfterExecution::FinishCallContext | AfterExecution::Callback { .. } => {
+                if let Some(ctx) = ctx {
+                    self.finish_call_context(id, ctx, result.err());
+                }
+            }
+        }
+    }
+
+    /// Applies what an execution did: cycles for its instructions, logs, and (unless it
+    /// trapped) the system-state changes and the response.
+    fn apply_outcome(
+        &mut self,
+        id: &CanisterId,
+        ctx: Option<CallContextId>,
+        exec: ExecutionState,
+        outcome: ExecutionOutcome,
+    ) -> Result<Option<WasmResult>, UserError> {
         let cost = self.config.cycles.execution_cost(outcome.instructions_used, exec.is_wasm64());
         let heap_bytes = exec.heap_bytes().len() as u64;
         let c = self.state.canister_mut(id).expect("canister exists while it executes");
@@ -156,6 +234,7 @@ impl ExecutionEnvironment {
     fn perform_call(&mut self, id: &CanisterId, ctx: CallContextId, call: OutgoingCall, free: &mut u64) {
         let fee = self.config.cycles.call_cost(call.method.len() + call.payload.len());
         let max_timeout = self.config.max_best_effort_timeout_seconds;
+        let max_outstanding = self.config.max_outstanding_calls;
         let deadline = call
             .timeout_seconds
             .map(|t| self.round.time.saturating_add(u64::from(t.clamp(1, max_timeout)) * 1_000_000_000));
@@ -176,8 +255,14 @@ impl ExecutionEnvironment {
             cycles: call.cycles,
             origin: CallOrigin::Canister { caller: *id, callback_id, deadline },
         };
-        let bytes = crate::state::request_bytes(&request);
-        let refused = if bytes > *free {
+        // The request waits in a queue; the callback stays until the response comes.
+        let bytes = crate::state::request_bytes(&request) + CALLBACK_BYTES;
+        let refused = if c.system.callbacks.len() > max_outstanding {
+            Some(UserError::new(
+                ErrorCode::CanisterOutOfMemory,
+                format!("Canister {id} has {max_outstanding} calls outstanding, the most it may have"),
+            ))
+        } else if bytes > *free {
             Some(super::subnet_memory_error(bytes, *free))
         } else if !c.system.withdraw(call.cycles.saturating_add(fee)) {
             Some(UserError::new(ErrorCode::CanisterOutOfCycles, format!("Canister {id} is out of cycles")))

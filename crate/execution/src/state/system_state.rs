@@ -2,10 +2,10 @@
 //! memories — controllers, status, cycles, settings, call contexts, callbacks, its input queue
 //! and its log.
 
-use crate::hypervisor::{CanisterStatusKind, LogRecord, WasmClosure};
-use serde::{Deserialize, Serialize};
+use crate::hypervisor::{ApiType, CanisterStatusKind, EntryPoint, ExecutionParameters, LogRecord, SystemStateView, WasmClosure};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use std::collections::{BTreeMap, VecDeque};
-use tabnet_types::{CanisterId, ErrorCode, Principal, RejectCode};
+use tabnet_types::{CanisterId, ErrorCode, Principal, RejectCode, UserError};
 
 /// An ingress message id (the request id).
 pub type MessageId = [u8; 32];
@@ -164,6 +164,113 @@ pub enum CanisterMessage {
     Response(Response),
 }
 
+/// Memory a queued message holds (see `crate::state::message_bytes`).
+pub trait HeldBytes {
+    fn held_bytes(&self) -> u64;
+}
+
+/// A FIFO of messages that keeps the sum of the memory they hold, so that the subnet's memory
+/// is known without walking every queue. Stored (and hashed) as the plain list.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MessageQueue<T> {
+    messages: VecDeque<T>,
+    bytes: u64,
+}
+
+impl<T> Default for MessageQueue<T> {
+    fn default() -> Self {
+        Self { messages: VecDeque::new(), bytes: 0 }
+    }
+}
+
+impl<T: HeldBytes> MessageQueue<T> {
+    pub fn push_back(&mut self, m: T) {
+        self.bytes += m.held_bytes();
+        self.messages.push_back(m);
+    }
+    pub fn push_front(&mut self, m: T) {
+        self.bytes += m.held_bytes();
+        self.messages.push_front(m);
+    }
+    pub fn pop_front(&mut self) -> Option<T> {
+        let m = self.messages.pop_front()?;
+        self.bytes -= m.held_bytes();
+        Some(m)
+    }
+    /// Takes every message out.
+    pub fn take_all(&mut self) -> VecDeque<T> {
+        self.bytes = 0;
+        std::mem::take(&mut self.messages)
+    }
+    pub fn iter(&self) -> impl DoubleEndedIterator<Item = &T> + ExactSizeIterator {
+        self.messages.iter()
+    }
+    pub fn len(&self) -> usize {
+        self.messages.len()
+    }
+    pub fn is_empty(&self) -> bool {
+        self.messages.is_empty()
+    }
+    /// Memory the messages hold.
+    pub fn bytes(&self) -> u64 {
+        self.bytes
+    }
+}
+
+impl<T> IntoIterator for MessageQueue<T> {
+    type Item = T;
+    type IntoIter = std::collections::vec_deque::IntoIter<T>;
+    fn into_iter(self) -> Self::IntoIter {
+        self.messages.into_iter()
+    }
+}
+
+impl<T: Serialize> Serialize for MessageQueue<T> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        self.messages.serialize(s)
+    }
+}
+
+impl<'de, T: Deserialize<'de> + HeldBytes> Deserialize<'de> for MessageQueue<T> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let messages = VecDeque::<T>::deserialize(d)?;
+        let bytes = messages.iter().map(HeldBytes::held_bytes).sum();
+        Ok(Self { messages, bytes })
+    }
+}
+
+/// A message executing in slices across rounds (deterministic time slicing): everything
+/// needed to run it from its beginning. The Wasm execution itself waits in the instance and
+/// is not replicated: a replica that lost it (a restart) runs the message again up to
+/// `fuel_given`, where every other replica paused it too; at a checkpoint every replica starts
+/// it over (`fuel_given` 0). Meanwhile the canister runs nothing else.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LongExecution {
+    /// The call context it runs in (none for cleanup).
+    pub call_context: Option<CallContextId>,
+    pub entry: EntryPoint,
+    pub api: ApiType,
+    /// What the System API saw when it started (time, balance, ...), so that a restart sees it too.
+    pub sys: SystemStateView,
+    pub params: ExecutionParameters,
+    /// Fuel its slices were given so far; 0 before the first.
+    pub fuel_given: u64,
+    /// Instructions it used up to its pause.
+    pub instructions_used: u64,
+    pub then: AfterExecution,
+}
+
+/// What follows the end of a long execution.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum AfterExecution {
+    /// Close (or answer for) the call context.
+    FinishCallContext,
+    /// A reply or reject callback: its cleanup runs if it failed, then the call context closes.
+    Callback { on_cleanup: Option<WasmClosure>, caller: Principal },
+    /// A cleanup callback: then the call context closes with the callback's error.
+    Cleanup { call_context: CallContextId, error: UserError },
+}
+
 /// One log line as `fetch_canister_logs` returns it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LogEntry {
@@ -231,7 +338,7 @@ pub struct SystemState {
     pub next_call_context_id: CallContextId,
     pub callbacks: BTreeMap<CallbackId, Callback>,
     pub next_callback_id: CallbackId,
-    pub input_queue: VecDeque<CanisterMessage>,
+    pub input_queue: MessageQueue<CanisterMessage>,
     pub log: CanisterLog,
     /// Chunks uploaded with `upload_chunk`, by SHA-256.
     pub wasm_chunk_store: BTreeMap<[u8; 32], serde_bytes::ByteBuf>,
@@ -244,6 +351,9 @@ pub struct SystemState {
     /// Where the `canister_on_low_wasm_memory` hook stands.
     #[serde(default)]
     pub low_wasm_memory_hook: LowWasmMemoryHook,
+    /// A message running in slices across rounds, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub long_execution: Option<LongExecution>,
 }
 
 /// The low-Wasm-memory hook's status: ready when the Wasm memory left under
@@ -283,13 +393,14 @@ impl SystemState {
             next_call_context_id: 0,
             callbacks: BTreeMap::new(),
             next_callback_id: 0,
-            input_queue: VecDeque::new(),
+            input_queue: MessageQueue::default(),
             log: CanisterLog::default(),
             wasm_chunk_store: BTreeMap::new(),
             total_num_changes: 1,
             last_charge_time: time,
             cycles_consumed: 0,
             low_wasm_memory_hook: LowWasmMemoryHook::ConditionNotSatisfied,
+            long_execution: None,
         }
     }
 

@@ -104,13 +104,22 @@ fn syscall<R>(
         api.params().instruction_limit
     };
     let fuel = caller.get_fuel()?;
+    let reserve = caller.data().fuel_reserve;
     let cost = cost.saturating_add(SYSCALL_BASE_COST);
-    if fuel < cost {
+    if fuel.saturating_add(reserve) < cost {
         caller.set_fuel(0)?;
+        caller.data_mut().fuel_reserve = 0;
         return Err(trap(instruction_limit_error(limit)));
     }
-    caller.set_fuel(fuel - cost)?;
-    let instructions = limit.saturating_sub(fuel - cost);
+    // A call that costs more than the slice has left borrows from the rest of the message's
+    // fuel; the slice then ends at the next instruction (the same one on every replica).
+    let (fuel, reserve) = match fuel.checked_sub(cost) {
+        Some(left) => (left, reserve),
+        None => (0, reserve - (cost - fuel)),
+    };
+    caller.set_fuel(fuel)?;
+    caller.data_mut().fuel_reserve = reserve;
+    let instructions = limit.saturating_sub(fuel + reserve);
     let memory = caller.data().memory;
     let (heap, host): (&mut [u8], &mut HostState) = match memory {
         Some(memory) => memory.data_and_store_mut(&mut *caller),

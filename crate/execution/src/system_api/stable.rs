@@ -13,6 +13,9 @@ pub struct StableMemory {
     bytes: Vec<u8>,
     /// Present while an execution runs: the size before it and the bytes each write replaced.
     undo: Option<UndoLog>,
+    /// The running execution is paused (see [`Self::swap_undo`]): the memory shows the
+    /// contents before it, the undo log holds the execution's.
+    parked: bool,
 }
 
 /// Each page's contents before its first write in the execution, kept once however often the
@@ -26,11 +29,35 @@ struct UndoLog {
 impl StableMemory {
     /// `bytes.len()` must be a multiple of the page size (checked by the callers that restore).
     pub fn new(bytes: Vec<u8>) -> Self {
-        Self { bytes, undo: None }
+        Self { bytes, undo: None, parked: false }
     }
 
+    /// The contents; while an execution is parked, as they were before it.
     pub fn bytes(&self) -> &[u8] {
-        &self.bytes
+        match (&self.undo, self.parked) {
+            (Some(undo), true) => &self.bytes[..undo.len_before],
+            _ => &self.bytes,
+        }
+    }
+
+    /// Parks (or, called again, unparks) the running execution's changes: swaps each page it
+    /// wrote with its undo copy, so that the memory reads as before the execution while the
+    /// execution waits for its next slice. Costs the pages written, not the memory's size.
+    pub fn swap_undo(&mut self) {
+        let Some(undo) = &mut self.undo else { return };
+        for (page, other) in undo.pages.iter_mut() {
+            let start = page * UNDO_PAGE_SIZE;
+            self.bytes[start..start + other.len()].swap_with_slice(other);
+        }
+        self.parked = !self.parked;
+    }
+
+    /// Drops a parked execution's changes: the memory stays as it was before the execution.
+    pub fn discard_parked(&mut self) {
+        if let (Some(undo), true) = (self.undo.take(), self.parked) {
+            self.bytes.truncate(undo.len_before);
+        }
+        self.parked = false;
     }
 
     pub fn into_bytes(self) -> Vec<u8> {
@@ -89,6 +116,7 @@ impl StableMemory {
 
     /// Starts recording changes (one execution).
     pub fn begin(&mut self) {
+        self.parked = false;
         self.undo = Some(UndoLog { len_before: self.bytes.len(), pages: BTreeMap::new() });
     }
 
@@ -125,6 +153,23 @@ mod tests {
         assert_eq!(m.size_in_pages(), 1);
         assert_eq!(m.read(10, 4), Some(&b"keep"[..]));
         assert_eq!(m.read(WASM_PAGE_SIZE - 2, 2), Some(&[0u8, 0][..]));
+    }
+
+    #[test]
+    fn a_parked_execution_shows_the_memory_before_it() {
+        let mut m = StableMemory::new(vec![1; WASM_PAGE_SIZE as usize]);
+        m.begin();
+        assert!(m.write(10, b"new"));
+        assert_eq!(m.grow(1, u64::MAX), Some(1));
+        assert!(m.write(WASM_PAGE_SIZE + 5, b"grown"));
+        m.swap_undo();
+        assert_eq!(m.bytes(), &vec![1; WASM_PAGE_SIZE as usize][..]);
+        m.swap_undo();
+        assert_eq!(m.read(10, 3), Some(&b"new"[..]));
+        assert_eq!(m.read(WASM_PAGE_SIZE + 5, 5), Some(&b"grown"[..]));
+        m.swap_undo();
+        m.discard_parked();
+        assert_eq!(m.bytes(), &vec![1; WASM_PAGE_SIZE as usize][..]);
     }
 
     /// Bytes the undo log holds.

@@ -36,7 +36,12 @@ impl Env {
 
     pub fn with_config(config: SubnetConfig) -> Self {
         let subnet = Principal::from_slice(&[0xAA; 29]);
-        Env { env: ExecutionEnvironment::new(config, subnet, vec![0x30, 0x00]), time: T0, round: 0, nonce: 0 }
+        Env {
+            env: ExecutionEnvironment::new(config, subnet, vec![0x30, 0x00]),
+            time: T0,
+            round: 0,
+            nonce: 0,
+        }
     }
 
     /// One round, one second after the last.
@@ -48,14 +53,21 @@ impl Env {
         self.time += nanos;
     }
 
-    fn round_with(&mut self, ingress: Vec<IngressMessage>) -> Vec<([u8; 32], IngressOutcome)> {
+    pub fn round_with(&mut self, ingress: Vec<IngressMessage>) -> Vec<([u8; 32], IngressOutcome)> {
         self.time += SECOND;
         self.round += 1;
         let seed: [u8; 32] = Sha256::digest(self.round.to_be_bytes()).into();
         self.env.execute_round(self.time, seed, ingress)
     }
 
-    pub fn message(&mut self, sender: Principal, canister: CanisterId, method: &str, arg: Vec<u8>, effective: CanisterId) -> IngressMessage {
+    pub fn message(
+        &mut self,
+        sender: Principal,
+        canister: CanisterId,
+        method: &str,
+        arg: Vec<u8>,
+        effective: CanisterId,
+    ) -> IngressMessage {
         self.nonce += 1;
         IngressMessage {
             id: Sha256::digest(self.nonce.to_be_bytes()).into(),
@@ -68,8 +80,18 @@ impl Env {
     }
 
     /// Submits one ingress message and runs rounds until it completes.
-    pub fn ingress(&mut self, sender: Principal, canister: CanisterId, method: &str, arg: Vec<u8>) -> Outcome {
-        let effective = if canister == MANAGEMENT_CANISTER { effective_id(&arg).unwrap_or(canister) } else { canister };
+    pub fn ingress(
+        &mut self,
+        sender: Principal,
+        canister: CanisterId,
+        method: &str,
+        arg: Vec<u8>,
+    ) -> Outcome {
+        let effective = if canister == MANAGEMENT_CANISTER {
+            effective_id(&arg).unwrap_or(canister)
+        } else {
+            canister
+        };
         let msg = self.message(sender, canister, method, arg, effective);
         let id = msg.id;
         let mut done = self.round_with(vec![msg]);
@@ -86,17 +108,30 @@ impl Env {
         self.ingress(user(), canister, method, arg)
     }
 
-    pub fn query(&mut self, sender: Principal, canister: CanisterId, method: &str, arg: Vec<u8>) -> Outcome {
+    pub fn query(
+        &mut self,
+        sender: Principal,
+        canister: CanisterId,
+        method: &str,
+        arg: Vec<u8>,
+    ) -> Outcome {
         // Every query also runs on the state published for queries: it must answer the same.
         let published = self.env.query_state(None, &Default::default(), self.time);
         let on_view = published.query(sender, canister, method, arg.clone(), None);
-        let live = self.env.query(self.time, sender, canister, method, arg, None);
-        assert_eq!(live, on_view, "a query on the published state answers as on the live state");
+        let live = self
+            .env
+            .query(self.time, sender, canister, method, arg, None);
+        assert_eq!(
+            live, on_view,
+            "a query on the published state answers as on the live state"
+        );
         match live {
             Ok(tabnet_execution::hypervisor::WasmResult::Reply(b)) => Ok(b),
-            Ok(tabnet_execution::hypervisor::WasmResult::Reject(m)) => {
-                Err((RejectCode::CanisterReject, m, ErrorCode::CanisterRejectedMessage))
-            }
+            Ok(tabnet_execution::hypervisor::WasmResult::Reject(m)) => Err((
+                RejectCode::CanisterReject,
+                m,
+                ErrorCode::CanisterRejectedMessage,
+            )),
             Err(e) => Err((e.reject_code(), e.message, e.code)),
         }
     }
@@ -107,18 +142,38 @@ impl Env {
 
     /// A fresh canister controlled by `user()` with `cycles` (default: the provisional amount).
     pub fn create(&mut self, cycles: Option<u128>) -> CanisterId {
-        let args = ProvisionalCreateCanisterWithCyclesArgs { amount: cycles.map(Nat::from), ..Default::default() };
-        let reply = self.mgmt(user(), "provisional_create_canister_with_cycles", &args).expect("create");
-        candid::decode_one::<CreateCanisterResult>(&reply).unwrap().canister_id
+        let args = ProvisionalCreateCanisterWithCyclesArgs {
+            amount: cycles.map(Nat::from),
+            ..Default::default()
+        };
+        let reply = self
+            .mgmt(user(), "provisional_create_canister_with_cycles", &args)
+            .expect("create");
+        candid::decode_one::<CreateCanisterResult>(&reply)
+            .unwrap()
+            .canister_id
     }
 
-    pub fn install_mode(&mut self, id: CanisterId, wasm: &[u8], arg: Vec<u8>, mode: CanisterInstallMode) -> Outcome {
-        let args = InstallCodeArgs { mode, canister_id: id, wasm_module: wasm.to_vec(), arg, sender_canister_version: None };
+    pub fn install_mode(
+        &mut self,
+        id: CanisterId,
+        wasm: &[u8],
+        arg: Vec<u8>,
+        mode: CanisterInstallMode,
+    ) -> Outcome {
+        let args = InstallCodeArgs {
+            mode,
+            canister_id: id,
+            wasm_module: wasm.to_vec(),
+            arg,
+            sender_canister_version: None,
+        };
         self.mgmt(user(), "install_code", &args)
     }
 
     pub fn install(&mut self, id: CanisterId, wasm: &[u8]) {
-        self.install_mode(id, wasm, Encode!().unwrap(), CanisterInstallMode::Install).expect("install");
+        self.install_mode(id, wasm, Encode!().unwrap(), CanisterInstallMode::Install)
+            .expect("install");
     }
 
     /// Creates and installs in one go.
@@ -129,7 +184,13 @@ impl Env {
     }
 
     pub fn status(&mut self, id: CanisterId) -> CanisterStatusResult {
-        let reply = self.mgmt(user(), "canister_status", &CanisterIdRecord { canister_id: id }).expect("status");
+        let reply = self
+            .mgmt(
+                user(),
+                "canister_status",
+                &CanisterIdRecord { canister_id: id },
+            )
+            .expect("status");
         candid::decode_one(&reply).unwrap()
     }
 
@@ -143,13 +204,19 @@ pub fn effective_id(arg: &[u8]) -> Option<Principal> {
     struct WithId {
         canister_id: Principal,
     }
-    candid::decode_one::<WithId>(arg).ok().map(|w| w.canister_id)
+    candid::decode_one::<WithId>(arg)
+        .ok()
+        .map(|w| w.canister_id)
 }
 
 pub fn to_outcome(o: IngressOutcome) -> Outcome {
     match o {
         IngressOutcome::Replied(b) => Ok(b),
-        IngressOutcome::Rejected { reject_code, message, error_code } => Err((reject_code, message, error_code)),
+        IngressOutcome::Rejected {
+            reject_code,
+            message,
+            error_code,
+        } => Err((reject_code, message, error_code)),
     }
 }
 
@@ -330,7 +397,13 @@ pub fn proxy_wat() -> Vec<u8> {
 }
 
 /// The framed argument of the proxy's `forward`.
-pub fn forward_arg(callee: Principal, method: &str, cycles: u64, timeout: u32, payload: &[u8]) -> Vec<u8> {
+pub fn forward_arg(
+    callee: Principal,
+    method: &str,
+    cycles: u64,
+    timeout: u32,
+    payload: &[u8],
+) -> Vec<u8> {
     let mut a = vec![callee.as_slice().len() as u8];
     a.extend_from_slice(callee.as_slice());
     a.push(method.len() as u8);
@@ -345,7 +418,10 @@ pub fn forward_arg(callee: Principal, method: &str, cycles: u64, timeout: u32, p
 pub fn proxy_result(bytes: &[u8]) -> Result<Vec<u8>, (u32, String)> {
     match bytes[0] {
         1 => Ok(bytes[1..].to_vec()),
-        _ => Err((u32::from_le_bytes(bytes[1..5].try_into().unwrap()), String::from_utf8_lossy(&bytes[5..]).into())),
+        _ => Err((
+            u32::from_le_bytes(bytes[1..5].try_into().unwrap()),
+            String::from_utf8_lossy(&bytes[5..]).into(),
+        )),
     }
 }
 
