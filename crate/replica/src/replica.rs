@@ -362,7 +362,16 @@ impl<S: Store> Replica<S> {
     /// (Member of a subnet) The replicated state as one byte string, for a state-sync
     /// checkpoint: every record of the canisters, the subnet and the ingress history, sorted
     /// by key, in CBOR. Replicas that executed the same blocks produce the same bytes.
-    pub fn checkpoint(&self) -> Result<Vec<u8>, String> {
+    ///
+    /// Messages paused between slices are aborted first (every replica does so at this height),
+    /// so the checkpoint holds no half-run message and a node that starts from it runs them
+    /// from the beginning, as the others do.
+    pub fn checkpoint(&mut self) -> Result<Vec<u8>, String> {
+        if self.scheduler.abort_paused_executions() {
+            let dirty = self.scheduler.state_mut().take_dirty();
+            canister_store::save(&mut self.store, self.scheduler.state(), &dirty)?;
+            self.query_changed.extend(dirty);
+        }
         let mut records: Vec<(String, serde_bytes::ByteBuf)> = Vec::new();
         for prefix in REPLICATED {
             for key in self.store.list(prefix)? {
