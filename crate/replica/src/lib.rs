@@ -20,7 +20,7 @@ pub use replica::{
     authenticate, authenticate_call, rejection_body, replied_body, Authenticated, AuthenticatedCall, Member, QuerySigner, QueryViews, Replica,
     IMPL_VERSION,
 };
-pub use store::{MemoryStore, Store};
+pub use store::{BatchStore, MemoryStore, Store, WriteBatch};
 
 #[cfg(test)]
 mod tests;
