@@ -270,3 +270,63 @@ fn heartbeats_stay_within_the_round_budget_and_take_turns() {
     let later = beats(&mut t);
     assert!(later.iter().zip(&after).all(|(l, a)| l > a), "{after:?} -> {later:?}");
 }
+
+/// `fan` calls `fan` on itself `FAN_OUT` times and never replies, so every call it makes stays
+/// outstanding (a chain that is never answered). Reject callbacks count the SYS_TRANSIENT
+/// rejects at heap 0 (a query, `transient`, reads it).
+fn fan_wat() -> Vec<u8> {
+    wat(&format!(
+        r#"(module {IMPORTS}
+  (import "ic0" "canister_self_size" (func $self_size (result i32)))
+  (import "ic0" "canister_self_copy" (func $self_copy (param i32 i32 i32)))
+  (memory (export "memory") 1)
+  (data (i32.const 100) "fan")
+  (table 2 funcref)
+  (elem (i32.const 0) $on_reply $on_reject)
+  (func $on_reply (param i32))
+  (func $on_reject (param i32)
+    (if (i32.eq (call $reject_code) (i32.const 2))
+      (then (i64.store (i32.const 0) (i64.add (i64.load (i32.const 0)) (i64.const 1))))))
+  (func (export "canister_update fan")
+    (local $i i32)
+    (call $self_copy (i32.const 200) (i32.const 0) (call $self_size))
+    (block $done
+      (loop $l
+        (br_if $done (i32.ge_u (local.get $i) (i32.const 10)))
+        (call $call_new (i32.const 200) (call $self_size) (i32.const 100) (i32.const 3)
+                        (i32.const 0) (i32.const 0) (i32.const 1) (i32.const 0))
+        (drop (call $call_perform))
+        (local.set $i (i32.add (local.get $i) (i32.const 1)))
+        (br $l))))
+  (func (export "canister_query transient") (call $reply_append (i32.const 0) (i32.const 8)) (call $reply))
+)"#
+    ))
+}
+
+#[test]
+fn calls_that_are_never_answered_cannot_grow_host_memory_without_bound() {
+    // Before the quota (and with call contexts and callbacks not counted as memory) the chain
+    // below held 8.2 million callbacks after six rounds.
+    use tabnet_execution::state::{CALLBACK_BYTES, CALL_CONTEXT_BYTES};
+    const QUOTA: usize = 2_000;
+    let mut config = SubnetConfig::for_subnet_size(13);
+    config.max_outstanding_calls = QUOTA;
+    let mut t = Env::with_config(config);
+    let id = t.deploy(&fan_wat());
+    let msg = t.message(user(), id, "fan", vec![], id);
+    t.round_with(vec![msg]);
+    for _ in 0..5 {
+        t.tick();
+    }
+    let state = t.env.state();
+    let c = state.canister(&id).unwrap();
+    let (callbacks, contexts) = (c.system.callbacks.len(), c.system.call_contexts.len());
+    // Without the quota the chain had 11,110 callbacks after four passes, ten times more each.
+    assert!(callbacks <= QUOTA + 1, "{callbacks} callbacks outstanding (quota {QUOTA})");
+    assert!(contexts <= QUOTA + 2, "{contexts} call contexts open");
+    let held = callbacks as u64 * CALLBACK_BYTES + contexts as u64 * CALL_CONTEXT_BYTES;
+    assert!(c.message_memory_usage() >= held, "open calls count toward the canister's memory");
+    assert!(state.memory_used() >= held, "and toward the subnet's");
+    let transient = u64_of(&t.query(user(), id, "transient", vec![]).unwrap());
+    assert!(transient > 0, "calls beyond the quota were rejected with SYS_TRANSIENT");
+}
