@@ -6,6 +6,8 @@
 //! `bench_fuel` measures the nested interpreter's speed (see `bench`).
 
 pub mod bench;
+#[cfg(target_arch = "wasm32")]
+pub mod idb;
 
 use candid::{Decode, Encode, IDLArgs, Principal};
 use serde::Serialize;
