@@ -27,6 +27,12 @@ fn show(r: &Report) {
         r.wall_seconds,
         if r.ok() { String::new() } else { format!("\n  VIOLATIONS:\n    {}", r.violations.join("\n    ")) }
     );
+    if std::env::var_os("SHOW_REJECTIONS").is_some() {
+        println!("  rejections {:?}", r.rejections);
+    }
+    if r.peak_peer_frames > 0 {
+        println!("  busiest second from one node to one peer: {} frames, {} bytes", r.peak_peer_frames, r.peak_peer_bytes);
+    }
 }
 
 fn median(mut v: Vec<u64>) -> u64 {

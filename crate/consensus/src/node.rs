@@ -12,8 +12,9 @@ use sha2::{Digest, Sha256};
 
 use crate::artifact::{Aggregate, Artifact, ArtifactId, Beacon, Block, Cup, Hash, Height, Ingress, Kind, NodeIndex, Proposal, Share, Sig, Time};
 use crate::crypto::{faults_tolerated, threshold, Crypto};
+use crate::limits::{PeerLimits, Rates, Verdict};
 use crate::pool::{Change, Created, IngressPool, Pool};
-use crate::state_sync::SyncMessage;
+use crate::state_sync::{Checkpoint, SyncMessage};
 
 /// Protocol parameters (milliseconds and heights).
 #[derive(Clone, Debug)]
@@ -90,6 +91,55 @@ pub trait IngressCheck: Send + Sync {
     /// its form, its sender's signature, its expiry within the window around `now`. Returns
     /// the expiry.
     fn admit(&self, now: Time, bytes: &[u8]) -> Result<Time, String>;
+}
+
+/// Ingress waiting for its check ([`IngressCheck::admit`]: a signature, too costly for the task
+/// that drives consensus rounds). The driver runs [`UnverifiedIngress::verify`] where it likes
+/// (natively on a bounded worker pool) and hands the result to
+/// [`ConsensusNode::on_ingress_verified`].
+#[derive(Debug)]
+pub struct UnverifiedIngress {
+    from: Option<NodeIndex>,
+    ingress: Arc<Ingress>,
+    at: Time,
+}
+
+/// The outcome of [`UnverifiedIngress::verify`] (only that makes one).
+#[derive(Debug)]
+pub struct VerifiedIngress {
+    from: Option<NodeIndex>,
+    ingress: Arc<Ingress>,
+    expiry: Result<Time, String>,
+    /// Refused for its form or signature, not only for its timing (a message that expired on
+    /// its way is no fault of the peer that relayed it).
+    forged: bool,
+}
+
+impl UnverifiedIngress {
+    /// A client's message, submitted at `now`.
+    pub fn from_client(now: Time, ingress: Ingress) -> Self {
+        UnverifiedIngress { from: None, ingress: Arc::new(ingress), at: now }
+    }
+
+    /// The peer that sent it (`None`: a client of this node).
+    pub fn sender(&self) -> Option<NodeIndex> {
+        self.from
+    }
+
+    pub fn verify(self, check: &dyn IngressCheck) -> VerifiedIngress {
+        let bytes = &self.ingress.bytes;
+        let expiry = check.admit(self.at, bytes);
+        // Checked again at its own expiry: if it passes there, only its timing was wrong.
+        let forged = expiry.is_err() && check.expiry(bytes).map_or(true, |at| check.admit(at, bytes).is_err());
+        VerifiedIngress { from: self.from, ingress: self.ingress, expiry, forged }
+    }
+}
+
+impl VerifiedIngress {
+    /// Its expiry, or why it was refused.
+    pub fn result(&self) -> &Result<Time, String> {
+        &self.expiry
+    }
 }
 
 /// Where a node starts: genesis, its own last persisted height, or a catch-up package.
@@ -170,6 +220,8 @@ pub enum Output {
     /// A catch-up package beyond what this node can reach by blocks: its state must be
     /// fetched by state sync (the driver's job) and the node restarted from the package.
     StateSyncNeeded(Arc<Cup>),
+    /// Check this off the consensus task, then call [`ConsensusNode::on_ingress_verified`].
+    VerifyIngress(UnverifiedIngress),
 }
 
 /// Signatures made and checked (for the crypto-cost figure).
@@ -236,6 +288,10 @@ pub struct ConsensusNode {
     penalized: BTreeMap<NodeIndex, Height>,
     /// When each peer was last sent a catch-up, and the height it reached.
     catch_up_served: BTreeMap<NodeIndex, (Time, Height)>,
+    /// What each peer's requests may cost this node (answers, by their bytes).
+    serving: PeerLimits,
+    /// Ingress being verified, by id: who sent it (`None`: this node, for a block's payload).
+    verifying: HashMap<Hash, Option<NodeIndex>>,
 }
 
 const FETCH_BACKOFF_MIN: Time = 250;
@@ -251,6 +307,10 @@ pub const PENALTY_HEIGHTS: Height = 20;
 /// request must not buy up to 8 MiB again and again. A follow-up from the top of what it was
 /// sent is answered at once.
 const CATCH_UP_REPEAT_INTERVAL: Time = 1_000;
+/// Ingress messages of one peer being verified at once (a block's worth fetched, twice over).
+pub const MAX_VERIFYING_PER_PEER: usize = 2_000;
+/// Artifacts one peer's adverts may have this node fetching at once (a block's ingress, twice).
+pub const MAX_FETCHES_PER_PEER: usize = 2_000;
 
 impl ConsensusNode {
     pub fn new(config: Config, crypto: Arc<dyn Crypto>, ingress_check: Arc<dyn IngressCheck>, start: Start) -> Self {
@@ -356,6 +416,8 @@ impl ConsensusNode {
             rejected: Default::default(),
             penalized: BTreeMap::new(),
             catch_up_served: BTreeMap::new(),
+            serving: PeerLimits::new(Rates::REQUESTS, n, 0),
+            verifying: HashMap::new(),
         }
     }
 
@@ -466,19 +528,39 @@ impl ConsensusNode {
 
     // ----- inputs -----
 
-    /// An ingress message submitted here through the HTTP interface: pooled and gossiped.
+    /// An ingress message submitted here through the HTTP interface, checked here and now (a
+    /// driver that keeps checks off its consensus task verifies
+    /// [`UnverifiedIngress::from_client`] itself): pooled and gossiped.
     pub fn submit_ingress(&mut self, now: Time, ingress: Ingress) -> Result<Hash, String> {
+        let verified = UnverifiedIngress::from_client(now, ingress).verify(&*self.ingress_check);
+        self.on_ingress_verified(now, verified)
+    }
+
+    /// Ingress checked by [`UnverifiedIngress::verify`]: a client's is pooled and gossiped, a
+    /// peer's pooled; one that does not verify is charged to the peer that sent it.
+    pub fn on_ingress_verified(&mut self, now: Time, verified: VerifiedIngress) -> Result<Hash, String> {
+        let VerifiedIngress { from, ingress, expiry, forged } = verified;
         let id = ingress.id();
+        let awaited = self.verifying.remove(&id).is_some();
+        let expiry = match expiry {
+            Ok(expiry) => expiry,
+            Err(e) => {
+                if let Some(peer) = from.filter(|_| forged) {
+                    self.charge(peer, "ingress that does not verify");
+                }
+                return Err(e);
+            }
+        };
         if self.finalized_ingress.contains_key(&id) || self.ingress.contains(&id) {
             return Ok(id);
         }
-        if self.ingress.len() >= self.config.max_ingress_pool {
+        if from.is_none() && !awaited && self.ingress.len() + self.verifying.len() >= self.config.max_ingress_pool {
             return Err("the ingress pool is full; try again later".into());
         }
-        let expiry = self.ingress_check.admit(now, &ingress.bytes)?;
-        let ingress = Arc::new(ingress);
         self.ingress.insert(id, ingress.clone(), expiry);
-        self.broadcast(Artifact::Ingress(ingress));
+        if from.is_none() && !awaited {
+            self.broadcast(Artifact::Ingress(ingress));
+        }
         self.process(now);
         Ok(id)
     }
@@ -495,11 +577,14 @@ impl ConsensusNode {
                 }
             }
             Message::Advert(id) => {
-                if self.wants(&id) {
+                // What one peer's adverts make this node chase is bounded (junk ids are never found).
+                if self.wants(&id) && !self.requests.contains_key(&id) && self.requests.values().filter(|p| p.peers[0] == from).count() >= MAX_FETCHES_PER_PEER {
+                    self.reject("adverts beyond the peer's fetch share");
+                } else if self.wants(&id) {
                     self.fetch(now, id, from);
                 }
             }
-            Message::Request(id) => self.serve(from, id),
+            Message::Request(id) => self.serve(now, from, id),
             Message::CatchUpRequest { finalized } => self.serve_catch_up(now, from, finalized),
             Message::CatchUp(c) => self.apply_catch_up(now, from, &c),
             Message::Sync(_) => return,
@@ -872,7 +957,9 @@ impl ConsensusNode {
                     }
                     Check::Missing(ids) => {
                         let from = self.pool.proposal_senders.get(hash).copied().unwrap_or(p.block.maker);
-                        changes.extend(ids.into_iter().filter(|id| !self.requests.contains_key(id)).map(|id| Change::Fetch(id, from)));
+                        // (Not what is being verified: it is on its way.)
+                        let verifying = |id: &ArtifactId| matches!(id, ArtifactId::Ingress(i) if self.verifying.contains_key(i));
+                        changes.extend(ids.into_iter().filter(|id| !self.requests.contains_key(id) && !verifying(id)).map(|id| Change::Fetch(id, from)));
                     }
                     Check::Later => {}
                 }
@@ -1148,7 +1235,7 @@ impl ConsensusNode {
         let max_ahead = self.config.max_ahead;
         let too_far = |h: Height| h > notarized + max_ahead;
         match artifact {
-            Artifact::Ingress(ingress) => self.take_ingress(now, ingress, false),
+            Artifact::Ingress(ingress) => self.take_ingress(now, from, ingress, false),
             Artifact::Proposal(p) => {
                 let (h, hash) = (p.block.height, p.block.hash());
                 self.requests.remove(&ArtifactId::Block(hash));
@@ -1172,7 +1259,7 @@ impl ConsensusNode {
                 }
                 if let Some(payload) = &p.payload {
                     for ingress in payload {
-                        self.take_ingress(now, ingress.clone(), true);
+                        self.take_ingress(now, from, ingress.clone(), true);
                     }
                 }
                 let stripped = Arc::new(p.stripped());
@@ -1254,23 +1341,70 @@ impl ConsensusNode {
     /// Pools a peer's ingress if it passes [`IngressCheck::admit`]. Ingress a signed block names
     /// (in its payload, or fetched for it) is checked as of its expiry if that has passed: the
     /// block's time decides whether it may be included (see `check_proposal`).
-    fn take_ingress(&mut self, now: Time, ingress: Arc<Ingress>, in_block: bool) -> bool {
+    /// The check runs off this task: the message is handed out ([`Output::VerifyIngress`]) and
+    /// pooled when it comes back verified.
+    fn take_ingress(&mut self, now: Time, from: NodeIndex, ingress: Arc<Ingress>, in_block: bool) -> bool {
         let id = ingress.id();
+        // A peer charged for forged ingress is heard only when asked (a block may need it).
+        if self.is_penalized(from) && !in_block && !self.requests.contains_key(&ArtifactId::Ingress(id)) {
+            return false;
+        }
         let requested = self.requests.remove(&ArtifactId::Ingress(id)).is_some();
-        if self.ingress.contains(&id) || self.finalized_ingress.contains_key(&id) || self.ingress.len() >= self.config.max_ingress_pool {
+        if self.ingress.contains(&id) || self.finalized_ingress.contains_key(&id) || self.verifying.contains_key(&id) {
+            return false;
+        }
+        if self.ingress.len() + self.verifying.len() >= self.config.max_ingress_pool {
+            return false;
+        }
+        if self.verifying.values().filter(|s| **s == Some(from)).count() >= MAX_VERIFYING_PER_PEER {
+            self.reject("ingress beyond the peer's verification share");
             return false;
         }
         let at = if in_block || requested { self.ingress_check.expiry(&ingress.bytes).map_or(now, |expiry| expiry.min(now)) } else { now };
-        match self.ingress_check.admit(at, &ingress.bytes) {
-            Ok(expiry) => self.ingress.insert(id, ingress, expiry),
-            Err(_) => false,
+        self.verifying.insert(id, Some(from));
+        self.outputs.push_back(Output::VerifyIngress(UnverifiedIngress { from: Some(from), ingress, at }));
+        false
+    }
+
+    /// Answers the state-sync request of `peer` from `checkpoints`, if its share of this
+    /// node's work allows (a chunk costs what it weighs).
+    pub fn answer_sync<'a>(&mut self, now: Time, peer: NodeIndex, request: &SyncMessage, checkpoints: impl IntoIterator<Item = &'a Checkpoint>) -> Option<SyncMessage> {
+        if !request.is_request() || peer >= self.n || peer == self.me || !self.may_serve(now, peer) {
+            return None;
         }
+        let answer = request.answer_from(checkpoints)?;
+        let cost = match &answer {
+            SyncMessage::Chunk { bytes, .. } => bytes.len(),
+            SyncMessage::Manifest(m) => m.chunks.len() * 32,
+            _ => 0,
+        };
+        self.serving.charge(now, peer, cost as u64);
+        Some(answer)
+    }
+
+    /// Whether `peer` may have an answer now (else its request is dropped and counted).
+    fn may_serve(&mut self, now: Time, peer: NodeIndex) -> bool {
+        if self.serving.has_credit(now, peer) {
+            return true;
+        }
+        if self.serving.charge(now, peer, 0) == Verdict::Disconnect {
+            self.reject("requests beyond the peer's share");
+        }
+        false
+    }
+
+    /// Requests of `peer` this node dropped for its rate.
+    pub fn requests_dropped(&self, peer: NodeIndex) -> u64 {
+        self.serving.dropped(peer)
     }
 
     fn wants(&self, id: &ArtifactId) -> bool {
         match id {
             ArtifactId::Ingress(id) => {
-                !self.ingress.contains(id) && !self.finalized_ingress.contains_key(id) && self.ingress.len() < self.config.max_ingress_pool
+                !self.ingress.contains(id)
+                    && !self.finalized_ingress.contains_key(id)
+                    && !self.verifying.contains_key(id)
+                    && self.ingress.len() + self.verifying.len() < self.config.max_ingress_pool
             }
             ArtifactId::Block(hash) => !self.invalid.contains(hash) && self.find_proposal(hash).is_none(),
         }
@@ -1311,7 +1445,10 @@ impl ConsensusNode {
         self.outputs.extend(sends);
     }
 
-    fn serve(&mut self, to: NodeIndex, id: ArtifactId) {
+    fn serve(&mut self, now: Time, to: NodeIndex, id: ArtifactId) {
+        if !self.may_serve(now, to) {
+            return;
+        }
         match id {
             ArtifactId::Ingress(id) => {
                 let found = self.ingress.get(&id).cloned().or_else(|| {
@@ -1323,12 +1460,14 @@ impl ConsensusNode {
                     })
                 });
                 if let Some(ingress) = found {
+                    self.serving.charge(now, to, ingress.bytes.len() as u64);
                     self.outputs.push_back(Output::Send { to: Some(to), message: Message::Push(Artifact::Ingress(ingress)) });
                 }
             }
             ArtifactId::Block(hash) => {
                 if let Some(p) = self.find_proposal(&hash).filter(|p| p.block.height > self.base_height) {
                     let wire = if self.config.strip_blocks { Arc::new(p.stripped()) } else { p };
+                    self.serving.charge(now, to, wire.wire_size() as u64);
                     self.outputs.push_back(Output::Send { to: Some(to), message: Message::Push(Artifact::Proposal(wire)) });
                 }
             }
@@ -1396,6 +1535,9 @@ impl ConsensusNode {
         if self.catch_up_served.get(&to).is_some_and(|(at, top)| from < *top && now < at + CATCH_UP_REPEAT_INTERVAL) {
             return;
         }
+        if !self.may_serve(now, to) {
+            return;
+        }
         if from < self.base_height {
             if let Some(cup) = self.pool.validated.cups.values().next_back() {
                 self.outputs.push_back(Output::Send { to: Some(to), message: Message::Push(Artifact::Cup(cup.clone())) });
@@ -1449,6 +1591,8 @@ impl ConsensusNode {
         }
         let more = top < self.finalized_height;
         self.catch_up_served.insert(to, (now, top));
+        let cost = blocks.iter().chain(notarized.iter().map(|(p, _)| p)).map(|p| p.wire_size()).sum::<usize>();
+        self.serving.charge(now, to, cost as u64);
         let catch_up = CatchUp { blocks, finalization, notarized, beacons, more };
         self.outputs.push_back(Output::Send { to: Some(to), message: Message::CatchUp(Arc::new(catch_up)) });
     }

@@ -366,6 +366,8 @@ struct SimNode {
     junk: u64,
     peers: u64,
     sync: Option<StateSync>,
+    /// (With `measure_bytes`) frames and bytes sent to each peer in each virtual second.
+    per_peer: BTreeMap<(Time, NodeIndex), (u64, u64)>,
 }
 
 impl SimNode {
@@ -386,6 +388,11 @@ impl SimNode {
                         let bytes = buf.len() as u64 * copies;
                         let largest = buf.len() as u64;
                         self.log.borrow_mut().push(Event::Sent { bytes, proposal_bytes: if proposal { bytes } else { 0 }, largest });
+                        for peer in (0..=self.peers as usize).filter(|p| *p != me && to.is_none_or(|t| t == *p)) {
+                            let (frames, bytes) = self.per_peer.entry((now / 1_000, peer)).or_default();
+                            *frames += 1;
+                            *bytes += largest;
+                        }
                     }
                     if self.fault == Some(Fault::Replay) && self.sent.len() < 2_000 {
                         self.sent.push(message.clone());
@@ -421,6 +428,9 @@ impl SimNode {
                 Output::Forget(below) => self.disk.persisted.retain(|a| a.height() >= below),
                 Output::Certified { height, state_hash, .. } => {
                     self.log.borrow_mut().push(Event::Certified { node: me, height, hash: state_hash });
+                }
+                Output::VerifyIngress(unverified) => {
+                    let _ = self.consensus.on_ingress_verified(now, unverified.verify(&SimIngressCheck));
                 }
                 Output::StateSyncNeeded(cup) => match &mut self.sync {
                     Some(sync) if sync.height() >= cup.height() => {}
@@ -640,6 +650,10 @@ pub struct Report {
     pub proposal_bytes_sent: u64,
     /// The largest single message sent (CBOR bytes), when bytes are measured.
     pub largest_message: u64,
+    /// The most frames and bytes one honest node sent one peer in a virtual second, when bytes
+    /// are measured (what [`crate::limits::Rates::FRAMES`] must allow).
+    pub peak_peer_frames: u64,
+    pub peak_peer_bytes: u64,
     pub wall_seconds: f64,
     /// The longest stretch (virtual ms) in which no honest node finalized a new height.
     pub longest_stall: Time,
@@ -863,6 +877,7 @@ pub fn run(scenario: &Scenario, measure_bytes: bool) -> Report {
             junk: 0,
             peers: (n - 1) as u64,
             sync: None,
+            per_peer: BTreeMap::new(),
         }
     };
     let genesis = Start::genesis(&subnet_seed);
@@ -1009,6 +1024,10 @@ pub fn run(scenario: &Scenario, measure_bytes: bool) -> Report {
         for (why, count) in node.consensus.rejections() {
             *report.rejections.entry(why).or_default() += count;
         }
+    }
+    for node in &up_honest {
+        report.peak_peer_frames = report.peak_peer_frames.max(node.per_peer.values().map(|v| v.0).max().unwrap_or(0));
+        report.peak_peer_bytes = report.peak_peer_bytes.max(node.per_peer.values().map(|v| v.1).max().unwrap_or(0));
     }
     report.messages_delivered = sim.stats.delivered;
     report.crypto_ms = crypto_time.load(Ordering::Relaxed) as f64 / 1e6;
