@@ -14,8 +14,8 @@ import { Actor, Cbor, Certificate, LookupPathStatus, requestIdOf, IC_REQUEST_DOM
 import { IDL } from '@dfinity/candid';
 import { Ed25519KeyIdentity } from '@dfinity/identity';
 
-import { TabnetNode, makeAgent, deploy, canisterIdFromIndex, canisterIndex, MANAGEMENT_ID } from './helpers.mjs';
-import { counterIdl } from './idl.mjs';
+import { TabnetNode, makeAgent, deploy, canisterIdFromIndex, canisterIndex, MANAGEMENT_ID, rejectOf } from './helpers.mjs';
+import { counterIdl, loopIdl } from './idl.mjs';
 
 let node;
 let agent;
@@ -312,5 +312,46 @@ test('SIGTERM stops the node even with a client stalled mid-request', { skip: Bo
   await node.start();
   agent = await makeAgent(node, identity);
   counter = Actor.createActor(counterIdl, { agent, canisterId });
+  await assertStillServing();
+});
+
+/** `certified_height` of /api/v2/status. */
+async function certifiedHeight() {
+  const res = await fetch(`${node.url}/api/v2/status`, { signal: AbortSignal.timeout(30_000) });
+  return BigInt(Cbor.decode(new Uint8Array(await res.arrayBuffer())).certified_height);
+}
+
+test('long queries and a long composite query hold up neither updates nor certification', { timeout: 600_000 }, async () => {
+  const { canisterId: callee, actor: loop } = await deploy(agent, 'loop', loopIdl);
+  const { actor: composite } = await deploy(agent, 'loop', loopIdl);
+  const done = [];
+  // Three queries of 5 billion instructions each, and a composite graph of three such calls:
+  // seconds each in wasmi. Before, each held the replica's lock for its whole length.
+  const long = [
+    ...[1, 2, 3].map((i) =>
+      loop.forever_query().then(
+        () => assert.fail('forever_query returned'),
+        (e) => {
+          assert.equal(rejectOf(e)?.errorCode, 'IC0522', String(e));
+          done.push(`query ${i}`);
+        },
+      ),
+    ),
+    composite.forever_composite(callee, 3).then((rejected) => {
+      assert.equal(rejected, 3);
+      done.push('composite');
+    }),
+  ];
+  // Let them reach the node (progress, not a time limit: the assertions below compare order).
+  await new Promise((r) => setTimeout(r, 500));
+  const height = await certifiedHeight();
+  const before = await counter.get();
+  assert.equal(await counter.inc(), before + 1n);
+  const finished = [...done];
+  const later = await certifiedHeight();
+  assert.deepEqual(finished, [], 'the update waited for the long queries');
+  assert.ok(later > height, `certified height ${height} -> ${later} while the queries ran`);
+  await Promise.all(long);
+  assert.equal(done.length, 4);
   await assertStillServing();
 });

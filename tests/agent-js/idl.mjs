@@ -172,6 +172,7 @@ export const loopIdl = ({ IDL }) =>
   IDL.Service({
     forever: IDL.Func([], [], []),
     forever_query: IDL.Func([], [], ['query']),
+    forever_composite: IDL.Func([IDL.Principal, IDL.Nat32], [IDL.Nat32], ['composite_query']),
     spin: IDL.Func([IDL.Nat64], [IDL.Nat64], []),
   });
 

@@ -21,6 +21,20 @@ fn forever_query() {
     spin_forever()
 }
 
+/// A composite query that calls `callee`'s `forever_query` `calls` times, one after another:
+/// each call runs to the query instruction limit, so the graph runs `calls` times that.
+/// Returns how many calls were rejected.
+#[ic_cdk::query(composite = true)]
+async fn forever_composite(callee: candid::Principal, calls: u32) -> u32 {
+    let mut rejected = 0;
+    for _ in 0..calls {
+        if ic_cdk::call::Call::unbounded_wait(callee, "forever_query").await.is_err() {
+            rejected += 1;
+        }
+    }
+    rejected
+}
+
 /// Runs `n` loop iterations; returns the instructions this call used so far.
 #[ic_cdk::update]
 fn spin(n: u64) -> u64 {
