@@ -18,11 +18,13 @@ use std::sync::{Arc, Mutex};
 
 use crate::embedder::GlobalValue;
 use crate::hypervisor::{
-    ApiType, CanisterModule, EntryPoint, ExecutionOutcome, ExecutionParameters, ExecutionState, OutgoingCall,
-    SystemStateView, WasmResult,
+    ApiType, CanisterModule, EntryPoint, ExecutionOutcome, ExecutionParameters, ExecutionState,
+    OutgoingCall, SystemStateView, WasmResult,
 };
 use crate::management::{self, CanisterFacts, WasmFacts};
-use crate::scheduler::{check_running, error_payload, is_wasm64, no_module_error, ExecutionEnvironment, MethodKind};
+use crate::scheduler::{
+    check_running, error_payload, is_wasm64, no_module_error, ExecutionEnvironment, MethodKind,
+};
 use crate::state::{ResponsePayload, SystemState};
 use crate::SubnetConfig;
 use tabnet_types::{CanisterId, ErrorCode, Principal, RejectCode, UserError, MANAGEMENT_CANISTER};
@@ -67,7 +69,11 @@ struct QueryWasm {
 
 /// A canister's query instance, built on the first query that needs it.
 enum Instance {
-    Memories { heap: Vec<u8>, stable: Vec<u8>, globals: Vec<GlobalValue> },
+    Memories {
+        heap: Vec<u8>,
+        stable: Vec<u8>,
+        globals: Vec<GlobalValue>,
+    },
     Ready(ExecutionState),
     /// It could not be rebuilt (an engine error; it would fail the same way again).
     Failed(UserError),
@@ -75,10 +81,17 @@ enum Instance {
 
 /// The state queries run on after a round at `time`: canisters in `changed`, and all of them
 /// when there is no `previous`, are copied anew; the others are shared with `previous`.
-pub(crate) fn publish(env: &ExecutionEnvironment, previous: Option<&QueryState>, changed: &BTreeSet<CanisterId>, time: u64) -> QueryState {
+pub(crate) fn publish(
+    env: &ExecutionEnvironment,
+    previous: Option<&QueryState>,
+    changed: &BTreeSet<CanisterId>,
+    time: u64,
+) -> QueryState {
     let mut canisters = BTreeMap::new();
     for (id, c) in &env.state.canisters {
-        let kept = previous.filter(|_| !changed.contains(id)).and_then(|p| p.canisters.get(id));
+        let kept = previous
+            .filter(|_| !changed.contains(id))
+            .and_then(|p| p.canisters.get(id));
         let canister = match kept {
             Some(p) => p.canister.clone(),
             None => Arc::new(QueryCanister {
@@ -93,7 +106,11 @@ pub(crate) fn publish(env: &ExecutionEnvironment, previous: Option<&QueryState>,
                         heap_len: heap.len(),
                         stable_len: stable.len(),
                         globals_len: globals.len(),
-                        instance: Mutex::new(Instance::Memories { heap, stable, globals }),
+                        instance: Mutex::new(Instance::Memories {
+                            heap,
+                            stable,
+                            globals,
+                        }),
                     }
                 }),
             }),
@@ -101,7 +118,11 @@ pub(crate) fn publish(env: &ExecutionEnvironment, previous: Option<&QueryState>,
         let params = env.params(c, is_wasm64(c), 0, env.config.max_reply_bytes_query);
         canisters.insert(*id, Published { canister, params });
     }
-    QueryState { time, config: env.config.clone(), canisters }
+    QueryState {
+        time,
+        config: env.config.clone(),
+        canisters,
+    }
 }
 
 /// Answers a query on the live state at `time` (see [`ExecutionEnvironment::query`]).
@@ -114,7 +135,14 @@ pub(crate) fn answer_live(
     arg: Vec<u8>,
     data_certificate: Option<Vec<u8>>,
 ) -> Result<WasmResult, UserError> {
-    answer(&mut Live { env, time }, sender, canister_id, method, arg, data_certificate)
+    answer(
+        &mut Live { env, time },
+        sender,
+        canister_id,
+        method,
+        arg,
+        data_certificate,
+    )
 }
 
 impl QueryState {
@@ -127,7 +155,14 @@ impl QueryState {
         arg: Vec<u8>,
         data_certificate: Option<Vec<u8>>,
     ) -> Result<WasmResult, UserError> {
-        answer(&mut &*self, sender, canister_id, method, arg, data_certificate)
+        answer(
+            &mut &*self,
+            sender,
+            canister_id,
+            method,
+            arg,
+            data_certificate,
+        )
     }
 
     pub fn time(&self) -> u64 {
@@ -145,12 +180,30 @@ trait QueryTarget {
     /// The canister exists, runs, and exports `method` as a (composite) query.
     fn method_kind(&self, id: &CanisterId, method: &str) -> Result<MethodKind, UserError>;
     /// Runs a plain query on the canister's own instance (the embedder rolls it back).
-    fn run_own(&mut self, id: &CanisterId, entry: &EntryPoint, api: ApiType, limit: u64) -> Result<ExecutionOutcome, UserError>;
+    fn run_own(
+        &mut self,
+        id: &CanisterId,
+        entry: &EntryPoint,
+        api: ApiType,
+        limit: u64,
+    ) -> Result<ExecutionOutcome, UserError>;
     /// An independent copy of the canister's instance, for a composite query's call context.
     fn scratch(&self, id: &CanisterId) -> Result<ExecutionState, UserError>;
     /// Runs one entry point on `exec`, the canister's scratch copy.
-    fn run_on(&mut self, id: &CanisterId, exec: &mut ExecutionState, entry: &EntryPoint, api: ApiType, limit: u64) -> ExecutionOutcome;
-    fn management(&mut self, sender: Principal, method: &str, arg: &[u8]) -> Result<WasmResult, UserError>;
+    fn run_on(
+        &mut self,
+        id: &CanisterId,
+        exec: &mut ExecutionState,
+        entry: &EntryPoint,
+        api: ApiType,
+        limit: u64,
+    ) -> ExecutionOutcome;
+    fn management(
+        &mut self,
+        sender: Principal,
+        method: &str,
+        arg: &[u8],
+    ) -> Result<WasmResult, UserError>;
 }
 
 /// The live state at a time (replicated state is not changed).
@@ -170,8 +223,20 @@ impl QueryTarget for Live<'_> {
         query_kind(id, c.execution.as_ref().map(|e| &**e.module()), method)
     }
 
-    fn run_own(&mut self, id: &CanisterId, entry: &EntryPoint, api: ApiType, limit: u64) -> Result<ExecutionOutcome, UserError> {
-        let Some(mut exec) = self.env.state.canisters.get_mut(id).and_then(|c| c.execution.take()) else {
+    fn run_own(
+        &mut self,
+        id: &CanisterId,
+        entry: &EntryPoint,
+        api: ApiType,
+        limit: u64,
+    ) -> Result<ExecutionOutcome, UserError> {
+        let Some(mut exec) = self
+            .env
+            .state
+            .canisters
+            .get_mut(id)
+            .and_then(|c| c.execution.take())
+        else {
             return Err(no_module_error(id));
         };
         let outcome = self.run_on(id, &mut exec, entry, api, limit);
@@ -182,19 +247,44 @@ impl QueryTarget for Live<'_> {
     }
 
     fn scratch(&self, id: &CanisterId) -> Result<ExecutionState, UserError> {
-        match self.env.state.canisters.get(id).and_then(|c| c.execution.as_ref()) {
+        match self
+            .env
+            .state
+            .canisters
+            .get(id)
+            .and_then(|c| c.execution.as_ref())
+        {
             Some(e) => e.try_clone(),
             None => Err(no_module_error(id)),
         }
     }
 
-    fn run_on(&mut self, id: &CanisterId, exec: &mut ExecutionState, entry: &EntryPoint, api: ApiType, limit: u64) -> ExecutionOutcome {
-        self.env.run_wasm(id, exec, entry, api, limit, self.time, false, 0)
+    fn run_on(
+        &mut self,
+        id: &CanisterId,
+        exec: &mut ExecutionState,
+        entry: &EntryPoint,
+        api: ApiType,
+        limit: u64,
+    ) -> ExecutionOutcome {
+        self.env
+            .run_wasm(id, exec, entry, api, limit, self.time, false, 0)
     }
 
-    fn management(&mut self, sender: Principal, method: &str, arg: &[u8]) -> Result<WasmResult, UserError> {
+    fn management(
+        &mut self,
+        sender: Principal,
+        method: &str,
+        arg: &[u8],
+    ) -> Result<WasmResult, UserError> {
         let state = &self.env.state;
-        management::query(&self.env.config, |id| state.canister(id).map(CanisterFacts::of), sender, method, arg)
+        management::query(
+            &self.env.config,
+            |id| state.canister(id).map(CanisterFacts::of),
+            sender,
+            method,
+            arg,
+        )
     }
 }
 
@@ -209,13 +299,33 @@ impl QueryTarget for &QueryState {
         query_kind(id, c.wasm.as_ref().map(|w| &*w.module), method)
     }
 
-    fn run_own(&mut self, id: &CanisterId, entry: &EntryPoint, api: ApiType, limit: u64) -> Result<ExecutionOutcome, UserError> {
+    fn run_own(
+        &mut self,
+        id: &CanisterId,
+        entry: &EntryPoint,
+        api: ApiType,
+        limit: u64,
+    ) -> Result<ExecutionOutcome, UserError> {
         let p = self.canister(id)?;
-        let wasm = p.canister.wasm.as_ref().ok_or_else(|| no_module_error(id))?;
+        let wasm = p
+            .canister
+            .wasm
+            .as_ref()
+            .ok_or_else(|| no_module_error(id))?;
         // A panic while it ran (a bug) left no other instance; serve on from it.
         let mut instance = wasm.instance.lock().unwrap_or_else(|e| e.into_inner());
-        if let Instance::Memories { heap, stable, globals } = &mut *instance {
-            let built = ExecutionState::from_memories(wasm.module.clone(), heap, std::mem::take(stable), globals);
+        if let Instance::Memories {
+            heap,
+            stable,
+            globals,
+        } = &mut *instance
+        {
+            let built = ExecutionState::from_memories(
+                wasm.module.clone(),
+                heap,
+                std::mem::take(stable),
+                globals,
+            );
             *instance = match built {
                 Ok(exec) => Instance::Ready(exec),
                 Err(e) => Instance::Failed(e),
@@ -229,26 +339,57 @@ impl QueryTarget for &QueryState {
     }
 
     fn scratch(&self, id: &CanisterId) -> Result<ExecutionState, UserError> {
-        let wasm = self.canister(id)?.canister.wasm.as_ref().ok_or_else(|| no_module_error(id))?;
+        let wasm = self
+            .canister(id)?
+            .canister
+            .wasm
+            .as_ref()
+            .ok_or_else(|| no_module_error(id))?;
         match &*wasm.instance.lock().unwrap_or_else(|e| e.into_inner()) {
-            Instance::Memories { heap, stable, globals } => {
-                ExecutionState::from_memories(wasm.module.clone(), heap, stable.clone(), globals)
-            }
+            Instance::Memories {
+                heap,
+                stable,
+                globals,
+            } => ExecutionState::from_memories(wasm.module.clone(), heap, stable.clone(), globals),
             Instance::Ready(exec) => exec.try_clone(),
             Instance::Failed(e) => Err(e.clone()),
         }
     }
 
-    fn run_on(&mut self, id: &CanisterId, exec: &mut ExecutionState, entry: &EntryPoint, api: ApiType, limit: u64) -> ExecutionOutcome {
+    fn run_on(
+        &mut self,
+        id: &CanisterId,
+        exec: &mut ExecutionState,
+        entry: &EntryPoint,
+        api: ApiType,
+        limit: u64,
+    ) -> ExecutionOutcome {
         let p = &self.canisters[id];
-        let view = SystemStateView { time: self.time, ..p.canister.view.clone() };
-        let params = ExecutionParameters { instruction_limit: limit, ..p.params.clone() };
+        let view = SystemStateView {
+            time: self.time,
+            ..p.canister.view.clone()
+        };
+        let params = ExecutionParameters {
+            instruction_limit: limit,
+            ..p.params.clone()
+        };
         crate::hypervisor::execute(exec, entry, api, &view, &params)
     }
 
-    fn management(&mut self, sender: Principal, method: &str, arg: &[u8]) -> Result<WasmResult, UserError> {
+    fn management(
+        &mut self,
+        sender: Principal,
+        method: &str,
+        arg: &[u8],
+    ) -> Result<WasmResult, UserError> {
         let canisters = &self.canisters;
-        management::query(&self.config, |id| canisters.get(id).map(|p| p.canister.facts()), sender, method, arg)
+        management::query(
+            &self.config,
+            |id| canisters.get(id).map(|p| p.canister.facts()),
+            sender,
+            method,
+            arg,
+        )
     }
 }
 
@@ -260,26 +401,43 @@ impl QueryCanister {
             stable: w.stable_len,
             globals: 8 * w.globals_len,
         });
-        CanisterFacts { system: &self.system, memory_usage: self.memory_usage, wasm }
+        CanisterFacts {
+            system: &self.system,
+            memory_usage: self.memory_usage,
+            wasm,
+        }
     }
 }
 
 /// How `method` runs as a query, or the IC's error for a missing module or method.
-fn query_kind(id: &CanisterId, module: Option<&CanisterModule>, method: &str) -> Result<MethodKind, UserError> {
+fn query_kind(
+    id: &CanisterId,
+    module: Option<&CanisterModule>,
+    method: &str,
+) -> Result<MethodKind, UserError> {
     let module = module.ok_or_else(|| no_module_error(id))?;
     if module.exports_function(&format!("canister_update {method}")) {
-        Err(UserError::new(ErrorCode::CanisterMethodNotFound, format!("Canister {id} has no query method '{method}'")))
+        Err(UserError::new(
+            ErrorCode::CanisterMethodNotFound,
+            format!("Canister {id} has no query method '{method}'"),
+        ))
     } else if module.exports_function(&format!("canister_query {method}")) {
         Ok(MethodKind::Query)
     } else if module.exports_function(&format!("canister_composite_query {method}")) {
         Ok(MethodKind::CompositeQuery)
     } else {
-        Err(UserError::new(ErrorCode::CanisterMethodNotFound, format!("Canister {id} has no update method '{method}'")))
+        Err(UserError::new(
+            ErrorCode::CanisterMethodNotFound,
+            format!("Canister {id} has no update method '{method}'"),
+        ))
     }
 }
 
 fn not_found(id: &CanisterId) -> UserError {
-    UserError::new(ErrorCode::CanisterNotFound, format!("Canister {id} not found"))
+    UserError::new(
+        ErrorCode::CanisterNotFound,
+        format!("Canister {id} not found"),
+    )
 }
 
 // ---- the query call graph ----
@@ -303,8 +461,20 @@ fn answer(
         return t.management(sender, method, &arg);
     }
     let kind = t.method_kind(&canister_id, method)?;
-    let mut graph = QueryGraph { stack: Vec::new(), instructions: 0 };
-    match run_query(t, &mut graph, canister_id, sender, method, arg, data_certificate, kind)? {
+    let mut graph = QueryGraph {
+        stack: Vec::new(),
+        instructions: 0,
+    };
+    match run_query(
+        t,
+        &mut graph,
+        canister_id,
+        sender,
+        method,
+        arg,
+        data_certificate,
+        kind,
+    )? {
         Some(r) => Ok(r),
         None => Err(UserError::new(
             ErrorCode::CanisterDidNotReply,
@@ -327,11 +497,21 @@ fn run_query(
     let (entry, api) = match kind {
         MethodKind::CompositeQuery => (
             format!("canister_composite_query {method}"),
-            ApiType::CompositeQuery { caller, method: method.into(), arg, data_certificate },
+            ApiType::CompositeQuery {
+                caller,
+                method: method.into(),
+                arg,
+                data_certificate,
+            },
         ),
         _ => (
             format!("canister_query {method}"),
-            ApiType::NonReplicatedQuery { caller, method: method.into(), arg, data_certificate },
+            ApiType::NonReplicatedQuery {
+                caller,
+                method: method.into(),
+                arg,
+                data_certificate,
+            },
         ),
     };
     graph.stack.push(id);
@@ -366,12 +546,27 @@ fn run_query_graph(
     while let Some(call) = pending.pop_front() {
         let payload = query_call(t, graph, id, &call);
         let (closure, api) = match payload {
-            ResponsePayload::Reply(reply) => (call.on_reply, ApiType::CompositeReplyCallback { caller, reply }),
-            ResponsePayload::Reject { code, message, .. } => {
-                (call.on_reject, ApiType::CompositeRejectCallback { caller, code, message })
-            }
+            ResponsePayload::Reply(reply) => (
+                call.on_reply,
+                ApiType::CompositeReplyCallback { caller, reply },
+            ),
+            ResponsePayload::Reject { code, message, .. } => (
+                call.on_reject,
+                ApiType::CompositeRejectCallback {
+                    caller,
+                    code,
+                    message,
+                },
+            ),
         };
-        let outcome = run_query_step(t, graph, &id, Some(exec), &EntryPoint::Closure(closure), api)?;
+        let outcome = run_query_step(
+            t,
+            graph,
+            &id,
+            Some(exec),
+            &EntryPoint::Closure(closure),
+            api,
+        )?;
         match outcome.result {
             Ok(r) => {
                 if response.is_none() {
@@ -382,7 +577,14 @@ fn run_query_graph(
             Err(e) => {
                 if let Some(cleanup) = call.on_cleanup {
                     let cleanup = EntryPoint::Closure(cleanup);
-                    let _ = run_query_step(t, graph, &id, Some(exec), &cleanup, ApiType::Cleanup { caller });
+                    let _ = run_query_step(
+                        t,
+                        graph,
+                        &id,
+                        Some(exec),
+                        &cleanup,
+                        ApiType::Cleanup { caller },
+                    );
                 }
                 first_error.get_or_insert(e);
             }
@@ -396,10 +598,18 @@ fn run_query_graph(
 }
 
 /// One call a composite query made, answered synchronously.
-fn query_call(t: &mut impl QueryTarget, graph: &mut QueryGraph, caller: CanisterId, call: &OutgoingCall) -> ResponsePayload {
+fn query_call(
+    t: &mut impl QueryTarget,
+    graph: &mut QueryGraph,
+    caller: CanisterId,
+    call: &OutgoingCall,
+) -> ResponsePayload {
     let callee = call.callee;
     let checked = if graph.stack.len() >= MAX_QUERY_CALL_DEPTH {
-        Err(UserError::new(ErrorCode::QueryCallGraphTooDeep, "Composite query call graph went too deep"))
+        Err(UserError::new(
+            ErrorCode::QueryCallGraphTooDeep,
+            "Composite query call graph went too deep",
+        ))
     } else if callee == MANAGEMENT_CANISTER {
         Err(UserError::new(
             ErrorCode::CanisterRejectedMessage,
@@ -417,7 +627,16 @@ fn query_call(t: &mut impl QueryTarget, graph: &mut QueryGraph, caller: Canister
         Ok(kind) => kind,
         Err(e) => return error_payload(e),
     };
-    match run_query(t, graph, callee, caller, &call.method, call.payload.clone(), None, kind) {
+    match run_query(
+        t,
+        graph,
+        callee,
+        caller,
+        &call.method,
+        call.payload.clone(),
+        None,
+        kind,
+    ) {
         Ok(Some(r)) => r.into(),
         Ok(None) => ResponsePayload::Reject {
             code: RejectCode::CanisterError,

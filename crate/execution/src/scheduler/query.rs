@@ -21,13 +21,26 @@ impl ExecutionEnvironment {
         arg: Vec<u8>,
         data_certificate: Option<Vec<u8>>,
     ) -> Result<WasmResult, UserError> {
-        query_state::answer_live(self, time, sender, canister_id, method, arg, data_certificate)
+        query_state::answer_live(
+            self,
+            time,
+            sender,
+            canister_id,
+            method,
+            arg,
+            data_certificate,
+        )
     }
 
     /// The state queries run on after a round at `time`, to run them on other threads while
     /// rounds go on. Only canisters in `changed` since `previous` (all of them without one) are
     /// copied; the others are shared with `previous`.
-    pub fn query_state(&self, previous: Option<&QueryState>, changed: &BTreeSet<CanisterId>, time: u64) -> QueryState {
+    pub fn query_state(
+        &self,
+        previous: Option<&QueryState>,
+        changed: &BTreeSet<CanisterId>,
+        time: u64,
+    ) -> QueryState {
         query_state::publish(self, previous, changed, time)
     }
 }
