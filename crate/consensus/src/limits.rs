@@ -30,19 +30,12 @@ impl TokenBucket {
     /// A full bucket: `burst` tokens, refilled at `rate` per second.
     pub fn new(rate: u64, burst: u64, now: Time) -> Self {
         let cap = (burst.saturating_mul(1_000)).min(i64::MAX as u64) as i64;
-        TokenBucket {
-            rate,
-            cap,
-            level: cap,
-            at: now,
-        }
+        TokenBucket { rate, cap, level: cap, at: now }
     }
 
     fn refill(&mut self, now: Time) {
         if now > self.at {
-            let added = (now - self.at)
-                .saturating_mul(self.rate)
-                .min(i64::MAX as u64) as i64;
+            let added = (now - self.at).saturating_mul(self.rate).min(i64::MAX as u64) as i64;
             self.level = self.level.saturating_add(added).min(self.cap);
             self.at = now;
         }
@@ -55,9 +48,7 @@ impl TokenBucket {
         if self.level <= 0 {
             return false;
         }
-        self.level = self
-            .level
-            .saturating_sub(cost.saturating_mul(1_000).min(i64::MAX as u64) as i64);
+        self.level = self.level.saturating_sub(cost.saturating_mul(1_000).min(i64::MAX as u64) as i64);
         true
     }
 }
@@ -139,10 +130,7 @@ impl PeerLimits {
             dropped: 0,
             bans: 0,
         };
-        PeerLimits {
-            rates,
-            peers: (0..peers).map(|_| peer()).collect(),
-        }
+        PeerLimits { rates, peers: (0..peers).map(|_| peer()).collect() }
     }
 
     /// Charges `peer` one item of `bytes` (for a request: what the answer weighs, known after
@@ -201,27 +189,16 @@ impl PeerLimits {
 mod tests {
     use super::*;
 
-    const SMALL: Rates = Rates {
-        items_per_second: 10,
-        item_burst: 20,
-        bytes_per_second: 1_000,
-        byte_burst: 2_000,
-        excess_per_second: 1,
-        excess_burst: 5,
-        ban: 3_000,
-    };
+    const SMALL: Rates =
+        Rates { items_per_second: 10, item_burst: 20, bytes_per_second: 1_000, byte_burst: 2_000, excess_per_second: 1, excess_burst: 5, ban: 3_000 };
 
     #[test]
     fn a_peer_gets_its_burst_then_its_rate() {
         let mut limits = PeerLimits::new(SMALL, 2, 0);
-        let taken = (0..100)
-            .filter(|_| limits.charge(0, 1, 1) == Verdict::Take)
-            .count();
+        let taken = (0..100).filter(|_| limits.charge(0, 1, 1) == Verdict::Take).count();
         assert_eq!(taken, 20, "the burst");
         // A second later, ten more.
-        let taken = (0..100)
-            .filter(|_| limits.charge(1_000, 0, 1) == Verdict::Take)
-            .count();
+        let taken = (0..100).filter(|_| limits.charge(1_000, 0, 1) == Verdict::Take).count();
         assert_eq!(taken, 20, "another peer has its own bucket");
         assert!(limits.dropped(0) > 0 && limits.dropped(1) > 0);
     }
@@ -229,11 +206,7 @@ mod tests {
     #[test]
     fn bytes_are_limited_too_and_a_large_item_runs_into_debt() {
         let mut limits = PeerLimits::new(SMALL, 1, 0);
-        assert_eq!(
-            limits.charge(0, 0, 10_000),
-            Verdict::Take,
-            "one large item passes on credit"
-        );
+        assert_eq!(limits.charge(0, 0, 10_000), Verdict::Take, "one large item passes on credit");
         assert_eq!(limits.charge(0, 0, 1), Verdict::Drop);
         // 10 s later the 8,000-byte debt is paid and credit is back.
         assert_eq!(limits.charge(8_000, 0, 1), Verdict::Drop);
@@ -244,19 +217,11 @@ mod tests {
     fn a_peer_that_keeps_exceeding_is_shut_out_for_a_while() {
         let mut limits = PeerLimits::new(SMALL, 1, 0);
         let verdicts: Vec<Verdict> = (0..40).map(|_| limits.charge(0, 0, 1)).collect();
-        assert_eq!(
-            verdicts.iter().filter(|v| **v == Verdict::Drop).count(),
-            5,
-            "five excess items are forgiven"
-        );
+        assert_eq!(verdicts.iter().filter(|v| **v == Verdict::Drop).count(), 5, "five excess items are forgiven");
         assert_eq!(verdicts[25], Verdict::Disconnect);
         assert!(limits.is_banned(2_999, 0) && !limits.is_banned(3_000, 0));
         assert_eq!(limits.charge(2_999, 0, 1), Verdict::Disconnect);
-        assert_eq!(
-            limits.charge(3_000, 0, 1),
-            Verdict::Take,
-            "back after the ban, with its bucket refilled"
-        );
+        assert_eq!(limits.charge(3_000, 0, 1), Verdict::Take, "back after the ban, with its bucket refilled");
         assert_eq!(limits.bans(0), 1);
     }
 }

@@ -25,9 +25,7 @@ use std::sync::{Arc, Mutex};
 use std::task::Poll;
 use std::time::Duration;
 
-use tabnet_consensus::handshake::{
-    Acceptor, Connector, PeerKeys, SigningKey, CHALLENGE_LEN, CONFIRM_LEN, RESPONSE_LEN,
-};
+use tabnet_consensus::handshake::{Acceptor, Connector, PeerKeys, SigningKey, CHALLENGE_LEN, CONFIRM_LEN, RESPONSE_LEN};
 use tabnet_consensus::limits::{PeerLimits, Rates, Verdict};
 use tabnet_consensus::{Message, NodeIndex, Time};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -125,32 +123,15 @@ pub fn listen(listener: TcpListener, identity: Arc<Identity>, clock: fn() -> Tim
     let (slots, queues): (Vec<PeerSlot>, Vec<_>) = (0..n)
         .map(|_| {
             let (tx, rx) = mpsc::channel(PEER_INBOX_FRAMES);
-            (
-                PeerSlot {
-                    queue: tx,
-                    bytes: Arc::new(Semaphore::new(PEER_INBOX_BYTES)),
-                    reader: Mutex::new(None),
-                },
-                rx,
-            )
+            (PeerSlot { queue: tx, bytes: Arc::new(Semaphore::new(PEER_INBOX_BYTES)), reader: Mutex::new(None) }, rx)
         })
         .unzip();
     let limits = Arc::new(Mutex::new(PeerLimits::new(Rates::FRAMES, n, clock())));
-    tokio::spawn(accept_peers(
-        listener,
-        identity,
-        Arc::new(slots),
-        Meter { limits, clock },
-    ));
+    tokio::spawn(accept_peers(listener, identity, Arc::new(slots), Meter { limits, clock }));
     Inbound { queues, next: 0 }
 }
 
-async fn accept_peers(
-    listener: TcpListener,
-    identity: Arc<Identity>,
-    slots: Arc<Vec<PeerSlot>>,
-    meter: Meter,
-) {
+async fn accept_peers(listener: TcpListener, identity: Arc<Identity>, slots: Arc<Vec<PeerSlot>>, meter: Meter) {
     // Handshakes in progress, oldest first, by connection number.
     let handshaking: Arc<Mutex<VecDeque<(u64, AbortHandle)>>> = Arc::default();
     for number in 0u64.. {
@@ -162,12 +143,7 @@ async fn accept_peers(
                 continue;
             }
         };
-        let (identity, slots, all, meter) = (
-            identity.clone(),
-            slots.clone(),
-            handshaking.clone(),
-            meter.clone(),
-        );
+        let (identity, slots, all, meter) = (identity.clone(), slots.clone(), handshaking.clone(), meter.clone());
         // Held while the task starts, so that it finds itself in the list when it ends.
         let mut list = handshaking.lock().unwrap_or_else(|e| e.into_inner());
         if list.len() >= MAX_HANDSHAKING {
@@ -178,28 +154,16 @@ async fn accept_peers(
         let task = tokio::spawn(async move {
             let _ = stream.set_nodelay(true);
             let proved = timeout(HANDSHAKE_TIMEOUT, accept_handshake(&mut stream, &identity)).await;
-            all.lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .retain(|(n, _)| *n != number);
+            all.lock().unwrap_or_else(|e| e.into_inner()).retain(|(n, _)| *n != number);
             let Ok(Ok(from)) = proved else { return };
             // A member shut out for its rate stays out until its time is up.
             if lock(&meter.limits).is_banned((meter.clock)(), from) {
                 return;
             }
             let slot = &slots[from];
-            let reader = tokio::spawn(read_frames(
-                stream,
-                from,
-                slot.queue.clone(),
-                slot.bytes.clone(),
-                meter,
-            ));
+            let reader = tokio::spawn(read_frames(stream, from, slot.queue.clone(), slot.bytes.clone(), meter));
             // One live connection per member: the newest (a restarted peer's) replaces the old.
-            let old = slot
-                .reader
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .replace(reader.abort_handle());
+            let old = slot.reader.lock().unwrap_or_else(|e| e.into_inner()).replace(reader.abort_handle());
             if let Some(old) = old {
                 old.abort();
             }
@@ -209,74 +173,34 @@ async fn accept_peers(
 }
 
 /// The acceptor's side: challenge, check the proof, confirm. Returns the member it is.
-async fn accept_handshake(
-    stream: &mut TcpStream,
-    identity: &Identity,
-) -> Result<NodeIndex, String> {
+async fn accept_handshake(stream: &mut TcpStream, identity: &Identity) -> Result<NodeIndex, String> {
     let (acceptor, challenge) = Acceptor::new(identity.me, nonce());
-    stream
-        .write_all(&challenge)
-        .await
-        .map_err(|e| e.to_string())?;
+    stream.write_all(&challenge).await.map_err(|e| e.to_string())?;
     let mut response = [0u8; RESPONSE_LEN];
-    stream
-        .read_exact(&mut response)
-        .await
-        .map_err(|e| e.to_string())?;
-    let (from, confirm) = acceptor
-        .on_response(&identity.peers, &identity.key, CHANNEL, &response)
-        .map_err(|e| e.to_string())?;
-    stream
-        .write_all(&confirm)
-        .await
-        .map_err(|e| e.to_string())?;
+    stream.read_exact(&mut response).await.map_err(|e| e.to_string())?;
+    let (from, confirm) = acceptor.on_response(&identity.peers, &identity.key, CHANNEL, &response).map_err(|e| e.to_string())?;
+    stream.write_all(&confirm).await.map_err(|e| e.to_string())?;
     Ok(from)
 }
 
 /// The connector's side: answer the challenge of node `peer`, check it confirms as that node.
-async fn connect_handshake(
-    stream: &mut TcpStream,
-    identity: &Identity,
-    peer: NodeIndex,
-) -> Result<(), String> {
+async fn connect_handshake(stream: &mut TcpStream, identity: &Identity, peer: NodeIndex) -> Result<(), String> {
     let mut connector = Connector::new(identity.me, peer, nonce());
     let mut challenge = [0u8; CHALLENGE_LEN];
-    stream
-        .read_exact(&mut challenge)
-        .await
-        .map_err(|e| e.to_string())?;
-    let response = connector
-        .on_challenge(&identity.peers, &identity.key, CHANNEL, &challenge)
-        .map_err(|e| e.to_string())?;
-    stream
-        .write_all(&response)
-        .await
-        .map_err(|e| e.to_string())?;
+    stream.read_exact(&mut challenge).await.map_err(|e| e.to_string())?;
+    let response = connector.on_challenge(&identity.peers, &identity.key, CHANNEL, &challenge).map_err(|e| e.to_string())?;
+    stream.write_all(&response).await.map_err(|e| e.to_string())?;
     let mut confirm = [0u8; CONFIRM_LEN];
-    stream
-        .read_exact(&mut confirm)
-        .await
-        .map_err(|e| e.to_string())?;
-    connector
-        .on_confirm(&identity.peers, CHANNEL, &confirm)
-        .map_err(|e| e.to_string())
+    stream.read_exact(&mut confirm).await.map_err(|e| e.to_string())?;
+    connector.on_confirm(&identity.peers, CHANNEL, &confirm).map_err(|e| e.to_string())
 }
 
 /// Reads an authenticated member's frames into its queue until the connection ends, idles, or
 /// breaks the limits.
-async fn read_frames(
-    mut stream: TcpStream,
-    from: NodeIndex,
-    queue: mpsc::Sender<Inboxed>,
-    budget: Arc<Semaphore>,
-    meter: Meter,
-) {
+async fn read_frames(mut stream: TcpStream, from: NodeIndex, queue: mpsc::Sender<Inboxed>, budget: Arc<Semaphore>, meter: Meter) {
     loop {
         let mut head = [0u8; 4];
-        if !matches!(
-            timeout(IDLE_TIMEOUT, stream.read_exact(&mut head)).await,
-            Ok(Ok(_))
-        ) {
+        if !matches!(timeout(IDLE_TIMEOUT, stream.read_exact(&mut head)).await, Ok(Ok(_))) {
             return;
         }
         let len = u32::from_be_bytes(head) as usize;
@@ -288,12 +212,7 @@ async fn read_frames(
             Verdict::Take => {}
             Verdict::Drop => {
                 // Over its rate: the frame is read into nothing, never decoded.
-                match timeout(
-                    FRAME_TIMEOUT,
-                    tokio::io::copy(&mut (&mut stream).take(len as u64), &mut tokio::io::sink()),
-                )
-                .await
-                {
+                match timeout(FRAME_TIMEOUT, tokio::io::copy(&mut (&mut stream).take(len as u64), &mut tokio::io::sink())).await {
                     Ok(Ok(got)) if got == len as u64 => continue,
                     _ => return,
                 }
@@ -311,12 +230,7 @@ async fn read_frames(
         };
         // The buffer grows as bytes arrive; a header alone allocates nothing.
         let mut frame = Vec::new();
-        match timeout(
-            FRAME_TIMEOUT,
-            (&mut stream).take(len as u64).read_to_end(&mut frame),
-        )
-        .await
-        {
+        match timeout(FRAME_TIMEOUT, (&mut stream).take(len as u64).read_to_end(&mut frame)).await {
             Ok(Ok(got)) if got == len => {}
             _ => return,
         }
@@ -347,34 +261,19 @@ pub fn connect(identity: Arc<Identity>, peer: NodeIndex, port: u16, frames: usiz
 
 /// Keeps a connection to member `peer` (listening on `port`) and writes the frames queued for
 /// it; reconnects with back-off.
-async fn send_to_peer(
-    identity: Arc<Identity>,
-    peer: NodeIndex,
-    port: u16,
-    mut queue: mpsc::Receiver<Arc<Vec<u8>>>,
-    queued: Arc<AtomicUsize>,
-) {
+async fn send_to_peer(identity: Arc<Identity>, peer: NodeIndex, port: u16, mut queue: mpsc::Receiver<Arc<Vec<u8>>>, queued: Arc<AtomicUsize>) {
     let taken = |frame: &Arc<Vec<u8>>| {
         queued.fetch_sub(frame.len(), Ordering::Relaxed);
     };
     let mut backoff = Duration::from_millis(50);
     loop {
-        let connected = match timeout(HANDSHAKE_TIMEOUT, TcpStream::connect(("127.0.0.1", port)))
-            .await
-        {
+        let connected = match timeout(HANDSHAKE_TIMEOUT, TcpStream::connect(("127.0.0.1", port))).await {
             Ok(Ok(mut stream)) => {
                 let _ = stream.set_nodelay(true);
-                match timeout(
-                    HANDSHAKE_TIMEOUT,
-                    connect_handshake(&mut stream, &identity, peer),
-                )
-                .await
-                {
+                match timeout(HANDSHAKE_TIMEOUT, connect_handshake(&mut stream, &identity, peer)).await {
                     Ok(Ok(())) => Some(stream),
                     Ok(Err(e)) => {
-                        eprintln!(
-                            "tabnet: the node on port {port} did not prove it is node {peer}: {e}"
-                        );
+                        eprintln!("tabnet: the node on port {port} did not prove it is node {peer}: {e}");
                         None
                     }
                     Err(_) => None,
@@ -420,9 +319,7 @@ pub fn send(peers: &[Option<Outbox>], to: Option<NodeIndex>, frame: Vec<u8>) {
     let frame = Arc::new(frame);
     for (k, peer) in peers.iter().enumerate() {
         if let Some(peer) = peer.as_ref().filter(|_| to.is_none_or(|t| t == k)) {
-            if peer.queued.fetch_add(frame.len(), Ordering::Relaxed) + frame.len()
-                > PEER_OUTBOX_BYTES
-                || peer.queue.try_send(frame.clone()).is_err()
+            if peer.queued.fetch_add(frame.len(), Ordering::Relaxed) + frame.len() > PEER_OUTBOX_BYTES || peer.queue.try_send(frame.clone()).is_err()
             {
                 peer.queued.fetch_sub(frame.len(), Ordering::Relaxed);
             }
@@ -436,17 +333,10 @@ mod tests {
 
     #[tokio::test]
     async fn a_flooding_peer_does_not_starve_the_others() {
-        let (senders, queues): (Vec<_>, Vec<_>) = (0..4)
-            .map(|_| mpsc::channel::<Inboxed>(PEER_INBOX_FRAMES))
-            .unzip();
+        let (senders, queues): (Vec<_>, Vec<_>) = (0..4).map(|_| mpsc::channel::<Inboxed>(PEER_INBOX_FRAMES)).unzip();
         let mut inbound = Inbound { queues, next: 0 };
         let budget = Arc::new(Semaphore::new(PEER_INBOX_BYTES));
-        let frame = |k: u64| {
-            (
-                Message::CatchUpRequest { finalized: k },
-                budget.clone().try_acquire_many_owned(1).unwrap(),
-            )
-        };
+        let frame = |k: u64| (Message::CatchUpRequest { finalized: k }, budget.clone().try_acquire_many_owned(1).unwrap());
         // Peer 1 has queued 1,000 frames before peers 2 and 3 send one each.
         for k in 0..1_000 {
             senders[1].try_send(frame(k)).unwrap();
@@ -478,23 +368,12 @@ mod tests {
         fn frozen() -> Time {
             1_000
         }
-        let meter = Meter {
-            limits: Arc::new(Mutex::new(PeerLimits::new(rates, 4, frozen()))),
-            clock: frozen,
-        };
+        let meter = Meter { limits: Arc::new(Mutex::new(PeerLimits::new(rates, 4, frozen()))), clock: frozen };
         let listener = TcpListener::bind(("127.0.0.1", 0)).await.unwrap();
-        let mut peer = TcpStream::connect(listener.local_addr().unwrap())
-            .await
-            .unwrap();
+        let mut peer = TcpStream::connect(listener.local_addr().unwrap()).await.unwrap();
         let (stream, _) = listener.accept().await.unwrap();
         let (tx, mut rx) = mpsc::channel(PEER_INBOX_FRAMES);
-        let reader = tokio::spawn(read_frames(
-            stream,
-            2,
-            tx,
-            Arc::new(Semaphore::new(PEER_INBOX_BYTES)),
-            meter.clone(),
-        ));
+        let reader = tokio::spawn(read_frames(stream, 2, tx, Arc::new(Semaphore::new(PEER_INBOX_BYTES)), meter.clone()));
         // 100 frames at once (the clock stands still: no refill).
         let mut body = Vec::new();
         ciborium::into_writer(&Message::CatchUpRequest { finalized: 7 }, &mut body).unwrap();
@@ -507,33 +386,20 @@ mod tests {
         }
         assert_eq!(taken, 10, "the burst is taken, the rest dropped");
         let limits = lock(&meter.limits);
-        assert_eq!(
-            limits.dropped(2),
-            21,
-            "20 dropped unread, then the 21st cut the connection"
-        );
-        assert!(
-            limits.is_banned(frozen(), 2),
-            "and the member is refused for a while"
-        );
+        assert_eq!(limits.dropped(2), 21, "20 dropped unread, then the 21st cut the connection");
+        assert!(limits.is_banned(frozen(), 2), "and the member is refused for a while");
     }
 
     #[tokio::test]
     async fn what_waits_for_a_member_is_capped_in_bytes() {
         let (tx, _rx) = mpsc::channel(20_000);
-        let outbox = Outbox {
-            queue: tx,
-            queued: Arc::new(AtomicUsize::new(0)),
-        };
+        let outbox = Outbox { queue: tx, queued: Arc::new(AtomicUsize::new(0)) };
         let peers = vec![None, Some(outbox.clone())];
         // A member asks for 1 MiB answers 1,000 times and reads none of them.
         for _ in 0..1_000 {
             send(&peers, Some(1), vec![0; 1 << 20]);
         }
-        assert_eq!(
-            outbox.queue.max_capacity() - outbox.queue.capacity(),
-            PEER_OUTBOX_BYTES >> 20
-        );
+        assert_eq!(outbox.queue.max_capacity() - outbox.queue.capacity(), PEER_OUTBOX_BYTES >> 20);
         assert_eq!(outbox.queued.load(Ordering::Relaxed), PEER_OUTBOX_BYTES);
     }
 }

@@ -14,9 +14,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use serde::{Deserialize, Serialize};
 use tabnet_consensus::handshake::PeerKeys;
 use tabnet_consensus::{
-    deal, Artifact, Beacon, Block, BlsCrypto, Checkpoint, Config, ConsensusNode, Cup, Height,
-    Ingress, IngressCheck, Message, Output, Start, StateSync, Time, UnverifiedIngress,
-    VerifiedIngress,
+    deal, Artifact, Beacon, Block, BlsCrypto, Checkpoint, Config, ConsensusNode, Cup, Height, Ingress, IngressCheck, Message, Output, Start,
+    StateSync, Time, UnverifiedIngress, VerifiedIngress,
 };
 use tabnet_crypto::node_key::ED25519_DER_PREFIX;
 use tabnet_execution::SubnetConfig;
@@ -83,28 +82,16 @@ impl SubnetFile {
 
     fn parse(text: &str) -> Result<Self, String> {
         let mut fields = BTreeMap::new();
-        for line in text
-            .lines()
-            .map(str::trim)
-            .filter(|l| !l.is_empty() && !l.starts_with('#'))
-        {
-            let (k, v) = line
-                .split_once('=')
-                .ok_or_else(|| format!("`{line}` is not `key = value`"))?;
+        for line in text.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('#')) {
+            let (k, v) = line.split_once('=').ok_or_else(|| format!("`{line}` is not `key = value`"))?;
             fields.insert(k.trim().to_string(), v.trim().to_string());
         }
-        let get = |k: &str| {
-            fields
-                .get(k)
-                .ok_or_else(|| format!("{CONFIG_FILE} has no `{k}`"))
-        };
+        let get = |k: &str| fields.get(k).ok_or_else(|| format!("{CONFIG_FILE} has no `{k}`"));
         let seed = hex::decode(get("dealer_seed")?).map_err(|e| format!("dealer_seed: {e}"))?;
         let file = SubnetFile {
             nodes: get("nodes")?.parse().map_err(|e| format!("nodes: {e}"))?,
             port: get("port")?.parse().map_err(|e| format!("port: {e}"))?,
-            dealer_seed: seed
-                .try_into()
-                .map_err(|_| "dealer_seed must be 32 bytes")?,
+            dealer_seed: seed.try_into().map_err(|_| "dealer_seed must be 32 bytes")?,
             dkg_interval: match fields.get("dkg_interval") {
                 Some(v) => v.parse().map_err(|e| format!("dkg_interval: {e}"))?,
                 None => DEFAULT_DKG_INTERVAL,
@@ -119,29 +106,17 @@ impl SubnetFile {
             return Err(format!("a subnet of {} nodes? (1 to 100)", self.nodes));
         }
         if self.dkg_interval < 2 {
-            return Err(format!(
-                "dkg_interval {} is too short (2 or more heights)",
-                self.dkg_interval
-            ));
+            return Err(format!("dkg_interval {} is too short (2 or more heights)", self.dkg_interval));
         }
         if u32::from(self.port) + 2 * self.nodes as u32 > 65_535 {
-            return Err(format!(
-                "ports {} to {} do not fit",
-                self.port,
-                u32::from(self.port) + 2 * self.nodes as u32 - 1
-            ));
+            return Err(format!("ports {} to {} do not fit", self.port, u32::from(self.port) + 2 * self.nodes as u32 - 1));
         }
         Ok(())
     }
 
     pub fn read(dir: &Path) -> Result<Self, String> {
         let path = dir.join(CONFIG_FILE);
-        let text = std::fs::read_to_string(&path).map_err(|e| {
-            format!(
-                "cannot read {}: {e} (run `tabnet init-subnet` first)",
-                path.display()
-            )
-        })?;
+        let text = std::fs::read_to_string(&path).map_err(|e| format!("cannot read {}: {e} (run `tabnet init-subnet` first)", path.display()))?;
         // Written world-readable by earlier versions: tighten it.
         std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o600))
             .map_err(|e| format!("cannot make {} private: {e}", path.display()))?;
@@ -153,19 +128,11 @@ impl SubnetFile {
 pub fn init(dir: &Path, nodes: usize, port: u16, dkg_interval: u64) -> Result<SubnetFile, String> {
     let path = dir.join(CONFIG_FILE);
     if path.exists() {
-        return Err(format!(
-            "{} exists already; remove the directory to make a new subnet",
-            path.display()
-        ));
+        return Err(format!("{} exists already; remove the directory to make a new subnet", path.display()));
     }
     let mut dealer_seed = [0u8; 32];
     getrandom::getrandom(&mut dealer_seed).map_err(|e| format!("no OS randomness: {e}"))?;
-    let file = SubnetFile {
-        nodes,
-        port,
-        dealer_seed,
-        dkg_interval,
-    };
+    let file = SubnetFile { nodes, port, dealer_seed, dkg_interval };
     file.check()?;
     // The file holds the dealer's seed, every key of the subnet: for this user's eyes only.
     crate::log_store::create_private_dir(dir)?;
@@ -178,10 +145,7 @@ pub fn node_dir(dir: &Path, k: usize) -> PathBuf {
 }
 
 fn now_millis() -> Time {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as Time)
-        .unwrap_or(0)
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as Time).unwrap_or(0)
 }
 
 /// In consensus, an ingress message is the call's CBOR envelope and the effective canister id
@@ -219,11 +183,7 @@ impl IngressCheck for CallCheck {
     fn admit(&self, now: Time, bytes: &[u8]) -> Result<Time, String> {
         let (ecid, envelope) = unwrap_call(bytes).ok_or("not a wrapped call")?;
         if envelope.len() > self.max_bytes {
-            return Err(format!(
-                "the call takes {} bytes; at most {} are allowed",
-                envelope.len(),
-                self.max_bytes
-            ));
+            return Err(format!("the call takes {} bytes; at most {} are allowed", envelope.len(), self.max_bytes));
         }
         authenticate_call(envelope, &ecid, now.saturating_mul(1_000_000)).map_err(|e| e.message)?;
         self.expiry(bytes)
@@ -238,13 +198,7 @@ struct ResumePoint {
 }
 
 fn resume_record(block: &Block, beacon: &Beacon) -> (String, Vec<u8>) {
-    (
-        KEY_CHECKPOINT.to_string(),
-        cbor(&ResumePoint {
-            block: block.clone(),
-            beacon: beacon.clone(),
-        }),
-    )
+    (KEY_CHECKPOINT.to_string(), cbor(&ResumePoint { block: block.clone(), beacon: beacon.clone() }))
 }
 
 fn cbor<T: Serialize>(value: &T) -> Vec<u8> {
@@ -265,19 +219,11 @@ struct Persisted {
 impl Persisted {
     /// Reads the records back: the artifacts, for [`Start::persisted`].
     fn load(replica: &Replica<LogStore>) -> Result<(Self, Vec<Artifact>), String> {
-        let mut persisted = Persisted {
-            keys: BTreeMap::new(),
-            forgotten: Vec::new(),
-        };
+        let mut persisted = Persisted { keys: BTreeMap::new(), forgotten: Vec::new() };
         let mut artifacts = Vec::new();
         for (key, bytes) in replica.records(PREFIX_PERSISTED)? {
-            let artifact: Artifact = ciborium::from_reader(bytes.as_slice())
-                .map_err(|e| format!("bad record {key}: {e}"))?;
-            persisted
-                .keys
-                .entry(artifact.height())
-                .or_default()
-                .insert(key);
+            let artifact: Artifact = ciborium::from_reader(bytes.as_slice()).map_err(|e| format!("bad record {key}: {e}"))?;
+            persisted.keys.entry(artifact.height()).or_default().insert(key);
             artifacts.push(artifact);
         }
         Ok((persisted, artifacts))
@@ -287,15 +233,8 @@ impl Persisted {
     fn record(&mut self, artifact: &Artifact) -> Option<(String, Vec<u8>)> {
         let bytes = cbor(artifact);
         let height = artifact.height();
-        let key = format!(
-            "{PREFIX_PERSISTED}{height:020}/{}",
-            hex::encode(&tabnet_crypto::sha256(&bytes)[..12])
-        );
-        self.keys
-            .entry(height)
-            .or_default()
-            .insert(key.clone())
-            .then_some((key, bytes))
+        let key = format!("{PREFIX_PERSISTED}{height:020}/{}", hex::encode(&tabnet_crypto::sha256(&bytes)[..12]));
+        self.keys.entry(height).or_default().insert(key.clone()).then_some((key, bytes))
     }
 
     fn forget_below(&mut self, height: Height) {
@@ -315,10 +254,7 @@ pub async fn run_node(dir: &Path, index: usize, www: Option<PathBuf>) -> Result<
     let file = SubnetFile::read(dir)?;
     let n = file.nodes;
     if index >= n {
-        return Err(format!(
-            "the subnet has nodes 0 to {}; there is no node {index}",
-            n - 1
-        ));
+        return Err(format!("the subnet has nodes 0 to {}; there is no node {index}", n - 1));
     }
     let (public, mut secrets) = deal(n, &file.dealer_seed);
     let public = Arc::new(public);
@@ -326,11 +262,7 @@ pub async fn run_node(dir: &Path, index: usize, www: Option<PathBuf>) -> Result<
     let member = Member {
         root_key_der: public.high.group.to_der(),
         node_key_seed: secret.proposal_key.to_bytes(),
-        nodes: public
-            .proposal_keys
-            .iter()
-            .map(|k| [&ED25519_DER_PREFIX[..], k.as_bytes()].concat())
-            .collect(),
+        nodes: public.proposal_keys.iter().map(|k| [&ED25519_DER_PREFIX[..], k.as_bytes()].concat()).collect(),
         me: index,
     };
     let state_dir = node_dir(dir, index);
@@ -344,25 +276,18 @@ pub async fn run_node(dir: &Path, index: usize, www: Option<PathBuf>) -> Result<
 
     let mut replica = replica;
     if let Some(bytes) = replica.record(KEY_CERTIFICATION)? {
-        let (height, sig): (Height, serde_bytes::ByteBuf) = ciborium::from_reader(bytes.as_slice())
-            .map_err(|e| format!("bad certification record: {e}"))?;
+        let (height, sig): (Height, serde_bytes::ByteBuf) =
+            ciborium::from_reader(bytes.as_slice()).map_err(|e| format!("bad certification record: {e}"))?;
         if let Ok(sig) = <[u8; 48]>::try_from(sig.as_slice()) {
             replica.certify_with(height, sig);
         }
     }
     // Where consensus starts: the last height this node executed, or genesis.
-    let genesis_seed =
-        tabnet_crypto::sha256(&[b"tabnet-genesis".as_slice(), &file.dealer_seed].concat());
+    let genesis_seed = tabnet_crypto::sha256(&[b"tabnet-genesis".as_slice(), &file.dealer_seed].concat());
     let mut start = match replica.record(KEY_CHECKPOINT)? {
         Some(bytes) => {
-            let c: ResumePoint = ciborium::from_reader(bytes.as_slice())
-                .map_err(|e| format!("bad consensus checkpoint: {e}"))?;
-            Start {
-                block: c.block,
-                beacon: c.beacon,
-                state_hash: [0; 32],
-                persisted: Vec::new(),
-            }
+            let c: ResumePoint = ciborium::from_reader(bytes.as_slice()).map_err(|e| format!("bad consensus checkpoint: {e}"))?;
+            Start { block: c.block, beacon: c.beacon, state_hash: [0; 32], persisted: Vec::new() }
         }
         None => Start::genesis(&genesis_seed),
     };
@@ -378,61 +303,27 @@ pub async fn run_node(dir: &Path, index: usize, www: Option<PathBuf>) -> Result<
     }
     // Loopback delays are well under a millisecond: notaries need not wait for rank 0's block
     // (mainnet waits 300 ms); an idle subnet makes about four blocks a second.
-    let consensus_config = Config {
-        unit_delay: 1_000,
-        initial_notary_delay: 0,
-        idle_block_delay: 250,
-        dkg_interval: file.dkg_interval,
-        ..Config::default()
-    };
+    let consensus_config =
+        Config { unit_delay: 1_000, initial_notary_delay: 0, idle_block_delay: 250, dkg_interval: file.dkg_interval, ..Config::default() };
     let checkpoints = Checkpoints::open(&node_dir(dir, index))?;
-    let identity = Arc::new(Identity {
-        me: index,
-        key: secret.proposal_key.clone(),
-        peers: PeerKeys::new(&public),
-    });
+    let identity = Arc::new(Identity { me: index, key: secret.proposal_key.clone(), peers: PeerKeys::new(&public) });
     let crypto = Arc::new(BlsCrypto::new(index, secret, public));
-    let check = Arc::new(CallCheck {
-        max_bytes: max_ingress_bytes,
-    });
+    let check = Arc::new(CallCheck { max_bytes: max_ingress_bytes });
     let consensus = ConsensusNode::new(consensus_config, crypto, check.clone(), start);
 
     let (inbox_tx, inbox) = mpsc::channel::<Input>(PEER_QUEUE);
     let listener = TcpListener::bind(("127.0.0.1", file.p2p_port(index)))
         .await
-        .map_err(|e| {
-            format!(
-                "cannot listen for peers on port {}: {e}",
-                file.p2p_port(index)
-            )
-        })?;
+        .map_err(|e| format!("cannot listen for peers on port {}: {e}", file.p2p_port(index)))?;
     let inbound = gossip::listen(listener, identity.clone(), now_millis);
-    let peers: Vec<Option<Outbox>> = (0..n)
-        .map(|k| {
-            (k != index).then(|| gossip::connect(identity.clone(), k, file.p2p_port(k), PEER_QUEUE))
-        })
-        .collect();
+    let peers: Vec<Option<Outbox>> =
+        (0..n).map(|k| (k != index).then(|| gossip::connect(identity.clone(), k, file.p2p_port(k), PEER_QUEUE))).collect();
 
-    let settings = server::Settings {
-        bind: "127.0.0.1".into(),
-        port: file.http_port(index),
-        state_dir: node_dir(dir, index),
-        www,
-        memory_capacity: None,
-    };
+    let settings =
+        server::Settings { bind: "127.0.0.1".into(), port: file.http_port(index), state_dir: node_dir(dir, index), www, memory_capacity: None };
     let node = server::Node::new(replica, Some(inbox_tx));
     let (verifier, verified) = Verifier::new(check);
-    let mut driver = tokio::spawn(drive(
-        consensus,
-        node.clone(),
-        inbox,
-        inbound,
-        peers,
-        persisted,
-        checkpoints,
-        verifier,
-        verified,
-    ));
+    let mut driver = tokio::spawn(drive(consensus, node.clone(), inbox, inbound, peers, persisted, checkpoints, verifier, verified));
     // A node that cannot store what it executed or signed stops: serving on would answer from,
     // or sign over, a state a restart would not have.
     let result = tokio::select! {
@@ -460,21 +351,9 @@ struct Verifier {
 }
 
 impl Verifier {
-    fn new(
-        check: Arc<CallCheck>,
-    ) -> (
-        Self,
-        mpsc::UnboundedReceiver<(VerifiedIngress, Option<Reply>)>,
-    ) {
+    fn new(check: Arc<CallCheck>) -> (Self, mpsc::UnboundedReceiver<(VerifiedIngress, Option<Reply>)>) {
         let (done, verified) = mpsc::unbounded_channel();
-        (
-            Verifier {
-                check,
-                workers: Arc::new(Semaphore::new(VERIFY_WORKERS)),
-                done,
-            },
-            verified,
-        )
+        (Verifier { check, workers: Arc::new(Semaphore::new(VERIFY_WORKERS)), done }, verified)
     }
 
     fn verify(&self, ingress: UnverifiedIngress, reply: Option<Reply>) {
@@ -483,8 +362,7 @@ impl Verifier {
             let Ok(_worker) = workers.acquire_owned().await else {
                 return;
             };
-            if let Ok(verified) = tokio::task::spawn_blocking(move || ingress.verify(&*check)).await
-            {
+            if let Ok(verified) = tokio::task::spawn_blocking(move || ingress.verify(&*check)).await {
                 let _ = done.send((verified, reply));
             }
         });
@@ -509,12 +387,7 @@ async fn drive(
     let mut sync_started = std::time::Instant::now();
     loop {
         let now = now_millis();
-        let wake = consensus
-            .next_wake(now)
-            .into_iter()
-            .chain(sync.as_ref().and_then(StateSync::next_wake))
-            .min()
-            .unwrap_or(now + 1_000);
+        let wake = consensus.next_wake(now).into_iter().chain(sync.as_ref().and_then(StateSync::next_wake)).min().unwrap_or(now + 1_000);
         let sleep = tokio::time::sleep(Duration::from_millis(wake.saturating_sub(now)));
         tokio::select! {
             // `from` is the member whose node key the connection proved (see gossip.rs).
@@ -559,10 +432,7 @@ async fn drive(
                 Output::Send { to, message } => {
                     if !unsaved.is_empty() {
                         let records = std::mem::take(&mut unsaved);
-                        if let Err(e) = node
-                            .blocking_replica(move |r| r.put_records(&records))
-                            .await
-                        {
+                        if let Err(e) = node.blocking_replica(move |r| r.put_records(&records)).await {
                             return Err(format!("cannot store what this node signed: {e}"));
                         }
                     }
@@ -573,13 +443,8 @@ async fn drive(
                     let mut records = std::mem::take(&mut unsaved);
                     records.push(resume_record(&batch.block, &batch.beacon));
                     let old = std::mem::take(&mut persisted.forgotten);
-                    let calls: Vec<(Vec<u8>, Principal)> = batch
-                        .ingress
-                        .iter()
-                        .filter_map(|i| {
-                            unwrap_call(&i.bytes).map(|(ecid, env)| (env.to_vec(), ecid))
-                        })
-                        .collect();
+                    let calls: Vec<(Vec<u8>, Principal)> =
+                        batch.ingress.iter().filter_map(|i| unwrap_call(&i.bytes).map(|(ecid, env)| (env.to_vec(), ecid))).collect();
                     let time = batch.block.time * 1_000_000;
                     let randomness = batch.randomness;
                     let make_checkpoint = batch.checkpoint;
@@ -587,11 +452,7 @@ async fn drive(
                         .blocking_replica(move |r| {
                             r.delete_records(&old)?;
                             let state_hash = r.execute_batch(time, randomness, &calls, &records)?;
-                            let checkpoint = if make_checkpoint {
-                                Some(Checkpoint::new(height, r.checkpoint()?))
-                            } else {
-                                None
-                            };
+                            let checkpoint = if make_checkpoint { Some(Checkpoint::new(height, r.checkpoint()?)) } else { None };
                             Ok((state_hash, checkpoint))
                         })
                         .await;
@@ -607,17 +468,10 @@ async fn drive(
                         Err(e) => return Err(format!("executing height {height} failed: {e}")),
                     }
                 }
-                Output::Certified {
-                    height,
-                    certification,
-                    ..
-                } => {
+                Output::Certified { height, certification, .. } => {
                     let sig = certification.sig;
                     // Kept, so that after a restart the node serves its state at once.
-                    let record = (
-                        KEY_CERTIFICATION.to_string(),
-                        cbor(&(height, serde_bytes::ByteBuf::from(sig.to_vec()))),
-                    );
+                    let record = (KEY_CERTIFICATION.to_string(), cbor(&(height, serde_bytes::ByteBuf::from(sig.to_vec()))));
                     // Not synced on its own: it rides with the next height's write. (Lost in a
                     // crash, the node just waits for the subnet's next certification.)
                     let served = node
@@ -632,11 +486,7 @@ async fn drive(
                     match served {
                         Ok(true) => node.round_done(),
                         Ok(false) => {}
-                        Err(e) => {
-                            return Err(format!(
-                                "cannot store the certification of height {height}: {e}"
-                            ))
-                        }
+                        Err(e) => return Err(format!("cannot store the certification of height {height}: {e}")),
                     }
                 }
                 Output::VerifyIngress(ingress) => verifier.verify(ingress, None),
@@ -651,12 +501,7 @@ async fn drive(
                         );
                         let me = consensus.me();
                         sync_started = std::time::Instant::now();
-                        sync = Some(StateSync::new(
-                            now_millis(),
-                            cup,
-                            (0..peers.len()).filter(|k| *k != me).collect(),
-                            SYNC_TIMEOUT,
-                        ));
+                        sync = Some(StateSync::new(now_millis(), cup, (0..peers.len()).filter(|k| *k != me).collect(), SYNC_TIMEOUT));
                     }
                 },
             }
@@ -664,21 +509,13 @@ async fn drive(
         if !unsaved.is_empty() {
             let records = std::mem::take(&mut unsaved);
             let old = std::mem::take(&mut persisted.forgotten);
-            if let Err(e) = node
-                .blocking_replica(move |r| {
-                    r.delete_records(&old).and_then(|_| r.put_records(&records))
-                })
-                .await
-            {
+            if let Err(e) = node.blocking_replica(move |r| r.delete_records(&old).and_then(|_| r.put_records(&records))).await {
                 return Err(format!("cannot store what consensus persists: {e}"));
             }
         }
         // State sync: blocks may have brought the node there after all; else ask, and install
         // the state once it is whole.
-        if sync
-            .as_ref()
-            .is_some_and(|s| s.height() <= consensus.finalized_height())
-        {
+        if sync.as_ref().is_some_and(|s| s.height() <= consensus.finalized_height()) {
             sync = None;
         }
         if let Some(s) = &mut sync {
@@ -732,17 +569,8 @@ async fn install_state(
         return Err(format!("the state synced at height {height} does not certify as the subnet's (a replica bug); stopping"));
     }
     checkpoints.add(Checkpoint::new(height, bytes))?;
-    let kept = node
-        .blocking_replica(|r| Persisted::load(r))
-        .await
-        .map_err(|e| format!("reading back what consensus persisted: {e}"))?
-        .1;
-    consensus.restart(Start {
-        block: cup.block.clone(),
-        beacon: cup.beacon.clone(),
-        state_hash: cup.state_hash,
-        persisted: kept,
-    });
+    let kept = node.blocking_replica(|r| Persisted::load(r)).await.map_err(|e| format!("reading back what consensus persisted: {e}"))?.1;
+    consensus.restart(Start { block: cup.block.clone(), beacon: cup.beacon.clone(), state_hash: cup.state_hash, persisted: kept });
     consensus.on_timer(now_millis());
     Ok((height, size))
 }
@@ -753,30 +581,18 @@ mod tests {
 
     #[test]
     fn the_configuration_round_trips_and_is_checked() {
-        let file = SubnetFile {
-            nodes: 4,
-            port: 8000,
-            dealer_seed: [7; 32],
-            dkg_interval: 20,
-        };
+        let file = SubnetFile { nodes: 4, port: 8000, dealer_seed: [7; 32], dkg_interval: 20 };
         assert_eq!(SubnetFile::parse(&file.render()).unwrap(), file);
         assert_eq!((file.http_port(3), file.p2p_port(0)), (8003, 8004));
         assert!(SubnetFile::parse("nodes = 4\nport = 65530\ndealer_seed = 00").is_err());
-        assert!(SubnetFile {
-            nodes: 4,
-            port: 65_530,
-            dealer_seed: [0; 32],
-            dkg_interval: 500
-        }
-        .check()
-        .is_err());
-        assert!(SubnetFile {
-            dkg_interval: 1,
-            ..file
-        }
-        .check()
-        .is_err());
-        assert_eq!(SubnetFile::parse("nodes = 4\nport = 8000\ndealer_seed = 0707070707070707070707070707070707070707070707070707070707070707").unwrap().dkg_interval, 500);
+        assert!(SubnetFile { nodes: 4, port: 65_530, dealer_seed: [0; 32], dkg_interval: 500 }.check().is_err());
+        assert!(SubnetFile { dkg_interval: 1, ..file }.check().is_err());
+        assert_eq!(
+            SubnetFile::parse("nodes = 4\nport = 8000\ndealer_seed = 0707070707070707070707070707070707070707070707070707070707070707")
+                .unwrap()
+                .dkg_interval,
+            500
+        );
     }
 
     #[test]
@@ -788,11 +604,7 @@ mod tests {
         let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
         assert_eq!((mode(&dir), mode(&dir.join(CONFIG_FILE))), (0o700, 0o600));
         // A file an earlier version left readable is tightened when read.
-        std::fs::set_permissions(
-            dir.join(CONFIG_FILE),
-            std::fs::Permissions::from_mode(0o644),
-        )
-        .unwrap();
+        std::fs::set_permissions(dir.join(CONFIG_FILE), std::fs::Permissions::from_mode(0o644)).unwrap();
         SubnetFile::read(&dir).unwrap();
         assert_eq!(mode(&dir.join(CONFIG_FILE)), 0o600);
         std::fs::remove_dir_all(&dir).unwrap();
@@ -808,36 +620,22 @@ mod tests {
 
     /// A call to `ecid` signed with the key of `seed` (by another key if `forged`), expiring at
     /// `expiry` (ms), with an argument of `arg_len` bytes; wrapped as consensus carries it.
-    fn signed_call(
-        ecid: &Principal,
-        seed: u8,
-        forged: bool,
-        expiry: Time,
-        arg_len: usize,
-    ) -> Vec<u8> {
+    fn signed_call(ecid: &Principal, seed: u8, forged: bool, expiry: Time, arg_len: usize) -> Vec<u8> {
         use ciborium::Value;
         use tabnet_crypto::node_key::NodeSigningKey;
         let key = NodeSigningKey::from_seed([seed; 32]);
-        let sender =
-            tabnet_crypto::ingress_auth::self_authenticating_principal(&key.public_key_der());
+        let sender = tabnet_crypto::ingress_auth::self_authenticating_principal(&key.public_key_der());
         let text = |s: &str| Value::Text(s.into());
         let content = Value::Map(vec![
             (text("request_type"), text("call")),
             (text("sender"), Value::Bytes(sender.as_slice().to_vec())),
-            (
-                text("ingress_expiry"),
-                Value::Integer((expiry * 1_000_000).into()),
-            ),
+            (text("ingress_expiry"), Value::Integer((expiry * 1_000_000).into())),
             (text("canister_id"), Value::Bytes(ecid.as_slice().to_vec())),
             (text("method_name"), text("go")),
             (text("arg"), Value::Bytes(vec![7; arg_len])),
         ]);
         let id = tabnet_crypto::request_id::request_id(&content).unwrap();
-        let signer = if forged {
-            NodeSigningKey::from_seed([seed ^ 0xFF; 32])
-        } else {
-            key.clone()
-        };
+        let signer = if forged { NodeSigningKey::from_seed([seed ^ 0xFF; 32]) } else { key.clone() };
         let sig = signer.sign(&[tabnet_crypto::request_id::IC_REQUEST, &id[..]].concat());
         let envelope = Value::Map(vec![
             (text("content"), content),
@@ -851,39 +649,17 @@ mod tests {
     fn ingress_is_checked_before_it_enters_the_pool() {
         let (public, mut secrets) = deal(4, &[3; 32]);
         let crypto = Arc::new(BlsCrypto::new(0, secrets.swap_remove(0), Arc::new(public)));
-        let check = Arc::new(CallCheck {
-            max_bytes: SubnetConfig::for_subnet_size(4).max_ingress_bytes,
-        });
-        let mut node = ConsensusNode::new(
-            Config::default(),
-            crypto,
-            check.clone(),
-            Start::genesis(&[1; 32]),
-        );
+        let check = Arc::new(CallCheck { max_bytes: SubnetConfig::for_subnet_size(4).max_ingress_bytes });
+        let mut node = ConsensusNode::new(Config::default(), crypto, check.clone(), Start::genesis(&[1; 32]));
         let ecid = Principal::from_text("rwlgt-iiaaa-aaaaa-aaaaa-cai").unwrap();
         let now = now_millis();
         let hostile = [
-            (
-                "a forged signature",
-                signed_call(&ecid, 1, true, now + 60_000, 10),
-            ),
+            ("a forged signature", signed_call(&ecid, 1, true, now + 60_000, 10)),
             ("expired", signed_call(&ecid, 2, false, now - 1_000, 10)),
-            (
-                "expiring beyond the window",
-                signed_call(&ecid, 3, false, now + 3_600_000, 10),
-            ),
-            (
-                "over 2 MiB",
-                signed_call(&ecid, 4, false, now + 60_000, 2 << 20),
-            ),
+            ("expiring beyond the window", signed_call(&ecid, 3, false, now + 3_600_000, 10)),
+            ("over 2 MiB", signed_call(&ecid, 4, false, now + 60_000, 2 << 20)),
             ("for another canister than its effective id", {
-                let other = signed_call(
-                    &Principal::from_text("ryjl3-tyaaa-aaaaa-aaaba-cai").unwrap(),
-                    5,
-                    false,
-                    now + 60_000,
-                    10,
-                );
+                let other = signed_call(&Principal::from_text("ryjl3-tyaaa-aaaaa-aaaba-cai").unwrap(), 5, false, now + 60_000, 10);
                 wrap_call(unwrap_call(&other).unwrap().1, &ecid)
             }),
         ];
@@ -897,67 +673,22 @@ mod tests {
         };
         for (peer, (why, bytes)) in hostile.into_iter().enumerate() {
             let peer = peer % 3 + 1;
-            node.on_message(
-                now,
-                peer,
-                Message::Push(Artifact::Ingress(Arc::new(Ingress {
-                    bytes: bytes.clone(),
-                }))),
-            );
+            node.on_message(now, peer, Message::Push(Artifact::Ingress(Arc::new(Ingress { bytes: bytes.clone() }))));
             verify(&mut node);
-            assert_eq!(
-                node.ingress_pool_len(),
-                0,
-                "a peer's ingress {why} entered the pool"
-            );
-            assert!(
-                node.submit_ingress(now, Ingress { bytes }).is_err(),
-                "a client's ingress {why} was accepted"
-            );
+            assert_eq!(node.ingress_pool_len(), 0, "a peer's ingress {why} entered the pool");
+            assert!(node.submit_ingress(now, Ingress { bytes }).is_err(), "a client's ingress {why} was accepted");
         }
         // Peers 1 and 2 sent a forged signature, an oversized call, one for another canister;
         // peer 3 only one whose expiry lies beyond the window (the client's doing, or a clock).
-        assert!(
-            node.is_penalized(1) && node.is_penalized(2),
-            "a peer that sent forged or malformed ingress is charged"
-        );
-        assert!(
-            !node.is_penalized(3),
-            "a peer is not charged for a message's timing"
-        );
+        assert!(node.is_penalized(1) && node.is_penalized(2), "a peer that sent forged or malformed ingress is charged");
+        assert!(!node.is_penalized(3), "a peer is not charged for a message's timing");
         let (public, mut secrets) = deal(4, &[3; 32]);
         let crypto = Arc::new(BlsCrypto::new(0, secrets.swap_remove(0), Arc::new(public)));
-        let mut node = ConsensusNode::new(
-            Config::default(),
-            crypto,
-            check.clone(),
-            Start::genesis(&[1; 32]),
-        );
-        node.on_message(
-            now,
-            1,
-            Message::Push(Artifact::Ingress(Arc::new(Ingress {
-                bytes: signed_call(&ecid, 6, false, now + 60_000, 10),
-            }))),
-        );
-        assert_eq!(
-            node.ingress_pool_len(),
-            0,
-            "a peer's call is not checked on the consensus task"
-        );
+        let mut node = ConsensusNode::new(Config::default(), crypto, check.clone(), Start::genesis(&[1; 32]));
+        node.on_message(now, 1, Message::Push(Artifact::Ingress(Arc::new(Ingress { bytes: signed_call(&ecid, 6, false, now + 60_000, 10) }))));
+        assert_eq!(node.ingress_pool_len(), 0, "a peer's call is not checked on the consensus task");
         verify(&mut node);
-        assert_eq!(
-            node.ingress_pool_len(),
-            1,
-            "a good call from a peer is pooled once verified"
-        );
-        assert!(node
-            .submit_ingress(
-                now,
-                Ingress {
-                    bytes: signed_call(&ecid, 7, false, now + 60_000, 10)
-                }
-            )
-            .is_ok());
+        assert_eq!(node.ingress_pool_len(), 1, "a good call from a peer is pooled once verified");
+        assert!(node.submit_ingress(now, Ingress { bytes: signed_call(&ecid, 7, false, now + 60_000, 10) }).is_ok());
     }
 }
