@@ -136,6 +136,7 @@ impl ExecutionEnvironment {
         self.state.metadata.time = time;
         self.state.metadata.round += 1;
 
+        self.catch_up_lost_executions();
         self.charge_idle_canisters();
         self.expire_best_effort_calls();
         for msg in ingress {
@@ -197,6 +198,37 @@ impl ExecutionEnvironment {
     }
 
     // ---- round steps ----
+
+    /// A replica that lost paused executions (a restart) runs them again to where every other
+    /// replica paused them, before anything else: what they hold (memory) is then the same on
+    /// every replica when the round starts. Not counted against the round: the others counted
+    /// those slices when they ran them.
+    fn catch_up_lost_executions(&mut self) {
+        let lost: Vec<CanisterId> = self
+            .state
+            .canisters
+            .iter()
+            .filter(|(_, c)| {
+                c.system.long_execution.as_ref().is_some_and(|l| l.fuel_given > 0)
+                    && c.execution.as_ref().is_some_and(|e| !e.is_paused())
+            })
+            .map(|(id, _)| *id)
+            .collect();
+        for id in lost {
+            let c = self.state.canister_mut(&id).expect("listed canister exists");
+            let (Some(mut exec), Some(long)) = (c.execution.take(), c.system.long_execution.take()) else { continue };
+            match exec.execute_sliced(&long.entry, long.api.clone(), &long.sys, &long.params, long.fuel_given) {
+                crate::hypervisor::Step::Paused { .. } => {
+                    let c = self.state.canister_mut(&id).expect("listed canister exists");
+                    c.execution = Some(exec);
+                    c.system.long_execution = Some(long);
+                }
+                // It cannot end before the point where it paused before (the same fuel); if it
+                // did anyway, it ends here.
+                crate::hypervisor::Step::Done(outcome) => self.complete_execution(&id, long, exec, outcome),
+            }
+        }
+    }
 
     /// Paused messages go first, one slice each while the round's budget lasts; each round
     /// starts at another canister so that a spent budget leaves out different ones.

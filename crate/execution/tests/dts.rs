@@ -265,6 +265,7 @@ fn a_query_during_a_paused_message_sees_the_state_before_it() {
         .as_ref()
         .unwrap()
         .state_hash();
+    let used_before = t.env.state().memory_used();
     let msg = t.message(user(), id, "spin", n.to_le_bytes().to_vec(), id);
     let mut done = t.round_with(vec![msg.clone()]);
     for _ in 0..3 {
@@ -285,6 +286,11 @@ fn a_query_during_a_paused_message_sees_the_state_before_it() {
         );
         assert_eq!(exec.heap_bytes().len(), 65536);
         assert!(exec.stable_bytes().is_empty());
+        // What the paused message grew (a heap page, a stable page) is held, and counted.
+        assert!(
+            t.env.state().memory_used() >= used_before + 2 * 65536,
+            "the paused message's growth counts toward the subnet's memory"
+        );
         done = t.tick();
     }
     let mut hashes = Vec::new();

@@ -275,10 +275,13 @@ impl ExecutionState {
             .collect()
     }
 
-    /// Bytes the canister uses: heap, stable memory, globals and the module itself.
+    /// Bytes the canister uses: heap, stable memory, globals and the module itself. What a
+    /// paused message grew counts too (the node holds it), so that canisters paused at once
+    /// cannot each grow into the same free memory.
     pub fn memory_usage(&self) -> u64 {
-        (self.heap_bytes().len() + self.stable_bytes().len() + 8 * self.globals.len() + self.module.bytes().len())
-            as u64
+        let heap = self.memory.map_or(0, |m| m.data_size(&self.store));
+        let stable = self.store.data().stable.held_len();
+        (heap + stable + 8 * self.globals.len() + self.module.bytes().len()) as u64
     }
 
     /// SHA-256 over module hash, heap, stable memory and globals: replicas that ran the same

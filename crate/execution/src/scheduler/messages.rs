@@ -143,10 +143,15 @@ impl ExecutionEnvironment {
             Step::Done(outcome) => {
                 self.round.instructions =
                     self.round.instructions.saturating_add(outcome.instructions_used.saturating_sub(long.instructions_used));
-                let result = self.apply_outcome(id, long.call_context, exec, outcome);
-                self.after_execution(id, long.call_context, result, long.then);
+                self.complete_execution(id, long, exec, outcome);
             }
         }
+    }
+
+    /// Applies what an ended message did and what follows it.
+    pub(super) fn complete_execution(&mut self, id: &CanisterId, long: LongExecution, exec: ExecutionState, outcome: ExecutionOutcome) {
+        let result = self.apply_outcome(id, long.call_context, exec, outcome);
+        self.after_execution(id, long.call_context, result, long.then);
     }
 
     /// What follows the end of a message: its cleanup callback if it failed, and closing its

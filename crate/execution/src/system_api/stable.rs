@@ -40,6 +40,11 @@ impl StableMemory {
         }
     }
 
+    /// Bytes held, a parked execution's growth included.
+    pub fn held_len(&self) -> usize {
+        self.bytes.len()
+    }
+
     /// Parks (or, called again, unparks) the running execution's changes: swaps each page it
     /// wrote with its undo copy, so that the memory reads as before the execution while the
     /// execution waits for its next slice. Costs the pages written, not the memory's size.
