@@ -20,7 +20,7 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 use tabnet_consensus::{
     Artifact, Batch, Beacon, Block, Checkpoint, Config, ConsensusNode, Crypto, Cup, Hash, Height, Ingress, IngressCheck, Message,
-    NodeIndex, Output, Start, StateSync, Time,
+    NodeIndex, Output, Start, StateSync, Time, UnverifiedIngress, VerifiedIngress,
 };
 
 pub use persisted::PREFIX_PERSISTED;
@@ -66,6 +66,10 @@ pub enum NodeOutput {
     SyncStarted { finalized: Height, target: Height },
     /// State sync installed the state at `height` (`bytes` of it).
     Synced { height: Height, state_hash: Hash, bytes: usize },
+    /// Check this ingress off the thread that drives the node (the signature check is the
+    /// costly part), then hand it back: [`NodeCore::on_ingress_verified`]. A platform without
+    /// threads verifies it at once.
+    VerifyIngress(UnverifiedIngress),
     /// The node cannot go on (its storage failed, or its state does not certify as the
     /// subnet's): the driver stops it. A restart resumes from what is durable.
     Failed(String),
@@ -77,6 +81,7 @@ pub struct NodeCore<R, C> {
     replica: R,
     checkpoints: C,
     config: NodeConfig,
+    ingress_check: Arc<dyn IngressCheck>,
     persisted: Persisted,
     /// Records consensus asked to persist, written before the next output that depends on them.
     unsaved: Vec<Record>,
@@ -145,10 +150,11 @@ impl<R: Replicated, C: CheckpointStore> NodeCore<R, C> {
         }
         let n = crypto.nodes();
         Ok(Self {
-            consensus: ConsensusNode::new(config.consensus.clone(), crypto, ingress_check, start),
+            consensus: ConsensusNode::new(config.consensus.clone(), crypto, ingress_check.clone(), start),
             replica,
             checkpoints,
             config,
+            ingress_check,
             persisted,
             unsaved: Vec::new(),
             sync: None,
@@ -181,7 +187,8 @@ impl<R: Replicated, C: CheckpointStore> NodeCore<R, C> {
         }
         match message {
             Message::Sync(m) if m.is_request() => {
-                if let Some(answer) = m.answer_from(self.checkpoints.kept()) {
+                // Answered as far as the peer's share of this node's work allows.
+                if let Some(answer) = self.consensus.answer_sync(now, from, &m, self.checkpoints.kept()) {
                     self.outputs.push_back(NodeOutput::Send { to: Some(from), message: Message::Sync(answer) });
                 }
                 return;
@@ -205,6 +212,22 @@ impl<R: Replicated, C: CheckpointStore> NodeCore<R, C> {
         let id = self.consensus.submit_ingress(now, ingress)?;
         self.pump(now);
         Ok(id)
+    }
+
+    /// Ingress verified as [`NodeOutput::VerifyIngress`] asked (or a client's, verified by the
+    /// edge before submitting it). `Err` says why it was refused.
+    pub fn on_ingress_verified(&mut self, now: Time, verified: VerifiedIngress) -> Result<Hash, String> {
+        if self.failed {
+            return Err("this node has stopped".into());
+        }
+        let result = self.consensus.on_ingress_verified(now, verified);
+        self.pump(now);
+        result
+    }
+
+    /// What ingress is checked against (to verify it off the driving thread).
+    pub fn ingress_check(&self) -> Arc<dyn IngressCheck> {
+        self.ingress_check.clone()
     }
 
     /// Called when [`Self::next_wake`] is due (earlier is harmless).
@@ -340,6 +363,7 @@ impl<R: Replicated, C: CheckpointStore> NodeCore<R, C> {
                 let served = self.replica.certify(height, sig, record).map_err(|e| format!("cannot store the certification of height {height}: {e}"))?;
                 self.outputs.push_back(NodeOutput::Certified { height, state_hash, served });
             }
+            Output::VerifyIngress(unverified) => self.outputs.push_back(NodeOutput::VerifyIngress(unverified)),
             Output::StateSyncNeeded(cup) => match &mut self.sync {
                 Some(sync) if sync.height() >= cup.height() => {}
                 Some(sync) => sync.retarget(now, cup),

@@ -8,6 +8,8 @@
 pub mod bench;
 #[cfg(target_arch = "wasm32")]
 pub mod idb;
+#[cfg(target_arch = "wasm32")]
+pub mod rtc;
 
 use candid::{Decode, Encode, IDLArgs, Principal};
 use serde::Serialize;

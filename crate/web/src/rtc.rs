@@ -1,0 +1,295 @@
+//! A link to one peer over WebRTC: an `RTCPeerConnection` with one negotiated, ordered,
+//! reliable data channel that carries the node's frames.
+//!
+//! - Signaling is the caller's: [`RtcLink::offer`] gives the SDP to send, [`RtcLink::answer`]
+//!   answers one, [`RtcLink::accept`] takes the answer. ICE candidates ride in the SDP (the
+//!   link waits for gathering to finish: tabs of one machine gather host candidates at once and
+//!   no ICE servers are configured), so one message each way connects.
+//! - A data-channel message is at most 64 KiB here ([`FRAGMENT`]); a frame is cut into fragments
+//!   whose first byte says whether more follow. A frame may be at most
+//!   [`tabnet_node::codec::MAX_FRAME`] bytes: a peer sending more is cut off before it is held.
+//! - [`RtcLink::channel_binding`] is what the gossip handshake binds its proof to: both DTLS
+//!   certificate fingerprints, as the SDP states them, so a relay in the middle that terminated
+//!   DTLS itself could not reuse a proof.
+
+use std::cell::RefCell;
+use std::collections::VecDeque;
+use std::rc::Rc;
+
+use js_sys::{Array, Promise, Reflect, Uint8Array};
+use wasm_bindgen::prelude::*;
+use wasm_bindgen::JsCast;
+use wasm_bindgen_futures::JsFuture;
+use web_sys::{
+    MessageEvent, RtcConfiguration, RtcDataChannel, RtcDataChannelInit, RtcDataChannelState, RtcDataChannelType, RtcIceGatheringState,
+    RtcPeerConnection, RtcSdpType, RtcSessionDescriptionInit,
+};
+
+/// Bytes of one data-channel message (every browser takes 64 KiB; Chromium takes 256 KiB).
+pub const FRAGMENT: usize = 64 * 1024;
+/// Fragments are queued in the browser up to this; beyond, [`RtcLink::send`] keeps them here
+/// until the channel drains (so a slow peer cannot make the browser buffer without end).
+const BROWSER_BUFFER: u32 = 4 << 20;
+/// Frames waiting here for the browser's buffer to drain, at most (beyond: dropped, and
+/// consensus sends what matters again).
+const SEND_QUEUE_BYTES: usize = 64 << 20;
+const MORE: u8 = 1;
+const LAST: u8 = 0;
+
+#[derive(Default)]
+struct Received {
+    frames: VecDeque<Vec<u8>>,
+    partial: Vec<u8>,
+    open: bool,
+    closed: bool,
+    /// Why the link was cut (a peer breaking the framing).
+    error: Option<String>,
+}
+
+/// One peer connection and its data channel.
+pub struct RtcLink {
+    pc: RtcPeerConnection,
+    channel: RtcDataChannel,
+    received: Rc<RefCell<Received>>,
+    send_queue: RefCell<VecDeque<Vec<u8>>>,
+    queued_bytes: RefCell<usize>,
+    _on_message: Closure<dyn FnMut(MessageEvent)>,
+    _on_open: Closure<dyn FnMut(JsValue)>,
+    _on_close: Closure<dyn FnMut(JsValue)>,
+    _on_state: Closure<dyn FnMut(JsValue)>,
+}
+
+impl Drop for RtcLink {
+    fn drop(&mut self) {
+        self.channel.set_onmessage(None);
+        self.channel.set_onopen(None);
+        self.channel.set_onclose(None);
+        self.pc.set_onconnectionstatechange(None);
+        self.channel.close();
+        self.pc.close();
+    }
+}
+
+/// The `a=fingerprint:` value of an SDP (algorithm and hex), if it states one.
+pub fn sdp_fingerprint(sdp: &str) -> Option<String> {
+    sdp.lines().find_map(|l| l.trim().strip_prefix("a=fingerprint:")).map(|f| f.trim().to_ascii_lowercase())
+}
+
+impl RtcLink {
+    pub fn new() -> Result<Self, JsValue> {
+        let config = RtcConfiguration::new();
+        config.set_ice_servers(&Array::new());
+        let pc = RtcPeerConnection::new_with_configuration(&config)?;
+        // Negotiated with a fixed id: both sides make the same channel, no `ondatachannel`.
+        let init = RtcDataChannelInit::new();
+        init.set_negotiated(true);
+        init.set_id(0);
+        init.set_ordered(true);
+        let channel = pc.create_data_channel_with_data_channel_dict("tabnet", &init);
+        channel.set_binary_type(RtcDataChannelType::Arraybuffer);
+        let received = Rc::new(RefCell::new(Received::default()));
+
+        let r = received.clone();
+        let ch = channel.clone();
+        let on_message = Closure::<dyn FnMut(MessageEvent)>::new(move |e: MessageEvent| {
+            let mut r = r.borrow_mut();
+            if r.closed {
+                return;
+            }
+            let Ok(buffer) = e.data().dyn_into::<js_sys::ArrayBuffer>() else {
+                r.error = Some("a text message on the data channel".into());
+                r.closed = true;
+                ch.close();
+                return;
+            };
+            let bytes = Uint8Array::new(&buffer);
+            let len = bytes.length() as usize;
+            if len == 0 || len > FRAGMENT + 1 || r.partial.len() + len - 1 > tabnet_node::codec::MAX_FRAME {
+                r.error = Some(format!("a fragment of {len} bytes after {} (frames are at most {} bytes)", r.partial.len(), tabnet_node::codec::MAX_FRAME));
+                r.closed = true;
+                ch.close();
+                return;
+            }
+            let flag = bytes.get_index(0);
+            let start = r.partial.len();
+            r.partial.resize(start + len - 1, 0);
+            bytes.subarray(1, len as u32).copy_to(&mut r.partial[start..]);
+            if flag == LAST {
+                let frame = std::mem::take(&mut r.partial);
+                r.frames.push_back(frame);
+            }
+        });
+        channel.set_onmessage(Some(on_message.as_ref().unchecked_ref()));
+        let r = received.clone();
+        let on_open = Closure::<dyn FnMut(JsValue)>::new(move |_| r.borrow_mut().open = true);
+        channel.set_onopen(Some(on_open.as_ref().unchecked_ref()));
+        let r = received.clone();
+        let on_close = Closure::<dyn FnMut(JsValue)>::new(move |_| r.borrow_mut().closed = true);
+        channel.set_onclose(Some(on_close.as_ref().unchecked_ref()));
+        // A peer that vanishes (tab closed, network gone) fails the connection.
+        let r = received.clone();
+        let pc2 = pc.clone();
+        let on_state = Closure::<dyn FnMut(JsValue)>::new(move |_| {
+            use web_sys::RtcPeerConnectionState as S;
+            if matches!(pc2.connection_state(), S::Failed | S::Closed | S::Disconnected) {
+                r.borrow_mut().closed = true;
+            }
+        });
+        pc.set_onconnectionstatechange(Some(on_state.as_ref().unchecked_ref()));
+        Ok(Self {
+            pc,
+            channel,
+            received,
+            send_queue: RefCell::new(VecDeque::new()),
+            queued_bytes: RefCell::new(0),
+            _on_message: on_message,
+            _on_open: on_open,
+            _on_close: on_close,
+            _on_state: on_state,
+        })
+    }
+
+    /// Makes the offer: the SDP to send to the peer.
+    pub async fn offer(&self) -> Result<String, JsValue> {
+        let offer = JsFuture::from(self.pc.create_offer()).await?;
+        let sdp = Reflect::get(&offer, &"sdp".into())?.as_string().ok_or("an offer without SDP")?;
+        self.set_local(RtcSdpType::Offer, &sdp).await?;
+        self.local_sdp_when_gathered().await
+    }
+
+    /// Answers a peer's offer: the SDP to send back.
+    pub async fn answer(&self, offer: &str) -> Result<String, JsValue> {
+        self.set_remote(RtcSdpType::Offer, offer).await?;
+        let answer = JsFuture::from(self.pc.create_answer()).await?;
+        let sdp = Reflect::get(&answer, &"sdp".into())?.as_string().ok_or("an answer without SDP")?;
+        self.set_local(RtcSdpType::Answer, &sdp).await?;
+        self.local_sdp_when_gathered().await
+    }
+
+    /// Takes the peer's answer to our offer.
+    pub async fn accept(&self, answer: &str) -> Result<(), JsValue> {
+        self.set_remote(RtcSdpType::Answer, answer).await
+    }
+
+    async fn set_local(&self, kind: RtcSdpType, sdp: &str) -> Result<(), JsValue> {
+        let d = RtcSessionDescriptionInit::new(kind);
+        d.set_sdp(sdp);
+        JsFuture::from(self.pc.set_local_description(&d)).await.map(|_| ())
+    }
+
+    async fn set_remote(&self, kind: RtcSdpType, sdp: &str) -> Result<(), JsValue> {
+        let d = RtcSessionDescriptionInit::new(kind);
+        d.set_sdp(sdp);
+        JsFuture::from(self.pc.set_remote_description(&d)).await.map(|_| ())
+    }
+
+    /// The local description once ICE gathering completed (its candidates included).
+    async fn local_sdp_when_gathered(&self) -> Result<String, JsValue> {
+        for _ in 0..200 {
+            if self.pc.ice_gathering_state() == RtcIceGatheringState::Complete {
+                break;
+            }
+            sleep(25).await;
+        }
+        self.pc.local_description().map(|d| d.sdp()).ok_or_else(|| "no local description".into())
+    }
+
+    /// Both DTLS fingerprints, in a fixed order (the same bytes on both sides), once both
+    /// descriptions are set.
+    pub fn channel_binding(&self) -> Option<Vec<u8>> {
+        let local = sdp_fingerprint(&self.pc.local_description()?.sdp())?;
+        let remote = sdp_fingerprint(&self.pc.remote_description()?.sdp())?;
+        let (a, b) = if local <= remote { (local, remote) } else { (remote, local) };
+        Some(format!("webrtc-dtls {a} {b}").into_bytes())
+    }
+
+    pub fn is_open(&self) -> bool {
+        let r = self.received.borrow();
+        r.open && !r.closed && self.channel.ready_state() == RtcDataChannelState::Open
+    }
+
+    pub fn is_closed(&self) -> bool {
+        self.received.borrow().closed || self.channel.ready_state() == RtcDataChannelState::Closed
+    }
+
+    /// Why the link was cut, if the peer broke the framing.
+    pub fn error(&self) -> Option<String> {
+        self.received.borrow().error.clone()
+    }
+
+    /// The next whole frame received, if any.
+    pub fn recv(&self) -> Option<Vec<u8>> {
+        self.received.borrow_mut().frames.pop_front()
+    }
+
+    /// Queues `frame` for the peer and sends what the browser's buffer takes. Returns `false`
+    /// if the frame was dropped (the link is closed, or too much waits already).
+    pub fn send(&self, frame: &[u8]) -> bool {
+        if self.is_closed() || *self.queued_bytes.borrow() + frame.len() > SEND_QUEUE_BYTES {
+            return false;
+        }
+        let mut queue = self.send_queue.borrow_mut();
+        let mut chunks = frame.chunks(FRAGMENT).peekable();
+        if chunks.peek().is_none() {
+            *self.queued_bytes.borrow_mut() += 1;
+            queue.push_back(vec![LAST]);
+        }
+        while let Some(chunk) = chunks.next() {
+            let mut fragment = Vec::with_capacity(chunk.len() + 1);
+            fragment.push(if chunks.peek().is_some() { MORE } else { LAST });
+            fragment.extend_from_slice(chunk);
+            *self.queued_bytes.borrow_mut() += fragment.len();
+            queue.push_back(fragment);
+        }
+        drop(queue);
+        self.flush();
+        true
+    }
+
+    /// Hands queued fragments to the browser while its buffer has room (call on a timer).
+    pub fn flush(&self) {
+        if !self.is_open() {
+            return;
+        }
+        let mut queue = self.send_queue.borrow_mut();
+        while self.channel.buffered_amount() < BROWSER_BUFFER {
+            let Some(fragment) = queue.pop_front() else { break };
+            *self.queued_bytes.borrow_mut() -= fragment.len();
+            if self.channel.send_with_u8_array(&fragment).is_err() {
+                self.received.borrow_mut().closed = true;
+                queue.clear();
+                *self.queued_bytes.borrow_mut() = 0;
+                break;
+            }
+        }
+    }
+
+    /// Whether frames still wait to be handed to the browser.
+    pub fn has_queued(&self) -> bool {
+        !self.send_queue.borrow().is_empty()
+    }
+
+    /// Sends one data-channel message as it is, bypassing the framing (to test what a peer that
+    /// breaks it gets).
+    pub fn send_raw(&self, message: &[u8]) -> Result<(), JsValue> {
+        self.channel.send_with_u8_array(message)
+    }
+
+    pub fn close(&self) {
+        self.received.borrow_mut().closed = true;
+        self.channel.close();
+        self.pc.close();
+    }
+}
+
+/// Resolves after `ms` milliseconds (in a page or a worker).
+pub async fn sleep(ms: i32) {
+    let promise = Promise::new(&mut |resolve, _| {
+        let global = js_sys::global();
+        let set_timeout = Reflect::get(&global, &"setTimeout".into()).ok().and_then(|f| f.dyn_into::<js_sys::Function>().ok());
+        if let Some(set_timeout) = set_timeout {
+            let _ = set_timeout.call2(&global, &resolve, &JsValue::from(ms));
+        }
+    });
+    let _ = JsFuture::from(promise).await;
+}
