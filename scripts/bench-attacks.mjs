@@ -5,6 +5,7 @@
 //
 //   node scripts/bench-attacks.mjs            (TABNET_BIN defaults to target/release/tabnet)
 //   ATTACK_SECONDS=30 node scripts/bench-attacks.mjs
+//   ONLY=queries node scripts/bench-attacks.mjs   (the attacks whose name has that word, lone node)
 import { readFileSync } from 'node:fs';
 import net from 'node:net';
 import { spawn } from 'node:child_process';
@@ -13,10 +14,11 @@ import { Cbor } from '@dfinity/agent';
 import { Ed25519KeyIdentity } from '@dfinity/identity';
 
 import { TabnetNode, TabnetSubnet, makeAgent, deploy, MANAGEMENT_ID, ROOT } from '../tests/agent-js/helpers.mjs';
-import { counterIdl } from '../tests/agent-js/idl.mjs';
+import { counterIdl, loopIdl } from '../tests/agent-js/idl.mjs';
 
 process.env.TABNET_BIN ??= `${ROOT}/target/release/tabnet`;
 const SECONDS = Number(process.env.ATTACK_SECONDS ?? 10);
+const ONLY = process.env.ONLY;
 const CANDID_BOMB = Uint8Array.from(Buffer.from('4449444c026c0100016d7f0100808080808080808001', 'hex'));
 const expiry = () => (BigInt(Date.now()) + 120_000n) * 1_000_000n;
 
@@ -98,10 +100,33 @@ async function attacksOn(node, pid, label) {
   const { port } = new URL(url);
   const identity = Ed25519KeyIdentity.generate();
   const agent = await makeAgent(node, identity);
-  const { canisterId } = await deploy(agent, 'counter', counterIdl);
+  const { canisterId, actor: counter } = await deploy(agent, 'counter', counterIdl);
   const call = `/api/v2/canister/${canisterId.toText()}/call`;
   const rows = [];
-  const run = async (name, attack) => rows.push(await measure(`${label}: ${name}`, url, pid, attack));
+  const run = async (name, attack) => {
+    if (!ONLY || name.includes(ONLY)) rows.push(await measure(`${label}: ${name}`, url, pid, attack));
+  };
+
+  // Update latency (synchronous calls, one after another) without and with clients that keep
+  // 5-billion-instruction queries running: queries must not hold up rounds.
+  const { actor: loop } = await deploy(agent, 'loop', loopIdl);
+  for (const clients of [0, 4]) {
+    const latencies = [];
+    const updates = async (stopped) => {
+      while (!stopped()) {
+        const t = performance.now();
+        await counter.inc();
+        latencies.push(performance.now() - t);
+      }
+    };
+    const name = `updates with ${clients} clients looping 5B-instruction queries`;
+    await run(name, (stopped) => Promise.all([updates(stopped), loops(clients, () => loop.forever_query())(stopped)]));
+    if (latencies.length) {
+      latencies.sort((a, b) => a - b);
+      const at = (q) => latencies[Math.min(latencies.length - 1, Math.floor(q * latencies.length))].toFixed(1);
+      console.log(JSON.stringify({ attack: `${label}: ${name}`, updates: latencies.length, 'update p50 ms': at(0.5), 'update p99 ms': at(0.99) }));
+    }
+  }
 
   await run('none (baseline)', async () => {});
   const bombQuery = Cbor.encode({ content: { request_type: 'query', canister_id: new Uint8Array(), method_name: 'canister_status', arg: CANDID_BOMB, sender: new Uint8Array([4]), ingress_expiry: expiry() } });
@@ -132,6 +157,10 @@ try {
   await lone.destroy();
 }
 
+if (ONLY) {
+  console.table(rows);
+  process.exit(0);
+}
 const subnet = await TabnetSubnet.start(4, undefined, [], 1);
 try {
   const pid = subnet.processes[1].pid;
