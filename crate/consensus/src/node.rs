@@ -267,6 +267,8 @@ pub struct ConsensusNode {
     invalid: HashSet<Hash>,
     outputs: VecDeque<Output>,
     requests: BTreeMap<ArtifactId, Pending>,
+    /// Pending fetches by the peer whose advert (or block) started them.
+    fetching: HashMap<NodeIndex, usize>,
     /// When finality last moved here (rebroadcasts happen only once it has stalled).
     progressed_at: Time,
     next_rebroadcast: Time,
@@ -406,6 +408,7 @@ impl ConsensusNode {
             invalid: HashSet::new(),
             outputs: VecDeque::new(),
             requests: BTreeMap::new(),
+            fetching: HashMap::new(),
             progressed_at: 0,
             next_rebroadcast: 0,
             last_catch_up_request: None,
@@ -576,16 +579,20 @@ impl ConsensusNode {
                     return;
                 }
             }
+            // Adverts and requests change no pool: nothing for the components to do after them.
             Message::Advert(id) => {
                 // What one peer's adverts make this node chase is bounded (junk ids are never found).
-                if self.wants(&id) && !self.requests.contains_key(&id) && self.requests.values().filter(|p| p.peers[0] == from).count() >= MAX_FETCHES_PER_PEER {
-                    self.reject("adverts beyond the peer's fetch share");
-                } else if self.wants(&id) {
-                    self.fetch(now, id, from);
+                if self.wants(&id) {
+                    if !self.requests.contains_key(&id) && self.fetching.get(&from).is_some_and(|n| *n >= MAX_FETCHES_PER_PEER) {
+                        self.reject("adverts beyond the peer's fetch share");
+                    } else {
+                        self.fetch(now, id, from);
+                    }
                 }
+                return;
             }
-            Message::Request(id) => self.serve(now, from, id),
-            Message::CatchUpRequest { finalized } => self.serve_catch_up(now, from, finalized),
+            Message::Request(id) => return self.serve(now, from, id),
+            Message::CatchUpRequest { finalized } => return self.serve_catch_up(now, from, finalized),
             Message::CatchUp(c) => self.apply_catch_up(now, from, &c),
             Message::Sync(_) => return,
         }
@@ -670,7 +677,7 @@ impl ConsensusNode {
             Change::Create(created) => self.created(created),
             Change::Fetch(id, from) => self.fetch(now, id, from),
             Change::ValidateProposal(p) => {
-                self.requests.remove(&ArtifactId::Block(p.block.hash()));
+                self.unrequest(&ArtifactId::Block(p.block.hash()));
                 // Relay: a maker may have sent different blocks to different peers; everyone
                 // must see both to disqualify it.
                 self.send_proposal(None, &p);
@@ -1180,7 +1187,7 @@ impl ConsensusNode {
                 if !self.config.malice.bad_blocks {
                     self.ingress.remove(id);
                 }
-                self.requests.remove(&ArtifactId::Ingress(*id));
+                self.unrequest(&ArtifactId::Ingress(*id));
                 self.finalized_ingress.insert(*id, expiry);
             }
             self.chain.insert(h, p.block.hash());
@@ -1238,7 +1245,7 @@ impl ConsensusNode {
             Artifact::Ingress(ingress) => self.take_ingress(now, from, ingress, false),
             Artifact::Proposal(p) => {
                 let (h, hash) = (p.block.height, p.block.hash());
-                self.requests.remove(&ArtifactId::Block(hash));
+                self.unrequest(&ArtifactId::Block(hash));
                 if h <= self.finalized_height || too_far(h) || self.invalid.contains(&hash) || p.block.maker >= self.n {
                     return false;
                 }
@@ -1349,7 +1356,7 @@ impl ConsensusNode {
         if self.is_penalized(from) && !in_block && !self.requests.contains_key(&ArtifactId::Ingress(id)) {
             return false;
         }
-        let requested = self.requests.remove(&ArtifactId::Ingress(id)).is_some();
+        let requested = self.unrequest(&ArtifactId::Ingress(id));
         if self.ingress.contains(&id) || self.finalized_ingress.contains_key(&id) || self.verifying.contains_key(&id) {
             return false;
         }
@@ -1418,6 +1425,7 @@ impl ConsensusNode {
             return;
         }
         self.requests.insert(id, Pending { peers: vec![from], attempts: 1, next_at: now + FETCH_BACKOFF_MIN });
+        *self.fetching.entry(from).or_default() += 1;
         self.outputs.push_back(Output::Send { to: Some(from), message: Message::Request(id) });
     }
 
@@ -1425,11 +1433,13 @@ impl ConsensusNode {
     fn retry_fetches(&mut self, now: Time) {
         let (n, me) = (self.n, self.me);
         let mut sends = Vec::new();
+        let mut given_up = Vec::new();
         self.requests.retain(|id, p| {
             if p.next_at > now {
                 return true;
             }
             if p.attempts >= FETCH_ATTEMPTS {
+                given_up.push(p.peers[0]);
                 return false;
             }
             // First the peers that advertised it, then everyone in turn.
@@ -1443,6 +1453,22 @@ impl ConsensusNode {
             true
         });
         self.outputs.extend(sends);
+        for peer in given_up {
+            self.uncount_fetch(peer);
+        }
+    }
+
+    /// Drops a pending fetch; returns whether there was one.
+    fn unrequest(&mut self, id: &ArtifactId) -> bool {
+        let Some(pending) = self.requests.remove(id) else { return false };
+        self.uncount_fetch(pending.peers[0]);
+        true
+    }
+
+    fn uncount_fetch(&mut self, peer: NodeIndex) {
+        if let Some(count) = self.fetching.get_mut(&peer) {
+            *count = count.saturating_sub(1);
+        }
     }
 
     fn serve(&mut self, now: Time, to: NodeIndex, id: ArtifactId) {
