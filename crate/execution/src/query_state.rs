@@ -89,8 +89,11 @@ pub(crate) fn publish(
 ) -> QueryState {
     let mut canisters = BTreeMap::new();
     for (id, c) in &env.state.canisters {
+        // A message paused mid-execution (time slicing) holds uncommitted memory: queries keep
+        // seeing the canister as published before it, until the message ends.
+        let paused = c.execution.as_ref().is_some_and(|e| e.is_paused());
         let kept = previous
-            .filter(|_| !changed.contains(id))
+            .filter(|_| paused || !changed.contains(id))
             .and_then(|p| p.canisters.get(id));
         let canister = match kept {
             Some(p) => p.canister.clone(),
