@@ -8,7 +8,7 @@ cd "$(dirname "$0")/.."
 scripts/setup.sh >/dev/null
 scripts/build-canisters.sh >/dev/null
 cargo build -q --release -p tabnet -p tabnet-load
-cargo build -q --release -p tabnet-consensus --example simulate
+cargo build -q --release -p tabnet-sim --example simulate
 
 echo "== consensus in the simulator"
 target/release/examples/simulate --figures

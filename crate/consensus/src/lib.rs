@@ -17,7 +17,6 @@ pub mod handshake;
 pub mod limits;
 mod node;
 pub mod pool;
-pub mod simulation;
 pub mod state_sync;
 
 pub use artifact::{Aggregate, Artifact, ArtifactId, Beacon, Block, Cup, Hash, Height, Ingress, Kind, NodeIndex, Proposal, Share, Sig, Time};

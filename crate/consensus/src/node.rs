@@ -68,20 +68,43 @@ impl Default for Config {
     }
 }
 
-/// What a Byzantine node does (like the IC replica's malicious flags, for tests only).
+/// What a Byzantine node does (like the IC replica's malicious flags). Its fields exist only
+/// with the `byzantine` feature, which only the simulator turns on: in a node's build every
+/// behaviour reads `false` and the code behind it folds away.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Malice {
     /// As a block maker, sign two different blocks: one to even peers, one to odd peers.
+    #[cfg(feature = "byzantine")]
     pub equivocate: bool,
     /// Notarize and finalize every valid block it sees, whatever the rank.
+    #[cfg(feature = "byzantine")]
     pub notarize_everything: bool,
     /// Spoil every signature it makes.
+    #[cfg(feature = "byzantine")]
     pub corrupt_signatures: bool,
     /// As a block maker, propose blocks that each break one rule (repeated, finalized or
     /// expired ingress, too many messages or bytes, a bad signature, a wrong rank or time);
     /// it keeps finalized and expired ingress to do so.
+    #[cfg(feature = "byzantine")]
     pub bad_blocks: bool,
 }
+
+macro_rules! behaviours {
+    ($($name:ident),*) => {
+        impl Malice {
+            $(
+                #[inline(always)]
+                pub fn $name(&self) -> bool {
+                    #[cfg(feature = "byzantine")]
+                    return self.$name;
+                    #[cfg(not(feature = "byzantine"))]
+                    return false;
+                }
+            )*
+        }
+    };
+}
+behaviours!(equivocate, notarize_everything, corrupt_signatures, bad_blocks);
 
 /// Reads and checks ingress messages for consensus.
 pub trait IngressCheck: Send + Sync {
@@ -698,7 +721,7 @@ impl ConsensusNode {
         match created {
             Created::Proposal(p) => {
                 self.outputs.push_back(Output::Persist(Artifact::Proposal(p.clone())));
-                if self.config.malice.equivocate {
+                if self.config.malice.equivocate() {
                     // Even peers got (or will get) the other block.
                     let parity = p.block.time % 2;
                     let (me, n) = (self.me, self.n);
@@ -761,7 +784,7 @@ impl ConsensusNode {
             }
             let signed = v.signed_by(Kind::Notarization, h, self.me);
             let notarized: Vec<Hash> = signed.iter().filter(|b| v.aggregate(Kind::Notarization, h, b).is_some()).copied().collect();
-            if self.config.malice.notarize_everything && !notarized.is_empty() {
+            if self.config.malice.notarize_everything() && !notarized.is_empty() {
                 return notarized.iter().map(|b| self.share(Kind::Finalization, h, *b)).collect();
             }
             if signed.len() == 1 && notarized.len() == 1 {
@@ -798,12 +821,12 @@ impl ConsensusNode {
         let signed_rank = |b: &Hash| {
             v.proposal(h, b).filter(|p| !self.pool.disqualified.contains(&(h, p.block.maker))).map_or(u32::MAX, |p| p.block.rank)
         };
-        if !self.config.malice.notarize_everything && signed.iter().any(|b| signed_rank(b) < lowest) {
+        if !self.config.malice.notarize_everything() && signed.iter().any(|b| signed_rank(b) < lowest) {
             return Vec::new();
         }
         ready
             .iter()
-            .filter(|(r, b)| (*r == lowest || self.config.malice.notarize_everything) && !signed.contains(b))
+            .filter(|(r, b)| (*r == lowest || self.config.malice.notarize_everything()) && !signed.contains(b))
             .map(|(_, b)| self.share(Kind::Notarization, h, *b))
             .collect()
     }
@@ -859,11 +882,11 @@ impl ConsensusNode {
             return Vec::new();
         }
         let block = Block { parent: parent.block.hash(), height: h, rank, maker: self.me, time, ingress: ids };
-        if self.config.malice.bad_blocks {
+        if self.config.malice.bad_blocks() {
             return vec![self.bad_block(block, payload, parent.block.time)];
         }
         let mut changes = vec![self.proposal(block.clone(), payload.clone())];
-        if self.config.malice.equivocate {
+        if self.config.malice.equivocate() {
             let other = Block { time: time + 1, ..block };
             changes.push(self.proposal(other, payload));
         }
@@ -1112,7 +1135,7 @@ impl ConsensusNode {
         // Ingress: block times only grow, so what expired before the finalized block's time
         // can never be included again.
         let time = self.finalized_time();
-        if !self.config.malice.bad_blocks {
+        if !self.config.malice.bad_blocks() {
             self.ingress.remove_expired(time);
         }
         self.finalized_ingress.retain(|_, expiry| *expiry >= time);
@@ -1184,7 +1207,7 @@ impl ConsensusNode {
                     Some((_, expiry)) => expiry,
                     None => self.ingress_check.expiry(&i.bytes).unwrap_or(Time::MAX),
                 };
-                if !self.config.malice.bad_blocks {
+                if !self.config.malice.bad_blocks() {
                     self.ingress.remove(id);
                 }
                 self.unrequest(&ArtifactId::Ingress(*id));
@@ -1219,7 +1242,7 @@ impl ConsensusNode {
     }
 
     fn maybe_corrupt(&self, artifact: Artifact) -> Artifact {
-        if !self.config.malice.corrupt_signatures {
+        if !self.config.malice.corrupt_signatures() {
             return artifact;
         }
         match artifact {

@@ -1,7 +1,7 @@
 //! Runs simulated subnets and prints what happened.
 //!
-//!   cargo run --release -p tabnet-consensus --example simulate -- 'seed=1 nodes=13 faults=crash,equivocate'
-//!   cargo run --release -p tabnet-consensus --example simulate -- --soak 600   # random scenarios for 600 s
+//!   cargo run --release -p tabnet-sim --example simulate -- 'seed=1 nodes=13 faults=crash,equivocate'
+//!   cargo run --release -p tabnet-sim --example simulate -- --soak 600   # random scenarios for 600 s
 //!   … -- --bytes 'seed=1 nodes=4'   # also count the bytes sent (CBOR, as the native transport sends them)
 //!   … -- --figures                  # finality latency, simulator speed, bytes per block, crypto cost
 //!
@@ -9,7 +9,7 @@
 //! command and exits with status 1.
 
 use tabnet_consensus::faults_tolerated;
-use tabnet_consensus::simulation::{run, Fault, Report, Scenario};
+use tabnet_sim::subnet::{run, Fault, Report, Scenario};
 
 fn show(r: &Report) {
     println!(

@@ -4,6 +4,8 @@
 //! nodes. Everything random comes from the seed, so a run — and any failure in it — replays
 //! exactly from `(seed, network, nodes)`.
 
+pub mod subnet;
+
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::rc::Rc;
 

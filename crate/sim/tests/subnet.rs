@@ -2,7 +2,7 @@
 //! subnet sizes and fault mixes. A failure prints the command that replays it.
 
 use tabnet_consensus::faults_tolerated;
-use tabnet_consensus::simulation::{check, run, Fault, Scenario};
+use tabnet_sim::subnet::{check, run, Fault, Scenario};
 
 #[test]
 fn four_honest_nodes_finalize_and_execute_everything() {
