@@ -131,6 +131,12 @@ impl Acceptor {
     }
 }
 
+/// The member a response claims to come from, before anything is checked (so that a member
+/// shut out for a while costs no signature check when it comes back at once).
+pub fn claimed_sender(response: &Response) -> NodeIndex {
+    u32::from_be_bytes(response[..4].try_into().expect("4 bytes")) as NodeIndex
+}
+
 /// The side that dialled node `peer`: answers its challenge, then checks its confirmation.
 pub struct Connector {
     me: NodeIndex,

@@ -334,8 +334,11 @@ pub const PENALTY_HEIGHTS: Height = 20;
 const CATCH_UP_REPEAT_INTERVAL: Time = 1_000;
 /// Ingress messages of one peer being verified at once (a block's worth fetched, twice over).
 pub const MAX_VERIFYING_PER_PEER: usize = 2_000;
-/// Artifacts one peer's adverts may have this node fetching at once (a block's ingress, twice).
-pub const MAX_FETCHES_PER_PEER: usize = 2_000;
+/// Artifacts one peer's adverts may have this node fetching at once. A fetch takes a round trip,
+/// so 500 at once carry thousands of advertised (large) messages a second; junk ids are asked
+/// of every peer in turn until they are given up, and 2,000 of them from one flooder slowed a
+/// 4-node native subnet's rounds for a minute (debug build; gossip_hostile.rs).
+pub const MAX_FETCHES_PER_PEER: usize = 500;
 
 impl ConsensusNode {
     pub fn new(config: Config, crypto: Arc<dyn Crypto>, ingress_check: Arc<dyn IngressCheck>, start: Start) -> Self {

@@ -25,7 +25,7 @@ use std::sync::{Arc, Mutex};
 use std::task::Poll;
 use std::time::Duration;
 
-use tabnet_consensus::handshake::{Acceptor, Connector, PeerKeys, SigningKey, CHALLENGE_LEN, CONFIRM_LEN, RESPONSE_LEN};
+use tabnet_consensus::handshake::{claimed_sender, Acceptor, Connector, PeerKeys, SigningKey, CHALLENGE_LEN, CONFIRM_LEN, RESPONSE_LEN};
 use tabnet_consensus::limits::{PeerLimits, Rates, Verdict};
 use tabnet_consensus::{Message, NodeIndex, Time};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -103,6 +103,19 @@ impl Inbound {
         })
         .await
     }
+
+    /// A frame already waiting, if any, taken round-robin like [`Inbound::recv`].
+    pub fn try_recv(&mut self) -> Option<(NodeIndex, Message)> {
+        let n = self.queues.len();
+        for i in 0..n {
+            let k = (self.next + i) % n;
+            if let Ok((message, _budget)) = self.queues[k].try_recv() {
+                self.next = k + 1;
+                return Some((k, message));
+            }
+        }
+        None
+    }
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -153,13 +166,9 @@ async fn accept_peers(listener: TcpListener, identity: Arc<Identity>, slots: Arc
         }
         let task = tokio::spawn(async move {
             let _ = stream.set_nodelay(true);
-            let proved = timeout(HANDSHAKE_TIMEOUT, accept_handshake(&mut stream, &identity)).await;
+            let proved = timeout(HANDSHAKE_TIMEOUT, accept_handshake(&mut stream, &identity, &meter)).await;
             all.lock().unwrap_or_else(|e| e.into_inner()).retain(|(n, _)| *n != number);
             let Ok(Ok(from)) = proved else { return };
-            // A member shut out for its rate stays out until its time is up.
-            if lock(&meter.limits).is_banned((meter.clock)(), from) {
-                return;
-            }
             let slot = &slots[from];
             let reader = tokio::spawn(read_frames(stream, from, slot.queue.clone(), slot.bytes.clone(), meter));
             // One live connection per member: the newest (a restarted peer's) replaces the old.
@@ -173,11 +182,16 @@ async fn accept_peers(listener: TcpListener, identity: Arc<Identity>, slots: Arc
 }
 
 /// The acceptor's side: challenge, check the proof, confirm. Returns the member it is.
-async fn accept_handshake(stream: &mut TcpStream, identity: &Identity) -> Result<NodeIndex, String> {
+/// A member shut out for its rate stays out until its time is up, refused before its
+/// signature is checked (else reconnecting at once would buy a check and a signature each time).
+async fn accept_handshake(stream: &mut TcpStream, identity: &Identity, meter: &Meter) -> Result<NodeIndex, String> {
     let (acceptor, challenge) = Acceptor::new(identity.me, nonce());
     stream.write_all(&challenge).await.map_err(|e| e.to_string())?;
     let mut response = [0u8; RESPONSE_LEN];
     stream.read_exact(&mut response).await.map_err(|e| e.to_string())?;
+    if lock(&meter.limits).is_banned((meter.clock)(), claimed_sender(&response)) {
+        return Err("shut out for its rate".into());
+    }
     let (from, confirm) = acceptor.on_response(&identity.peers, &identity.key, CHANNEL, &response).map_err(|e| e.to_string())?;
     stream.write_all(&confirm).await.map_err(|e| e.to_string())?;
     Ok(from)

@@ -44,6 +44,8 @@ const SYNC_TIMEOUT: Time = 2_000;
 /// Ingress signature checks running at once, on the blocking pool (which also runs rounds and
 /// queries): the consensus task never checks a signature itself.
 const VERIFY_WORKERS: usize = 2;
+/// Peers' frames taken in one go when they are waiting.
+const FRAME_BATCH: usize = 256;
 
 /// What `init-subnet` writes.
 #[derive(Clone, Debug, PartialEq)]
@@ -391,20 +393,29 @@ async fn drive(
         let sleep = tokio::time::sleep(Duration::from_millis(wake.saturating_sub(now)));
         tokio::select! {
             // `from` is the member whose node key the connection proved (see gossip.rs).
-            (from, message) = inbound.recv() => match message {
-                Message::Sync(m) if m.is_request() => {
-                    // At the asker's rate, charged what the answer weighs.
-                    if let Some(answer) = consensus.answer_sync(now_millis(), from, &m, &checkpoints.kept) {
-                        send(&peers, Some(from), &Message::Sync(answer));
+            // Frames already waiting are taken together (up to `FRAME_BATCH`), so that what is
+            // done once per wake-up (outputs, the next wake time) is not done per frame.
+            first = inbound.recv() => {
+                let mut next = Some(first);
+                for _ in 0..FRAME_BATCH {
+                    let Some((from, message)) = next.take() else { break };
+                    match message {
+                        Message::Sync(m) if m.is_request() => {
+                            // At the asker's rate, charged what the answer weighs.
+                            if let Some(answer) = consensus.answer_sync(now_millis(), from, &m, &checkpoints.kept) {
+                                send(&peers, Some(from), &Message::Sync(answer));
+                            }
+                        }
+                        Message::Sync(m) => {
+                            if let Some(s) = &mut sync {
+                                s.on_message(now_millis(), from, m);
+                            }
+                        }
+                        message => consensus.on_message(now_millis(), from, message),
                     }
+                    next = inbound.try_recv();
                 }
-                Message::Sync(m) => {
-                    if let Some(s) = &mut sync {
-                        s.on_message(now_millis(), from, m);
-                    }
-                }
-                message => consensus.on_message(now_millis(), from, message),
-            },
+            }
             input = inbox.recv() => match input {
                 Some(Input::Ingress(bytes, reply)) => verifier.verify(UnverifiedIngress::from_client(now_millis(), Ingress { bytes }), Some(reply)),
                 None => return Ok(()),

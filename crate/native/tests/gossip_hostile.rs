@@ -1,6 +1,7 @@
 //! A subnet node's gossip port under attack, with real `tabnet node` processes: a flood of frame
 //! headers that announce 16 MiB and send nothing more; a stranger claiming a member's index; a
-//! recorded handshake replayed. (`TABNET_GOSSIP_TEST_BIN` runs them against another build.)
+//! recorded handshake replayed; a member flooding valid frames far over its rate.
+//! (`TABNET_GOSSIP_TEST_BIN` runs them against another build.)
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -49,6 +50,11 @@ impl Subnet {
         Subnet { dir, port, nodes: Vec::new() }
     }
 
+    /// Where node `k`'s standard error goes.
+    fn log(&self, k: usize) -> PathBuf {
+        self.dir.join(format!("node-{k}.stderr"))
+    }
+
     fn gossip_port(&self, k: usize) -> u16 {
         self.port + (NODES + k) as u16
     }
@@ -58,7 +64,7 @@ impl Subnet {
             .args(["node", "--index", &k.to_string(), "--dir"])
             .arg(&self.dir)
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stderr(std::fs::File::create(self.log(k)).unwrap())
             .spawn()
             .unwrap();
         self.nodes.push(child);
@@ -307,4 +313,109 @@ fn only_a_member_that_proves_its_key_is_answered_and_handshakes_do_not_replay() 
     let mut confirm = [0u8; CONFIRM_LEN];
     assert!(thief.read_exact(&mut confirm).is_err(), "node 0 confirmed a replayed handshake");
     assert!(!catch_up_within(&to_node_3, Duration::from_secs(3)), "a replayed handshake got a catch-up answered");
+}
+
+/// The height node `k` last certified (from `/_/metrics`).
+fn certified_height(port: u16) -> Option<u64> {
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).ok()?;
+    stream.set_read_timeout(Some(Duration::from_secs(30))).ok()?;
+    stream.write_all(format!("GET /_/metrics HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n\r\n").as_bytes()).ok()?;
+    let mut response = String::new();
+    let _ = stream.read_to_string(&mut response);
+    response.lines().find_map(|l| l.strip_prefix("certified height: ")).and_then(|h| h.trim().parse().ok())
+}
+
+/// Connects to `port` as member `me` of the subnet (proving its key) and returns the stream.
+fn connect_as(port: u16, me: usize, peers: &PeerKeys, key: &SigningKey) -> Option<TcpStream> {
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).ok()?;
+    stream.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
+    let mut challenge = [0u8; CHALLENGE_LEN];
+    stream.read_exact(&mut challenge).ok()?;
+    let mut connector = Connector::new(me, 0, [5; 32]);
+    stream.write_all(&connector.on_challenge(peers, key, b"", &challenge).ok()?).ok()?;
+    let mut confirm = [0u8; CONFIRM_LEN];
+    stream.read_exact(&mut confirm).ok()?;
+    connector.on_confirm(peers, b"", &confirm).ok()?;
+    Some(stream)
+}
+
+#[test]
+fn a_member_flooding_valid_frames_far_over_its_rate_does_not_stop_the_rounds() {
+    use tabnet_consensus::limits::Rates;
+    use tabnet_consensus::ArtifactId;
+    // Nodes 0, 1, 2 run; the test holds node 3's key. With node 3 silent, every round needs
+    // node 0: if the flood stalls it, the subnet stops.
+    let mut subnet = Subnet::init("rate", 2);
+    let (peers, keys) = subnet.keys();
+    for k in 0..3 {
+        subnet.start(k);
+    }
+    let (node_0, node_1) = (subnet.port, subnet.port + 1);
+    let progress = |seconds: u64| {
+        let from = certified_height(node_1).unwrap_or(0);
+        std::thread::sleep(Duration::from_secs(seconds));
+        certified_height(node_1).unwrap_or(0) - from
+    };
+    // Let the subnet get going, then measure its pace undisturbed.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while certified_height(node_0).unwrap_or(0) < 3 {
+        assert!(Instant::now() < deadline, "the subnet does not certify");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    const WINDOW: u64 = 10;
+    let calm = progress(WINDOW);
+
+    // Node 3 floods node 0 with adverts of ingress nobody has (each one, taken, makes node 0
+    // fetch), as fast as one thread writes: reconnecting whenever it is cut off.
+    let frames: Vec<u8> = (0..100_000u64)
+        .flat_map(|k| {
+            let mut id = [0u8; 32];
+            id[..8].copy_from_slice(&k.to_be_bytes());
+            frame(&Message::Advert(ArtifactId::Ingress(id)))
+        })
+        .collect();
+    let stop = Arc::new(AtomicBool::new(false));
+    let flooder = {
+        let (stop, peers, key) = (stop.clone(), peers.clone(), keys[3].clone());
+        let port = subnet.gossip_port(0);
+        std::thread::spawn(move || {
+            let (mut sent, mut connections) = (0u64, 0u64);
+            // How many frames the first connection carried, in how long, until it was cut.
+            let mut first: Option<(u64, Duration)> = None;
+            let started = Instant::now();
+            while !stop.load(Ordering::SeqCst) {
+                let Some(mut stream) = connect_as(port, 3, &peers, &key) else {
+                    std::thread::sleep(Duration::from_millis(100));
+                    continue;
+                };
+                connections += 1;
+                while !stop.load(Ordering::SeqCst) && stream.write_all(&frames).is_ok() {
+                    sent += 100_000;
+                }
+                first.get_or_insert((sent, started.elapsed()));
+            }
+            (sent, connections, first)
+        })
+    };
+    let flooded = progress(WINDOW);
+    stop.store(true, Ordering::SeqCst);
+    let (sent, connections, first) = flooder.join().unwrap();
+    let after = progress(WINDOW);
+    let log = std::fs::read_to_string(subnet.log(0)).unwrap();
+    let cut_off: Vec<u64> = log
+        .lines()
+        .filter_map(|l| l.strip_prefix("tabnet: member 3 keeps sending over its gossip rate (")?.split(' ').next()?.parse().ok())
+        .collect();
+    let (until_cut, took) = first.unwrap_or((sent, Duration::from_secs(WINDOW)));
+    let rate = until_cut as f64 / took.as_secs_f64().max(0.001);
+    eprintln!(
+        "certified heights in {WINDOW} s: {calm} undisturbed, {flooded} while member 3 flooded node 0, {after} after; its first connection carried {until_cut} frames in {took:?} ({rate:.0}/s, {:.1}x its rate of {}/s with a burst of {}); {sent} frames over {connections} connections in all; node 0 cut it off {} times, dropped frames counted: {cut_off:?}",
+        rate / Rates::FRAMES.items_per_second as f64,
+        Rates::FRAMES.items_per_second,
+        Rates::FRAMES.item_burst,
+        cut_off.len()
+    );
+    assert!(flooded >= 5, "the subnet certified {flooded} heights in {WINDOW} s while node 0 was flooded ({calm} before)");
+    assert!(!cut_off.is_empty(), "node 0 never cut off a member sending {rate} frames/s");
+    assert!(cut_off.windows(2).all(|w| w[0] < w[1]), "the dropped count rises: {cut_off:?}");
 }
