@@ -21,7 +21,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-TARGETS=(envelope management_args wasm_module gossip_codec log_reader)
+TARGETS=(envelope management_args wasm_module gossip_codec handshake log_reader)
 BRIEF_SECONDS=30
 OUT=target/fuzz
 export CARGO_INCREMENTAL=0
@@ -37,6 +37,8 @@ max_len() {
     # The real canisters of target/canisters/ are 0.2 to 0.5 MiB.
     wasm_module) echo 1048576 ;;
     gossip_codec) echo 65536 ;;
+    # A role byte and at most two fixed-size messages (longer inputs are the same inputs).
+    handshake) echo 256 ;;
     management_args) echo 8192 ;;
     *) echo 16384 ;;
   esac

@@ -10,6 +10,7 @@
 
 pub mod envelope;
 pub mod gossip;
+pub mod handshake;
 pub mod log_reader;
 pub mod management;
 pub mod wasm;
