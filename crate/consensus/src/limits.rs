@@ -7,11 +7,13 @@
 //! [`Rates::ban`].
 //!
 //! The rates are generous for honest peers. Measured in the simulator (`cargo run --release -p
-//! tabnet-consensus --example simulate -- --peer-rates`: 13 nodes at the IC's block limits, 1,000
-//! ingress messages per block, every message sent to one node, so that one peer relays the
-//! whole subnet's ingress), the busiest peer sent one node at most ~5,000 frames and ~1.3 MiB in
-//! a second; a block of 4 MiB of large ingress makes ~4 MiB. The frame limits below leave four
-//! times that and a burst of several seconds, so only a flood ever meets them.
+//! tabnet-sim --example simulate -- --bytes 'seed=1 nodes=13 duration=10000 ingress=6000
+//! size=600'`: 13 nodes, ~12 blocks a second of ~500 messages, clients spread over the nodes),
+//! the busiest node sent one peer at most 812 frames and 1.0 MB in a second; with 500 messages
+//! of 8 kB a second (advertised, fetched), 288 frames and 0.6 MB. A node that takes all the
+//! subnet's clients relays every message itself: 13 times that, ~10,000 frames and ~13 MB a
+//! second. [`Rates::FRAMES`] allows twice that and a burst of several seconds, so only a flood
+//! meets it.
 
 use crate::artifact::{NodeIndex, Time};
 
