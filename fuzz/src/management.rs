@@ -8,7 +8,9 @@
 //!
 //! An input is `[method][route][argument…]`: `method` indexes [`METHODS`], `route` picks the
 //! way (its bit 2 attaches cycles to the proxy's call). Every input runs on a fresh subnet
-//! holding one canister, the proxy, controlled by [`user`].
+//! holding one canister, the proxy, controlled by [`user`]: built once by ingress (create,
+//! install) and restored from its stored form for each input, as a node restores its state
+//! (building it anew took most of each input's time).
 
 use crate::Seed;
 use candid::{CandidType, Encode, Nat, Principal};
@@ -16,6 +18,7 @@ use std::sync::{Arc, OnceLock};
 use tabnet_execution::embedder::CanisterModule;
 use tabnet_execution::management::types::*;
 use tabnet_execution::scheduler::{ExecutionEnvironment, IngressMessage, IngressOutcome};
+use tabnet_execution::state::{decode_canister, LoadedWasm, ReplicatedState};
 use tabnet_execution::SubnetConfig;
 use tabnet_replica::envelope::CanisterCall;
 use tabnet_replica::replica::check_effective_canister_id;
@@ -127,10 +130,60 @@ struct Subnet {
     proxy: Principal,
 }
 
+/// The set-up subnet in its stored form: metadata, and per canister its record, module and
+/// memories; with the harness's clock, nonce and the proxy's id.
+struct Stored {
+    metadata: Vec<u8>,
+    canisters: Vec<(Vec<u8>, Option<LoadedWasm>)>,
+    time: u64,
+    nonce: u64,
+    proxy: Principal,
+    hash: [u8; 32],
+}
+
+const SUBNET_ID: [u8; 29] = [0xAA; 29];
+
+fn environment(state: ReplicatedState) -> ExecutionEnvironment {
+    ExecutionEnvironment::from_state(state, SubnetConfig::for_subnet_size(13), Principal::from_slice(&SUBNET_ID), vec![0x30, 0x00])
+}
+
 impl Subnet {
+    /// A fresh subnet with the proxy installed: restored from the one set up at the first call.
     fn new() -> Self {
-        let subnet_id = Principal::from_slice(&[0xAA; 29]);
-        let env = ExecutionEnvironment::new(SubnetConfig::for_subnet_size(13), subnet_id, vec![0x30, 0x00]);
+        static STORED: OnceLock<Stored> = OnceLock::new();
+        let stored = STORED.get_or_init(|| {
+            let s = Subnet::set_up();
+            let state = s.env.state();
+            let canisters = state
+                .canister_ids()
+                .map(|id| {
+                    let c = state.stored_canister(id).expect("listed");
+                    let wasm = c.wasm.map(|w| LoadedWasm { module: w.module.to_vec(), heap: w.heap.to_vec(), stable: w.stable.to_vec() });
+                    (c.record, wasm)
+                })
+                .collect();
+            let stored = Stored { metadata: state.encode_metadata(), canisters, time: s.time, nonce: s.nonce, proxy: s.proxy, hash: s.env.state_hash() };
+            assert_eq!(Subnet::restore(&stored).env.state_hash(), stored.hash, "the restored subnet differs from the one set up");
+            stored
+        });
+        Subnet::restore(stored)
+    }
+
+    fn restore(stored: &Stored) -> Self {
+        let canisters = stored.canisters.iter().map(|(record, wasm)| {
+            decode_canister(record, |_| {
+                let w = wasm.as_ref().ok_or("no wasm stored")?;
+                Ok(LoadedWasm { module: w.module.clone(), heap: w.heap.clone(), stable: w.stable.clone() })
+            })
+            .expect("a stored canister decodes")
+        });
+        let state = ReplicatedState::decode(&stored.metadata, canisters).expect("the stored state decodes");
+        Subnet { env: environment(state), time: stored.time, nonce: stored.nonce, proxy: stored.proxy }
+    }
+
+    /// Creates the proxy and installs it by ingress, as a client would.
+    fn set_up() -> Self {
+        let env = environment(ReplicatedState::new());
         let mut s = Subnet { env, time: T0, nonce: 0, proxy: MANAGEMENT_CANISTER };
         let create = Encode!(&ProvisionalCreateCanisterWithCyclesArgs::default()).expect("encode");
         let reply = s.ingress(MANAGEMENT_CANISTER, "provisional_create_canister_with_cycles", create, MANAGEMENT_CANISTER);
