@@ -397,7 +397,7 @@ async fn drive(
             // done once per wake-up (outputs, the next wake time) is not done per frame.
             first = inbound.recv() => {
                 let mut next = Some(first);
-                for _ in 0..FRAME_BATCH {
+                for taken in 1..=FRAME_BATCH {
                     let Some((from, message)) = next.take() else { break };
                     match message {
                         Message::Sync(m) if m.is_request() => {
@@ -413,7 +413,8 @@ async fn drive(
                         }
                         message => consensus.on_message(now_millis(), from, message),
                     }
-                    next = inbound.try_recv();
+                    // (Only a frame this batch will handle is taken off its queue.)
+                    next = if taken < FRAME_BATCH { inbound.try_recv() } else { None };
                 }
             }
             input = inbox.recv() => match input {
