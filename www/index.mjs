@@ -1,5 +1,5 @@
 // The web app: shows the native node that served the page, and runs a node in this tab.
-import { TabNode } from '../pkg/tabnet_web.js';
+import { TabNode, TabSubnet } from '../pkg/tabnet_web.js';
 
 const $ = (id) => document.getElementById(id);
 
@@ -60,3 +60,39 @@ $('query').onclick = () => show(node.query(canisterId, $('method').value, $('arg
 // Timers and heartbeats run in rounds, as on the IC.
 setInterval(() => { node.tick(now()); refresh(); }, 500);
 showNativeNode();
+
+// `/?subnet=NAME&nodes=N`: this tab is a node of the tab subnet NAME (N nodes, default 4).
+async function runSubnet(name, nodes) {
+  $('subnet').hidden = false;
+  $('subnet-name').textContent = name;
+  let subnet;
+  try {
+    subnet = await TabSubnet.join(name, nodes);
+  } catch (e) {
+    $('subnet-status').textContent = `cannot join: ${e}`;
+    return;
+  }
+  window.tabnetSubnet = subnet;
+  let shown = 0;
+  for (;;) {
+    let wait;
+    try {
+      wait = await subnet.step();
+    } catch (e) {
+      $('subnet-status').textContent = `this node stopped: ${e}`;
+      return;
+    }
+    if (Date.now() - shown > 250) {
+      shown = Date.now();
+      const s = JSON.parse(subnet.status());
+      $('subnet-index').textContent = s.index;
+      $('subnet-status').textContent =
+        `finalized ${s.finalized} · notarized ${s.notarized} · certified ${s.certified}\n` +
+        `links: ${s.links.map((l, k) => `${k} ${l}`).join(', ')}\n` + s.events.slice(-8).join('\n');
+    }
+    await new Promise((resolve) => setTimeout(resolve, Math.max(1, Math.min(wait, 10))));
+  }
+}
+
+const params = new URLSearchParams(location.search);
+if (params.get('subnet')) runSubnet(params.get('subnet'), Number(params.get('nodes') || 4));

@@ -10,6 +10,7 @@
 //! before an output may be performed is durable by the time the output is polled.
 
 pub mod codec;
+pub mod dealt;
 mod persisted;
 pub mod replica;
 pub mod store;
@@ -270,6 +271,9 @@ impl<R: Replicated, C: CheckpointStore> NodeCore<R, C> {
     }
     pub fn checkpoints(&self) -> &C {
         &self.checkpoints
+    }
+    pub fn checkpoints_mut(&mut self) -> &mut C {
+        &mut self.checkpoints
     }
     /// How far state sync has come (chunks held, chunks in all), while syncing.
     pub fn sync_progress(&self) -> Option<(Height, usize, usize)> {

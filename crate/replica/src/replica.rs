@@ -209,6 +209,11 @@ impl<S: Store> Replica<S> {
         self.store
     }
 
+    /// The store, for a platform that commits its writes itself (see `BatchStore`).
+    pub fn store_mut(&mut self) -> &mut S {
+        &mut self.store
+    }
+
     pub fn subnet_id(&self) -> Principal {
         self.subnet.subnet_id
     }

@@ -10,6 +10,8 @@ pub mod bench;
 pub mod idb;
 #[cfg(target_arch = "wasm32")]
 pub mod rtc;
+#[cfg(target_arch = "wasm32")]
+pub mod tab_subnet;
 
 use candid::{Decode, Encode, IDLArgs, Principal};
 use serde::Serialize;
