@@ -118,8 +118,9 @@ export class TabnetNode {
       try {
         const res = await fetch(`${this.url}/api/v2/status`);
         if (res.status === 200) {
-          await res.arrayBuffer();
-          return;
+          // Ready once it has a certified state to answer from (its first block, on a new node).
+          const status = Cbor.decode(new Uint8Array(await res.arrayBuffer()));
+          if (status.replica_health_status === 'healthy') return;
         }
       } catch {
         // Not listening yet.

@@ -34,8 +34,8 @@ use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 use tokio::task::AbortHandle;
 use tokio::time::timeout;
 
-/// Frames larger than this are refused (a block of 4 MiB of ingress, a catch-up of 8 MiB fit).
-pub const MAX_FRAME: usize = 16 << 20;
+/// Frames larger than this are refused: the node core's limit, the same on every transport.
+pub use tabnet_node::codec::MAX_FRAME;
 /// Connections still proving who they are, at once (a new one closes the oldest).
 pub const MAX_HANDSHAKING: usize = 32;
 /// A handshake takes one round trip and two signatures; a peer that has not finished in this
@@ -88,6 +88,11 @@ pub struct Inbound {
 }
 
 impl Inbound {
+    /// No peers (a lone node): nothing ever arrives.
+    pub fn none() -> Self {
+        Inbound { queues: Vec::new(), next: 0 }
+    }
+
     /// The next frame, from the peer after the one that was served last (waits for one).
     pub async fn recv(&mut self) -> (NodeIndex, Message) {
         poll_fn(|cx| {
@@ -248,8 +253,9 @@ async fn read_frames(mut stream: TcpStream, from: NodeIndex, queue: mpsc::Sender
             Ok(Ok(got)) if got == len => {}
             _ => return,
         }
-        // A frame that does not decode (a keepalive, a newer message) is dropped; the connection goes on.
-        if let Ok(message) = ciborium::from_reader::<Message, _>(frame.as_slice()) {
+        // Decoded by the node core's codec. A frame that does not decode (a keepalive, a newer
+        // message) is dropped; the connection goes on.
+        if let Ok(Some(message)) = tabnet_node::codec::decode(&frame) {
             if queue.send((message, permit)).await.is_err() {
                 return;
             }

@@ -1,11 +1,8 @@
-//! The HTTP edge: axum routes onto the sans-IO replica, and the task that runs rounds.
-//!
-//! One executor task runs rounds: at once when a call arrives (everything that has arrived by
-//! then is one batch), and every `IDLE_ROUND` otherwise so heartbeats and timers fire. Round
-//! time is wall-clock nanoseconds, never earlier than the last round (the replica clamps it,
-//! across restarts too). Request handlers do their CPU work (signature checks, queries) on the
-//! blocking pool; async threads never wait for the replica, so `/api/v2/status` answers while a
-//! round or a query runs.
+//! The HTTP edge: axum routes onto the sans-IO replica. Calls go to the node core (consensus
+//! orders them into blocks, on a lone node too: it is a subnet of one, see subnet.rs); queries,
+//! read_state and call outcomes are answered from the certified state. Request handlers do
+//! their CPU work (signature checks, queries) on the blocking pool; async threads never wait
+//! for the replica, so `/api/v2/status` answers while a round or a query runs.
 //!
 //! Clients are not trusted: connections are capped and each must send its request head within
 //! a timeout; bodies are read whole before a handler runs, within a size cap and a timeout, and
@@ -25,7 +22,6 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
-use tabnet_execution::SubnetConfig;
 use tabnet_replica::{
     authenticate, authenticate_call, rejection_body, replied_body, HttpError, QuerySigner, QueryViews, ReadStateScope, Replica,
     RequestId,
@@ -33,14 +29,13 @@ use tabnet_replica::{
 };
 use tabnet_types::{Principal, MANAGEMENT_CANISTER};
 use tokio::net::TcpListener;
-use tokio::sync::{mpsc, oneshot, watch, Notify, OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{mpsc, oneshot, watch, OwnedSemaphorePermit, Semaphore};
 use tower_http::services::ServeDir;
 
 use crate::log_store::LogStore;
 use crate::subnet::Input;
 
 /// Rounds run at least this often, for heartbeats and timers.
-const IDLE_ROUND: Duration = Duration::from_millis(150);
 /// A synchronous call answers 202 if it has not completed by then.
 const SYNC_CALL_TIMEOUT: Duration = Duration::from_secs(10);
 /// Ingress messages are at most 2 MiB; the envelope adds signatures and delegations.
@@ -82,8 +77,8 @@ pub struct Node {
     subnet_id: Principal,
     /// Slots for request bodies held in memory (see `MAX_BODIES_IN_MEMORY`).
     body_slots: Arc<Semaphore>,
-    /// (A node of a subnet) where calls go: to consensus, which orders them into blocks.
-    consensus: Option<mpsc::Sender<Input>>,
+    /// Where calls go: to consensus, which orders them into blocks.
+    consensus: mpsc::Sender<Input>,
     /// Signs query responses without taking the replica.
     signer: QuerySigner,
     /// The certified state queries run on, published by the replica after each round: queries
@@ -92,13 +87,12 @@ pub struct Node {
     /// Time from receiving a synchronous call to sending its certified reply.
     update_latency: Mutex<LatencyLog>,
     /// Wakes the executor when ingress arrives.
-    wake: Notify,
     /// Counts rounds; synchronous calls wait on it.
     rounds: watch::Sender<u64>,
 }
 
 impl Node {
-    pub fn new(replica: Replica<LogStore>, consensus: Option<mpsc::Sender<Input>>) -> Arc<Self> {
+    pub fn new(replica: Replica<LogStore>, consensus: mpsc::Sender<Input>) -> Arc<Self> {
         let (rounds, _) = watch::channel(0u64);
         Arc::new(Node {
             signer: replica.query_signer(),
@@ -110,28 +104,23 @@ impl Node {
             replica: Mutex::new(replica),
             consensus,
             update_latency: Mutex::new(LatencyLog::default()),
-            wake: Notify::new(),
             rounds,
         })
     }
 
-    /// Runs `f` on the replica, off the async threads; what it changed shows in status.
-    pub async fn blocking_replica<T: Send + 'static>(
-        self: &Arc<Self>,
-        f: impl FnOnce(&mut Replica<LogStore>) -> Result<T, String> + Send + 'static,
-    ) -> Result<T, String> {
-        let node = self.clone();
-        tokio::task::spawn_blocking(move || node.with_replica(f)).await.map_err(|e| format!("replica task failed: {e}"))?
-    }
-
-    /// Runs `f` on the replica (it waits for rounds: call it on the blocking pool) and
-    /// publishes what async handlers read without the replica.
-    fn with_replica<T>(&self, f: impl FnOnce(&mut Replica<LogStore>) -> T) -> T {
+    /// Runs `f` on the replica (it waits for rounds: call it on the blocking pool, or in
+    /// `block_in_place`) and publishes what async handlers read without the replica.
+    pub fn with_replica<T>(&self, f: impl FnOnce(&mut Replica<LogStore>) -> T) -> T {
         let mut replica = self.replica();
         let out = f(&mut replica);
         *self.status.lock().unwrap_or_else(|e| e.into_inner()) = Bytes::from(replica.status());
         self.certified_height.store(replica.certified_height(), Ordering::Relaxed);
         out
+    }
+
+    /// Changes when a new state is certified.
+    pub fn subscribe_rounds(&self) -> watch::Receiver<u64> {
+        self.rounds.subscribe()
     }
 
     /// A new state is certified: wake the calls waiting for theirs.
@@ -150,37 +139,9 @@ fn now_nanos() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(0)
 }
 
-fn random32() -> [u8; 32] {
-    let mut seed = [0u8; 32];
-    getrandom::getrandom(&mut seed).expect("the OS random number generator is available");
-    seed
-}
-
+/// `tabnet`: a lone node, a subnet of one (see `subnet::run_lone`).
 pub async fn serve(settings: Settings) -> Result<(), String> {
-    let Settings { bind, port, state_dir, www, memory_capacity } = settings;
-    let store = LogStore::open(&state_dir)?;
-    let mut config = SubnetConfig::for_subnet_size(SUBNET_SIZE);
-    if let Some(capacity) = memory_capacity {
-        config.subnet_memory_capacity = capacity;
-    }
-    let replica = tokio::task::spawn_blocking(move || Replica::open(store, random32(), config))
-    .await
-    .map_err(|e| format!("opening the state failed: {e}"))?
-    .map_err(|e| format!("cannot open the state in {}: {e}", state_dir.display()))?;
-    let node = Node::new(replica, None);
-    let (stop_tx, stop_rx) = watch::channel(false);
-    let mut executor = tokio::spawn(run_rounds(node.clone(), stop_rx));
-    // A round that cannot be stored stops the node: serving on would answer from a state that
-    // a restart no longer has.
-    let result = tokio::select! {
-        served = serve_node(node, Settings { bind, port, state_dir, www, memory_capacity }) => served,
-        stopped = &mut executor => return stopped.unwrap_or_else(|e| Err(format!("the round executor panicked: {e}"))),
-    };
-    let _ = stop_tx.send(true);
-    // The round in progress finishes and is stored, unless it takes too long (the log is safe
-    // against a stop at any point, as against a crash).
-    let _ = tokio::time::timeout(STOP_GRACE, executor).await;
-    result
+    crate::subnet::run_lone(settings, SUBNET_SIZE).await
 }
 
 /// Serves the HTTP interface of `node` until Ctrl-C or SIGTERM.
@@ -281,27 +242,6 @@ async fn signal() {
     #[cfg(not(unix))]
     let term = std::future::pending::<()>();
     tokio::select! { _ = ctrl_c => {}, _ = term => {} }
-}
-
-/// The executor: one round at a time, never concurrently.
-/// Ends when told to stop, or with the error of a round that failed (its state could not be
-/// stored: the store refuses further writes, and a restart resumes from what is durable).
-async fn run_rounds(node: Arc<Node>, mut stop: watch::Receiver<bool>) -> Result<(), String> {
-    loop {
-        tokio::select! {
-            _ = node.wake.notified() => {}
-            _ = tokio::time::sleep(IDLE_ROUND) => {}
-            _ = stop.changed() => return Ok(()),
-        }
-        let n = node.clone();
-        let result = tokio::task::spawn_blocking(move || n.with_replica(|r| r.tick(now_nanos(), random32()))).await;
-        match result {
-            Ok(Ok(_)) => {}
-            Ok(Err(e)) => return Err(format!("round failed: {e}")),
-            Err(e) => return Err(format!("round panicked: {e}")),
-        }
-        node.rounds.send_modify(|r| *r += 1);
-    }
 }
 
 pub fn router(node: Arc<Node>) -> Router {
@@ -472,40 +412,28 @@ async fn status(State(node): State<Arc<Node>>) -> Response {
 }
 
 async fn submit(node: &Arc<Node>, ecid: Principal, body: Bytes) -> Result<Result<RequestId, SubmitError>, Response> {
-    if let Some(consensus) = &node.consensus {
-        // A node of a subnet: checked here, then ordered by consensus like every node's calls.
-        let checked = blocking(node, move |n| {
-            let now = now_nanos();
-            let call = authenticate_call(&body, &ecid, now)?;
-            let id = n.replica().check_call(&call, now)?;
-            Ok::<_, SubmitError>((id, crate::subnet::wrap_call(&body, &ecid)))
-        })
-        .await?;
-        let (id, wrapped) = match checked {
-            Ok(c) => c,
-            Err(e) => return Ok(Err(e)),
-        };
-        let (reply, accepted) = oneshot::channel();
-        let unavailable = |e: String| Ok(Err(SubmitError::Http(HttpError::unavailable(e))));
-        if consensus.send(Input::Ingress(wrapped, reply)).await.is_err() {
-            return unavailable("consensus is not running".into());
-        }
-        return match accepted.await {
-            Ok(Ok(())) => Ok(Ok(id)),
-            Ok(Err(e)) => unavailable(e),
-            Err(_) => unavailable("consensus is not running".into()),
-        };
-    }
-    let result = blocking(node, move |n| {
+    // Checked here, then ordered by consensus like every node's calls.
+    let checked = blocking(node, move |n| {
         let now = now_nanos();
         let call = authenticate_call(&body, &ecid, now)?;
-        n.replica().accept_call(call, now)
+        let id = n.replica().check_call(&call, now)?;
+        Ok::<_, SubmitError>((id, crate::subnet::wrap_call(&body, &ecid)))
     })
     .await?;
-    if result.is_ok() {
-        node.wake.notify_one();
+    let (id, wrapped) = match checked {
+        Ok(c) => c,
+        Err(e) => return Ok(Err(e)),
+    };
+    let (reply, accepted) = oneshot::channel();
+    let unavailable = |e: String| Ok(Err(SubmitError::Http(HttpError::unavailable(e))));
+    if node.consensus.send(Input::Ingress(wrapped, reply)).await.is_err() {
+        return unavailable("consensus is not running".into());
     }
-    Ok(result)
+    match accepted.await {
+        Ok(Ok(())) => Ok(Ok(id)),
+        Ok(Err(e)) => unavailable(e),
+        Err(_) => unavailable("consensus is not running".into()),
+    }
 }
 
 async fn call_v2(State(node): State<Arc<Node>>, UrlPath(ecid): UrlPath<String>, body: Bytes) -> Response {
@@ -555,15 +483,14 @@ async fn sync_call(node: Arc<Node>, ecid: Principal, body: Bytes) -> Response {
     loop {
         let outcome = blocking(&node, move |n| {
             let replica = n.replica();
-            // A lone node certifies each round as it executes it; a subnet's node answers from
-            // the state consensus certified, which may lag the one it executed.
-            let status = if n.consensus.is_some() { replica.certified_status(&id) } else { replica.request_status(&id) };
+            // Answered from the state consensus certified, which may lag the one executed.
+            let status = replica.certified_status(&id);
             match status {
                 Some(status) if status.state.is_terminal() => Some(Some(replied_body(replica.call_certificate(&id)))),
                 Some(_) => Some(None),
                 // In a subnet a call is unknown until a block holding it executes.
-                None if n.consensus.is_some() => Some(None),
-                None => None,
+                // A call is unknown until a block holding it executes.
+                None => Some(None),
             }
         })
         .await;

@@ -6,22 +6,19 @@
 //! derives its own secrets from it (and could derive the others'). A real distributed key
 //! generation comes with chain evolution.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use serde::{Deserialize, Serialize};
-use tabnet_consensus::handshake::PeerKeys;
-use tabnet_consensus::{
-    deal, Artifact, Beacon, Block, BlsCrypto, Checkpoint, Config, ConsensusNode, Cup, Height, Ingress, IngressCheck, Message, Output, Start,
-    StateSync, Time, UnverifiedIngress, VerifiedIngress,
-};
-use tabnet_crypto::node_key::ED25519_DER_PREFIX;
+use tabnet_consensus::{BlsCrypto, Checkpoint, Hash, Height, Ingress, Message, Time, UnverifiedIngress, VerifiedIngress};
 use tabnet_execution::SubnetConfig;
-use tabnet_replica::envelope::{self, RequestType};
-use tabnet_replica::{authenticate_call, Member, Replica};
-use tabnet_types::Principal;
+use tabnet_node::dealt::{dealt_node, local_node_config};
+use tabnet_node::replica::CallCheck;
+pub use tabnet_node::replica::wrap_call;
+use tabnet_node::store::{CheckpointStore, Record, Replicated};
+use tabnet_node::{NodeCore, NodeOutput};
+use tabnet_replica::Replica;
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, oneshot, Semaphore};
 
@@ -31,16 +28,10 @@ use crate::log_store::LogStore;
 use crate::server::{self, Node};
 
 const CONFIG_FILE: &str = "subnet.conf";
-const KEY_CHECKPOINT: &str = "consensus/checkpoint";
-/// What consensus asked to persist: `consensus/persisted/<height>/<digest>`.
-const PREFIX_PERSISTED: &str = "consensus/persisted/";
-const KEY_CERTIFICATION: &str = "consensus/certification";
 /// Messages waiting for a peer beyond this are dropped (consensus re-sends what matters).
 const PEER_QUEUE: usize = 20_000;
 /// Heights between catch-up packages unless `init-subnet --dkg-interval` says otherwise.
 pub const DEFAULT_DKG_INTERVAL: u64 = 500;
-/// State sync asks another peer when one has not answered in this long (ms).
-const SYNC_TIMEOUT: Time = 2_000;
 /// Ingress signature checks running at once, on the blocking pool (which also runs rounds and
 /// queries): the consensus task never checks a signature itself.
 const VERIFY_WORKERS: usize = 2;
@@ -150,102 +141,6 @@ fn now_millis() -> Time {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as Time).unwrap_or(0)
 }
 
-/// In consensus, an ingress message is the call's CBOR envelope and the effective canister id
-/// from its URL: `len(ecid) ‖ ecid ‖ envelope`.
-pub fn wrap_call(envelope: &[u8], ecid: &Principal) -> Vec<u8> {
-    let id = ecid.as_slice();
-    let mut bytes = Vec::with_capacity(1 + id.len() + envelope.len());
-    bytes.push(id.len() as u8);
-    bytes.extend_from_slice(id);
-    bytes.extend_from_slice(envelope);
-    bytes
-}
-
-fn unwrap_call(bytes: &[u8]) -> Option<(Principal, &[u8])> {
-    let len = *bytes.first()? as usize;
-    let id = bytes.get(1..1 + len)?;
-    Some((Principal::try_from_slice(id).ok()?, &bytes[1 + len..]))
-}
-
-/// What consensus asks of an ingress message. Before it enters the pool (submitted here or
-/// gossiped by a peer): at most `max_bytes`, a call for its effective canister id, signed by
-/// its sender, expiring within the IC's window around the node's time. (Execution checks the
-/// signature again, the same way on every replica.)
-struct CallCheck {
-    max_bytes: usize,
-}
-
-impl IngressCheck for CallCheck {
-    fn expiry(&self, bytes: &[u8]) -> Result<Time, String> {
-        let (_, envelope) = unwrap_call(bytes).ok_or("not a wrapped call")?;
-        let request = envelope::decode(envelope, RequestType::Call).map_err(|e| e.message)?;
-        Ok(request.ingress_expiry / 1_000_000)
-    }
-
-    fn admit(&self, now: Time, bytes: &[u8]) -> Result<Time, String> {
-        let (ecid, envelope) = unwrap_call(bytes).ok_or("not a wrapped call")?;
-        if envelope.len() > self.max_bytes {
-            return Err(format!("the call takes {} bytes; at most {} are allowed", envelope.len(), self.max_bytes));
-        }
-        authenticate_call(envelope, &ecid, now.saturating_mul(1_000_000)).map_err(|e| e.message)?;
-        self.expiry(bytes)
-    }
-}
-
-/// Where consensus resumes: the block and beacon of the state kept with it.
-#[derive(Serialize, Deserialize)]
-struct ResumePoint {
-    block: Block,
-    beacon: Beacon,
-}
-
-fn resume_record(block: &Block, beacon: &Beacon) -> (String, Vec<u8>) {
-    (KEY_CHECKPOINT.to_string(), cbor(&ResumePoint { block: block.clone(), beacon: beacon.clone() }))
-}
-
-fn cbor<T: Serialize>(value: &T) -> Vec<u8> {
-    let mut out = Vec::new();
-    ciborium::into_writer(value, &mut out).expect("serializing to memory cannot fail");
-    out
-}
-
-/// The records of what consensus asked this node to persist (what it signed, the finalized
-/// blocks it can still prove to peers, its latest catch-up package), by height. The same
-/// artifact always gets the same key, so persisting it again writes nothing.
-struct Persisted {
-    keys: BTreeMap<Height, BTreeSet<String>>,
-    /// Records no longer needed, deleted with the next write.
-    forgotten: Vec<String>,
-}
-
-impl Persisted {
-    /// Reads the records back: the artifacts, for [`Start::persisted`].
-    fn load(replica: &Replica<LogStore>) -> Result<(Self, Vec<Artifact>), String> {
-        let mut persisted = Persisted { keys: BTreeMap::new(), forgotten: Vec::new() };
-        let mut artifacts = Vec::new();
-        for (key, bytes) in replica.records(PREFIX_PERSISTED)? {
-            let artifact: Artifact = ciborium::from_reader(bytes.as_slice()).map_err(|e| format!("bad record {key}: {e}"))?;
-            persisted.keys.entry(artifact.height()).or_default().insert(key);
-            artifacts.push(artifact);
-        }
-        Ok((persisted, artifacts))
-    }
-
-    /// The record to write for `artifact`, unless it is stored already.
-    fn record(&mut self, artifact: &Artifact) -> Option<(String, Vec<u8>)> {
-        let bytes = cbor(artifact);
-        let height = artifact.height();
-        let key = format!("{PREFIX_PERSISTED}{height:020}/{}", hex::encode(&tabnet_crypto::sha256(&bytes)[..12]));
-        self.keys.entry(height).or_default().insert(key.clone()).then_some((key, bytes))
-    }
-
-    fn forget_below(&mut self, height: Height) {
-        let kept = self.keys.split_off(&height);
-        let old = std::mem::replace(&mut self.keys, kept);
-        self.forgotten.extend(old.into_values().flatten());
-    }
-}
-
 /// What reaches the consensus task from the HTTP interface (peers' frames come by [`Inbound`]).
 pub enum Input {
     Ingress(Vec<u8>, oneshot::Sender<Result<(), String>>),
@@ -258,87 +153,151 @@ pub async fn run_node(dir: &Path, index: usize, www: Option<PathBuf>) -> Result<
     if index >= n {
         return Err(format!("the subnet has nodes 0 to {}; there is no node {index}", n - 1));
     }
-    let (public, mut secrets) = deal(n, &file.dealer_seed);
-    let public = Arc::new(public);
-    let secret = secrets.swap_remove(index);
-    let member = Member {
-        root_key_der: public.high.group.to_der(),
-        node_key_seed: secret.proposal_key.to_bytes(),
-        nodes: public.proposal_keys.iter().map(|k| [&ED25519_DER_PREFIX[..], k.as_bytes()].concat()).collect(),
-        me: index,
-    };
-    let state_dir = node_dir(dir, index);
-    let store = LogStore::open(&state_dir)?;
-    let config = SubnetConfig::for_subnet_size(n as u64);
-    let max_ingress_bytes = config.max_ingress_bytes;
-    let replica = tokio::task::spawn_blocking(move || Replica::open_member(store, config, member))
-        .await
-        .map_err(|e| format!("opening the state failed: {e}"))?
-        .map_err(|e| format!("cannot open the state in {}: {e}", state_dir.display()))?;
-
-    let mut replica = replica;
-    if let Some(bytes) = replica.record(KEY_CERTIFICATION)? {
-        let (height, sig): (Height, serde_bytes::ByteBuf) =
-            ciborium::from_reader(bytes.as_slice()).map_err(|e| format!("bad certification record: {e}"))?;
-        if let Ok(sig) = <[u8; 48]>::try_from(sig.as_slice()) {
-            replica.certify_with(height, sig);
-        }
-    }
-    // Where consensus starts: the last height this node executed, or genesis.
-    let genesis_seed = tabnet_crypto::sha256(&[b"tabnet-genesis".as_slice(), &file.dealer_seed].concat());
-    let mut start = match replica.record(KEY_CHECKPOINT)? {
-        Some(bytes) => {
-            let c: ResumePoint = ciborium::from_reader(bytes.as_slice()).map_err(|e| format!("bad consensus checkpoint: {e}"))?;
-            Start { block: c.block, beacon: c.beacon, state_hash: [0; 32], persisted: Vec::new() }
-        }
-        None => Start::genesis(&genesis_seed),
-    };
-    let (persisted, artifacts) = Persisted::load(&replica)?;
-    start.persisted = artifacts;
-    if start.block.height != replica.executed_height() {
-        return Err(format!(
-            "the state in {} is at height {} but consensus's checkpoint at {}",
-            node_dir(dir, index).display(),
-            replica.executed_height(),
-            start.block.height
-        ));
-    }
-    // Loopback delays are well under a millisecond: notaries need not wait for rank 0's block
-    // (mainnet waits 300 ms); an idle subnet makes about four blocks a second.
-    let consensus_config =
-        Config { unit_delay: 1_000, initial_notary_delay: 0, idle_block_delay: 250, dkg_interval: file.dkg_interval, ..Config::default() };
-    let checkpoints = Checkpoints::open(&node_dir(dir, index))?;
-    let identity = Arc::new(Identity { me: index, key: secret.proposal_key.clone(), peers: PeerKeys::new(&public) });
-    let crypto = Arc::new(BlsCrypto::new(index, secret, public));
-    let check = Arc::new(CallCheck { max_bytes: max_ingress_bytes });
-    let consensus = ConsensusNode::new(consensus_config, crypto, check.clone(), start);
-
-    let (inbox_tx, inbox) = mpsc::channel::<Input>(PEER_QUEUE);
+    let dealt = dealt_node(n, &file.dealer_seed, index);
+    let identity = Arc::new(Identity { me: index, key: dealt.secret.proposal_key.clone(), peers: dealt.peers.clone() });
     let listener = TcpListener::bind(("127.0.0.1", file.p2p_port(index)))
         .await
         .map_err(|e| format!("cannot listen for peers on port {}: {e}", file.p2p_port(index)))?;
     let inbound = gossip::listen(listener, identity.clone(), now_millis);
     let peers: Vec<Option<Outbox>> =
         (0..n).map(|k| (k != index).then(|| gossip::connect(identity.clone(), k, file.p2p_port(k), PEER_QUEUE))).collect();
+    let state_dir = node_dir(dir, index);
+    let store = LogStore::open(&state_dir)?;
+    let settings = server::Settings { bind: "127.0.0.1".into(), port: file.http_port(index), state_dir, www, memory_capacity: None };
+    run(dealt, &file.dealer_seed, file.dkg_interval, SubnetConfig::for_subnet_size(n as u64), store, settings, inbound, peers).await
+}
 
-    let settings =
-        server::Settings { bind: "127.0.0.1".into(), port: file.http_port(index), state_dir: node_dir(dir, index), www, memory_capacity: None };
-    let node = server::Node::new(replica, Some(inbox_tx));
-    let (verifier, verified) = Verifier::new(check);
-    let mut driver = tokio::spawn(drive(consensus, node.clone(), inbox, inbound, peers, persisted, checkpoints, verifier, verified));
+/// Where a lone node keeps its seed: the dealer's seed of its subnet of one (earlier versions
+/// kept their key seed under the same name).
+const KEY_LONE_SEED: &str = "keys/seed";
+
+/// `tabnet` (a lone node): a subnet of one node, on the same node core as every node of a
+/// subnet — consensus orders its calls into blocks, every executed height is certified, a
+/// checkpoint is kept every catch-up interval — with no peers. Fees are those of a subnet of
+/// `fee_subnet_size` nodes.
+pub async fn run_lone(settings: server::Settings, fee_subnet_size: u64) -> Result<(), String> {
+    let mut store = LogStore::open(&settings.state_dir)?;
+    let seed: [u8; 32] = match tabnet_replica::Store::get(&store, KEY_LONE_SEED)? {
+        Some(bytes) => bytes.try_into().map_err(|_| format!("{KEY_LONE_SEED} is not 32 bytes"))?,
+        None => {
+            let mut seed = [0u8; 32];
+            getrandom::getrandom(&mut seed).map_err(|e| format!("no OS randomness: {e}"))?;
+            tabnet_replica::Store::put(&mut store, KEY_LONE_SEED, &seed)?;
+            tabnet_replica::Store::flush(&mut store)?;
+            seed
+        }
+    };
+    let mut config = SubnetConfig::for_subnet_size(fee_subnet_size);
+    if let Some(capacity) = settings.memory_capacity {
+        config.subnet_memory_capacity = capacity;
+    }
+    run(dealt_node(1, &seed, 0), &seed, DEFAULT_DKG_INTERVAL, config, store, settings, Inbound::none(), vec![None]).await
+}
+
+/// Waits until `node` has a certified state to answer from (a lone node's first block, or the
+/// certification it kept): it starts listening only then, ready for its clients.
+async fn certified(node: &Node) {
+    let mut rounds = node.subscribe_rounds();
+    while !tokio::task::block_in_place(|| node.with_replica(|r| r.has_certified_state())) {
+        if rounds.changed().await.is_err() {
+            return;
+        }
+    }
+}
+
+/// Opens node `dealt` of its subnet on `store`, and serves it (HTTP and its peers) until
+/// stopped or until it cannot go on.
+#[allow(clippy::too_many_arguments)]
+async fn run(
+    dealt: tabnet_node::dealt::DealtNode,
+    dealer_seed: &[u8; 32],
+    dkg_interval: u64,
+    config: SubnetConfig,
+    store: LogStore,
+    settings: server::Settings,
+    inbound: Inbound,
+    peers: Vec<Option<Outbox>>,
+) -> Result<(), String> {
+    let index = dealt.member.me;
+    let state_dir = settings.state_dir.clone();
+    let check = Arc::new(CallCheck { max_bytes: config.max_ingress_bytes });
+    let member = dealt.member;
+    let replica = tokio::task::spawn_blocking(move || Replica::open_member(store, config, member))
+        .await
+        .map_err(|e| format!("opening the state failed: {e}"))?
+        .map_err(|e| format!("cannot open the state in {}: {e}", state_dir.display()))?;
+    let (inbox_tx, inbox) = mpsc::channel::<Input>(PEER_QUEUE);
+    let node = server::Node::new(replica, inbox_tx);
+    let checkpoints = Checkpoints::open(&state_dir)?;
+    let crypto = Arc::new(BlsCrypto::new(index, dealt.secret, dealt.public));
+    let node_config = local_node_config(dealer_seed, dkg_interval);
+    let shared = SharedReplica(node.clone());
+    let core = tokio::task::spawn_blocking(move || NodeCore::open(node_config, crypto, check, shared, checkpoints))
+        .await
+        .map_err(|e| format!("opening the node failed: {e}"))?
+        .map_err(|e| format!("cannot resume the node in {}: {e}", state_dir.display()))?;
+    let (verifier, verified) = Verifier::new(core.ingress_check());
+    let lone = peers.len() == 1;
+    let mut driver = tokio::spawn(drive(core, node.clone(), inbox, inbound, peers, verifier, verified));
     // A node that cannot store what it executed or signed stops: serving on would answer from,
     // or sign over, a state a restart would not have.
+    // A lone node listens once it is ready; a node of a subnet at once (its status says when
+    // the subnet has certified a state).
+    let serve = async {
+        if lone {
+            certified(&node).await;
+        }
+        server::serve_node(node.clone(), settings).await
+    };
     let result = tokio::select! {
-        served = server::serve_node(node, settings) => served,
+        served = serve => served,
         stopped = &mut driver => return stopped.unwrap_or_else(|e| Err(format!("consensus panicked: {e}"))),
     };
     driver.abort();
     result
 }
 
+/// The replica the node core drives natively: the one the HTTP interface serves from, behind
+/// the node's lock. Each call may wait for the lock and run a round, so the driver calls the
+/// core where a thread may block (`block_in_place`).
+struct SharedReplica(Arc<Node>);
+
+impl Replicated for SharedReplica {
+    fn executed_height(&self) -> Height {
+        self.0.with_replica(|r| r.executed_height())
+    }
+    fn execute(&mut self, batch: &tabnet_consensus::Batch, records: &[Record], delete: &[String]) -> Result<Hash, String> {
+        self.0.with_replica(|r| Replicated::execute(r, batch, records, delete))
+    }
+    fn checkpoint(&mut self) -> Result<Vec<u8>, String> {
+        self.0.with_replica(|r| Replicated::checkpoint(r))
+    }
+    fn restore(&mut self, checkpoint: &[u8], records: &[Record], delete: &[String]) -> Result<Hash, String> {
+        self.0.with_replica(|r| Replicated::restore(r, checkpoint, records, delete))
+    }
+    fn certify(&mut self, height: Height, signature: [u8; 48], record: Record) -> Result<bool, String> {
+        self.0.with_replica(|r| Replicated::certify(r, height, signature, record))
+    }
+    fn write_records(&mut self, records: &[Record], delete: &[String]) -> Result<(), String> {
+        self.0.with_replica(|r| Replicated::write_records(r, records, delete))
+    }
+    fn records(&self, prefix: &str) -> Result<Vec<Record>, String> {
+        self.0.with_replica(|r| Replicated::records(r, prefix))
+    }
+}
+
+impl CheckpointStore for Checkpoints {
+    fn add(&mut self, checkpoint: Checkpoint) -> Result<(), String> {
+        Checkpoints::add(self, checkpoint)
+    }
+    fn kept(&self) -> &[Checkpoint] {
+        &self.kept
+    }
+}
+
 /// Sends `message` to peer `to`, or to every peer.
 fn send(peers: &[Option<Outbox>], to: Option<usize>, message: &Message) {
-    gossip::send(peers, to, cbor(message));
+    gossip::send(peers, to, tabnet_node::codec::encode(message));
 }
 
 type Reply = oneshot::Sender<Result<(), String>>;
@@ -347,13 +306,13 @@ type Reply = oneshot::Sender<Result<(), String>>;
 /// outcomes to it (with the client's reply channel, for a client's call). What waits is
 /// bounded by consensus (ingress of each peer being verified) and the HTTP edge (bodies held).
 struct Verifier {
-    check: Arc<CallCheck>,
+    check: Arc<dyn tabnet_consensus::IngressCheck>,
     workers: Arc<Semaphore>,
     done: mpsc::UnboundedSender<(VerifiedIngress, Option<Reply>)>,
 }
 
 impl Verifier {
-    fn new(check: Arc<CallCheck>) -> (Self, mpsc::UnboundedReceiver<(VerifiedIngress, Option<Reply>)>) {
+    fn new(check: Arc<dyn tabnet_consensus::IngressCheck>) -> (Self, mpsc::UnboundedReceiver<(VerifiedIngress, Option<Reply>)>) {
         let (done, verified) = mpsc::unbounded_channel();
         (Verifier { check, workers: Arc::new(Semaphore::new(VERIFY_WORKERS)), done }, verified)
     }
@@ -371,225 +330,82 @@ impl Verifier {
     }
 }
 
-/// The consensus task: feeds it peers' messages, ingress and timer ticks, and performs its outputs.
-/// `persisted`: the records of what consensus asked to persist.
-/// It also serves state sync from `checkpoints`, and syncs state itself when too far behind.
+/// The node's task: feeds the node core peers' messages, verified ingress and timer ticks,
+/// and performs its outputs. The core runs rounds and writes to disk inside its calls, so they
+/// are made with `block_in_place`: other tasks move off this thread meanwhile.
 async fn drive(
-    mut consensus: ConsensusNode,
+    mut core: NodeCore<SharedReplica, Checkpoints>,
     node: Arc<Node>,
     mut inbox: mpsc::Receiver<Input>,
     mut inbound: Inbound,
     peers: Vec<Option<Outbox>>,
-    mut persisted: Persisted,
-    mut checkpoints: Checkpoints,
     verifier: Verifier,
     mut verified: mpsc::UnboundedReceiver<(VerifiedIngress, Option<Reply>)>,
 ) -> Result<(), String> {
-    let mut sync: Option<StateSync> = None;
+    use tokio::task::block_in_place;
     let mut sync_started = std::time::Instant::now();
     loop {
         let now = now_millis();
-        let wake = consensus.next_wake(now).into_iter().chain(sync.as_ref().and_then(StateSync::next_wake)).min().unwrap_or(now + 1_000);
+        let wake = core.next_wake(now).unwrap_or(now + 1_000);
         let sleep = tokio::time::sleep(Duration::from_millis(wake.saturating_sub(now)));
         tokio::select! {
             // `from` is the member whose node key the connection proved (see gossip.rs).
             // Frames already waiting are taken together (up to `FRAME_BATCH`), so that what is
             // done once per wake-up (outputs, the next wake time) is not done per frame.
-            first = inbound.recv() => {
+            first = inbound.recv() => block_in_place(|| {
                 let mut next = Some(first);
                 for taken in 1..=FRAME_BATCH {
                     let Some((from, message)) = next.take() else { break };
-                    match message {
-                        Message::Sync(m) if m.is_request() => {
-                            // At the asker's rate, charged what the answer weighs.
-                            if let Some(answer) = consensus.answer_sync(now_millis(), from, &m, &checkpoints.kept) {
-                                send(&peers, Some(from), &Message::Sync(answer));
-                            }
-                        }
-                        Message::Sync(m) => {
-                            if let Some(s) = &mut sync {
-                                s.on_message(now_millis(), from, m);
-                            }
-                        }
-                        message => consensus.on_message(now_millis(), from, message),
-                    }
+                    core.on_message(now_millis(), from, message);
                     // (Only a frame this batch will handle is taken off its queue.)
                     next = if taken < FRAME_BATCH { inbound.try_recv() } else { None };
                 }
-            }
+            }),
             input = inbox.recv() => match input {
                 Some(Input::Ingress(bytes, reply)) => verifier.verify(UnverifiedIngress::from_client(now_millis(), Ingress { bytes }), Some(reply)),
                 None => return Ok(()),
             },
             Some((ingress, reply)) = verified.recv() => {
-                let result = consensus.on_ingress_verified(now_millis(), ingress);
+                let result = block_in_place(|| core.on_ingress_verified(now_millis(), ingress));
                 if let Some(reply) = reply {
                     let _ = reply.send(result.map(|_| ()));
                 }
             }
-            _ = sleep => {
-                consensus.on_timer(now_millis());
-                if let Some(s) = &mut sync {
-                    s.on_timer(now_millis());
-                }
-            }
+            _ = sleep => block_in_place(|| core.on_timer(now_millis())),
         }
-        // Perform what it asked, in order: what it persists is stored before anything after it
-        // is sent (or, with the batch's state, executed).
-        let mut unsaved: Vec<(String, Vec<u8>)> = Vec::new();
-        while let Some(output) = consensus.poll() {
+        // Perform what it asked, in order (what it persisted is on disk already).
+        while let Some(output) = core.poll() {
             match output {
-                Output::Persist(artifact) => unsaved.extend(persisted.record(&artifact)),
-                Output::Forget(below) => persisted.forget_below(below),
-                Output::Send { to, message } => {
-                    if !unsaved.is_empty() {
-                        let records = std::mem::take(&mut unsaved);
-                        if let Err(e) = node.blocking_replica(move |r| r.put_records(&records)).await {
-                            return Err(format!("cannot store what this node signed: {e}"));
-                        }
-                    }
-                    send(&peers, to, &message);
+                NodeOutput::Send { to, message } => send(&peers, to, &message),
+                NodeOutput::VerifyIngress(ingress) => verifier.verify(ingress, None),
+                NodeOutput::Certified { served: true, .. } => node.round_done(),
+                NodeOutput::Certified { .. } | NodeOutput::Executed { .. } | NodeOutput::Proposed { .. } => {}
+                NodeOutput::SyncStarted { finalized, target } => {
+                    eprintln!(
+                        "tabnet: this node is at height {finalized}, too far behind to catch up by blocks; syncing the state at height {target} from its peers"
+                    );
+                    sync_started = std::time::Instant::now();
                 }
-                Output::Deliver(batch) => {
-                    let height = batch.height;
-                    let mut records = std::mem::take(&mut unsaved);
-                    records.push(resume_record(&batch.block, &batch.beacon));
-                    let old = std::mem::take(&mut persisted.forgotten);
-                    let calls: Vec<(Vec<u8>, Principal)> =
-                        batch.ingress.iter().filter_map(|i| unwrap_call(&i.bytes).map(|(ecid, env)| (env.to_vec(), ecid))).collect();
-                    let time = batch.block.time * 1_000_000;
-                    let randomness = batch.randomness;
-                    let make_checkpoint = batch.checkpoint;
-                    let result = node
-                        .blocking_replica(move |r| {
-                            r.delete_records(&old)?;
-                            let state_hash = r.execute_batch(time, randomness, &calls, &records)?;
-                            let checkpoint = if make_checkpoint { Some(Checkpoint::new(height, r.checkpoint()?)) } else { None };
-                            Ok((state_hash, checkpoint))
-                        })
-                        .await;
-                    match result {
-                        Ok((state_hash, checkpoint)) => {
-                            let hash = checkpoint.as_ref().map(Checkpoint::hash);
-                            // Consensus signs over the checkpoint's hash: it must be on disk to serve.
-                            if let Some(c) = checkpoint {
-                                checkpoints.add(c)?;
-                            }
-                            consensus.on_executed(now_millis(), height, state_hash, hash);
-                        }
-                        Err(e) => return Err(format!("executing height {height} failed: {e}")),
-                    }
-                }
-                Output::Certified { height, certification, .. } => {
-                    let sig = certification.sig;
-                    // Kept, so that after a restart the node serves its state at once.
-                    let record = (KEY_CERTIFICATION.to_string(), cbor(&(height, serde_bytes::ByteBuf::from(sig.to_vec()))));
-                    // Not synced on its own: it rides with the next height's write. (Lost in a
-                    // crash, the node just waits for the subnet's next certification.)
-                    let served = node
-                        .blocking_replica(move |r| {
-                            let served = r.certify_with(height, sig);
-                            if served {
-                                r.stage_records(&[record])?;
-                            }
-                            Ok(served)
-                        })
-                        .await;
-                    match served {
-                        Ok(true) => node.round_done(),
-                        Ok(false) => {}
-                        Err(e) => return Err(format!("cannot store the certification of height {height}: {e}")),
-                    }
-                }
-                Output::VerifyIngress(ingress) => verifier.verify(ingress, None),
-                Output::StateSyncNeeded(cup) => match &mut sync {
-                    Some(s) if s.height() >= cup.height() => {}
-                    Some(s) => s.retarget(now_millis(), cup),
-                    None => {
-                        eprintln!(
-                            "tabnet: this node is at height {}, too far behind to catch up by blocks; syncing the state at height {} from its peers",
-                            consensus.finalized_height(),
-                            cup.height()
-                        );
-                        let me = consensus.me();
-                        sync_started = std::time::Instant::now();
-                        sync = Some(StateSync::new(now_millis(), cup, (0..peers.len()).filter(|k| *k != me).collect(), SYNC_TIMEOUT));
-                    }
-                },
-            }
-        }
-        if !unsaved.is_empty() {
-            let records = std::mem::take(&mut unsaved);
-            let old = std::mem::take(&mut persisted.forgotten);
-            if let Err(e) = node.blocking_replica(move |r| r.delete_records(&old).and_then(|_| r.put_records(&records))).await {
-                return Err(format!("cannot store what consensus persists: {e}"));
-            }
-        }
-        // State sync: blocks may have brought the node there after all; else ask, and install
-        // the state once it is whole.
-        if sync.as_ref().is_some_and(|s| s.height() <= consensus.finalized_height()) {
-            sync = None;
-        }
-        if let Some(s) = &mut sync {
-            while let Some((peer, request)) = s.poll() {
-                send(&peers, Some(peer), &Message::Sync(request));
-            }
-        }
-        if sync.as_ref().is_some_and(StateSync::is_complete) {
-            let s = sync.take().expect("syncing");
-            let cup = s.cup().clone();
-            match install_state(&node, &mut consensus, &mut persisted, &mut checkpoints, cup, s).await {
-                Ok((height, size)) => eprintln!(
-                    "tabnet: state sync brought this node to height {height} ({size} bytes of state) in {} ms",
+                NodeOutput::Synced { height, bytes, .. } => eprintln!(
+                    "tabnet: state sync brought this node to height {height} ({bytes} bytes of state) in {} ms",
                     sync_started.elapsed().as_millis()
                 ),
-                Err(e) => return Err(e),
+                NodeOutput::Failed(reason) => return Err(reason),
             }
         }
     }
-}
-
-/// Puts the state that sync brought in place of this node's, with the package's block as the
-/// point consensus resumes from, in one durable write; restarts consensus from the package.
-/// Returns the height and the state's size in bytes.
-async fn install_state(
-    node: &Arc<Node>,
-    consensus: &mut ConsensusNode,
-    persisted: &mut Persisted,
-    checkpoints: &mut Checkpoints,
-    cup: Arc<Cup>,
-    sync: StateSync,
-) -> Result<(Height, usize), String> {
-    let height = cup.height();
-    let bytes = sync.into_bytes().expect("complete");
-    let size = bytes.len();
-    // What was persisted at and below the package no longer matters; the package itself does.
-    persisted.forget_below(height + 1);
-    let old = std::mem::take(&mut persisted.forgotten);
-    let mut records = vec![resume_record(&cup.block, &cup.beacon)];
-    records.extend(persisted.record(&Artifact::Cup(cup.clone())));
-    let (root, bytes) = node
-        .blocking_replica(move |r| {
-            r.delete_records(&old)?;
-            let root = r.restore_checkpoint(&bytes, &records)?;
-            Ok((root, bytes))
-        })
-        .await
-        .map_err(|e| format!("installing the state of height {height} failed: {e}"))?;
-    if root != cup.state_hash {
-        // The manifest matched what 2f+1 nodes signed, so this is non-determinism, not a lie.
-        return Err(format!("the state synced at height {height} does not certify as the subnet's (a replica bug); stopping"));
-    }
-    checkpoints.add(Checkpoint::new(height, bytes))?;
-    let kept = node.blocking_replica(|r| Persisted::load(r)).await.map_err(|e| format!("reading back what consensus persisted: {e}"))?.1;
-    consensus.restart(Start { block: cup.block.clone(), beacon: cup.beacon.clone(), state_hash: cup.state_hash, persisted: kept });
-    consensus.on_timer(now_millis());
-    Ok((height, size))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use tabnet_consensus::{deal, Artifact, Config, ConsensusNode, Output, Start};
+    use tabnet_node::replica::unwrap_call;
+    use tabnet_types::Principal;
+
+    fn cbor<T: serde::Serialize>(value: &T) -> Vec<u8> {
+        tabnet_node::codec::cbor(value)
+    }
 
     #[test]
     fn the_configuration_round_trips_and_is_checked() {
@@ -620,14 +436,6 @@ mod tests {
         SubnetFile::read(&dir).unwrap();
         assert_eq!(mode(&dir.join(CONFIG_FILE)), 0o600);
         std::fs::remove_dir_all(&dir).unwrap();
-    }
-
-    #[test]
-    fn a_call_travels_wrapped_with_its_effective_canister_id() {
-        let ecid = Principal::from_text("rwlgt-iiaaa-aaaaa-aaaaa-cai").unwrap();
-        let wrapped = wrap_call(b"envelope", &ecid);
-        assert_eq!(unwrap_call(&wrapped), Some((ecid, &b"envelope"[..])));
-        assert_eq!(unwrap_call(&[40, 1]), None);
     }
 
     /// A call to `ecid` signed with the key of `seed` (by another key if `forged`), expiring at

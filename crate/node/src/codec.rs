@@ -24,3 +24,8 @@ pub fn decode(frame: &[u8]) -> Result<Option<Message>, String> {
     // costs memory in proportion to its own size.
     ciborium::from_reader(frame).map(Some).map_err(|e| format!("not a message: {e}"))
 }
+
+/// Any value in CBOR (records and messages alike).
+pub fn cbor<T: serde::Serialize>(value: &T) -> Vec<u8> {
+    crate::cbor(value)
+}
