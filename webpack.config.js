@@ -4,10 +4,11 @@ const HtmlWebpackPlugin = require('html-webpack-plugin');
 
 module.exports = {
   mode: process.env.NODE_ENV === 'development' ? 'development' : 'production',
-  entry: { index: './www/index.mjs', bench: './www/bench.mjs' },
+  entry: { index: './www/index.mjs', bench: './www/bench.mjs', sw: './www/sw.js' },
   output: {
     path: path.resolve(__dirname, 'www/dist'),
-    filename: '[name].[contenthash].js',
+    // The service worker keeps its name: its address is its scope's.
+    filename: (data) => (data.chunk.name === 'sw' ? 'sw.js' : '[name].[contenthash].js'),
     clean: true,
   },
   experiments: { asyncWebAssembly: true },

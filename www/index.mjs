@@ -1,5 +1,8 @@
 // The web app: shows the native node that served the page, and runs a node in this tab.
 import { TabNode, TabSubnet } from '../pkg/tabnet_web.js';
+import { HttpAgent, Actor } from '@dfinity/agent';
+import { IDL } from '@dfinity/candid';
+import { Principal } from '@dfinity/principal';
 
 const $ = (id) => document.getElementById(id);
 
@@ -73,6 +76,18 @@ async function runSubnet(name, nodes) {
     return;
   }
   window.tabnetSubnet = subnet;
+  // The service worker hands this page's /api/* requests to its node.
+  navigator.serviceWorker?.addEventListener('message', async (event) => {
+    if (event.data?.type !== 'tabnet-http') return;
+    const { method, path, contentType, body } = event.data;
+    let r;
+    try {
+      r = await subnet.http(method, path, contentType ?? undefined, body);
+    } catch (e) {
+      r = { status: 500, cbor: false, body: new TextEncoder().encode(String(e)) };
+    }
+    event.ports[0].postMessage(r, [r.body.buffer]);
+  });
   let shown = 0;
   for (;;) {
     let wait;
@@ -95,4 +110,9 @@ async function runSubnet(name, nodes) {
 }
 
 const params = new URLSearchParams(location.search);
-if (params.get('subnet')) runSubnet(params.get('subnet'), Number(params.get('nodes') || 4));
+if (params.get('subnet')) {
+  // DFINITY's agent, for this page's own use against its subnet (host = location.origin).
+  window.tabnetAgentJs = { HttpAgent, Actor, IDL, Principal };
+  navigator.serviceWorker?.register('/sw.js');
+  runSubnet(params.get('subnet'), Number(params.get('nodes') || 4));
+}

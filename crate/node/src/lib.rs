@@ -11,6 +11,7 @@
 
 pub mod codec;
 pub mod dealt;
+pub mod http;
 mod persisted;
 pub mod replica;
 pub mod store;

@@ -28,10 +28,11 @@ use std::sync::Arc;
 use js_sys::{Date, Function, Object, Promise, Reflect};
 use serde::{Deserialize, Serialize};
 use tabnet_consensus::handshake::{Acceptor, Connector, PeerKeys, SigningKey, CHALLENGE_LEN, CONFIRM_LEN, RESPONSE_LEN};
-use tabnet_consensus::{BlsCrypto, Checkpoint, Height, NodeIndex, Time};
+use tabnet_consensus::{BlsCrypto, Checkpoint, Height, Ingress, NodeIndex, Time};
 use tabnet_execution::SubnetConfig;
 use tabnet_node::dealt::{dealt_node, local_node_config};
 use tabnet_node::replica::CallCheck;
+use tabnet_node::http::{self, Checked, Endpoint};
 use tabnet_node::{codec, CheckpointStore, MemoryCheckpoints, NodeCore, NodeOutput};
 use tabnet_replica::{BatchStore, Replica, Store, WriteBatch};
 use wasm_bindgen::prelude::*;
@@ -328,6 +329,44 @@ impl TabSubnet {
         Ok(next as f64)
     }
 
+    /// Answers a request of the IC HTTP interface (`/api/v2/status`, calls, queries,
+    /// read_state) as the page's service worker hands it over: `{status, cbor, body}`. A v3/v4
+    /// call waits for its certified outcome (up to 10 s, then 202, as natively).
+    pub async fn http(&self, method: String, path: String, content_type: Option<String>, body: Vec<u8>) -> Result<JsValue, JsValue> {
+        let now_ns = now() * 1_000_000;
+        let endpoint = match http::route(&method, &path, content_type.as_deref()) {
+            Ok(endpoint) => endpoint,
+            Err(e) => return http_response(e.status, false, e.message.as_bytes()),
+        };
+        let id = {
+            let mut m = self.member.borrow_mut();
+            if let Some(r) = http::answer(m.core.replica_mut(), &endpoint, &body, now_ns) {
+                return http_response(r.status, r.cbor, &r.body);
+            }
+            let Endpoint::Call { ecid, sync, subnet } = endpoint else { unreachable!("answered above") };
+            match http::check_call(m.core.replica_mut(), ecid, subnet, sync, &body, now_ns) {
+                Checked::Answer { status, body, cbor } => return http_response(status, cbor, &body),
+                Checked::Submit { id, ingress } => {
+                    if let Err(e) = m.core.submit_ingress(now(), Ingress { bytes: ingress }) {
+                        return http_response(503, false, e.as_bytes());
+                    }
+                    if !sync {
+                        return http_response(202, false, b"");
+                    }
+                    id
+                }
+            }
+        };
+        // The page's loop steps the node meanwhile; the outcome shows once certified.
+        for _ in 0..500 {
+            crate::rtc::sleep(20).await;
+            if let Some(body) = http::call_outcome(self.member.borrow().core.replica(), &id) {
+                return http_response(200, true, &body);
+            }
+        }
+        http_response(202, false, b"")
+    }
+
     /// The node as the page shows it: JSON.
     pub fn status(&self) -> JsValue {
         let m = self.member.borrow();
@@ -353,6 +392,14 @@ impl TabSubnet {
         });
         JsValue::from_str(&status)
     }
+}
+
+fn http_response(status: u16, cbor: bool, body: &[u8]) -> Result<JsValue, JsValue> {
+    let response = Object::new();
+    Reflect::set(&response, &"status".into(), &JsValue::from(status))?;
+    Reflect::set(&response, &"cbor".into(), &JsValue::from_bool(cbor))?;
+    Reflect::set(&response, &"body".into(), &js_sys::Uint8Array::from(body))?;
+    Ok(response.into())
 }
 
 #[derive(Serialize)]
