@@ -344,23 +344,43 @@ async fn drive(
 ) -> Result<(), String> {
     use tokio::task::block_in_place;
     let mut sync_started = std::time::Instant::now();
+    // TABNET_TRACE=1: the node's consensus state every 2 s, on stderr (for diagnosing stalls).
+    let trace = std::env::var_os("TABNET_TRACE").is_some();
+    let mut traced = 0;
     loop {
         let now = now_millis();
+        if trace && now >= traced + 2_000 {
+            traced = now;
+            let c = core.consensus();
+            let n = c.crypto_stats();
+            eprintln!(
+                "tabnet trace: finalized {} notarized {} certified {} unvalidated {} ingress pool {} penalized {:?} requests dropped {:?} rejections {:?} crypto {:?}",
+                c.finalized_height(),
+                c.notarized_height(),
+                c.certified_height(),
+                c.unvalidated_len(),
+                c.ingress_pool_len(),
+                (0..peers.len()).filter(|k| c.is_penalized(*k)).collect::<Vec<_>>(),
+                (0..peers.len()).map(|k| c.requests_dropped(k)).collect::<Vec<_>>(),
+                c.rejections(),
+                n
+            );
+        }
         let wake = core.next_wake(now).unwrap_or(now + 1_000);
         let sleep = tokio::time::sleep(Duration::from_millis(wake.saturating_sub(now)));
         tokio::select! {
             // `from` is the member whose node key the connection proved (see gossip.rs).
             // Frames already waiting are taken together (up to `FRAME_BATCH`), so that what is
             // done once per wake-up (outputs, the next wake time) is not done per frame.
-            first = inbound.recv() => block_in_place(|| {
-                let mut next = Some(first);
-                for taken in 1..=FRAME_BATCH {
-                    let Some((from, message)) = next.take() else { break };
-                    core.on_message(now_millis(), from, message);
-                    // (Only a frame this batch will handle is taken off its queue.)
-                    next = if taken < FRAME_BATCH { inbound.try_recv() } else { None };
+            first = inbound.recv() => {
+                let mut batch = vec![first];
+                // (Only a frame this batch will handle is taken off its queue.)
+                while batch.len() < FRAME_BATCH {
+                    let Some(next) = inbound.try_recv() else { break };
+                    batch.push(next);
                 }
-            }),
+                block_in_place(|| core.on_messages(now_millis(), batch));
+            }
             input = inbox.recv() => match input {
                 Some(Input::Ingress(bytes, reply)) => verifier.verify(UnverifiedIngress::from_client(now_millis(), Ingress { bytes }), Some(reply)),
                 None => return Ok(()),

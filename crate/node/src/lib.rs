@@ -184,23 +184,30 @@ impl<R: Replicated, C: CheckpointStore> NodeCore<R, C> {
 
     /// A decoded message from peer `from` (the simulator passes messages without encoding).
     pub fn on_message(&mut self, now: Time, from: NodeIndex, message: Message) {
+        self.on_messages(now, std::iter::once((from, message)));
+    }
+
+    /// Messages that were waiting together, taken in one go: what consensus asks after them
+    /// is performed once (one write for what it persists, not one per message).
+    pub fn on_messages(&mut self, now: Time, messages: impl IntoIterator<Item = (NodeIndex, Message)>) {
         if self.failed {
             return;
         }
-        match message {
-            Message::Sync(m) if m.is_request() => {
-                // Answered as far as the peer's share of this node's work allows.
-                if let Some(answer) = self.consensus.answer_sync(now, from, &m, self.checkpoints.kept()) {
-                    self.outputs.push_back(NodeOutput::Send { to: Some(from), message: Message::Sync(answer) });
+        for (from, message) in messages {
+            match message {
+                Message::Sync(m) if m.is_request() => {
+                    // Answered as far as the peer's share of this node's work allows.
+                    if let Some(answer) = self.consensus.answer_sync(now, from, &m, self.checkpoints.kept()) {
+                        self.outputs.push_back(NodeOutput::Send { to: Some(from), message: Message::Sync(answer) });
+                    }
                 }
-                return;
-            }
-            Message::Sync(m) => {
-                if let Some(sync) = &mut self.sync {
-                    sync.on_message(now, from, m);
+                Message::Sync(m) => {
+                    if let Some(sync) = &mut self.sync {
+                        sync.on_message(now, from, m);
+                    }
                 }
+                message => self.consensus.on_message(now, from, message),
             }
-            message => self.consensus.on_message(now, from, message),
         }
         self.pump(now);
     }
