@@ -480,6 +480,22 @@ impl ConsensusNode {
             // Finalized blocks count as notarized (catch-up brings them without notarizations).
             .max(self.finalized_height)
     }
+    /// What the next height's round looks like here, for traces: the beacon tip, when the
+    /// round began, this node's rank, the (rank, maker) of the blocks it holds for it, and the
+    /// fetches pending.
+    pub fn round_view(&self) -> String {
+        let h = self.notarized_height() + 1;
+        let blocks: Vec<(u32, NodeIndex)> = self.pool.validated.proposals_at(h).map(|(_, p)| (p.block.rank, p.block.maker)).collect();
+        let parents = self.pool.validated.proposals_at(h - 1).filter(|(hash, _)| self.is_notarized(h - 1, hash)).count();
+        format!(
+            "height {h}: beacon tip {}, round began {:?}, my rank {:?}, blocks {blocks:?}, notarized parents {parents}, fetches {}",
+            self.beacon_tip(),
+            self.round_start.get(&h),
+            self.rank(h, self.me),
+            self.requests.len()
+        )
+    }
+
     /// When this node's round for `height` began (kept until the height is finalized).
     pub fn round_started(&self, height: Height) -> Option<Time> {
         self.round_start.get(&height).copied()

@@ -354,7 +354,7 @@ async fn drive(
             let c = core.consensus();
             let n = c.crypto_stats();
             eprintln!(
-                "tabnet trace: finalized {} notarized {} certified {} unvalidated {} ingress pool {} penalized {:?} requests dropped {:?} rejections {:?} crypto {:?}",
+                "tabnet trace: finalized {} notarized {} certified {} unvalidated {} ingress pool {} penalized {:?} requests dropped {:?} rejections {:?} crypto {:?}; {}",
                 c.finalized_height(),
                 c.notarized_height(),
                 c.certified_height(),
@@ -363,7 +363,8 @@ async fn drive(
                 (0..peers.len()).filter(|k| c.is_penalized(*k)).collect::<Vec<_>>(),
                 (0..peers.len()).map(|k| c.requests_dropped(k)).collect::<Vec<_>>(),
                 c.rejections(),
-                n
+                n,
+                c.round_view()
             );
         }
         let wake = core.next_wake(now).unwrap_or(now + 1_000);
