@@ -294,6 +294,8 @@ pub struct ConsensusNode {
     fetching: HashMap<NodeIndex, usize>,
     /// When finality last moved here (rebroadcasts happen only once it has stalled).
     progressed_at: Time,
+    /// When `on_timer` last ran: deadlines after it are still to be acted upon.
+    timer_at: Time,
     next_rebroadcast: Time,
     last_catch_up_request: Option<Time>,
     purged_at: (Height, Height),
@@ -436,6 +438,7 @@ impl ConsensusNode {
             requests: BTreeMap::new(),
             fetching: HashMap::new(),
             progressed_at: 0,
+            timer_at: 0,
             next_rebroadcast: 0,
             last_catch_up_request: None,
             purged_at: (height, height),
@@ -553,7 +556,8 @@ impl ConsensusNode {
         self.outputs.pop_front()
     }
 
-    /// When the node next needs [`ConsensusNode::on_timer`], if ever.
+    /// When the node next needs [`ConsensusNode::on_timer`], if ever; a time already past means
+    /// at once.
     pub fn next_wake(&self, now: Time) -> Option<Time> {
         let mut times: Vec<Time> = self.requests.values().map(|p| p.next_at).collect();
         times.push(self.next_rebroadcast.max(self.progressed_at + self.config.rebroadcast_interval));
@@ -568,7 +572,12 @@ impl ConsensusNode {
                 times.push(start + self.config.unit_delay * u64::from(rank) + self.config.idle_block_delay);
             }
         }
-        times.into_iter().filter(|t| *t > now).min()
+        // A deadline that passed while the driver was busy with messages (which may not run
+        // the components: adverts and requests do not) is still due: it is returned, in the past,
+        // until `on_timer` has run after it. Dropping it stalled a flooded node that was the
+        // round's only block maker (gossip_hostile.rs).
+        let _ = now;
+        times.into_iter().filter(|t| *t > self.timer_at).min()
     }
 
     // ----- inputs -----
@@ -642,6 +651,7 @@ impl ConsensusNode {
     }
 
     pub fn on_timer(&mut self, now: Time) {
+        self.timer_at = self.timer_at.max(now);
         self.retry_fetches(now);
         if now >= self.next_rebroadcast && now >= self.progressed_at + self.config.rebroadcast_interval {
             self.rebroadcast();

@@ -341,14 +341,7 @@ fn connect_as(port: u16, me: usize, peers: &PeerKeys, key: &SigningKey) -> Optio
     Some(stream)
 }
 
-// Ignored while it fails: about one run in three, the three honest nodes all stop at the same
-// height within seconds of the flood starting (finalized = notarized = certified, nothing
-// unvalidated, no penalties, no more signatures made by anyone) and stay stopped after it ends.
-// Seen with the driver before and after the node-core refactor (binary of 544caa5: 1 of 3
-// runs). Run it with `cargo test -p tabnet --test gossip_hostile -- --ignored --nocapture`,
-// with TABNET_TRACE=1 TABNET_KEEP=1 to keep each node's consensus trace. Issue 10.
 #[test]
-#[ignore = "a known liveness bug under an advert flood (issue 10): the subnet can stall"]
 fn a_member_flooding_valid_frames_far_over_its_rate_does_not_stop_the_rounds() {
     use tabnet_consensus::limits::Rates;
     use tabnet_consensus::ArtifactId;
