@@ -37,10 +37,52 @@ pub enum PublicKey {
     EcdsaSecp256k1(k256::ecdsa::VerifyingKey),
 }
 
+/// Signatures verified lately, as digests of key, message and signature. A call's signature is
+/// checked where it is submitted, by every node it is gossiped to, and by every replica when
+/// its block executes; after the first, the checks find it here (in a tab, an Ed25519 check
+/// costs a few hundred microseconds, a digest one). Only successes are kept, so no answer ever
+/// differs from verifying; at most `VERIFIED_MAX`, forgotten all at once when full.
+static VERIFIED: std::sync::OnceLock<std::sync::Mutex<std::collections::HashSet<[u8; 32]>>> = std::sync::OnceLock::new();
+const VERIFIED_MAX: usize = 100_000;
+
+fn verified_digest(key_der: &[u8], msg: &[u8], sig: &[u8]) -> [u8; 32] {
+    use sha2::Digest;
+    let mut h = sha2::Sha256::new();
+    for part in [key_der, msg, sig] {
+        h.update((part.len() as u64).to_be_bytes());
+        h.update(part);
+    }
+    h.finalize().into()
+}
+
+fn recently_verified(digest: &[u8; 32]) -> bool {
+    VERIFIED.get().is_some_and(|set| set.lock().unwrap_or_else(|e| e.into_inner()).contains(digest))
+}
+
+fn remember_verified(digest: [u8; 32]) {
+    let mut set = VERIFIED.get_or_init(Default::default).lock().unwrap_or_else(|e| e.into_inner());
+    if set.len() >= VERIFIED_MAX {
+        set.clear();
+    }
+    set.insert(digest);
+}
+
 impl PublicKey {
     /// Verifies `sig` on `msg`. Ed25519: the 64-byte RFC 8032 signature. ECDSA: the 64-byte
     /// `r ‖ s` (big-endian) over SHA-256 of `msg`; high-s signatures are accepted too.
     pub fn verify(&self, msg: &[u8], sig: &[u8]) -> bool {
+        let digest = verified_digest(&self.to_der(), msg, sig);
+        if recently_verified(&digest) {
+            return true;
+        }
+        let valid = self.verify_uncached(msg, sig);
+        if valid {
+            remember_verified(digest);
+        }
+        valid
+    }
+
+    fn verify_uncached(&self, msg: &[u8], sig: &[u8]) -> bool {
         match self {
             PublicKey::Ed25519(key) => {
                 let Ok(sig) = ed25519_dalek::Signature::from_slice(sig) else {
@@ -427,6 +469,22 @@ fn spki(oids: &[&[u8]], key: &[u8]) -> Vec<u8> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_remembered_signature_vouches_for_nothing_else() {
+        use ed25519_dalek::Signer;
+        let key = ed25519_dalek::SigningKey::from_bytes(&[9; 32]);
+        let public = PublicKey::Ed25519(key.verifying_key());
+        let sig = key.sign(b"message").to_bytes();
+        assert!(public.verify(b"message", &sig));
+        assert!(public.verify(b"message", &sig), "and again, from the cache");
+        let mut forged = sig;
+        forged[5] ^= 1;
+        assert!(!public.verify(b"message", &forged));
+        assert!(!public.verify(b"massage", &sig));
+        let other = PublicKey::Ed25519(ed25519_dalek::SigningKey::from_bytes(&[8; 32]).verifying_key());
+        assert!(!other.verify(b"message", &sig));
+    }
+
     use super::*;
     use crate::request_id::request_id;
 

@@ -7,6 +7,7 @@
 //! - [`certificate`]: signed state-tree certificates (`{tree, signature}`).
 //! - [`ingress_auth`]: sender public keys, self-authenticating principals, delegation chains.
 //! - [`node_key`]: the Ed25519 key a node signs query responses with.
+//! - [`user_identity`]: a user's Ed25519 key that signs calls and queries (load generators).
 //!
 //! Everything here is deterministic: keys come from seeds the caller passes in, and the current
 //! time is an argument. No clocks, threads or global randomness, so the crate builds for
@@ -19,6 +20,7 @@ pub mod ingress_auth;
 pub mod node_key;
 pub mod request_id;
 pub mod threshold;
+pub mod user_identity;
 
 pub use bls::{BlsPublicKey, BlsSecretKey};
 pub use certificate::Certificate;

@@ -13,7 +13,6 @@
 use bytes::Bytes;
 use candid::{Decode, Encode, Nat, Principal};
 use ciborium::Value;
-use ed25519_dalek::{Signer, SigningKey};
 use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::{connect::HttpConnector, Client};
 use hyper_util::rt::TokioExecutor;
@@ -22,9 +21,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tabnet_crypto::certificate::Certificate;
 use tabnet_crypto::hash_tree::{lookup_path, LookupResult};
-use tabnet_crypto::ingress_auth::self_authenticating_principal;
-use tabnet_crypto::node_key::NodeSigningKey;
-use tabnet_crypto::request_id::{request_id, IC_REQUEST};
+use tabnet_crypto::user_identity::{Request, UserIdentity};
 use tabnet_execution::management::types::{
     CanisterInstallMode, CreateCanisterResult, InstallCodeArgs, ProvisionalCreateCanisterWithCyclesArgs,
 };
@@ -71,52 +68,10 @@ fn parse_args() -> Result<Args, String> {
     Ok(args)
 }
 
-/// A user identity that signs ingress.
-struct Identity {
-    key: SigningKey,
-    der: Vec<u8>,
-    principal: Principal,
-}
-
-impl Identity {
-    fn from_seed(seed: [u8; 32]) -> Self {
-        let der = NodeSigningKey::from_seed(seed).public_key_der();
-        Self { key: SigningKey::from_bytes(&seed), principal: self_authenticating_principal(&der), der }
-    }
-
-    /// A signed envelope for `content` (a CBOR map), and its request id.
-    fn envelope(&self, content: Vec<(&str, Value)>) -> (Vec<u8>, [u8; 32]) {
-        let content = Value::Map(content.into_iter().map(|(k, v)| (Value::Text(k.into()), v)).collect());
-        let id = request_id(&content).expect("content is a well-formed map");
-        let mut msg = IC_REQUEST.to_vec();
-        msg.extend_from_slice(&id);
-        let sig = self.key.sign(&msg).to_bytes().to_vec();
-        let envelope = Value::Tag(
-            55799,
-            Box::new(Value::Map(vec![
-                (Value::Text("content".into()), content),
-                (Value::Text("sender_pubkey".into()), Value::Bytes(self.der.clone())),
-                (Value::Text("sender_sig".into()), Value::Bytes(sig)),
-            ])),
-        );
-        let mut bytes = Vec::new();
-        ciborium::into_writer(&envelope, &mut bytes).expect("CBOR encodes into a Vec");
-        (bytes, id)
-    }
-
-    fn call_content(&self, request_type: &str, canister: &Principal, method: &str, arg: Vec<u8>, nonce: u64) -> Vec<(&'static str, Value)> {
-        let expiry = now_nanos() + 4 * 60 * 1_000_000_000;
-        let request_type = if request_type == "call" { "call" } else { "query" };
-        vec![
-            ("request_type", Value::Text(request_type.into())),
-            ("sender", Value::Bytes(self.principal.as_slice().to_vec())),
-            ("ingress_expiry", Value::Integer(expiry.into())),
-            ("canister_id", Value::Bytes(canister.as_slice().to_vec())),
-            ("method_name", Value::Text(method.into())),
-            ("arg", Value::Bytes(arg)),
-            ("nonce", Value::Bytes(nonce.to_be_bytes().to_vec())),
-        ]
-    }
+/// The content of a request from `who`, expiring in 4 minutes.
+fn content(who: &UserIdentity, request_type: &str, canister: &Principal, method: &str, arg: Vec<u8>, nonce: u64) -> Vec<(&'static str, Value)> {
+    let ingress_expiry = now_nanos() + 4 * 60 * 1_000_000_000;
+    who.content(Request { request_type, canister_id: canister, method, arg, nonce, ingress_expiry })
 }
 
 fn now_nanos() -> u64 {
@@ -195,13 +150,13 @@ impl Node {
     }
 
     /// Calls `method` of `canister` and returns the certified reply.
-    async fn update(&self, who: &Identity, canister: &Principal, ecid: &Principal, method: &str, arg: Vec<u8>) -> Result<Vec<u8>, String> {
-        let (envelope, id) = who.envelope(who.call_content("call", canister, method, arg, now_nanos()));
+    async fn update(&self, who: &UserIdentity, canister: &Principal, ecid: &Principal, method: &str, arg: Vec<u8>) -> Result<Vec<u8>, String> {
+        let (envelope, id) = who.envelope(content(who, "call", canister, method, arg, now_nanos()));
         let certificate = call_sync(&self.client, &self.base, ecid, envelope).await?;
         reply_from_certificate(&certificate, &id, &self.root_key)
     }
 
-    async fn create_counter(&self, who: &Identity, wasm: &[u8]) -> Result<Principal, String> {
+    async fn create_counter(&self, who: &UserIdentity, wasm: &[u8]) -> Result<Principal, String> {
         let mgmt = Principal::management_canister();
         let any_id = canister_id_from_index(0);
         let arg = Encode!(&ProvisionalCreateCanisterWithCyclesArgs {
@@ -298,7 +253,7 @@ where
 
 async fn run(args: Args) -> Result<(), String> {
     let node = Arc::new(Node::connect(&args.url).await?);
-    let admin = Identity::from_seed([7; 32]);
+    let admin = UserIdentity::from_seed([7; 32]);
     let read_wasm = || std::fs::read(&args.wasm).map_err(|e| format!("{}: {e}", args.wasm));
     if args.create > 0 {
         let wasm = read_wasm()?;
@@ -321,14 +276,14 @@ async fn run(args: Args) -> Result<(), String> {
     // Warm up and check that certified replies verify.
     node.update(&admin, &canister, &canister, "inc", Encode!().unwrap()).await?;
 
-    let callers: Arc<Vec<Identity>> = Arc::new((0..args.callers).map(|i| Identity::from_seed([i as u8 ^ 0x5a; 32])).collect());
+    let callers: Arc<Vec<UserIdentity>> = Arc::new((0..args.callers).map(|i| UserIdentity::from_seed([i as u8 ^ 0x5a; 32])).collect());
     let (n, c, ids) = (node.clone(), canister, callers.clone());
     drive("updates (v3 call, counter inc)", args.callers, args.seconds, move |caller, seq| {
         let (node, ids) = (n.clone(), ids.clone());
         async move {
             let who = &ids[caller];
             let nonce = ((caller as u64) << 40) | seq;
-            let (envelope, _) = who.envelope(who.call_content("call", &c, "inc", Encode!().unwrap(), nonce));
+            let (envelope, _) = who.envelope(content(who, "call", &c, "inc", Encode!().unwrap(), nonce));
             call_sync(&node.client, &node.base, &c, envelope).await.map(|_| ())
         }
     })
@@ -339,7 +294,7 @@ async fn run(args: Args) -> Result<(), String> {
         let (node, ids) = (n.clone(), ids.clone());
         async move {
             let who = &ids[caller];
-            let (envelope, _) = who.envelope(who.call_content("query", &c, "get", Encode!().unwrap(), seq));
+            let (envelope, _) = who.envelope(content(who, "query", &c, "get", Encode!().unwrap(), seq));
             let url = format!("{}/api/v2/canister/{c}/query", node.base);
             let (status, body) = post(&node.client, &url, envelope).await?;
             let value: Value = ciborium::from_reader(body.as_slice()).map_err(|e| format!("query reply: {e}"))?;

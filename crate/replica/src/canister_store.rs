@@ -84,7 +84,7 @@ fn save_memory(store: &mut impl Store, prefix: &str, memory: &[u8], old_len: u64
     static ZEROS: [u8; CHUNK_BYTES] = [0; CHUNK_BYTES];
     for (i, chunk) in memory.chunks(CHUNK_BYTES).enumerate() {
         let key = chunk_key(prefix, i);
-        if chunk == &ZEROS[..chunk.len()] {
+        if tabnet_types::same_bytes(chunk, &ZEROS[..chunk.len()]) {
             store.delete(&key)?;
         } else {
             store.put_if_changed(&key, chunk)?;

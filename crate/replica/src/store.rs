@@ -69,7 +69,7 @@ impl Store for MemoryStore {
         Ok(self.entries.contains_key(key))
     }
     fn put_if_changed(&mut self, key: &str, value: &[u8]) -> Result<bool, String> {
-        if self.entries.get(key).is_some_and(|old| old.as_slice() == value) {
+        if self.entries.get(key).is_some_and(|old| tabnet_types::same_bytes(old, value)) {
             return Ok(false);
         }
         self.entries.insert(key.to_string(), value.to_vec());
@@ -116,6 +116,11 @@ impl BatchStore {
         std::mem::take(&mut self.sealed)
     }
 
+    /// Bytes held (keys and values).
+    pub fn bytes(&self) -> u64 {
+        self.entries.iter().map(|(k, v)| (k.len() + v.len()) as u64).sum()
+    }
+
     /// Whether writes wait for a flush or batches for the driver.
     pub fn has_unsealed_writes(&self) -> bool {
         !self.pending.is_empty()
@@ -142,7 +147,7 @@ impl Store for BatchStore {
         Ok(self.entries.contains_key(key))
     }
     fn put_if_changed(&mut self, key: &str, value: &[u8]) -> Result<bool, String> {
-        if self.entries.get(key).is_some_and(|old| &old[..] == value) {
+        if self.entries.get(key).is_some_and(|old| tabnet_types::same_bytes(old, value)) {
             return Ok(false);
         }
         self.put(key, value)?;
