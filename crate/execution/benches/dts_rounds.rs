@@ -1,10 +1,11 @@
-//! Round duration while one long update runs, with deterministic time slicing (2B-instruction
-//! slices, the default) and without (the message runs whole in one round, as before slicing).
-//! Each round also carries a short update to another canister.
+//! Round duration while one long update runs, and while one long `install_code` runs (its
+//! `canister_init` loops), with deterministic time slicing (2B-instruction slices, the default)
+//! and without (the message runs whole in one round, as before slicing). Each round also
+//! carries a short update to another canister.
 //!
-//! `cargo bench -p tabnet-execution --bench dts_rounds [-- INSTRUCTIONS]` (default 36e9, under
-//! the 40B limit of an update). Prints, per mode, the rounds the long message took and the
-//! rounds' wall time, p50 and max.
+//! `cargo bench -p tabnet-execution --bench dts_rounds [-- UPDATE_INSTRUCTIONS [INIT_INSTRUCTIONS]]`
+//! (defaults 36e9, under the 40B limit of an update, and 20e9; 0 skips a case). Prints, per case
+//! and mode, the rounds the long message took and the rounds' wall time, p50 and max.
 
 use sha2::{Digest, Sha256};
 use std::time::{Duration, Instant};
@@ -18,16 +19,24 @@ const SPIN: &str = r#"(module
   (import "ic0" "msg_reply_data_append" (func $reply_append (param i32 i32)))
   (import "ic0" "msg_reply" (func $reply))
   (import "ic0" "performance_counter" (func $perf (param i32) (result i64)))
+  (import "ic0" "msg_arg_data_size" (func $arg_size (result i32)))
   (memory (export "memory") 1)
-  (func (export "canister_update spin")
-    (local $n i64) (local $i i64)
-    (call $arg_copy (i32.const 16) (i32.const 0) (i32.const 8))
-    (local.set $n (i64.load (i32.const 16)))
+  (func $loop (param $n i64)
+    (local $i i64)
     (block $done (loop $l
       (br_if $done (i64.ge_u (local.get $i) (local.get $n)))
       (i64.store (i32.const 0) (i64.add (i64.load (i32.const 0)) (i64.const 1)))
       (local.set $i (i64.add (local.get $i) (i64.const 1)))
-      (br $l)))
+      (br $l))))
+  ;; With an 8-byte argument n, init loops n turns (the same loop as spin).
+  (func (export "canister_init")
+    (if (i32.eq (call $arg_size) (i32.const 8))
+      (then
+        (call $arg_copy (i32.const 16) (i32.const 0) (i32.const 8))
+        (call $loop (i64.load (i32.const 16))))))
+  (func (export "canister_update spin")
+    (call $arg_copy (i32.const 16) (i32.const 0) (i32.const 8))
+    (call $loop (i64.load (i32.const 16)))
     (i64.store (i32.const 32) (call $perf (i32.const 0)))
     (call $reply_append (i32.const 32) (i32.const 8))
     (call $reply))
@@ -88,10 +97,26 @@ impl Node {
         }
     }
 
-    fn deploy(&mut self) -> CanisterId {
+    fn create(&mut self) -> CanisterId {
         let args = ProvisionalCreateCanisterWithCyclesArgs::default();
         let reply = self.call(MANAGEMENT_CANISTER, "provisional_create_canister_with_cycles", candid::encode_one(&args).unwrap());
-        let id = candid::decode_one::<CreateCanisterResult>(&reply).unwrap().canister_id;
+        candid::decode_one::<CreateCanisterResult>(&reply).unwrap().canister_id
+    }
+
+    /// The `install_code` message installing SPIN on `id`; `arg` goes to `canister_init`.
+    fn install_message(&mut self, id: CanisterId, arg: Vec<u8>) -> IngressMessage {
+        let install = InstallCodeArgs {
+            mode: CanisterInstallMode::Install,
+            canister_id: id,
+            wasm_module: wat::parse_str(SPIN).unwrap(),
+            arg,
+            sender_canister_version: None,
+        };
+        self.message(MANAGEMENT_CANISTER, "install_code", candid::encode_one(&install).unwrap())
+    }
+
+    fn deploy(&mut self) -> CanisterId {
+        let id = self.create();
         let install = InstallCodeArgs {
             mode: CanisterInstallMode::Install,
             canister_id: id,
@@ -108,39 +133,64 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
     sorted[((sorted.len() - 1) as f64 * p).round() as usize]
 }
 
+/// Runs rounds until `long` completes, with a short update to `other` in each; prints the
+/// rounds' wall times.
+fn measure(name: &str, node: &mut Node, long: IngressMessage, other: CanisterId) {
+    let mut ingress = vec![long.clone()];
+    let mut times = Vec::new();
+    let mut short_served = 0;
+    loop {
+        let inc = node.message(other, "inc", vec![]);
+        ingress.push(inc.clone());
+        let (done, elapsed) = node.round(std::mem::take(&mut ingress));
+        times.push(elapsed);
+        short_served += done.iter().filter(|(m, _)| *m == inc.id).count();
+        if let Some((_, outcome)) = done.iter().find(|(m, _)| *m == long.id) {
+            assert!(matches!(outcome, IngressOutcome::Replied(_)), "{outcome:?}");
+            break;
+        }
+    }
+    let rounds = times.len();
+    times.sort();
+    println!(
+        "{name:>16}: {rounds} rounds, round wall time p50 {:.3} s, max {:.3} s; short updates answered {short_served}/{rounds}",
+        percentile(&times, 0.5).as_secs_f64(),
+        times.last().unwrap().as_secs_f64()
+    );
+}
+
+const MODES: [(&str, u64); 2] =
+    [("without slicing", u64::MAX), ("with 2B slices", tabnet_execution::scheduler::DEFAULT_SLICE_INSTRUCTIONS)];
+
 fn main() {
-    let instructions: f64 = std::env::args().skip(1).find_map(|a| a.parse().ok()).unwrap_or(36e9);
+    let numbers: Vec<f64> = std::env::args().skip(1).filter_map(|a| a.parse().ok()).collect();
+    let update_instructions = numbers.first().copied().unwrap_or(36e9);
+    let init_instructions = numbers.get(1).copied().unwrap_or(20e9);
     // Loop turns per instruction, measured on a short run.
     let mut probe = Node::new(u64::MAX);
     let id = probe.deploy();
     let used = u64::from_le_bytes(probe.call(id, "spin", 1_000_000u64.to_le_bytes().to_vec())[..8].try_into().unwrap());
-    let turns = (instructions / (used as f64 / 1e6)) as u64;
-    println!("long update: {turns} loop turns, about {:.1}e9 instructions", instructions / 1e9);
-    for (name, slice) in [("without slicing", u64::MAX), ("with 2B slices", tabnet_execution::scheduler::DEFAULT_SLICE_INSTRUCTIONS)] {
-        let mut node = Node::new(slice);
-        let long = node.deploy();
-        let other = node.deploy();
-        let spin = node.message(long, "spin", turns.to_le_bytes().to_vec());
-        let mut ingress = vec![spin.clone()];
-        let mut times = Vec::new();
-        let mut short_served = 0;
-        loop {
-            let inc = node.message(other, "inc", vec![]);
-            ingress.push(inc.clone());
-            let (done, elapsed) = node.round(std::mem::take(&mut ingress));
-            times.push(elapsed);
-            short_served += done.iter().filter(|(m, _)| *m == inc.id).count();
-            if let Some((_, outcome)) = done.iter().find(|(m, _)| *m == spin.id) {
-                assert!(matches!(outcome, IngressOutcome::Replied(_)), "{outcome:?}");
-                break;
-            }
+    let per_turn = used as f64 / 1e6;
+    if update_instructions > 0.0 {
+        let turns = (update_instructions / per_turn) as u64;
+        println!("long update: {turns} loop turns, about {:.1}e9 instructions", update_instructions / 1e9);
+        for (name, slice) in MODES {
+            let mut node = Node::new(slice);
+            let long = node.deploy();
+            let other = node.deploy();
+            let spin = node.message(long, "spin", turns.to_le_bytes().to_vec());
+            measure(name, &mut node, spin, other);
         }
-        let rounds = times.len();
-        times.sort();
-        println!(
-            "{name:>16}: {rounds} rounds, round wall time p50 {:.3} s, max {:.3} s; short updates answered {short_served}/{rounds}",
-            percentile(&times, 0.5).as_secs_f64(),
-            times.last().unwrap().as_secs_f64()
-        );
+    }
+    if init_instructions > 0.0 {
+        let turns = (init_instructions / per_turn) as u64;
+        println!("long install_code (canister_init): {turns} loop turns, about {:.1}e9 instructions", init_instructions / 1e9);
+        for (name, slice) in MODES {
+            let mut node = Node::new(slice);
+            let long = node.create();
+            let other = node.deploy();
+            let install = node.install_message(long, turns.to_le_bytes().to_vec());
+            measure(name, &mut node, install, other);
+        }
     }
 }

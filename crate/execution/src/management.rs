@@ -2,7 +2,7 @@
 //! logs. Arguments and results are Candid, typed as the interface spec's `ic.did`.
 
 mod chunks;
-mod install;
+pub(crate) mod install;
 pub mod types;
 
 use crate::hypervisor::WasmResult;
@@ -80,6 +80,12 @@ fn effective_canister_id(method: &str, arg: &[u8]) -> Option<CanisterId> {
 /// The canister a management request is about, if it names one.
 pub(crate) fn target_canister(req: &Request) -> Option<CanisterId> {
     effective_canister_id(&req.method, &req.arg)
+}
+
+/// Whether a management request installs code (these run one at a time while an install runs
+/// in slices, as on the IC, and wait for a round with budget left).
+pub(crate) fn installs_code(req: &Request) -> bool {
+    matches!(req.method.as_str(), "install_code" | "install_chunked_code")
 }
 
 /// Whether an ingress message to `aaaaa-aa` may enter (the replica's ingress filter).
@@ -197,8 +203,15 @@ fn dispatch(env: &mut ExecutionEnvironment, req: &Request) -> Outcome {
         },
         "provisional_create_canister_with_cycles" => reply(decode(arg).and_then(|a| provisional_create(env, sender, a))),
         "provisional_top_up_canister" => reply(decode(arg).and_then(|a| provisional_top_up(env, a))),
-        "install_code" => reply(decode(arg).and_then(|a| install::install_code(env, sender, a))),
-        "install_chunked_code" => reply(decode(arg).and_then(|a| chunks::install_chunked_code(env, sender, a))),
+        // An install answers when it ends (possibly in a later round, see `install`).
+        "install_code" => match decode(arg).and_then(|a| install::install_code(env, &req.origin, cycles, sender, a)) {
+            Ok(()) => Outcome::Pending,
+            Err(e) => Outcome::Reject(e, cycles),
+        },
+        "install_chunked_code" => match decode(arg).and_then(|a| chunks::install_chunked_code(env, &req.origin, cycles, sender, a)) {
+            Ok(()) => Outcome::Pending,
+            Err(e) => Outcome::Reject(e, cycles),
+        },
         "upload_chunk" => reply(decode(arg).and_then(|a| chunks::upload_chunk(env, sender, a))),
         "stored_chunks" => reply(decode(arg).and_then(|a| chunks::stored_chunks(env, sender, a))),
         "clear_chunk_store" => reply(decode(arg).and_then(|a| chunks::clear_chunk_store(env, sender, a))),
@@ -320,7 +333,7 @@ fn new_canister(
         env.time(),
     );
     validated.apply(&mut system);
-    env.state.insert_canister(CanisterState { system, execution: None });
+    env.state.insert_canister(CanisterState { system, execution: None, install: None });
     Ok(id)
 }
 

@@ -173,6 +173,12 @@ impl ExecutionEnvironment {
     /// same height on every replica, so that a checkpoint holds no half-run message and a node
     /// that starts from it goes on exactly as the others. Returns whether any was aborted.
     pub fn abort_paused_executions(&mut self) -> bool {
+        // Installs running in slices drop what they built aside and start over too.
+        let installs: Vec<CanisterId> =
+            self.state.canisters.iter().filter(|(_, c)| c.system.long_install.is_some()).map(|(id, _)| *id).collect();
+        for id in &installs {
+            management::install::abort(self, id);
+        }
         let ids: Vec<CanisterId> =
             self.state.canisters.iter().filter(|(_, c)| c.system.long_execution.is_some()).map(|(id, _)| *id).collect();
         for id in &ids {
@@ -189,12 +195,18 @@ impl ExecutionEnvironment {
                 long.instructions_used = 0;
             }
         }
-        !ids.is_empty()
+        !ids.is_empty() || !installs.is_empty()
     }
 
-    /// Whether the canister has a message running in slices (it runs nothing else meanwhile).
+    /// Whether the canister has a message or an `install_code` running in slices (it runs
+    /// nothing else meanwhile).
     pub fn has_long_execution(&self, id: &CanisterId) -> bool {
-        self.state.canister(id).is_some_and(|c| c.system.long_execution.is_some())
+        self.state.canister(id).is_some_and(|c| c.system.is_busy())
+    }
+
+    /// Whether an `install_code` runs in slices on the subnet (others wait until it ends).
+    pub fn has_long_install(&self) -> bool {
+        self.state.canisters.values().any(|c| c.system.long_install.is_some())
     }
 
     // ---- round steps ----
@@ -204,6 +216,16 @@ impl ExecutionEnvironment {
     /// every replica when the round starts. Not counted against the round: the others counted
     /// those slices when they ran them.
     fn catch_up_lost_executions(&mut self) {
+        let lost_installs: Vec<CanisterId> = self
+            .state
+            .canisters
+            .iter()
+            .filter(|(_, c)| c.system.long_install.as_ref().is_some_and(|l| l.slices > 0) && c.install.is_none())
+            .map(|(id, _)| *id)
+            .collect();
+        for id in lost_installs {
+            management::install::catch_up(self, &id);
+        }
         let lost: Vec<CanisterId> = self
             .state
             .canisters
@@ -214,10 +236,12 @@ impl ExecutionEnvironment {
             })
             .map(|(id, _)| *id)
             .collect();
+        let slice = self.slice_instructions.max(1);
         for id in lost {
+            let calls_allowed = self.calls_allowed(&id);
             let c = self.state.canister_mut(&id).expect("listed canister exists");
             let (Some(mut exec), Some(long)) = (c.execution.take(), c.system.long_execution.take()) else { continue };
-            match exec.execute_sliced(&long.entry, long.api.clone(), &long.sys, &long.params, long.fuel_given) {
+            match replay_slices(&mut exec, &long, slice, calls_allowed) {
                 crate::hypervisor::Step::Paused { .. } => {
                     let c = self.state.canister_mut(&id).expect("listed canister exists");
                     c.execution = Some(exec);
@@ -230,9 +254,19 @@ impl ExecutionEnvironment {
         }
     }
 
-    /// Paused messages go first, one slice each while the round's budget lasts; each round
-    /// starts at another canister so that a spent budget leaves out different ones.
+    /// Paused installs and messages go first, one slice each while the round's budget lasts:
+    /// installs first (as on the IC; there is at most one, since installs wait while one runs),
+    /// then messages, each round starting at another canister so that a spent budget leaves
+    /// out different ones.
     fn run_long_executions(&mut self) {
+        let installs: Vec<CanisterId> =
+            self.state.canisters.iter().filter(|(_, c)| c.system.long_install.is_some()).map(|(id, _)| *id).collect();
+        for id in installs {
+            if self.round_budget_spent() {
+                break;
+            }
+            management::install::run_slice(self, &id, None);
+        }
         let mut ids: Vec<CanisterId> =
             self.state.canisters.iter().filter(|(_, c)| c.system.long_execution.is_some()).map(|(id, _)| *id).collect();
         if ids.is_empty() {
@@ -273,8 +307,13 @@ impl ExecutionEnvironment {
             c.system.charge(cost);
             c.system.last_charge_time = time;
             if !can_pay && c.execution.is_some() {
-                // A paused message goes with the code.
+                // A paused message goes with the code; a paused install fails.
                 c.system.long_execution = None;
+                let e = UserError::new(
+                    ErrorCode::CanisterOutOfCycles,
+                    format!("Canister {id} was uninstalled during the install: it could not pay for its memory"),
+                );
+                management::install::abandon(self, &id, e);
                 management::uninstall(self, &id);
             }
         }
@@ -408,7 +447,7 @@ impl ExecutionEnvironment {
                 break;
             }
             let Some(c) = self.state.canister(&id) else { continue };
-            if c.system.status != CanisterStatus::Running || c.execution.is_none() || c.system.long_execution.is_some() {
+            if c.system.status != CanisterStatus::Running || c.execution.is_none() || c.system.is_busy() {
                 continue;
             }
             let prepay = self.prepayment(c, self.config.max_instructions_per_update);
@@ -451,15 +490,25 @@ impl ExecutionEnvironment {
     fn run_one_pass(&mut self) -> bool {
         let mut progressed = false;
         let subnet_requests = self.state.metadata.subnet_queue.take_all();
-        let any_paused = self.state.canisters.values().any(|c| c.system.long_execution.is_some());
+        let mut any_paused = self.state.canisters.values().any(|c| c.system.is_busy());
+        let mut installing = any_paused && self.has_long_install();
         for req in subnet_requests {
-            // A canister with a paused message takes no management calls until it ends.
-            if any_paused && management::target_canister(&req).is_some_and(|id| self.has_long_execution(&id)) {
+            // A canister with a paused message or install takes no management calls until it
+            // ends. Installs run one at a time while one runs in slices (as on the IC: the
+            // memory built aside stays bounded), and only while the round has budget left.
+            let installs = management::installs_code(&req);
+            if any_paused && management::target_canister(&req).is_some_and(|id| self.has_long_execution(&id))
+                || installs && (installing || self.round_budget_spent())
+            {
                 self.state.metadata.subnet_queue.push_back(req);
                 continue;
             }
             progressed = true;
             management::execute(self, req);
+            if installs && self.has_long_install() {
+                any_paused = true;
+                installing = true;
+            }
         }
         let ids: Vec<CanisterId> = self.state.canisters.keys().copied().collect();
         for id in ids {
@@ -511,6 +560,20 @@ impl ExecutionEnvironment {
     }
 
     // ---- shared helpers ----
+
+    /// Calls the canister may still make under its quota of outstanding calls
+    /// (`max_outstanding_calls`): `ic0.call_perform` fails beyond it. The canister's callbacks
+    /// do not change while one of its messages is paused (it runs nothing else), so a
+    /// restarted replica that runs a paused message again finds the same number.
+    pub(crate) fn calls_allowed(&self, id: &CanisterId) -> u64 {
+        let outstanding = self.state.canister(id).map_or(0, |c| c.system.callbacks.len() as u64);
+        (self.config.max_outstanding_calls as u64).saturating_sub(outstanding)
+    }
+
+    /// Counts instructions a replicated execution ran against the round's budget.
+    pub(crate) fn count_round_instructions(&mut self, instructions: u64) {
+        self.round.instructions = self.round.instructions.saturating_add(instructions);
+    }
 
     /// 32 bytes from the round's random tape.
     pub(crate) fn next_random(&mut self) -> [u8; 32] {
@@ -731,6 +794,30 @@ impl ExecutionEnvironment {
         }
         outcome
     }
+}
+
+/// Runs a message that paused on every replica but was lost here (a restart) again from its
+/// start to where the others paused it: with the same slices one by one, not in one go, since
+/// a host call that costs more than a slice has left borrows past the slice's end (so a single
+/// run with all the fuel would pause elsewhere).
+pub(crate) fn replay_slices(
+    exec: &mut ExecutionState,
+    long: &crate::state::LongExecution,
+    slice: u64,
+    calls_allowed: u64,
+) -> crate::hypervisor::Step {
+    use crate::hypervisor::Step;
+    // While paused, `fuel_given` is a whole number of slices (see `run_slice`).
+    let slices = long.fuel_given.div_ceil(slice);
+    exec.limit_calls(calls_allowed);
+    let mut step = exec.execute_sliced(&long.entry, long.api.clone(), &long.sys, &long.params, slice);
+    for _ in 1..slices {
+        match step {
+            Step::Paused { .. } => step = exec.resume(slice),
+            done => return done,
+        }
+    }
+    step
 }
 
 /// How a method is exported.

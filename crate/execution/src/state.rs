@@ -61,6 +61,9 @@ pub fn message_bytes(m: &CanisterMessage) -> u64 {
 pub struct CanisterState {
     pub system: SystemState,
     pub execution: Option<ExecutionState>,
+    /// The Wasm state an `install_code` running in slices builds aside
+    /// (`system.long_install`); not replicated (see `management::install`).
+    pub(crate) install: Option<Box<crate::management::install::InstallProgress>>,
 }
 
 impl CanisterState {
@@ -86,6 +89,12 @@ impl CanisterState {
 
     pub fn id(&self) -> CanisterId {
         self.system.canister_id
+    }
+
+    /// Bytes an `install_code` running in slices holds aside (its new instance, or the copy of
+    /// the old one `canister_pre_upgrade` runs on). The subnet's capacity bounds them too.
+    pub fn install_memory_usage(&self) -> u64 {
+        self.install.as_ref().map_or(0, |p| p.memory_usage())
     }
 
     pub fn module_hash(&self) -> Option<[u8; 32]> {
@@ -184,7 +193,7 @@ pub fn decode_canister(
         }
         None => None,
     };
-    Ok(CanisterState { system: record.system, execution })
+    Ok(CanisterState { system: record.system, execution, install: None })
 }
 
 impl ReplicatedState {
@@ -242,7 +251,8 @@ impl ReplicatedState {
     /// call contexts and outstanding calls, and
     /// the management canister's queue. The subnet's capacity bounds it.
     pub fn memory_used(&self) -> u64 {
-        let canisters: u64 = self.canisters.values().map(|c| c.memory_usage() + c.message_memory_usage()).sum();
+        let canisters: u64 =
+            self.canisters.values().map(|c| c.memory_usage() + c.message_memory_usage() + c.install_memory_usage()).sum();
         canisters + self.metadata.subnet_queue.bytes()
     }
 

@@ -149,6 +149,9 @@ pub(crate) struct SystemApi {
     call_bytes: usize,
     message_accepted: bool,
     call: Option<CallUnderConstruction>,
+    /// Calls this execution may still make under the canister's outstanding-call quota
+    /// (`SubnetConfig::max_outstanding_calls` less the calls it has outstanding already).
+    calls_allowed: u64,
     changes: SystemStateChanges,
     /// What this execution printed: bounded like the canister log it goes to (the IC keeps a
     /// 4 KiB buffer per execution too), so printing in a loop cannot grow host memory.
@@ -189,6 +192,7 @@ impl SystemApi {
             call_bytes: 0,
             message_accepted: false,
             call: None,
+            calls_allowed: u64::MAX,
             changes: SystemStateChanges::default(),
             logs: CanisterLog::default(),
         }
@@ -196,6 +200,12 @@ impl SystemApi {
 
     pub fn context(&self) -> Context {
         self.context
+    }
+
+    /// Bounds the calls this execution may make (see `calls_allowed`); unbounded by default.
+    pub fn with_calls_allowed(mut self, calls_allowed: u64) -> Self {
+        self.calls_allowed = calls_allowed;
+        self
     }
 
     pub fn params(&self) -> &ExecutionParameters {
@@ -546,18 +556,21 @@ impl SystemApi {
         Ok(())
     }
 
-    /// 0 if the call is queued; 2 (SYS_TRANSIENT) if the canister cannot pay its fee or the
-    /// execution has queued as many calls or bytes as it may, in which case the call is dropped
-    /// and its cycles return.
+    /// 0 if the call is queued; 2 (SYS_TRANSIENT) if the canister cannot pay its fee, the
+    /// execution has queued as many calls or bytes as it may, or the canister would have more
+    /// calls outstanding than its quota, in which case the call is dropped and its cycles
+    /// return (the interface spec: a non-zero result means the call could not be enqueued).
     pub fn call_perform(&mut self) -> Result<i32, UserError> {
         let call = self.call_mut("call_perform")?;
         let bytes = call.method.len() + call.payload.len();
-        let fee = match self.calls_are_queries() {
+        let queries = self.calls_are_queries();
+        let fee = match queries {
             false => self.cost_call(0, bytes as u64),
             true => 0,
         };
         let queue_full = self.changes.calls.len() >= MAX_CALLS_PER_EXECUTION
-            || self.call_bytes.saturating_add(bytes) > MAX_CALL_BYTES_PER_EXECUTION;
+            || self.call_bytes.saturating_add(bytes) > MAX_CALL_BYTES_PER_EXECUTION
+            || !queries && self.changes.calls.len() as u64 >= self.calls_allowed;
         if queue_full || fee > self.liquid_balance() {
             self.discard_call();
             return Ok(2);

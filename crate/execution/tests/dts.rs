@@ -9,16 +9,15 @@ use wasm_bindgen_test::wasm_bindgen_test as test;
 #[cfg(target_arch = "wasm32")]
 wasm_bindgen_test::wasm_bindgen_test_configure!(run_in_browser);
 
+mod dts_support;
 mod scheduler_support;
 
+use dts_support::*;
 use scheduler_support::*;
-use tabnet_execution::scheduler::{ExecutionEnvironment, IngressMessage, IngressOutcome};
-use tabnet_execution::state::{decode_canister, LoadedWasm, ReplicatedState};
+use tabnet_execution::scheduler::IngressMessage;
 use tabnet_execution::SubnetConfig;
-use tabnet_types::{CanisterId, ErrorCode};
+use tabnet_types::ErrorCode;
 
-const SLICE: u64 = 1_000_000;
-const ROUND_LIMIT: u64 = 2_500_000;
 const UPDATE_LIMIT: u64 = 30_000_000;
 
 /// `spin` (arg: u64 LE n) grows the heap by a page, writes "busy" to stable memory and to the
@@ -84,57 +83,17 @@ fn config() -> SubnetConfig {
 
 /// An environment with small slices and rounds (`slice`: u64::MAX runs messages whole).
 fn env(slice: u64) -> Env {
-    let mut t = Env::with_config(config());
-    t.env.slice_instructions = slice;
-    t.env.round_instruction_limit = ROUND_LIMIT;
-    t
+    env_with(config(), slice)
 }
 
-/// The same environment rebuilt from its stored form, as a node restarted from disk (or
-/// state-synced) has it: without any paused Wasm execution.
-fn restarted(t: &mut Env) {
-    let state = t.env.state();
-    let ids: Vec<CanisterId> = state.canister_ids().copied().collect();
-    let canisters = ids.iter().map(|id| {
-        let stored = state.stored_canister(id).unwrap();
-        let wasm = stored.wasm.as_ref().map(|w| LoadedWasm {
-            module: w.module.to_vec(),
-            heap: w.heap.to_vec(),
-            stable: w.stable.to_vec(),
-        });
-        decode_canister(&stored.record, |_| Ok(wasm.unwrap())).unwrap()
-    });
-    let state =
-        ReplicatedState::decode(&state.encode_metadata(), canisters.collect::<Vec<_>>()).unwrap();
-    let (slice, round_limit) = (t.env.slice_instructions, t.env.round_instruction_limit);
-    let mut env =
-        ExecutionEnvironment::from_state(state, config(), t.env.subnet_id(), vec![0x30, 0x00]);
-    env.slice_instructions = slice;
-    env.round_instruction_limit = round_limit;
-    t.env = env;
-}
-
-fn outcome_of(done: &[([u8; 32], IngressOutcome)], msg: &IngressMessage) -> Option<Outcome> {
-    done.iter()
-        .find(|(m, _)| *m == msg.id)
-        .map(|(_, o)| to_outcome(o.clone()))
-}
-
-/// Runs rounds until `msg` completes; returns its outcome and the rounds it took.
+/// Runs rounds until `msg` completes, keeping every round's state hash; returns its outcome
+/// and the rounds it took.
 fn run_until_done(
     t: &mut Env,
     msg: &IngressMessage,
     hashes: &mut Vec<[u8; 32]>,
 ) -> (Outcome, usize) {
-    let mut done = t.round_with(vec![msg.clone()]);
-    for round in 1..200 {
-        hashes.push(t.env.state_hash());
-        if let Some(o) = outcome_of(&done, msg) {
-            return (o, round);
-        }
-        done = t.tick();
-    }
-    panic!("the message did not complete in 200 rounds");
+    rounds_until_done(t, msg, 200, |t, _| hashes.push(t.env.state_hash()))
 }
 
 #[test]
@@ -179,22 +138,13 @@ fn while_a_message_is_paused_rounds_keep_their_budget_and_other_canisters_run() 
     let mut served = 0;
     let mut rounds = 1;
     while outcome_of(&done, &spin).is_none() {
-        assert!(
-            t.env.round_instructions() <= ROUND_LIMIT + SLICE,
-            "a round ran {} instructions (budget {ROUND_LIMIT}, slice {SLICE})",
-            t.env.round_instructions()
-        );
+        assert_round_budget(&t, rounds);
         assert!(
             outcome_of(&done, &behind).is_none(),
             "the paused canister ran nothing else"
         );
         assert!(t.env.has_long_execution(&long));
-        let inc = t.message(user(), other, "inc", vec![], other);
-        done = t.round_with(vec![inc.clone()]);
-        if let Some(o) = outcome_of(&done, &inc) {
-            served += 1;
-            assert_eq!(u64_of(&o.unwrap()), served);
-        }
+        done = round_with_inc(&mut t, other, &mut served);
         rounds += 1;
         assert!(rounds < 100);
     }
@@ -322,21 +272,8 @@ fn hashes_with(
     let mut t = env(SLICE);
     let id = t.deploy(&busy_wat());
     let msg = t.message(user(), id, "spin", n.to_le_bytes().to_vec(), id);
-    let mut done = t.round_with(vec![msg.clone()]);
-    let mut outcome = None;
-    let mut hashes = Vec::new();
-    for round in 1..=total {
-        outcome = outcome.or_else(|| outcome_of(&done, &msg));
-        if interrupt_at.contains(&round) {
-            assert!(
-                t.env.has_long_execution(&id),
-                "round {round}: the message is paused"
-            );
-            interrupt(&mut t);
-        }
-        hashes.push(t.env.state_hash());
-        done = t.tick();
-    }
+    let (hashes, outcome) =
+        hashes_interrupted(&mut t, &msg, interrupt_at, interrupt, total, |_| vec![]);
     (hashes, outcome.expect("spin completed"))
 }
 
@@ -370,6 +307,49 @@ fn a_replica_that_lost_its_paused_execution_stays_in_step() {
     // the message again to where the others paused: every round's state hash is the same.
     let (plain, reply) = hashes_with(&[], |_| {}, 20);
     let (restarted_hashes, restarted_reply) = hashes_with(&[1, 2, 5], restarted, 20);
+    assert_eq!(reply, restarted_reply);
+    assert_eq!(plain, restarted_hashes);
+}
+
+/// `write` (arg: u64 LE n) copies 60,000 bytes of the heap to stable memory n times and
+/// replies n: nearly all its instructions are host calls, so slices end inside them (a host
+/// call that costs more than the slice has left borrows from the message's fuel).
+fn stable_writer_wat() -> Vec<u8> {
+    wat(&format!(
+        r#"(module {IMPORTS}
+  (memory (export "memory") 2)
+  (func (export "canister_update write")
+    (local $n i64) (local $i i64)
+    (call $arg_copy (i32.const 0) (i32.const 0) (i32.const 8))
+    (local.set $n (i64.load (i32.const 0)))
+    (drop (call $stable_grow (i64.const 1)))
+    (block $done (loop $l
+      (br_if $done (i64.ge_u (local.get $i) (local.get $n)))
+      (i64.store (i32.const 8) (local.get $i))
+      (call $stable_write (i64.const 0) (i64.const 8) (i64.const 60000))
+      (local.set $i (i64.add (local.get $i) (i64.const 1)))
+      (br $l)))
+    (call $reply_append (i32.const 0) (i32.const 8))
+    (call $reply))
+)"#
+    ))
+}
+
+#[test]
+fn a_replica_that_lost_a_message_paused_inside_a_host_call_stays_in_step() {
+    // About 16 writes per slice, each slice ending inside one: the replica that restarted must
+    // pause where the others did, though the slices borrowed past their ends.
+    fn run(restart_at: &[usize]) -> (Vec<[u8; 32]>, Outcome) {
+        let mut t = env(SLICE);
+        let id = t.deploy(&stable_writer_wat());
+        let msg = t.message(user(), id, "write", 130u64.to_le_bytes().to_vec(), id);
+        let (hashes, outcome) =
+            hashes_interrupted(&mut t, &msg, restart_at, restarted, 12, |_| vec![]);
+        (hashes, outcome.expect("write completed"))
+    }
+    let (plain, reply) = run(&[]);
+    let (restarted_hashes, restarted_reply) = run(&[2, 3, 5]);
+    assert_eq!(u64_of(&reply.clone().unwrap()), 130);
     assert_eq!(reply, restarted_reply);
     assert_eq!(plain, restarted_hashes);
 }

@@ -271,9 +271,20 @@ fn heartbeats_stay_within_the_round_budget_and_take_turns() {
     assert!(later.iter().zip(&after).all(|(l, a)| l > a), "{after:?} -> {later:?}");
 }
 
+/// Call callbacks (WAT) that count at heap 0 the calls rejected with SYS_TRANSIENT (reject code
+/// 2); replies are ignored. `fan_wat` and `burst_wat` share them.
+const COUNT_TRANSIENT_REJECTS: &str = r#"
+  (table 2 funcref)
+  (elem (i32.const 0) $on_reply $on_reject)
+  (func $on_reply (param i32))
+  (func $on_reject (param i32)
+    (if (i32.eq (call $reject_code) (i32.const 2))
+      (then (i64.store (i32.const 0) (i64.add (i64.load (i32.const 0)) (i64.const 1))))))"#;
+
 /// `fan` calls `fan` on itself `FAN_OUT` times and never replies, so every call it makes stays
 /// outstanding (a chain that is never answered). Reject callbacks count the SYS_TRANSIENT
-/// rejects at heap 0 (a query, `transient`, reads it).
+/// rejects at heap 0 (a query, `transient`, reads it); calls `call_perform` refused are counted
+/// at heap 8 (`refused`).
 fn fan_wat() -> Vec<u8> {
     wat(&format!(
         r#"(module {IMPORTS}
@@ -281,12 +292,7 @@ fn fan_wat() -> Vec<u8> {
   (import "ic0" "canister_self_copy" (func $self_copy (param i32 i32 i32)))
   (memory (export "memory") 1)
   (data (i32.const 100) "fan")
-  (table 2 funcref)
-  (elem (i32.const 0) $on_reply $on_reject)
-  (func $on_reply (param i32))
-  (func $on_reject (param i32)
-    (if (i32.eq (call $reject_code) (i32.const 2))
-      (then (i64.store (i32.const 0) (i64.add (i64.load (i32.const 0)) (i64.const 1))))))
+  {COUNT_TRANSIENT_REJECTS}
   (func (export "canister_update fan")
     (local $i i32)
     (call $self_copy (i32.const 200) (i32.const 0) (call $self_size))
@@ -295,10 +301,12 @@ fn fan_wat() -> Vec<u8> {
         (br_if $done (i32.ge_u (local.get $i) (i32.const 10)))
         (call $call_new (i32.const 200) (call $self_size) (i32.const 100) (i32.const 3)
                         (i32.const 0) (i32.const 0) (i32.const 1) (i32.const 0))
-        (drop (call $call_perform))
+        (if (call $call_perform)
+          (then (i64.store (i32.const 8) (i64.add (i64.load (i32.const 8)) (i64.const 1)))))
         (local.set $i (i32.add (local.get $i) (i32.const 1)))
         (br $l))))
   (func (export "canister_query transient") (call $reply_append (i32.const 0) (i32.const 8)) (call $reply))
+  (func (export "canister_query refused") (call $reply_append (i32.const 8) (i32.const 8)) (call $reply))
 )"#
     ))
 }
@@ -322,11 +330,69 @@ fn calls_that_are_never_answered_cannot_grow_host_memory_without_bound() {
     let c = state.canister(&id).unwrap();
     let (callbacks, contexts) = (c.system.callbacks.len(), c.system.call_contexts.len());
     // Without the quota the chain had 11,110 callbacks after four passes, ten times more each.
-    assert!(callbacks <= QUOTA + 1, "{callbacks} callbacks outstanding (quota {QUOTA})");
+    assert!(callbacks <= QUOTA, "{callbacks} callbacks outstanding (quota {QUOTA})");
     assert!(contexts <= QUOTA + 2, "{contexts} call contexts open");
     let held = callbacks as u64 * CALLBACK_BYTES + contexts as u64 * CALL_CONTEXT_BYTES;
     assert!(c.message_memory_usage() >= held, "open calls count toward the canister's memory");
     assert!(state.memory_used() >= held, "and toward the subnet's");
+    let refused = u64_of(&t.query(user(), id, "refused", vec![]).unwrap());
+    assert!(refused > 0, "ic0.call_perform refused the calls beyond the quota");
     let transient = u64_of(&t.query(user(), id, "transient", vec![]).unwrap());
-    assert!(transient > 0, "calls beyond the quota were rejected with SYS_TRANSIENT");
+    assert_eq!(transient, 0, "none was taken and rejected afterwards");
+}
+
+/// `burst` takes `[k u8][callee]` and calls `m` on the callee k times; it replies what each
+/// `call_perform` returned (k bytes). Reject callbacks count SYS_TRANSIENT rejects (`transient`).
+fn burst_wat() -> Vec<u8> {
+    wat(&format!(
+        r#"(module {IMPORTS}
+  (memory (export "memory") 1)
+  (data (i32.const 100) "m")
+  {COUNT_TRANSIENT_REJECTS}
+  (func (export "canister_update burst")
+    (local $k i32) (local $i i32) (local $n i32)
+    (local.set $n (call $arg_size))
+    (call $arg_copy (i32.const 200) (i32.const 0) (local.get $n))
+    (local.set $k (i32.load8_u (i32.const 200)))
+    (block $done (loop $l
+      (br_if $done (i32.ge_u (local.get $i) (local.get $k)))
+      (call $call_new (i32.const 201) (i32.sub (local.get $n) (i32.const 1)) (i32.const 100) (i32.const 1)
+                      (i32.const 0) (i32.const 0) (i32.const 1) (i32.const 0))
+      (i32.store8 (i32.add (i32.const 300) (local.get $i)) (call $call_perform))
+      (local.set $i (i32.add (local.get $i) (i32.const 1)))
+      (br $l)))
+    (call $reply_append (i32.const 300) (local.get $k))
+    (call $reply))
+  (func (export "canister_query transient") (call $reply_append (i32.const 0) (i32.const 8)) (call $reply))
+)"#
+    ))
+}
+
+#[test]
+fn call_perform_fails_beyond_the_outstanding_call_quota() {
+    const QUOTA: usize = 5;
+    let mut config = SubnetConfig::for_subnet_size(13);
+    config.max_outstanding_calls = QUOTA;
+    let mut t = Env::with_config(config);
+    let id = t.deploy(&burst_wat());
+    // Calls to a canister that does not exist: each is rejected at once, but the reject waits
+    // in the queue behind the second message, so the first one's calls are still outstanding
+    // when the second runs.
+    let nowhere = tabnet_types::canister_id_from_index(999_999);
+    let burst = |k: u8| [vec![k], nowhere.as_slice().to_vec()].concat();
+    let first = t.message(user(), id, "burst", burst(3), id);
+    let second = t.message(user(), id, "burst", burst(4), id);
+    let done = t.round_with(vec![first.clone(), second.clone()]);
+    let reply = |m: &tabnet_execution::scheduler::IngressMessage| {
+        to_outcome(done.iter().find(|(i, _)| *i == m.id).expect("answered in the round").1.clone()).unwrap()
+    };
+    assert_eq!(reply(&first), [0, 0, 0], "three calls of five allowed");
+    assert_eq!(reply(&second), [0, 0, 2, 2], "3 outstanding + 2 more make 5; then SYS_TRANSIENT");
+    assert!(t.env.state().canister(&id).unwrap().system.callbacks.len() <= QUOTA);
+    // Once the rejects ran, the quota is free again, and the refused calls cost nothing later.
+    t.tick();
+    assert!(t.env.state().canister(&id).unwrap().system.callbacks.is_empty());
+    assert_eq!(t.update(id, "burst", burst(6)).unwrap(), [0, 0, 0, 0, 0, 2]);
+    t.tick();
+    assert_eq!(u64_of(&t.query(user(), id, "transient", vec![]).unwrap()), 0, "no call came back SYS_TRANSIENT");
 }

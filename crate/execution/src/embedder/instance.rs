@@ -101,6 +101,8 @@ pub struct ExecutionState {
     /// A message paused between slices. Meanwhile heap, stable memory and globals show the
     /// state before the message; its own changes are parked (see [`Self::park`]).
     paused: Option<Box<Paused>>,
+    /// Calls the next execution may make ([`Self::limit_calls`]); unbounded when not set.
+    calls_allowed: Option<u64>,
 }
 
 /// How (part of) a message's execution ended.
@@ -156,9 +158,16 @@ impl ExecutionState {
         sys: &SystemStateView,
         params: &ExecutionParameters,
     ) -> Result<(Self, ExecutionOutcome), ExecutionOutcome> {
-        let stable = checked_stable_memory(stable_memory).map_err(failed_outcome)?;
-        let state = Self::instantiate(module, stable, params.wasm_memory_limit).map_err(failed_outcome)?;
+        let state = Self::new_unstarted(module, stable_memory, params.wasm_memory_limit).map_err(failed_outcome)?;
         state.start(sys, params)
+    }
+
+    /// Instantiates `module` with the given stable memory, its initial heap at most
+    /// `heap_limit` bytes, without running `(start)`: the installer runs it with
+    /// [`Self::start_sliced`] (time slicing), before `canister_init` / `canister_post_upgrade`.
+    pub fn new_unstarted(module: Arc<CanisterModule>, stable_memory: Vec<u8>, heap_limit: u64) -> Result<Self, UserError> {
+        let stable = checked_stable_memory(stable_memory)?;
+        Self::instantiate(module, stable, heap_limit)
     }
 
     /// Upgrade with `wasm_memory_persistence = keep`: instantiates `module` with the heap and
@@ -170,19 +179,25 @@ impl ExecutionState {
         sys: &SystemStateView,
         params: &ExecutionParameters,
     ) -> Result<(Self, ExecutionOutcome), ExecutionOutcome> {
+        let state = Self::new_unstarted_keeping_heap(module, old, params.wasm_memory_limit).map_err(failed_outcome)?;
+        state.start(sys, params)
+    }
+
+    /// [`Self::new_keeping_heap`] without running `(start)` (see [`Self::new_unstarted`]).
+    pub fn new_unstarted_keeping_heap(module: Arc<CanisterModule>, old: &ExecutionState, heap_limit: u64) -> Result<Self, UserError> {
         if module.is_wasm64() != old.module.is_wasm64() {
-            return Err(failed_outcome(invalid_wasm(
+            return Err(invalid_wasm(
                 "the Wasm memory cannot be kept: the old and the new module differ in memory width (32/64-bit)",
-            )));
+            ));
         }
         let heap = old.heap_bytes();
         if !heap.is_empty() && !module.has_memory() {
-            return Err(failed_outcome(invalid_wasm("the Wasm memory cannot be kept: the new module has no memory")));
+            return Err(invalid_wasm("the Wasm memory cannot be kept: the new module has no memory"));
         }
         let stable = StableMemory::new(old.stable_bytes().to_vec());
-        let mut state = Self::instantiate(module, stable, params.wasm_memory_limit).map_err(failed_outcome)?;
-        state.load_heap(heap).map_err(failed_outcome)?;
-        state.start(sys, params)
+        let mut state = Self::instantiate(module, stable, heap_limit)?;
+        state.load_heap(heap)?;
+        Ok(state)
     }
 
     /// Rebuilds a state from a snapshot, compiling its module. `(start)` does not run.
@@ -250,6 +265,14 @@ impl ExecutionState {
             Some(p) => &heap[..p.heap_len_before],
             None => heap,
         }
+    }
+
+    /// Bounds the calls (`ic0.call_perform`) of the next execution started on this instance
+    /// (by `execute` or `execute_sliced`; it stays bounded through its slices): beyond
+    /// `calls_allowed` they fail with 2 (SYS_TRANSIENT), as calls beyond the canister's
+    /// outstanding-call quota do. Composite-query calls are not bounded by it.
+    pub fn limit_calls(&mut self, calls_allowed: u64) {
+        self.calls_allowed = Some(calls_allowed);
     }
 
     /// Whether a message is paused between slices.
@@ -339,6 +362,7 @@ impl ExecutionState {
             heap_before: Vec::new(),
             heap_before_current: false,
             paused: None,
+            calls_allowed: None,
         })
     }
 
@@ -409,26 +433,44 @@ impl ExecutionState {
         sys: &SystemStateView,
         params: &ExecutionParameters,
     ) -> Result<(Self, ExecutionOutcome), ExecutionOutcome> {
-        if !self.module.has_start() {
-            let outcome = ExecutionOutcome {
-                result: Ok(None),
-                instructions_used: 0,
-                changes: SystemStateChanges::default(),
-                logs: Vec::new(),
-            };
-            return Ok((self, outcome));
-        }
-        let start = self.instance.get_func(&self.store, START_EXPORT);
-        let outcome = match start {
-            Some(start) => match self.run(start, &[], ApiType::Start, sys, params, u64::MAX) {
-                Step::Done(outcome) => outcome,
-                Step::Paused { .. } => unreachable!("a slice of the whole limit does not pause"),
-            },
-            None => failed_outcome(UserError::new(ErrorCode::CanisterWasmEngineError, "instrumented start not found")),
+        let outcome = match self.start_sliced(sys, params, u64::MAX) {
+            Step::Done(outcome) => outcome,
+            Step::Paused { .. } => unreachable!("a slice of the whole limit does not pause"),
         };
         match outcome.result {
             Ok(_) => Ok((self, outcome)),
             Err(_) => Err(outcome),
+        }
+    }
+
+    /// Whether the module has a `(start)` function (which instantiation did not run).
+    pub fn has_start(&self) -> bool {
+        self.module.has_start()
+    }
+
+    /// Runs the module's `(start)` function (in the `Start` context) for at most `slice`
+    /// instructions, as [`Self::execute_sliced`] runs an export: instrumentation turned it into
+    /// an exported function, so it is an ordinary resumable call and pauses like any message.
+    /// A module without one is done at once, having used nothing.
+    pub fn start_sliced(&mut self, sys: &SystemStateView, params: &ExecutionParameters, slice: u64) -> Step {
+        if self.paused.is_some() {
+            let e = UserError::new(ErrorCode::CanisterWasmEngineError, "the canister has a paused execution");
+            return Step::Done(failed_outcome(e));
+        }
+        if !self.module.has_start() {
+            return Step::Done(ExecutionOutcome {
+                result: Ok(None),
+                instructions_used: 0,
+                changes: SystemStateChanges::default(),
+                logs: Vec::new(),
+            });
+        }
+        match self.instance.get_func(&self.store, START_EXPORT) {
+            Some(start) => {
+                self.calls_allowed = None;
+                self.run(start, &[], ApiType::Start, sys, params, slice)
+            }
+            None => Step::Done(failed_outcome(UserError::new(ErrorCode::CanisterWasmEngineError, "instrumented start not found"))),
         }
     }
 
@@ -471,6 +513,8 @@ impl ExecutionState {
         params: &ExecutionParameters,
         slice: u64,
     ) -> Step {
+        // The bound set for this execution, if any, goes with it (and no further).
+        let calls_allowed = self.calls_allowed.take().unwrap_or(u64::MAX);
         if self.paused.is_some() {
             let e = UserError::new(ErrorCode::CanisterWasmEngineError, "the canister has a paused execution");
             return Step::Done(failed_outcome(e));
@@ -486,6 +530,8 @@ impl ExecutionState {
             Ok(found) => found,
             Err(e) => return Step::Done(failed_outcome(e)),
         };
+        // (Re-instantiation made a new `self`: the bound goes on to it here.)
+        self.calls_allowed = Some(calls_allowed);
         self.run(func, &args, api, sys, params, slice)
     }
 
@@ -546,11 +592,12 @@ impl ExecutionState {
         slice: u64,
     ) -> Step {
         let context = Context::of(&api);
+        let calls_allowed = self.calls_allowed.take().unwrap_or(u64::MAX);
         let saved = self.save();
         let first = slice.min(params.instruction_limit);
         let host = self.store.data_mut();
         host.stable.begin();
-        host.api = Some(SystemApi::new(api, sys.clone(), params.clone()));
+        host.api = Some(SystemApi::new(api, sys.clone(), params.clone()).with_calls_allowed(calls_allowed));
         host.limiter = HeapLimiter { limit: params.wasm_memory_limit, exceeded: None };
         host.fuel_reserve = params.instruction_limit - first;
         let result = self.store.set_fuel(first).and_then(|()| func.call_resumable(&mut self.store, args, &mut []));
@@ -818,7 +865,7 @@ fn copy_of(heap: &[u8]) -> Vec<u8> {
 fn swap_changed_pages(a: &mut [u8], b: &mut [u8]) {
     const PAGE: usize = 4096;
     for (x, y) in a.chunks_mut(PAGE).zip(b.chunks_mut(PAGE)) {
-        if x != y {
+        if !tabnet_types::same_bytes(x, y) {
             x.swap_with_slice(y);
         }
     }
@@ -828,7 +875,7 @@ fn swap_changed_pages(a: &mut [u8], b: &mut [u8]) {
 fn copy_changed_pages(dst: &mut [u8], src: &[u8]) {
     const PAGE: usize = 4096;
     for (d, s) in dst.chunks_mut(PAGE).zip(src.chunks(PAGE)) {
-        if d != s {
+        if !tabnet_types::same_bytes(d, s) {
             d.copy_from_slice(s);
         }
     }

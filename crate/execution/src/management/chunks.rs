@@ -5,6 +5,7 @@ use super::types::{ChunkHash, InstallChunkedCodeArgs, InstallCodeArgs, UploadChu
 use super::{controlled_canister, empty_reply, encode, install, CanisterIdRecord};
 use crate::embedder::MAX_MODULE_BYTES;
 use crate::scheduler::ExecutionEnvironment;
+use crate::state::CallOrigin;
 use sha2::{Digest, Sha256};
 use tabnet_types::{ErrorCode, Principal, UserError};
 
@@ -56,9 +57,11 @@ pub(super) fn clear_chunk_store(env: &mut ExecutionEnvironment, sender: Principa
 /// Assembles the module from the store canister's chunks, checks its hash, installs it.
 pub(super) fn install_chunked_code(
     env: &mut ExecutionEnvironment,
+    origin: &CallOrigin,
+    refund: u128,
     sender: Principal,
     args: InstallChunkedCodeArgs,
-) -> Result<Vec<u8>, UserError> {
+) -> Result<(), UserError> {
     let store_id = args.store_canister.unwrap_or(args.target_canister);
     let store = &controlled_or_self(env, sender, &store_id)?.system.wasm_chunk_store;
     let chunks = args
@@ -91,6 +94,8 @@ pub(super) fn install_chunked_code(
     }
     install::install_code(
         env,
+        origin,
+        refund,
         sender,
         InstallCodeArgs {
             mode: args.mode,

@@ -1,17 +1,41 @@
-//! `install_code`: install, reinstall and upgrade. The new Wasm state is built aside and only
-//! replaces the old one when every hook succeeded; a trap anywhere leaves the canister as it was.
+//! `install_code`: install, reinstall and upgrade, in slices like long messages (deterministic
+//! time slicing, as on the IC).
+//!
+//! The hooks — `canister_pre_upgrade` (on a copy of the old instance), the new module's
+//! `(start)`, then `canister_init` or `canister_post_upgrade` — run one after the other with
+//! one instruction budget for the whole install (`max_instructions_per_install_code`), in
+//! slices of `slice_instructions`: at most one slice per round, so that a long install holds
+//! up no round for longer than a slice. The new Wasm state is built aside and replaces the old
+//! one only when every hook succeeded; a trap anywhere (or the limit) leaves the canister as it
+//! was. The caller gets its reply or reject when the install ends.
+//!
+//! What is replicated is the [`LongInstall`] record (the install's arguments and how many
+//! slices it was given); the state built aside ([`InstallProgress`]) lives only in memory. A
+//! replica that lost it (a restart from its stored state) runs the install again, slice by
+//! slice, to where every other replica paused it ([`catch_up`]); at a checkpoint every replica
+//! drops it and starts the install over ([`abort`]), so no checkpoint holds a half-built
+//! instance.
 
-// The embedder's constructors hand back the whole failed outcome (logs, instructions) as `Err`.
+// The embedder hands back whole failed outcomes (logs, instructions) as `Err`.
 #![allow(clippy::result_large_err)]
 
-use super::types::{CanisterInstallMode, InstallCodeArgs, UpgradeOptions, WasmMemoryPersistence};
+use super::types::{CanisterInstallMode, InstallCodeArgs, WasmMemoryPersistence};
 use super::{controlled_canister, empty_reply};
-use crate::hypervisor::{ApiType, CanisterModule, EntryPoint, ExecutionOutcome, ExecutionState, SystemStateChanges};
-use crate::scheduler::{no_module_error, ExecutionEnvironment};
+use crate::hypervisor::{ApiType, CanisterModule, EntryPoint, ExecutionOutcome, ExecutionParameters, ExecutionState, LogRecord, Step};
+use crate::scheduler::{error_payload, no_module_error, ExecutionEnvironment};
+use crate::state::{CallOrigin, InstallMode, LongInstall, ResponsePayload};
 use std::sync::Arc;
-use tabnet_types::{CanisterId, ErrorCode, Principal, UserError};
+use tabnet_types::{CanisterId, ErrorCode, Principal, UserError, MANAGEMENT_CANISTER};
 
-pub(super) fn install_code(env: &mut ExecutionEnvironment, sender: Principal, args: InstallCodeArgs) -> Result<Vec<u8>, UserError> {
+/// Checks an `install_code`, takes its prepayment, records it on the canister and runs its
+/// first slice. `Ok`: the install answers `origin` itself, when it ends (possibly already).
+pub(super) fn install_code(
+    env: &mut ExecutionEnvironment,
+    origin: &CallOrigin,
+    refund: u128,
+    sender: Principal,
+    args: InstallCodeArgs,
+) -> Result<(), UserError> {
     let id = args.canister_id;
     let c = controlled_canister(env, sender, &id)?;
     match args.mode {
@@ -25,158 +49,357 @@ pub(super) fn install_code(env: &mut ExecutionEnvironment, sender: Principal, ar
         _ => {}
     }
     let limit = env.config.max_instructions_per_install_code;
-    env.check_can_pay(c, env.prepayment(c, limit))
-        .map_err(|e| UserError::new(e.code, format!("Canister installation failed with `{}`", e.message)))?;
+    let out_of_cycles = |e: UserError| UserError::new(e.code, format!("Canister installation failed with `{}`", e.message));
+    // Before compiling: a canister that cannot pay does not get a module compiled.
+    env.check_can_pay(c, env.prepayment(c, limit)).map_err(out_of_cycles)?;
 
-    let module = CanisterModule::new(args.wasm_module)
+    let module = CanisterModule::new(args.wasm_module.as_slice())
         .map_err(|e| UserError::new(e.code, format!("Error from Canister {id}: {}", e.message)))?;
-    let wasm64 = module.is_wasm64();
-    let mut run = HookRunner { env, id, limit, instructions: 0, changes: SystemStateChanges::default() };
-    let result = match args.mode {
-        CanisterInstallMode::Install | CanisterInstallMode::Reinstall => run.install(module, sender, args.arg),
-        CanisterInstallMode::Upgrade(options) => run.upgrade(module, sender, args.arg, options.unwrap_or_default()),
+    let mode = match args.mode {
+        CanisterInstallMode::Install => InstallMode::Install { reinstall: false },
+        CanisterInstallMode::Reinstall => InstallMode::Install { reinstall: true },
+        CanisterInstallMode::Upgrade(options) => {
+            let options = options.unwrap_or_default();
+            let old = c.execution.as_ref().ok_or_else(|| no_module_error(&id))?;
+            check_memory_persistence(old.module(), &module, options.wasm_memory_persistence)?;
+            InstallMode::Upgrade {
+                skip_pre_upgrade: options.skip_pre_upgrade.unwrap_or(false),
+                keep_heap: options.wasm_memory_persistence == Some(WasmMemoryPersistence::Keep),
+            }
+        }
     };
-    let HookRunner { env, instructions, changes, .. } = run;
-
-    let cost = env.config.cycles.execution_cost(instructions, wasm64);
+    // Execution is paid for up front at the new module's rate (wasm64 costs more); what the
+    // install does not use goes back when it ends.
+    let wasm64 = module.is_wasm64();
+    let prepaid = env.config.cycles.execution_cost(limit, wasm64);
+    env.check_can_pay(c, prepaid).map_err(out_of_cycles)?;
+    let record = LongInstall {
+        origin: origin.clone(),
+        refund,
+        caller: sender,
+        mode,
+        module: args.wasm_module,
+        arg: args.arg,
+        sys: env.view(c, env.time(), true),
+        params: env.params(c, wasm64, limit, env.config.max_reply_bytes),
+        wasm64,
+        prepaid,
+        slices: 0,
+        instructions_used: 0,
+    };
     let c = env.state.canister_mut(&id).expect("checked above");
-    c.system.charge(cost);
-    let new_state = result?;
-
-    c.execution = Some(new_state);
-    c.system.canister_version += 1;
-    c.system.total_num_changes += 1;
-    if !matches!(args.mode, CanisterInstallMode::Upgrade(_)) {
-        c.system.certified_data.clear();
-    }
-    // Every install deactivates the timer; init/post_upgrade may have set it again.
-    c.system.global_timer = changes.new_global_timer.unwrap_or(0);
-    if let Some(data) = changes.new_certified_data {
-        c.system.certified_data = data;
-    }
-    Ok(empty_reply())
+    let paid = c.system.withdraw(prepaid);
+    debug_assert!(paid, "check_can_pay checked the balance");
+    c.system.long_install = Some(Box::new(record));
+    run_slice(env, &id, Some(module));
+    Ok(())
 }
 
-/// Runs the hooks of one `install_code`, adding up instructions and system-state changes.
-struct HookRunner<'a> {
-    env: &'a mut ExecutionEnvironment,
-    id: CanisterId,
-    limit: u64,
-    instructions: u64,
-    changes: SystemStateChanges,
+/// The state an install builds aside, between its slices. Not replicated: a replica that lost
+/// it rebuilds it with [`catch_up`].
+pub(crate) struct InstallProgress {
+    module: Arc<CanisterModule>,
+    stage: Stage,
+    /// Instructions of the hooks that ended.
+    consumed: u64,
+    /// The running hook: instructions it used up to its pause, and the fuel it was given (what
+    /// it leaves of that when it ends goes on to the next hook, in the same slice).
+    running_used: u64,
+    running_given: u64,
+    /// Logs of the hooks that ended; they reach the canister's log when the install ends.
+    logs: Vec<LogRecord>,
+    new_certified_data: Option<Vec<u8>>,
+    new_global_timer: Option<u64>,
 }
 
-impl HookRunner<'_> {
-    /// A fresh instance: `(start)`, then `canister_init`.
-    fn install(&mut self, module: Arc<CanisterModule>, caller: Principal, arg: Vec<u8>) -> Result<ExecutionState, UserError> {
-        let mut exec = self.instantiate(module, |m, sys, params| ExecutionState::new(m, Vec::new(), sys, params))?;
-        self.run_hook(&mut exec, "canister_init", ApiType::Init { caller, arg })?;
-        Ok(exec)
-    }
+/// Where an install stands; each instance either has not started its hook yet or is paused in it.
+enum Stage {
+    /// `canister_pre_upgrade` runs on a copy of the old instance.
+    PreUpgrade(ExecutionState),
+    /// The new instance, its `(start)` to run.
+    Start(ExecutionState),
+    /// The new instance, `canister_init` or `canister_post_upgrade` to run.
+    Hook(ExecutionState),
+    /// Between stages (only while one is being replaced).
+    Moving,
+}
 
-    /// `canister_pre_upgrade` on the old instance (unless skipped), then a new instance that
-    /// keeps stable memory (and the heap with `wasm_memory_persistence = keep`), `(start)` and
-    /// `canister_post_upgrade`. On failure the old instance is put back as it was.
-    fn upgrade(
-        &mut self,
-        module: Arc<CanisterModule>,
-        caller: Principal,
-        arg: Vec<u8>,
-        options: UpgradeOptions,
-    ) -> Result<ExecutionState, UserError> {
-        let id = self.id;
-        let mut old = self.env.state.canister_mut(&id).and_then(|c| c.execution.take()).ok_or_else(|| no_module_error(&id))?;
-        let backup = old.try_clone();
-        let result = backup.and_then(|backup| {
-            let result = self.upgrade_from(&mut old, module, caller, arg, options);
-            if result.is_err() {
-                old = backup;
+impl InstallProgress {
+    /// The install's first stage: a copy of the old instance for `canister_pre_upgrade`, or the
+    /// new instance (for an upgrade that skips it: built from the old one).
+    fn begin(r: &LongInstall, module: Arc<CanisterModule>, old: Option<&ExecutionState>) -> Result<Self, UserError> {
+        let heap_limit = r.params.wasm_memory_limit;
+        let stage = match r.mode {
+            InstallMode::Install { .. } => Stage::Start(ExecutionState::new_unstarted(module.clone(), Vec::new(), heap_limit)?),
+            InstallMode::Upgrade { skip_pre_upgrade, keep_heap } => {
+                let old = old.ok_or_else(|| no_module_error(&r.sys.canister_id))?;
+                if !skip_pre_upgrade && old.exports_function("canister_pre_upgrade") {
+                    Stage::PreUpgrade(old.try_clone()?)
+                } else if keep_heap {
+                    Stage::Start(ExecutionState::new_unstarted_keeping_heap(module.clone(), old, heap_limit)?)
+                } else {
+                    Stage::Start(ExecutionState::new_unstarted(module.clone(), old.stable_bytes().to_vec(), heap_limit)?)
+                }
             }
-            result
-        });
-        // The old instance goes back for now; on success the caller replaces it.
-        if let Some(c) = self.env.state.canister_mut(&id) {
-            c.execution = Some(old);
-        }
-        result
-    }
-
-    fn upgrade_from(
-        &mut self,
-        old: &mut ExecutionState,
-        module: Arc<CanisterModule>,
-        caller: Principal,
-        arg: Vec<u8>,
-        options: UpgradeOptions,
-    ) -> Result<ExecutionState, UserError> {
-        check_memory_persistence(old.module(), &module, options.wasm_memory_persistence)?;
-        if !options.skip_pre_upgrade.unwrap_or(false) {
-            self.run_hook(old, "canister_pre_upgrade", ApiType::PreUpgrade { caller })?;
-        }
-        let mut exec = if options.wasm_memory_persistence == Some(WasmMemoryPersistence::Keep) {
-            self.instantiate(module, |m, sys, params| ExecutionState::new_keeping_heap(m, old, sys, params))?
-        } else {
-            let stable = old.stable_bytes().to_vec();
-            self.instantiate(module, |m, sys, params| ExecutionState::new(m, stable, sys, params))?
         };
-        self.run_hook(&mut exec, "canister_post_upgrade", ApiType::PostUpgrade { caller, arg })?;
-        Ok(exec)
+        Ok(Self {
+            module,
+            stage,
+            consumed: 0,
+            running_used: 0,
+            running_given: 0,
+            logs: Vec::new(),
+            new_certified_data: None,
+            new_global_timer: None,
+        })
     }
 
-    /// Builds an instance with `make` (which runs the module's `(start)`).
-    fn instantiate(
-        &mut self,
-        module: Arc<CanisterModule>,
-        make: impl FnOnce(
-            Arc<CanisterModule>,
-            &crate::hypervisor::SystemStateView,
-            &crate::hypervisor::ExecutionParameters,
-        ) -> Result<(ExecutionState, ExecutionOutcome), ExecutionOutcome>,
-    ) -> Result<ExecutionState, UserError> {
-        let c = &self.env.state.canisters[&self.id];
-        let sys = self.env.view(c, self.env.time(), true);
-        let left = self.limit.saturating_sub(self.instructions);
-        let params = self.env.params(c, module.is_wasm64(), left, self.env.config.max_reply_bytes);
-        match make(module, &sys, &params) {
-            Ok((exec, outcome)) => {
-                self.account(outcome)?;
-                Ok(exec)
-            }
-            Err(outcome) => {
-                self.account(outcome)?;
-                Err(UserError::new(ErrorCode::CanisterWasmEngineError, "instantiation failed"))
-            }
+    /// Instructions the install used so far.
+    fn instructions_used(&self) -> u64 {
+        self.consumed.saturating_add(self.running_used)
+    }
+
+    /// Memory the state built aside holds (it counts toward the subnet's memory).
+    pub(crate) fn memory_usage(&self) -> u64 {
+        match &self.stage {
+            Stage::PreUpgrade(e) | Stage::Start(e) | Stage::Hook(e) => e.memory_usage(),
+            Stage::Moving => 0,
         }
     }
 
-    /// Runs an exported hook if the module has it.
-    fn run_hook(&mut self, exec: &mut ExecutionState, hook: &str, api: ApiType) -> Result<(), UserError> {
-        if !exec.exports_function(hook) {
-            return Ok(());
+    /// Gives the install one slice of `slice` instructions: its hooks run on from where they
+    /// paused, one after the other, until the slice is used up (`Ok(None)`: paused) or the
+    /// last hook ended (`Ok(Some)`: the new instance). A hook that ends within the slice leaves
+    /// the rest of it to the next one; a hook is never started with nothing left of the slice.
+    /// Deterministic: the same slices bring every replica to the same instruction.
+    fn advance(&mut self, r: &LongInstall, slice: u64) -> Result<Option<ExecutionState>, UserError> {
+        let limit = r.params.instruction_limit;
+        let mut fuel = slice;
+        loop {
+            let (exec, entry) = match &mut self.stage {
+                Stage::PreUpgrade(e) => (e, Some("canister_pre_upgrade")),
+                Stage::Start(e) => (e, None),
+                Stage::Hook(e) => (e, Some(hook_of(r.mode))),
+                Stage::Moving => unreachable!("a stage is always in place between slices"),
+            };
+            let exists = match entry {
+                Some(name) => exec.exports_function(name),
+                None => exec.has_start(),
+            };
+            if exists {
+                if fuel == 0 && !exec.is_paused() {
+                    return Ok(None);
+                }
+                let step = if exec.is_paused() {
+                    exec.resume(fuel)
+                } else {
+                    let params = ExecutionParameters { instruction_limit: limit.saturating_sub(self.consumed), ..r.params.clone() };
+                    match entry {
+                        Some(name) => exec.execute_sliced(&EntryPoint::Export(name.into()), api_of(r, name), &r.sys, &params, fuel),
+                        None => exec.start_sliced(&r.sys, &params, fuel),
+                    }
+                };
+                self.running_given = self.running_given.saturating_add(fuel);
+                match step {
+                    Step::Paused { instructions_used } => {
+                        self.running_used = instructions_used;
+                        return Ok(None);
+                    }
+                    Step::Done(outcome) => {
+                        fuel = self.running_given.saturating_sub(outcome.instructions_used);
+                        self.running_given = 0;
+                        self.running_used = 0;
+                        self.account(outcome, limit)?;
+                    }
+                }
+            }
+            // The stage ended (or had nothing to run): on to the next.
+            self.stage = match std::mem::replace(&mut self.stage, Stage::Moving) {
+                Stage::PreUpgrade(old) => {
+                    let heap_limit = r.params.wasm_memory_limit;
+                    let new = match r.mode {
+                        InstallMode::Upgrade { keep_heap: true, .. } => {
+                            ExecutionState::new_unstarted_keeping_heap(self.module.clone(), &old, heap_limit)?
+                        }
+                        _ => ExecutionState::new_unstarted(self.module.clone(), old.into_stable_memory(), heap_limit)?,
+                    };
+                    Stage::Start(new)
+                }
+                Stage::Start(new) => Stage::Hook(new),
+                Stage::Hook(new) => return Ok(Some(new)),
+                Stage::Moving => unreachable!(),
+            };
         }
-        let left = self.limit.saturating_sub(self.instructions);
-        let time = self.env.time();
-        let outcome = self.env.run_wasm(&self.id, exec, &EntryPoint::Export(hook.into()), api, left, time, true, 0);
-        self.account(outcome)
     }
 
-    /// Counts instructions, keeps logs and system changes; the execution's error, if any.
-    fn account(&mut self, outcome: ExecutionOutcome) -> Result<(), UserError> {
-        self.instructions = self.instructions.saturating_add(outcome.instructions_used);
-        if let Some(c) = self.env.state.canister_mut(&self.id) {
-            for record in outcome.logs {
-                c.system.log.push(record);
-            }
+    /// Counts a hook's instructions, keeps its logs and system changes; its error, if any.
+    fn account(&mut self, outcome: ExecutionOutcome, limit: u64) -> Result<(), UserError> {
+        self.consumed = self.consumed.saturating_add(outcome.instructions_used);
+        self.logs.extend(outcome.logs);
+        if let Err(e) = outcome.result {
+            // The limit is the whole install's, not what the hook had left of it.
+            return Err(match e.code {
+                ErrorCode::CanisterInstructionLimitExceeded => crate::system_api::instruction_limit_error(limit),
+                _ => e,
+            });
         }
-        outcome.result?;
         if let Some(d) = outcome.changes.new_certified_data {
-            self.changes.new_certified_data = Some(d);
+            self.new_certified_data = Some(d);
         }
         if let Some(t) = outcome.changes.new_global_timer {
-            self.changes.new_global_timer = Some(t);
+            self.new_global_timer = Some(t);
         }
         Ok(())
     }
+}
+
+fn hook_of(mode: InstallMode) -> &'static str {
+    match mode {
+        InstallMode::Install { .. } => "canister_init",
+        InstallMode::Upgrade { .. } => "canister_post_upgrade",
+    }
+}
+
+fn api_of(r: &LongInstall, hook: &str) -> ApiType {
+    let caller = r.caller;
+    match hook {
+        "canister_pre_upgrade" => ApiType::PreUpgrade { caller },
+        "canister_init" => ApiType::Init { caller, arg: r.arg.clone() },
+        _ => ApiType::PostUpgrade { caller, arg: r.arg.clone() },
+    }
+}
+
+/// Runs the next slice of the canister's install (its first, or the next after a pause or an
+/// abort), counting it against the round; ends the install if it ended. `module`: the new
+/// module, when already compiled.
+pub(crate) fn run_slice(env: &mut ExecutionEnvironment, id: &CanisterId, module: Option<Arc<CanisterModule>>) {
+    let Some(c) = env.state.canister_mut(id) else { return };
+    let Some(mut record) = c.system.long_install.take() else { return };
+    let progress = match c.install.take() {
+        Some(p) => Ok(p),
+        None => start(&record, module, c.execution.as_ref()).map(Box::new),
+    };
+    let mut progress = match progress {
+        Ok(p) => p,
+        Err(e) => return finish(env, id, *record, None, Err(e)),
+    };
+    let result = progress.advance(&record, env.slice_instructions.max(1));
+    record.slices += 1;
+    let used = progress.instructions_used();
+    env.count_round_instructions(used.saturating_sub(record.instructions_used));
+    record.instructions_used = used;
+    match result {
+        Ok(None) => {
+            let c = env.state.canister_mut(id).expect("the canister exists while it installs");
+            c.system.long_install = Some(record);
+            c.install = Some(progress);
+        }
+        done => finish(env, id, *record, Some(*progress), done),
+    }
+}
+
+/// The install's state built anew from its start (compiling the module unless given).
+fn start(r: &LongInstall, module: Option<Arc<CanisterModule>>, old: Option<&ExecutionState>) -> Result<InstallProgress, UserError> {
+    let module = match module {
+        Some(m) => m,
+        None => CanisterModule::new(r.module.as_slice())?,
+    };
+    InstallProgress::begin(r, module, old)
+}
+
+/// Rebuilds the state of an install that paused on every replica but was lost here (a
+/// restart): runs it again from its start with the same slices, to the same instruction. Not
+/// counted against the round (the other replicas counted those slices when they ran them).
+pub(crate) fn catch_up(env: &mut ExecutionEnvironment, id: &CanisterId) {
+    let slice = env.slice_instructions.max(1);
+    let Some(c) = env.state.canister_mut(id) else { return };
+    let Some(record) = c.system.long_install.take() else { return };
+    let mut result = Ok(None);
+    let mut progress = start(&record, None, c.execution.as_ref());
+    if let Ok(p) = progress.as_mut() {
+        for _ in 0..record.slices {
+            result = p.advance(&record, slice);
+            if !matches!(result, Ok(None)) {
+                break;
+            }
+        }
+    }
+    match (progress, result) {
+        (Ok(p), Ok(None)) => {
+            let c = env.state.canister_mut(id).expect("listed canister exists");
+            c.system.long_install = Some(record);
+            c.install = Some(Box::new(p));
+        }
+        // It cannot end before the point where every replica paused it (the same slices); if
+        // it did anyway, it ends here.
+        (Ok(p), done) => finish(env, id, *record, Some(p), done),
+        (Err(e), _) => finish(env, id, *record, None, Err(e)),
+    }
+}
+
+/// Drops the state an install built aside: it starts over from its beginning in a later round
+/// (the caller still waits; the prepayment stays taken). For checkpoints, as
+/// `abort_paused_executions` does with messages.
+pub(crate) fn abort(env: &mut ExecutionEnvironment, id: &CanisterId) {
+    let Some(c) = env.state.canister_mut(id) else { return };
+    c.install = None;
+    if let Some(record) = c.system.long_install.as_mut() {
+        record.slices = 0;
+        record.instructions_used = 0;
+    }
+}
+
+/// Ends the canister's install early with `error` (the canister is being uninstalled).
+pub(crate) fn abandon(env: &mut ExecutionEnvironment, id: &CanisterId, error: UserError) {
+    let Some(c) = env.state.canister_mut(id) else { return };
+    let Some(record) = c.system.long_install.take() else { return };
+    let progress = c.install.take();
+    finish(env, id, *record, progress.map(|p| *p), Err(error));
+}
+
+/// Ends an install: returns the unused prepayment, keeps the hooks' logs, puts the new
+/// instance in place if it succeeded, and answers the caller.
+fn finish(
+    env: &mut ExecutionEnvironment,
+    id: &CanisterId,
+    record: LongInstall,
+    progress: Option<InstallProgress>,
+    result: Result<Option<ExecutionState>, UserError>,
+) {
+    let cost = env.config.cycles.execution_cost(record.instructions_used, record.wasm64);
+    let upgrade = matches!(record.mode, InstallMode::Upgrade { .. });
+    let payload = match env.state.canister_mut(id) {
+        None => error_payload(UserError::new(ErrorCode::CanisterNotFound, format!("Canister {id} not found"))),
+        Some(c) => {
+            c.system.cycles = c.system.cycles.saturating_add(record.prepaid);
+            c.system.charge(cost);
+            c.install = None;
+            let (logs, certified_data, timer) =
+                progress.map_or((Vec::new(), None, None), |p| (p.logs, p.new_certified_data, p.new_global_timer));
+            for log in logs {
+                c.system.log.push(log);
+            }
+            match result {
+                Ok(Some(new_state)) => {
+                    c.execution = Some(new_state);
+                    c.system.canister_version += 1;
+                    c.system.total_num_changes += 1;
+                    if !upgrade {
+                        c.system.certified_data.clear();
+                    }
+                    // Every install deactivates the timer; init/post_upgrade may have set it again.
+                    c.system.global_timer = timer.unwrap_or(0);
+                    if let Some(data) = certified_data {
+                        c.system.certified_data = data;
+                    }
+                    ResponsePayload::Reply(empty_reply())
+                }
+                Ok(None) => error_payload(UserError::new(ErrorCode::CanisterWasmEngineError, "the install did not end")),
+                Err(e) => error_payload(e),
+            }
+        }
+    };
+    env.deliver_response(record.origin, MANAGEMENT_CANISTER, payload, record.refund);
 }
 
 /// The metadata section by which a module declares enhanced orthogonal persistence (Motoko's

@@ -118,14 +118,16 @@ impl ExecutionEnvironment {
             return self.after_execution(id, long.call_context, Err(super::no_module_error(id)), long.then);
         };
         let slice = self.slice_instructions.max(1);
+        let calls_allowed = self.calls_allowed(id);
         let step = if exec.is_paused() {
             exec.resume(slice)
         } else if long.fuel_given == 0 {
+            exec.limit_calls(calls_allowed);
             exec.execute_sliced(&long.entry, long.api.clone(), &long.sys, &long.params, slice)
         } else {
             // Paused on the other replicas, lost here (a restart): run it again to where they
             // paused it (counted already), then give it its slice.
-            match exec.execute_sliced(&long.entry, long.api.clone(), &long.sys, &long.params, long.fuel_given) {
+            match super::replay_slices(&mut exec, &long, slice, calls_allowed) {
                 Step::Paused { .. } => exec.resume(slice),
                 done => done,
             }
@@ -262,6 +264,8 @@ impl ExecutionEnvironment {
         };
         // The request waits in a queue; the callback stays until the response comes.
         let bytes = crate::state::request_bytes(&request) + CALLBACK_BYTES;
+        // `ic0.call_perform` already refused calls beyond the quota (see `calls_allowed`);
+        // this stays as a backstop.
         let refused = if c.system.callbacks.len() > max_outstanding {
             Some(UserError::new(
                 ErrorCode::CanisterOutOfMemory,

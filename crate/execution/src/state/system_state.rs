@@ -241,9 +241,9 @@ impl<'de, T: Deserialize<'de> + HeldBytes> Deserialize<'de> for MessageQueue<T> 
 
 /// A message executing in slices across rounds (deterministic time slicing): everything
 /// needed to run it from its beginning. The Wasm execution itself waits in the instance and
-/// is not replicated: a replica that lost it (a restart) runs the message again up to
-/// `fuel_given`, where every other replica paused it too; at a checkpoint every replica starts
-/// it over (`fuel_given` 0). Meanwhile the canister runs nothing else.
+/// is not replicated: a replica that lost it (a restart) runs the message again, slice by
+/// slice, up to `fuel_given`, where every other replica paused it too; at a checkpoint every
+/// replica starts it over (`fuel_given` 0). Meanwhile the canister runs nothing else.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LongExecution {
     /// The call context it runs in (none for cleanup).
@@ -269,6 +269,54 @@ pub enum AfterExecution {
     Callback { on_cleanup: Option<WasmClosure>, caller: Principal },
     /// A cleanup callback: then the call context closes with the callback's error.
     Cleanup { call_context: CallContextId, error: UserError },
+}
+
+/// An `install_code` running in slices across rounds (deterministic time slicing), as the IC
+/// slices it: everything needed to run it from its beginning, and how far it got. The new Wasm
+/// state is built aside (in memory, not replicated) and replaces the canister's only when the
+/// install succeeds; meanwhile the canister runs nothing else and management calls about it
+/// wait, and no other `install_code` starts on the subnet (the IC runs long installs one at a
+/// time). A replica that lost the aside state (a restart) runs the install again, slice by
+/// slice, up to `slices` (so that it pauses where every other replica did, host calls that
+/// borrowed past a slice included); at a checkpoint every replica starts it over (`slices` 0).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LongInstall {
+    /// Who waits for the reply (ingress or a calling canister).
+    pub origin: CallOrigin,
+    /// Cycles that came with the call: they go back with the response.
+    pub refund: u128,
+    /// The controller that asked (`msg_caller` of the hooks).
+    pub caller: Principal,
+    pub mode: InstallMode,
+    /// The new module as uploaded.
+    #[serde(with = "serde_bytes")]
+    pub module: Vec<u8>,
+    /// The argument of `canister_init` / `canister_post_upgrade`.
+    #[serde(with = "serde_bytes")]
+    pub arg: Vec<u8>,
+    /// What the System API sees in every hook (time, balance, ...), fixed when it started.
+    pub sys: SystemStateView,
+    /// Limits; `instruction_limit` is the whole install's.
+    pub params: ExecutionParameters,
+    /// Whether the new module is 64-bit (its instructions cost more).
+    pub wasm64: bool,
+    /// Cycles taken from the balance up front for the whole limit; what the install did not
+    /// use goes back at its end.
+    pub prepaid: u128,
+    /// Slices given so far; 0 before the first (and after an abort).
+    pub slices: u64,
+    /// Instructions it used up to its pause.
+    pub instructions_used: u64,
+}
+
+/// What an `install_code` does with the canister's old Wasm state.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum InstallMode {
+    /// A fresh instance (`install` into an empty canister, or `reinstall`).
+    Install { reinstall: bool },
+    /// `canister_pre_upgrade` (unless skipped) on the old instance, then a new instance that
+    /// keeps stable memory (and the heap with `wasm_memory_persistence = keep`).
+    Upgrade { skip_pre_upgrade: bool, keep_heap: bool },
 }
 
 /// One log line as `fetch_canister_logs` returns it.
@@ -354,6 +402,9 @@ pub struct SystemState {
     /// A message running in slices across rounds, if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub long_execution: Option<LongExecution>,
+    /// An `install_code` running in slices across rounds, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub long_install: Option<Box<LongInstall>>,
 }
 
 /// The low-Wasm-memory hook's status: ready when the Wasm memory left under
@@ -401,7 +452,14 @@ impl SystemState {
             cycles_consumed: 0,
             low_wasm_memory_hook: LowWasmMemoryHook::ConditionNotSatisfied,
             long_execution: None,
+            long_install: None,
         }
+    }
+
+    /// Whether a message or an `install_code` runs in slices on the canister: it runs
+    /// nothing else until that ends.
+    pub fn is_busy(&self) -> bool {
+        self.long_execution.is_some() || self.long_install.is_some()
     }
 
     pub fn is_controller(&self, p: &Principal) -> bool {

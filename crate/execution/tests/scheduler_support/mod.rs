@@ -161,14 +161,20 @@ impl Env {
         arg: Vec<u8>,
         mode: CanisterInstallMode,
     ) -> Outcome {
-        let args = InstallCodeArgs {
-            mode,
-            canister_id: id,
-            wasm_module: wasm.to_vec(),
-            arg,
-            sender_canister_version: None,
-        };
-        self.mgmt(user(), "install_code", &args)
+        self.mgmt(user(), "install_code", &install_code_args(id, wasm, arg, mode))
+    }
+
+    /// The `install_code` message `install_mode` sends, for a test to submit in rounds of its
+    /// own (an install that spans rounds).
+    pub fn install_message(
+        &mut self,
+        id: CanisterId,
+        wasm: &[u8],
+        arg: Vec<u8>,
+        mode: CanisterInstallMode,
+    ) -> IngressMessage {
+        let args = Encode!(&install_code_args(id, wasm, arg, mode)).unwrap();
+        self.message(user(), MANAGEMENT_CANISTER, "install_code", args, id)
     }
 
     pub fn install(&mut self, id: CanisterId, wasm: &[u8]) {
@@ -196,6 +202,22 @@ impl Env {
 
     pub fn cycles(&self, id: CanisterId) -> u128 {
         self.env.state().canister(&id).unwrap().system.cycles
+    }
+}
+
+/// The argument of `install_code` for `wasm` on `id`.
+pub fn install_code_args(
+    id: CanisterId,
+    wasm: &[u8],
+    arg: Vec<u8>,
+    mode: CanisterInstallMode,
+) -> InstallCodeArgs {
+    InstallCodeArgs {
+        mode,
+        canister_id: id,
+        wasm_module: wasm.to_vec(),
+        arg,
+        sender_canister_version: None,
     }
 }
 
