@@ -5,5 +5,6 @@ cd "$(dirname "$0")/.."
 # wasm-pack's `cargo metadata` wants every platform's crates; fetch them once, quietly.
 cargo fetch -q
 wasm-pack build --mode no-install --release --target bundler --out-dir ../../pkg crate/web
+[ -n "${TABNET_WASM_NAMES:-}" ] || node scripts/strip-wasm-names.mjs pkg/tabnet_web_bg.wasm
 npx webpack --no-stats
-echo "web app in www/dist ($(du -sh www/dist | cut -f1)), wasm $(du -h pkg/*_bg.wasm | cut -f1)"
+echo "web app in www/dist ($(du -sh www/dist | cut -f1)), wasm $(du -h pkg/*_bg.wasm | cut -f1) ($(gzip -9 -c pkg/*_bg.wasm | wc -c) bytes gzipped)"

@@ -65,16 +65,42 @@ setInterval(() => { node.tick(now()); refresh(); }, 500);
 showNativeNode();
 
 // `/?subnet=NAME&nodes=N`: this tab is a node of the tab subnet NAME (N nodes, default 4).
+// Through the rendezvous of the native node that served the page, tabs on any machine that
+// open this address join one subnet; without one (or with `&signal=local`) the tabs of this
+// browser form it among themselves. The subnet forms once N tabs have joined; meanwhile the page
+// says how many have.
+async function joinSubnet(name, nodes) {
+  const waiting = (text) => {
+    window.tabnetWaiting = text;
+    $('subnet-status').textContent = text;
+  };
+  if (new URLSearchParams(location.search).get('signal') !== 'local') {
+    const scheme = location.protocol === 'https:' ? 'wss' : 'ws';
+    const url = `${scheme}://${location.host}/_/rendezvous/${encodeURIComponent(name)}?nodes=${nodes}`;
+    try {
+      return [await TabSubnet.join(name, nodes, url, waiting), 'through this server\'s rendezvous'];
+    } catch (e) {
+      // A refusal (full, another size) is final; no rendezvous at all means a static host.
+      if (!String(e).startsWith('no rendezvous answers')) throw e;
+    }
+  }
+  return [await TabSubnet.join(name, nodes, undefined, waiting), 'among the tabs of this browser'];
+}
+
 async function runSubnet(name, nodes) {
   $('subnet').hidden = false;
   $('subnet-name').textContent = name;
   let subnet;
+  let how;
   try {
-    subnet = await TabSubnet.join(name, nodes);
+    [subnet, how] = await joinSubnet(name, nodes);
   } catch (e) {
     $('subnet-status').textContent = `cannot join: ${e}`;
     return;
   }
+  window.tabnetSignaling = how;
+  // When the node was ready, in ms since navigation began (the benchmark's page load figure).
+  window.tabnetReadyMs = performance.now();
   window.tabnetSubnet = subnet;
   // The service worker hands this page's /api/* requests to its node.
   navigator.serviceWorker?.addEventListener('message', async (event) => {
@@ -88,6 +114,19 @@ async function runSubnet(name, nodes) {
     }
     event.ports[0].postMessage(r, [r.body.buffer]);
   });
+  // What this site keeps in the browser, and whether the browser may evict it.
+  let storage = 'asking the browser …';
+  const showStorage = async () => {
+    try {
+      const [{ usage, quota }, persisted] = await Promise.all([navigator.storage.estimate(), navigator.storage.persisted()]);
+      const mb = (n) => (n / 1e6).toFixed(1);
+      storage = `${mb(usage)} MB used of ${mb(quota)} MB allowed (${persisted ? 'persistent' : 'the browser may evict it under pressure'})`;
+    } catch (e) {
+      storage = `unknown (${e})`;
+    }
+  };
+  showStorage();
+  setInterval(showStorage, 5_000);
   let shown = 0;
   for (;;) {
     let wait;
@@ -102,8 +141,10 @@ async function runSubnet(name, nodes) {
       const s = JSON.parse(subnet.status());
       $('subnet-index').textContent = s.index;
       $('subnet-status').textContent =
-        `finalized ${s.finalized} · notarized ${s.notarized} · certified ${s.certified}\n` +
-        `links: ${s.links.map((l, k) => `${k} ${l}`).join(', ')}\n` + s.events.slice(-8).join('\n');
+        `finalized ${s.finalized} · notarized ${s.notarized} · certified ${s.certified}` +
+        ` · block-maker rank this round ${s.rank ?? '–'}${s.paused ? ' · PAUSED' : ''}\n` +
+        `links: ${s.links.map((l, k) => `${k} ${s.cut[k] ? 'cut' : l}`).join(', ')}\n` +
+        `storage: ${storage}\n` + s.events.join('\n');
     }
     await new Promise((resolve) => setTimeout(resolve, Math.max(1, Math.min(wait, 10))));
   }

@@ -44,15 +44,7 @@ export function canisterWasm(name) {
 
 /** A TCP port that was free a moment ago (the node binds it right after). */
 export async function freePort() {
-  return new Promise((ok, fail) => {
-    const server = createServer();
-    server.unref();
-    server.on('error', fail);
-    server.listen(0, '127.0.0.1', () => {
-      const { port } = server.address();
-      server.close(() => ok(port));
-    });
-  });
+  return freePorts(1);
 }
 
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
@@ -172,10 +164,14 @@ export class TabnetNode {
   }
 }
 
-/** `count` consecutive TCP ports that were free a moment ago. */
+/**
+ * `count` consecutive TCP ports that were free a moment ago. They are below Linux's ephemeral
+ * range (32768–60999): a port in it can be taken by any outgoing connection (the tests' own,
+ * or gossip between nodes) between this check and the node's bind.
+ */
 export async function freePorts(count) {
   for (let attempt = 0; attempt < 50; attempt++) {
-    const base = 20_000 + Math.floor(Math.random() * 40_000);
+    const base = 10_000 + Math.floor(Math.random() * (22_000 - count));
     const free = await Promise.all(
       Array.from({ length: count }, (_, k) =>
         new Promise((ok) => {

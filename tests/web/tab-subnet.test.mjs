@@ -1,7 +1,8 @@
-// Browser tabs are the nodes of a subnet: four tabs of the served app (Debian's Chromium, real
-// WebRTC between them, real IndexedDB) form a subnet, run consensus and keep going with one tab
-// closed; with two closed they stop, and resume when a tab comes back; reloaded, every tab
-// resumes from what it kept.
+// Browser tabs are the nodes of a subnet: four tabs of the served app in one browser (Debian's
+// Chromium, real WebRTC between them, real IndexedDB), signalling among themselves
+// (`&signal=local`: BroadcastChannel, Web Locks), form a subnet, run consensus and keep going
+// with one tab closed; with two closed they stop, and resume when a tab comes back; reloaded,
+// every tab resumes from what it kept. (tab-rendezvous.test.mjs: tabs in separate browsers.)
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { existsSync } from 'node:fs';
@@ -10,6 +11,7 @@ import { chromium } from 'playwright-core';
 
 import { TabnetNode, ROOT, canisterWasm } from '../agent-js/helpers.mjs';
 import { chromiumArgs } from '../support/browser.mjs';
+import { openTab as openTabOf, status, finalizedAtLeast, withAgent } from '../support/tab-subnet.mjs';
 
 const DIST = join(ROOT, 'www', 'dist');
 const SUBNET = `t${Date.now()}`;
@@ -31,27 +33,17 @@ after(async () => {
   await server?.destroy();
 });
 
-async function openTab() {
-  const page = await context.newPage();
-  page.on('pageerror', (e) => errors.push(String(e)));
-  await page.goto(`${server.url}/?subnet=${SUBNET}&nodes=4`);
-  await page.waitForFunction(() => window.tabnetSubnet !== undefined, null, { timeout: 60_000 });
-  return page;
-}
-
-const status = (page) => page.evaluate(() => JSON.parse(window.tabnetSubnet.status()));
-
-/** Waits until every page in `pages` has finalized at least `height`. */
-async function finalizedAtLeast(pages, height, timeout = 60_000) {
-  await Promise.all(pages.map((p) => p.waitForFunction(
-    (h) => JSON.parse(window.tabnetSubnet.status()).finalized >= h, height, { timeout, polling: 100 })));
-}
+const openTab = () => openTabOf(context, server.url, SUBNET, 4, errors, '&signal=local');
 
 let tabs = [];
 let canisterId;
 
 test('four tabs form a subnet over WebRTC and finalize blocks', async () => {
-  for (let k = 0; k < 4; k++) tabs.push(await openTab());
+  for (let k = 0; k < 3; k++) tabs.push(await openTab());
+  // Three of four have joined: the subnet has not formed yet, and the page says so.
+  await tabs[2].waitForFunction(() => /3 of 4 have joined/.test(window.tabnetWaiting ?? ''), null, { timeout: 10_000 });
+  assert.equal(await tabs[2].evaluate(() => window.tabnetSubnet), undefined);
+  tabs.push(await openTab());
   const indices = (await Promise.all(tabs.map(status))).map((s) => s.index).sort();
   assert.deepEqual(indices, [0, 1, 2, 3], 'each tab took its own member slot');
   await finalizedAtLeast(tabs, 10);
@@ -62,63 +54,85 @@ test('four tabs form a subnet over WebRTC and finalize blocks', async () => {
   assert.deepEqual(errors, []);
 });
 
-/** Runs `body(agentJs, arg)` in `page` once its service worker controls it: an agent there
- * (host = location.origin) talks to the tab subnet through it. */
-async function inPage(page, body, arg) {
-  await page.waitForFunction(() => navigator.serviceWorker.controller !== null, null, { timeout: 30_000 });
-  return page.evaluate(async ([source, arg]) => {
-    const run = new Function('agentJs', 'arg', `return (${source})(agentJs, arg);`);
-    return run(window.tabnetAgentJs, arg);
-  }, [body.toString(), arg]);
-}
-
-/** In a page: an agent on this origin, and the counter canister's and the management canister's interfaces. */
-const pageSetup = `
-  const { HttpAgent, Actor, IDL, Principal } = agentJs;
-  const agent = await HttpAgent.create({ host: location.origin, shouldFetchRootKey: true, retryTimes: 0 });
-  const counter = (canisterId) => Actor.createActor(({ IDL }) => IDL.Service({
-    get: IDL.Func([], [IDL.Nat64], ['query']),
-    inc: IDL.Func([], [IDL.Nat64], []),
-  }), { agent, canisterId });
-`;
-
-test('agent-js in a tab installs an ic-cdk canister through the service worker; another tab calls it', async () => {
+let motokoId;
+test('agent-js in a tab installs an ic-cdk and a Motoko canister through the service worker; another tab calls them', async () => {
   const wasm = Array.from(canisterWasm('counter'));
-  const created = await inPage(tabs[0], new Function('agentJs', 'arg', `return (async () => {
-    ${pageSetup}
-    const first = Principal.fromText('rwlgt-iiaaa-aaaaa-aaaaa-cai');
-    const ic = Actor.createActor(({ IDL }) => IDL.Service({
-      provisional_create_canister_with_cycles: IDL.Func([IDL.Record({
-        amount: IDL.Opt(IDL.Nat), settings: IDL.Opt(IDL.Record({ controllers: IDL.Opt(IDL.Vec(IDL.Principal)) })),
-        specified_id: IDL.Opt(IDL.Principal), sender_canister_version: IDL.Opt(IDL.Nat64) })],
-        [IDL.Record({ canister_id: IDL.Principal })], []),
-      install_code: IDL.Func([IDL.Record({ mode: IDL.Variant({ install: IDL.Null }), canister_id: IDL.Principal,
-        wasm_module: IDL.Vec(IDL.Nat8), arg: IDL.Vec(IDL.Nat8), sender_canister_version: IDL.Opt(IDL.Nat64) })], [], []),
-    }), { agent, canisterId: Principal.fromText('aaaaa-aa'), effectiveCanisterId: first,
-          callTransform: (_m, args) => ({ effectiveCanisterId: args[0].canister_id ?? first }) });
-    const { canister_id } = await ic.provisional_create_canister_with_cycles({ amount: [10_000_000_000_000n], settings: [], specified_id: [], sender_canister_version: [] });
-    const init = IDL.encode([IDL.Opt(IDL.Nat64)], [[41n]]);
-    await ic.install_code({ mode: { install: null }, canister_id, wasm_module: new Uint8Array(arg), arg: new Uint8Array(init), sender_canister_version: [] });
+  const created = await withAgent(tabs[0], `
+    const canister_id = await createAndInstall(arg, IDL.encode([IDL.Opt(IDL.Nat64)], [[41n]]));
     const value = await counter(canister_id).inc();
-    return [canister_id.toText(), String(value)];
-  })();`), wasm);
+    return [canister_id.toText(), String(value)];`, wasm);
   const [id, value] = created;
   canisterId = id;
   assert.equal(value, '42', 'the update was answered with its certified reply');
   // Another tab, another node: the same canister, the same state.
-  const seen = await inPage(tabs[1], new Function('agentJs', 'arg', `return (async () => {
-    ${pageSetup}
+  const seen = await withAgent(tabs[1], `
     const c = counter(arg);
     const before = await c.get();
     const after = await c.inc();
-    return [String(before), String(after)];
-  })();`), canisterId);
+    return [String(before), String(after)];`, canisterId);
   assert.deepEqual(seen, ['42', '43']);
+  // The Motoko twin (moc-compiled, same interface), installed from one tab, called from another.
+  motokoId = await withAgent(tabs[0], `
+    const id = await createAndInstall(arg, IDL.encode([], []));
+    await counter(id).inc();
+    return id.toText();`, Array.from(canisterWasm('motoko_counter')));
+  const motoko = await withAgent(tabs[2], 'const c = counter(arg); await c.inc(); return String(await c.get());', motokoId);
+  assert.equal(motoko, '2', 'the Motoko counter counted a call from each tab');
+});
+
+test('a request body over the cap is refused with 413, unread, and the node goes on', async () => {
+  await tabs[2].waitForFunction(() => navigator.serviceWorker.controller !== null, null, { timeout: 30_000 });
+  const statuses = await tabs[2].evaluate(async (id) => {
+    const post = (bytes) => fetch(`/api/v2/canister/${id}/call`, {
+      method: 'POST', headers: { 'content-type': 'application/cbor' }, body: new Uint8Array(bytes) });
+    const huge = await post(64 * 1024 * 1024);
+    const junk = await post(1024);
+    return [huge.status, await huge.text(), junk.status];
+  }, canisterId);
+  assert.equal(statuses[0], 413);
+  assert.match(statuses[1], /larger than 2359296 bytes/);
+  assert.equal(statuses[2], 400, 'a body within the cap is decoded (and this one is not CBOR)');
+  const { finalized } = await status(tabs[2]);
+  await finalizedAtLeast([tabs[2]], finalized + 3);
+});
+
+const top = async (pages) => Math.max(...(await Promise.all(pages.map(status))).map((s) => s.finalized));
+
+test('fault controls: a lying node, a paused node, cut and slow links; the subnet goes on', async () => {
+  // Events stream with numbers and times; the status names this round's rank.
+  const events = JSON.parse(await tabs[0].evaluate(() => window.tabnetSubnet.events(0)));
+  assert.ok(events.some((e) => /^finalized height \d+$/.test(e.text)), 'finality shows as events');
+  assert.ok(events.every((e, k) => e.at > 0 && (k === 0 || e.seq > events[k - 1].seq)));
+  // (Its rank this round is known once the round's random beacon is.)
+  await tabs[0].waitForFunction(() => Number.isInteger(JSON.parse(window.tabnetSubnet.status()).rank), null, { timeout: 10_000, polling: 20 });
+  // One Byzantine node of four (f = 1): its garbled shares are dropped; the others go on.
+  await tabs[0].evaluate(() => window.tabnetSubnet.corrupt_shares(true));
+  await finalizedAtLeast(tabs, (await top(tabs)) + 10);
+  await tabs[0].evaluate(() => window.tabnetSubnet.corrupt_shares(false));
+  // One paused: the other three go on; resumed, it catches up.
+  await tabs[1].evaluate(() => window.tabnetSubnet.pause(true));
+  const others = [tabs[0], tabs[2], tabs[3]];
+  await finalizedAtLeast(others, (await top(others)) + 10);
+  assert.equal((await status(tabs[1])).paused, true);
+  await tabs[1].evaluate(() => window.tabnetSubnet.pause(false));
+  await finalizedAtLeast(tabs, await top(tabs));
+  // The link between nodes 0 and 1 cut both ways, and frames from 2 to 3 slowed by 200 ms: every
+  // node still hears enough of the others.
+  const index = await Promise.all(tabs.map(async (p) => (await status(p)).index));
+  const byIndex = (k) => tabs[index.indexOf(k)];
+  await byIndex(0).evaluate(() => window.tabnetSubnet.cut_link(1, true));
+  await byIndex(1).evaluate(() => window.tabnetSubnet.cut_link(0, true));
+  await byIndex(2).evaluate(() => window.tabnetSubnet.delay_link(3, 200));
+  await finalizedAtLeast(tabs, (await top(tabs)) + 10);
+  await byIndex(0).evaluate(() => window.tabnetSubnet.cut_link(1, false));
+  await byIndex(1).evaluate(() => window.tabnetSubnet.cut_link(0, false));
+  await byIndex(2).evaluate(() => window.tabnetSubnet.delay_link(3, 0));
+  await assert.rejects(byIndex(2).evaluate(() => window.tabnetSubnet.cut_link(2, true)), /not a peer/);
 });
 
 test('a fifth tab finds no free slot', async () => {
   const page = await context.newPage();
-  await page.goto(`${server.url}/?subnet=${SUBNET}&nodes=4`);
+  await page.goto(`${server.url}/?subnet=${SUBNET}&nodes=4&signal=local`);
   await page.waitForFunction(() => document.getElementById('subnet-status').textContent.startsWith('cannot join'), null, { timeout: 30_000 });
   assert.match(await page.textContent('#subnet-status'), /has all its 4 members/);
   await page.close();
@@ -148,6 +162,39 @@ test('with two closed the subnet stops, and resumes when a tab returns', async (
   await finalizedAtLeast(tabs, Math.max(...stopped) + 10, 90_000);
 });
 
+test('a tab killed while it writes 64 MiB to IndexedDB reopens on the state it had finalized', async () => {
+  // membomb's fill(64) makes one height dirty 64 MiB of heap; every node writes it in one
+  // IndexedDB transaction. Kill one tab's renderer while that write is under way.
+  const victim = tabs[1];
+  const watching = victim.waitForFunction(() => JSON.parse(window.tabnetSubnet.status()).storage.writing_bytes > 32 << 20,
+    null, { timeout: 120_000, polling: 5 });
+  const bomb = await withAgent(tabs[0], `
+    const id = await createAndInstall(arg, IDL.encode([], []));
+    const actor = Actor.createActor(({ IDL }) => IDL.Service({ fill: IDL.Func([IDL.Nat32], [IDL.Nat64], []) }), { agent, canisterId: id });
+    actor.fill(64);  // not awaited: the victim dies while it writes
+    return id.toText();`, Array.from(canisterWasm('membomb')));
+  await watching;
+  const before = await status(victim);
+  const cdp = await victim.context().newCDPSession(victim);
+  // (A crashed page answers nothing more: don't wait for it.)
+  const settle = (promise) => Promise.race([promise.catch(() => {}), new Promise((r) => setTimeout(r, 2_000))]);
+  await settle(cdp.send('Page.crash'));
+  await settle(victim.close());
+  tabs.splice(tabs.indexOf(victim), 1);
+  // Reopened, it takes the dead tab's slot and database: the cut-off write left nothing of
+  // itself, what came before is whole, and it catches up.
+  const reopened = await openTab();
+  tabs.push(reopened);
+  const back = await status(reopened);
+  assert.equal(back.index, before.index, 'the reopened tab is the killed node');
+  assert.ok(back.finalized > 0 && back.finalized <= before.finalized + 1, `it resumed from what it had kept (${back.finalized}, was ${before.finalized})`);
+  await finalizedAtLeast(tabs, (await top(tabs)) + 5, 120_000);
+  const pages = await withAgent(reopened, `
+    const actor = Actor.createActor(({ IDL }) => IDL.Service({ heap_pages: IDL.Func([], [IDL.Nat64], ['query']) }), { agent, canisterId: arg });
+    return String(await actor.heap_pages());`, bomb);
+  assert.ok(Number(pages) >= 1024, `the 64 MiB the canister filled are there (${pages} pages of 64 KiB)`);
+});
+
 test('every tab reloaded resumes from what it kept in IndexedDB', async () => {
   tabs.push(await openTab());
   await finalizedAtLeast(tabs, 1);
@@ -161,10 +208,8 @@ test('every tab reloaded resumes from what it kept in IndexedDB', async () => {
   }
   // ... and the subnet goes on from there, with the canister's state.
   await finalizedAtLeast(tabs, top + 5, 90_000);
-  const count = await inPage(tabs[3], new Function('agentJs', 'arg', `return (async () => {
-    ${pageSetup}
-    return String(await counter(arg).inc());
-  })();`), canisterId);
+  const count = await withAgent(tabs[3], 'return String(await counter(arg).inc());', canisterId);
   assert.equal(count, '44', 'the counter kept its count (43) across every tab reloading');
+  assert.equal(await withAgent(tabs[1], 'return String(await counter(arg).get());', motokoId), '2', 'and so did the Motoko counter');
   assert.deepEqual(errors, []);
 });

@@ -1,5 +1,6 @@
 //! `membomb`: methods that allocate without bound, so the node must stop them at its memory
-//! limits (Wasm heap and stable memory) with a trap, and go on serving.
+//! limits (Wasm heap and stable memory) with a trap, and go on serving; and `fill`, which
+//! dirties a given amount of heap (the checkpoint benchmarks).
 
 use std::cell::RefCell;
 
@@ -17,6 +18,17 @@ fn grow() {
     loop {
         HOARD.with_borrow_mut(|h| h.push(vec![0xA5; MIB]));
     }
+}
+
+/// Keeps `mib` more MiB on the heap, every byte written (each call's bytes differ from the
+/// last's, so every page is dirty); returns the heap size in 64 KiB pages.
+#[ic_cdk::update]
+fn fill(mib: u32) -> u64 {
+    let tint = HOARD.with_borrow(|h| h.len() as u8);
+    for _ in 0..mib {
+        HOARD.with_borrow_mut(|h| h.push(vec![tint ^ 0x3c; MIB]));
+    }
+    heap_pages()
 }
 
 /// Grows stable memory until a grow fails, then traps saying how far it got.

@@ -71,26 +71,51 @@ pub struct NodeSecrets {
 /// A trusted dealer: every key of an `n`-node subnet from one seed. (A real DKG comes with
 /// chain evolution; until then whoever runs `init-subnet` knows all the secrets.)
 pub fn deal(n: usize, seed: &[u8; 32]) -> (SubnetPublicKeys, Vec<NodeSecrets>) {
-    let derive = |tag: &[u8], i: usize| -> [u8; 32] {
-        Sha256::new().chain_update(b"tabnet-dealer").chain_update(tag).chain_update(seed).chain_update((i as u64).to_be_bytes()).finalize().into()
-    };
-    let low = threshold::deal(threshold(n, Kind::Beacon), n, &derive(b"low", 0));
-    let high = threshold::deal(threshold(n, Kind::Certification), n, &derive(b"high", 0));
-    let secrets: Vec<NodeSecrets> = (0..n)
-        .map(|i| NodeSecrets {
-            proposal_key: SigningKey::from_bytes(&derive(b"proposal", i)),
-            multi_key: BlsSecretKey::from_seed(&derive(b"multi", i)),
+    let proposal_keys: Vec<SigningKey> = (0..n).map(|i| SigningKey::from_bytes(&dealer_derive(seed, b"proposal", i))).collect();
+    let (public, shares) = deal_bls(&proposal_keys.iter().map(SigningKey::verifying_key).collect::<Vec<_>>(), seed);
+    let secrets = proposal_keys.into_iter().zip(shares).map(|(key, shares)| shares.with_node_key(key)).collect();
+    (public, secrets)
+}
+
+/// What a trusted dealer gives one node when the node makes its own node key (tab subnets):
+/// its BLS keys.
+#[derive(Clone)]
+pub struct BlsShares {
+    pub multi_key: BlsSecretKey,
+    pub low_share: BlsSecretKey,
+    pub high_share: BlsSecretKey,
+}
+
+impl BlsShares {
+    pub fn with_node_key(self, proposal_key: SigningKey) -> NodeSecrets {
+        NodeSecrets { proposal_key, multi_key: self.multi_key, low_share: self.low_share, high_share: self.high_share }
+    }
+}
+
+/// A trusted dealer of the BLS keys of a subnet whose members made their own node keys
+/// (`node_keys`, in member order): the same BLS keys as [`deal`] for the same seed.
+pub fn deal_bls(node_keys: &[VerifyingKey], seed: &[u8; 32]) -> (SubnetPublicKeys, Vec<BlsShares>) {
+    let n = node_keys.len();
+    let low = threshold::deal(threshold(n, Kind::Beacon), n, &dealer_derive(seed, b"low", 0));
+    let high = threshold::deal(threshold(n, Kind::Certification), n, &dealer_derive(seed, b"high", 0));
+    let shares: Vec<BlsShares> = (0..n)
+        .map(|i| BlsShares {
+            multi_key: BlsSecretKey::from_seed(&dealer_derive(seed, b"multi", i)),
             low_share: low.shares[i].clone(),
             high_share: high.shares[i].clone(),
         })
         .collect();
     let public = SubnetPublicKeys {
-        proposal_keys: secrets.iter().map(|s| s.proposal_key.verifying_key()).collect(),
-        multi_keys: secrets.iter().map(|s| s.multi_key.public_key()).collect(),
+        proposal_keys: node_keys.to_vec(),
+        multi_keys: shares.iter().map(|s| s.multi_key.public_key()).collect(),
         low: low.public,
         high: high.public,
     };
-    (public, secrets)
+    (public, shares)
+}
+
+fn dealer_derive(seed: &[u8; 32], tag: &[u8], i: usize) -> [u8; 32] {
+    Sha256::new().chain_update(b"tabnet-dealer").chain_update(tag).chain_update(seed).chain_update((i as u64).to_be_bytes()).finalize().into()
 }
 
 /// The real scheme.

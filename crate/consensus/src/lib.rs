@@ -20,6 +20,6 @@ pub mod pool;
 pub mod state_sync;
 
 pub use artifact::{Aggregate, Artifact, ArtifactId, Beacon, Block, Cup, Hash, Height, Ingress, Kind, NodeIndex, Proposal, Share, Sig, Time};
-pub use crypto::{deal, faults_tolerated, threshold, BlsCrypto, Crypto, NodeSecrets, SimCrypto, SimKeys, SubnetPublicKeys};
+pub use crypto::{deal, deal_bls, faults_tolerated, BlsShares, threshold, BlsCrypto, Crypto, NodeSecrets, SimCrypto, SimKeys, SubnetPublicKeys};
 pub use state_sync::{Checkpoint, Manifest, StateSync, SyncMessage};
 pub use node::{ranking, Batch, CatchUp, Config, ConsensusNode, CryptoStats, IngressCheck, Malice, Message, Output, Start, UnverifiedIngress, VerifiedIngress, MAX_FETCHES_PER_PEER, MAX_VERIFYING_PER_PEER};

@@ -499,6 +499,12 @@ impl ConsensusNode {
         )
     }
 
+    /// This node's rank as block maker at `height` (0 makes the block everyone waits for),
+    /// once the random beacon of the height before is known.
+    pub fn rank_at(&self, height: Height) -> Option<u32> {
+        self.rank(height, self.me)
+    }
+
     /// When this node's round for `height` began (kept until the height is finalized).
     pub fn round_started(&self, height: Height) -> Option<Time> {
         self.round_start.get(&height).copied()

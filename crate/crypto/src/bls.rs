@@ -57,6 +57,20 @@ impl BlsSecretKey {
         Self { scalar }
     }
 
+    /// The scalar's canonical little-endian bytes (to hand the key to its holder).
+    pub fn to_bytes(&self) -> [u8; 32] {
+        self.scalar.to_bytes()
+    }
+
+    /// The key of [`BlsSecretKey::to_bytes`]; refuses a non-canonical or zero scalar.
+    pub fn from_bytes(bytes: &[u8; 32]) -> Result<Self, String> {
+        let scalar = Option::<Scalar>::from(Scalar::from_bytes(bytes)).ok_or("not a BLS12-381 scalar")?;
+        if scalar == Scalar::zero() {
+            return Err("a zero BLS secret key".into());
+        }
+        Ok(Self { scalar })
+    }
+
     /// The secret scalar.
     pub fn scalar(&self) -> &Scalar {
         &self.scalar

@@ -11,6 +11,7 @@
 mod checkpoints;
 mod gossip;
 mod log_store;
+mod rendezvous;
 mod server;
 mod subnet;
 

@@ -16,18 +16,15 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use axum::body::{Body, Bytes};
-use axum::extract::{DefaultBodyLimit, Path as UrlPath, Request, State};
-use axum::http::{header, HeaderValue, Method, StatusCode};
+use axum::extract::{DefaultBodyLimit, Request, State};
+use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode, Uri};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{any, get};
 use axum::Router;
-use tabnet_replica::{
-    authenticate, authenticate_call, rejection_body, replied_body, HttpError, QuerySigner, QueryViews, ReadStateScope, Replica,
-    RequestId,
-    RequestType, SubmitError,
-};
-use tabnet_types::{Principal, MANAGEMENT_CANISTER};
+use tabnet_replica::{authenticate, HttpError, QuerySigner, QueryViews, ReadStateScope, Replica, RequestType};
+use tabnet_node::http::{self, body_too_large, Checked, Endpoint, MAX_BODY_BYTES};
+use tabnet_types::Principal;
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, oneshot, watch, OwnedSemaphorePermit, Semaphore};
 use tower_http::services::ServeDir;
@@ -38,8 +35,6 @@ use crate::subnet::Input;
 /// Rounds run at least this often, for heartbeats and timers.
 /// A synchronous call answers 202 if it has not completed by then.
 const SYNC_CALL_TIMEOUT: Duration = Duration::from_secs(10);
-/// Ingress messages are at most 2 MiB; the envelope adds signatures and delegations.
-const MAX_BODY_BYTES: usize = 2 * 1024 * 1024 + 256 * 1024;
 /// Connections served at once; further ones wait in the listen backlog until one closes.
 const MAX_CONNECTIONS: usize = 512;
 /// A request head must arrive within this; it also closes keep-alive connections left idle.
@@ -74,7 +69,6 @@ pub struct Node {
     status: Mutex<Bytes>,
     /// The height of the last certified state, for `/_/metrics`.
     certified_height: AtomicU64,
-    subnet_id: Principal,
     /// Slots for request bodies held in memory (see `MAX_BODIES_IN_MEMORY`).
     body_slots: Arc<Semaphore>,
     /// Where calls go: to consensus, which orders them into blocks.
@@ -99,7 +93,6 @@ impl Node {
             queries: replica.query_views(),
             status: Mutex::new(Bytes::from(replica.status())),
             certified_height: AtomicU64::new(replica.certified_height()),
-            subnet_id: replica.subnet_id(),
             body_slots: Arc::new(Semaphore::new(MAX_BODIES_IN_MEMORY)),
             replica: Mutex::new(replica),
             consensus,
@@ -152,7 +145,8 @@ pub async fn serve_node(node: Arc<Node>, settings: Settings) -> Result<(), Strin
     println!("tabnet listening on http://{addr} (state in {})", state_dir.display());
     use std::io::Write;
     let _ = std::io::stdout().flush();
-    let mut app = router(node);
+    let rendezvous = crate::rendezvous::Rendezvous::new(&state_dir).routes().layer(middleware::from_fn(check_host));
+    let mut app = router(node).merge(rendezvous);
     if let Some(dir) = www {
         app = app.fallback_service(ServeDir::new(dir));
     }
@@ -193,7 +187,8 @@ async fn serve_connections(listener: TcpListener, app: Router, stop: impl Future
             let _ = stream.set_nodelay(true);
             let mut http = hyper::server::conn::http1::Builder::new();
             http.timer(hyper_util::rt::TokioTimer::new()).header_read_timeout(HEADER_READ_TIMEOUT).max_buf_size(MAX_HEAD_BYTES);
-            let connection = http.serve_connection(hyper_util::rt::TokioIo::new(stream), service);
+            // (Upgrades: the tab subnets' rendezvous is a WebSocket.)
+            let connection = http.serve_connection(hyper_util::rt::TokioIo::new(stream), service).with_upgrades();
             tokio::pin!(connection);
             tokio::select! {
                 _ = connection.as_mut() => {}
@@ -245,18 +240,11 @@ async fn signal() {
 }
 
 pub fn router(node: Arc<Node>) -> Router {
+    // Which endpoint a request names is the sans-IO handler's to say (tabnet_node::http::route),
+    // as in a tab; the content type is checked before the body is read, the body before the
+    // handler runs.
     let api = Router::new()
-        .route("/api/v2/canister/{ecid}/call", post(call_v2))
-        .route("/api/v3/canister/{ecid}/call", post(call_sync))
-        .route("/api/v4/canister/{ecid}/call", post(call_sync))
-        .route("/api/v4/subnet/{subnet}/call", post(call_subnet_sync))
-        .route("/api/v2/canister/{ecid}/query", post(query))
-        .route("/api/v3/canister/{ecid}/query", post(query))
-        .route("/api/v3/subnet/{subnet}/query", post(query_subnet))
-        .route("/api/v2/canister/{ecid}/read_state", post(read_state))
-        .route("/api/v3/canister/{ecid}/read_state", post(read_state))
-        .route("/api/v2/subnet/{subnet}/read_state", post(read_state_subnet))
-        .route("/api/v3/subnet/{subnet}/read_state", post(read_state_subnet))
+        .route("/api/{*path}", any(api))
         // `read_body` enforces the limit; this raises the `Bytes` extractor's own (2 MB) to it.
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(middleware::from_fn_with_state(node.clone(), read_body))
@@ -299,11 +287,7 @@ fn is_local_host(host: &str) -> bool {
 /// Calls, queries and read_state carry CBOR and say so, as agents do (the IC answers the same
 /// 400). A page on another origin cannot send such a request without a CORS preflight.
 async fn require_cbor(request: Request, next: Next) -> Response {
-    let cbor = request
-        .headers()
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.split(';').next().unwrap_or("").trim().eq_ignore_ascii_case("application/cbor"));
+    let cbor = http::is_cbor(request.headers().get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()));
     if request.method() == Method::POST && !cbor {
         return error(HttpError::bad_request("Unexpected content-type, expected application/cbor."));
     }
@@ -314,7 +298,7 @@ async fn require_cbor(request: Request, next: Next) -> Response {
 /// `BODY_READ_TIMEOUT` (408), and only once one of `MAX_BODIES_IN_MEMORY` slots is free; the
 /// slot is released when the handler drops the last reference to the body.
 async fn read_body(State(node): State<Arc<Node>>, request: Request, next: Next) -> Response {
-    let too_large = || error(HttpError { status: 413, message: format!("Request body is larger than {MAX_BODY_BYTES} bytes") });
+    let too_large = || error(body_too_large());
     let declared = request.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
     if declared.is_some_and(|n| n > MAX_DRAINED_BYTES as u64) {
         return too_large();
@@ -393,10 +377,6 @@ fn error(e: HttpError) -> Response {
     (status, [(header::CONTENT_TYPE, "text/plain; charset=utf-8")], e.message).into_response()
 }
 
-fn principal(text: &str, what: &str) -> Result<Principal, HttpError> {
-    Principal::from_text(text).map_err(|e| HttpError::bad_request(format!("Invalid {what} {text:?} in URL: {e}")))
-}
-
 /// Runs CPU work off the async threads. Handlers authenticate requests before they take the
 /// replica and sign after, so that only the work that needs the state waits for rounds.
 async fn blocking<T: Send + 'static>(node: &Arc<Node>, f: impl FnOnce(&Node) -> T + Send + 'static) -> Result<T, Response> {
@@ -411,119 +391,61 @@ async fn status(State(node): State<Arc<Node>>) -> Response {
     (StatusCode::OK, [(header::CONTENT_TYPE, "application/cbor")], body).into_response()
 }
 
-async fn submit(node: &Arc<Node>, ecid: Principal, body: Bytes) -> Result<Result<RequestId, SubmitError>, Response> {
-    // Checked here, then ordered by consensus like every node's calls.
-    let checked = blocking(node, move |n| {
-        let now = now_nanos();
-        let call = authenticate_call(&body, &ecid, now)?;
-        let id = n.replica().check_call(&call, now)?;
-        Ok::<_, SubmitError>((id, crate::subnet::wrap_call(&body, &ecid)))
-    })
-    .await?;
-    let (id, wrapped) = match checked {
-        Ok(c) => c,
-        Err(e) => return Ok(Err(e)),
+/// `/api/*` but status: calls, queries and read_state, as the sans-IO handler routes them.
+async fn api(State(node): State<Arc<Node>>, method: Method, uri: Uri, headers: HeaderMap, body: Bytes) -> Response {
+    let content_type = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok());
+    match http::route(method.as_str(), uri.path(), content_type) {
+        Err(e) => error(e),
+        Ok(Endpoint::Status) => status(State(node)).await,
+        Ok(Endpoint::Call { ecid, sync, subnet }) => call(node, ecid, sync, subnet, body).await,
+        Ok(Endpoint::Query(scope)) => respond(run_query(&node, scope, body).await),
+        Ok(Endpoint::ReadState(scope)) => respond(run_read_state(&node, scope, body).await),
+    }
+}
+
+/// A call: checked (http::check_call), ordered by consensus like every node's calls; v2 is
+/// answered at once (202), v3/v4 with the certified outcome, or 202 if it takes too long.
+async fn call(node: Arc<Node>, ecid: Principal, sync: bool, subnet: Option<Principal>, body: Bytes) -> Response {
+    let received = std::time::Instant::now();
+    let checked = blocking(&node, move |n| http::check_call(&mut n.replica(), ecid, subnet, sync, &body, now_nanos())).await;
+    let (id, ingress) = match checked {
+        Err(r) => return r,
+        Ok(Checked::Answer { status, body, cbor: true }) => return cbor(StatusCode::from_u16(status).unwrap_or(StatusCode::OK), body),
+        Ok(Checked::Answer { status, body, cbor: false }) => {
+            return error(HttpError { status, message: String::from_utf8_lossy(&body).into_owned() })
+        }
+        Ok(Checked::Submit { id, ingress }) => (id, ingress),
     };
     let (reply, accepted) = oneshot::channel();
-    let unavailable = |e: String| Ok(Err(SubmitError::Http(HttpError::unavailable(e))));
-    if node.consensus.send(Input::Ingress(wrapped, reply)).await.is_err() {
-        return unavailable("consensus is not running".into());
+    if node.consensus.send(Input::Ingress(ingress, reply)).await.is_err() {
+        return error(HttpError::unavailable("consensus is not running"));
     }
     match accepted.await {
-        Ok(Ok(())) => Ok(Ok(id)),
-        Ok(Err(e)) => unavailable(e),
-        Err(_) => unavailable("consensus is not running".into()),
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => return error(HttpError::unavailable(e)),
+        Err(_) => return error(HttpError::unavailable("consensus is not running")),
     }
-}
-
-async fn call_v2(State(node): State<Arc<Node>>, UrlPath(ecid): UrlPath<String>, body: Bytes) -> Response {
-    let ecid = match principal(&ecid, "effective canister id") {
-        Ok(p) => p,
-        Err(e) => return error(e),
-    };
-    match submit(&node, ecid, body).await {
-        Err(r) => r,
-        Ok(Ok(_)) => StatusCode::ACCEPTED.into_response(),
-        Ok(Err(SubmitError::Http(e))) => error(e),
-        Ok(Err(SubmitError::Rejected(e))) => cbor(StatusCode::OK, rejection_body(&e, false)),
+    if !sync {
+        return StatusCode::ACCEPTED.into_response();
     }
-}
-
-async fn call_sync(State(node): State<Arc<Node>>, UrlPath(ecid): UrlPath<String>, body: Bytes) -> Response {
-    match principal(&ecid, "effective canister id") {
-        Ok(ecid) => sync_call(node, ecid, body).await,
-        Err(e) => error(e),
-    }
-}
-
-/// `/api/v4/subnet/<id>/call`: only canister creation is addressed to a subnet; the created
-/// canister's id is unknown, so the call's effective canister id is the management canister.
-async fn call_subnet_sync(State(node): State<Arc<Node>>, UrlPath(subnet): UrlPath<String>, body: Bytes) -> Response {
-    let subnet = match principal(&subnet, "subnet id") {
-        Ok(p) => p,
-        Err(e) => return error(e),
-    };
-    if subnet != node.subnet_id {
-        return error(HttpError::not_found(format!("Subnet {} is not this subnet", subnet.to_text())));
-    }
-    sync_call(node, MANAGEMENT_CANISTER, body).await
-}
-
-/// v3/v4 calls: accept, wait for the outcome, answer with its certificate (or 202 on timeout).
-async fn sync_call(node: Arc<Node>, ecid: Principal, body: Bytes) -> Response {
-    let received = std::time::Instant::now();
-    let id = match submit(&node, ecid, body).await {
-        Err(r) => return r,
-        Ok(Ok(id)) => id,
-        Ok(Err(SubmitError::Http(e))) => return error(e),
-        Ok(Err(SubmitError::Rejected(e))) => return cbor(StatusCode::OK, rejection_body(&e, true)),
-    };
     let mut rounds = node.rounds.subscribe();
     let deadline = tokio::time::Instant::now() + SYNC_CALL_TIMEOUT;
     loop {
-        let outcome = blocking(&node, move |n| {
-            let replica = n.replica();
-            // Answered from the state consensus certified, which may lag the one executed.
-            let status = replica.certified_status(&id);
-            match status {
-                Some(status) if status.state.is_terminal() => Some(Some(replied_body(replica.call_certificate(&id)))),
-                Some(_) => Some(None),
-                // In a subnet a call is unknown until a block holding it executes.
-                // A call is unknown until a block holding it executes.
-                None => Some(None),
-            }
-        })
-        .await;
-        match outcome {
+        // Answered from the state consensus certified, which may lag the one executed; a call
+        // is unknown until a block holding it executes.
+        match blocking(&node, move |n| http::call_outcome(&n.replica(), &id)).await {
             Err(r) => return r,
-            Ok(Some(Some(body))) => {
+            Ok(Some(body)) => {
                 node.update_latency.lock().unwrap_or_else(|e| e.into_inner()).record(received.elapsed());
                 return cbor(StatusCode::OK, body);
             }
-            Ok(Some(None)) => {}
-            Ok(None) => return StatusCode::ACCEPTED.into_response(),
+            Ok(None) => {}
         }
         match tokio::time::timeout_at(deadline, rounds.changed()).await {
             Ok(Ok(())) => continue,
             _ => return StatusCode::ACCEPTED.into_response(),
         }
     }
-}
-
-async fn query(State(node): State<Arc<Node>>, UrlPath(ecid): UrlPath<String>, body: Bytes) -> Response {
-    let ecid = match principal(&ecid, "effective canister id") {
-        Ok(p) => p,
-        Err(e) => return error(e),
-    };
-    respond(run_query(&node, ReadStateScope::Canister(ecid), body).await)
-}
-
-async fn query_subnet(State(node): State<Arc<Node>>, UrlPath(subnet): UrlPath<String>, body: Bytes) -> Response {
-    let subnet = match principal(&subnet, "subnet id") {
-        Ok(p) => p,
-        Err(e) => return error(e),
-    };
-    respond(run_query(&node, ReadStateScope::Subnet(subnet), body).await)
 }
 
 async fn run_query(node: &Arc<Node>, scope: ReadStateScope, body: Bytes) -> Result<Result<Vec<u8>, HttpError>, Response> {
@@ -542,22 +464,6 @@ async fn run_read_state(node: &Arc<Node>, scope: ReadStateScope, body: Bytes) ->
         n.replica().answer_read_state(&request, scope)
     })
     .await
-}
-
-async fn read_state(State(node): State<Arc<Node>>, UrlPath(ecid): UrlPath<String>, body: Bytes) -> Response {
-    let ecid = match principal(&ecid, "effective canister id") {
-        Ok(p) => p,
-        Err(e) => return error(e),
-    };
-    respond(run_read_state(&node, ReadStateScope::Canister(ecid), body).await)
-}
-
-async fn read_state_subnet(State(node): State<Arc<Node>>, UrlPath(subnet): UrlPath<String>, body: Bytes) -> Response {
-    let subnet = match principal(&subnet, "subnet id") {
-        Ok(p) => p,
-        Err(e) => return error(e),
-    };
-    respond(run_read_state(&node, ReadStateScope::Subnet(subnet), body).await)
 }
 
 fn respond(result: Result<Result<Vec<u8>, HttpError>, Response>) -> Response {

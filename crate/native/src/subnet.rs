@@ -13,9 +13,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use tabnet_consensus::{BlsCrypto, Checkpoint, Hash, Height, Ingress, Message, Time, UnverifiedIngress, VerifiedIngress};
 use tabnet_execution::SubnetConfig;
-use tabnet_node::dealt::{dealt_node, local_node_config};
+use tabnet_node::dealt::{dealt_node, genesis_seed, local_node_config};
 use tabnet_node::replica::CallCheck;
-pub use tabnet_node::replica::wrap_call;
 use tabnet_node::store::{CheckpointStore, Record, Replicated};
 use tabnet_node::{NodeCore, NodeOutput};
 use tabnet_replica::Replica;
@@ -230,7 +229,7 @@ async fn run(
     let node = server::Node::new(replica, inbox_tx);
     let checkpoints = Checkpoints::open(&state_dir)?;
     let crypto = Arc::new(BlsCrypto::new(index, dealt.secret, dealt.public));
-    let node_config = local_node_config(dealer_seed, dkg_interval);
+    let node_config = local_node_config(genesis_seed(dealer_seed), dkg_interval);
     let shared = SharedReplica(node.clone());
     let core = tokio::task::spawn_blocking(move || NodeCore::open(node_config, crypto, check, shared, checkpoints))
         .await
@@ -270,7 +269,7 @@ impl Replicated for SharedReplica {
         self.0.with_replica(|r| Replicated::execute(r, batch, records, delete))
     }
     fn checkpoint(&mut self) -> Result<Vec<u8>, String> {
-        self.0.with_replica(|r| Replicated::checkpoint(r))
+        self.0.with_replica(Replicated::checkpoint)
     }
     fn restore(&mut self, checkpoint: &[u8], records: &[Record], delete: &[String]) -> Result<Hash, String> {
         self.0.with_replica(|r| Replicated::restore(r, checkpoint, records, delete))
@@ -421,7 +420,7 @@ async fn drive(
 mod tests {
     use super::*;
     use tabnet_consensus::{deal, Artifact, Config, ConsensusNode, Output, Start};
-    use tabnet_node::replica::unwrap_call;
+    use tabnet_node::replica::{unwrap_call, wrap_call};
     use tabnet_types::Principal;
 
     fn cbor<T: serde::Serialize>(value: &T) -> Vec<u8> {

@@ -1,10 +1,8 @@
 //! Starts the `tabnet` binary on a free port and talks raw HTTP + CBOR to it, with an Ed25519
 //! identity made here (the request ids signed with ed25519-dalek directly).
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use candid::{CandidType, Encode};
@@ -14,43 +12,10 @@ use tabnet_crypto::{lookup_path, Certificate, LookupResult};
 
 const ED25519_DER_PREFIX: [u8; 12] = [0x30, 0x2a, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x03, 0x21, 0x00];
 
-struct Node {
-    child: Child,
-    addr: String,
-}
+mod support;
+use support::Node;
 
 impl Node {
-    fn start(state_dir: &PathBuf) -> Node {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_tabnet"))
-            .args(["serve", "--port", "0", "--state-dir"])
-            .arg(state_dir)
-            .stdout(Stdio::piped())
-            .spawn()
-            .expect("tabnet starts");
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
-        // "tabnet listening on http://127.0.0.1:P (state in D)"
-        assert!(line.starts_with("tabnet listening on http://127.0.0.1:"), "{line}");
-        assert!(line.trim_end().ends_with(&format!("(state in {})", state_dir.display())), "{line}");
-        let addr = line.split("http://").nth(1).unwrap().split(' ').next().unwrap().to_string();
-        Node { child, addr }
-    }
-
-    /// SIGTERM, and wait for the graceful exit.
-    fn stop(mut self) {
-        let status = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status().unwrap();
-        assert!(status.success());
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                assert!(status.success(), "tabnet exited with {status}");
-                return;
-            }
-            assert!(Instant::now() < deadline, "tabnet did not stop on SIGTERM");
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-
     fn request(&self, method: &str, path: &str, body: &[u8]) -> (u16, String, Vec<u8>) {
         let mut stream = TcpStream::connect(&self.addr).unwrap();
         stream.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
@@ -68,13 +33,6 @@ impl Node {
         let head = String::from_utf8_lossy(&response[..split]).to_string();
         let status = head.split(' ').nth(1).unwrap().parse().unwrap();
         (status, head, response[split + 4..].to_vec())
-    }
-}
-
-impl Drop for Node {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 

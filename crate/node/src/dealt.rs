@@ -23,7 +23,11 @@ pub struct DealtNode {
 
 pub fn dealt_node(nodes: usize, dealer_seed: &[u8; 32], index: NodeIndex) -> DealtNode {
     let (public, mut secrets) = deal(nodes, dealer_seed);
-    let secret = secrets.swap_remove(index);
+    member_node(index, public, secrets.swap_remove(index))
+}
+
+/// Node `index` of the subnet whose keys are `public`, holding `secret`.
+pub fn member_node(index: NodeIndex, public: SubnetPublicKeys, secret: NodeSecrets) -> DealtNode {
     let member = Member {
         root_key_der: public.high.group.to_der(),
         node_key_seed: secret.proposal_key.to_bytes(),
@@ -41,8 +45,8 @@ pub fn genesis_seed(dealer_seed: &[u8; 32]) -> Hash {
 
 /// How nodes on one machine or one network of tabs run: delays between them are milliseconds,
 /// so notaries need not wait for rank 0's block (mainnet waits 300 ms); an idle subnet makes
-/// about four blocks a second.
-pub fn local_node_config(dealer_seed: &[u8; 32], dkg_interval: u64) -> NodeConfig {
+/// about four blocks a second. `genesis`: see [`genesis_seed`].
+pub fn local_node_config(genesis: Hash, dkg_interval: u64) -> NodeConfig {
     let consensus = Config { unit_delay: 1_000, initial_notary_delay: 0, idle_block_delay: 250, dkg_interval, ..Config::default() };
-    NodeConfig::new(consensus, genesis_seed(dealer_seed))
+    NodeConfig::new(consensus, genesis)
 }

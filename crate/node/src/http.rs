@@ -12,6 +12,15 @@ use tabnet_types::{Principal, MANAGEMENT_CANISTER};
 
 use crate::replica::wrap_call;
 
+/// Ingress messages are at most 2 MiB; the envelope adds signatures and delegations. A larger
+/// request body is refused with 413 before it is decoded, by every edge.
+pub const MAX_BODY_BYTES: usize = 2 * 1024 * 1024 + 256 * 1024;
+
+/// The 413 an edge answers for a body over [`MAX_BODY_BYTES`].
+pub fn body_too_large() -> HttpError {
+    HttpError::new(413, format!("Request body is larger than {MAX_BODY_BYTES} bytes"))
+}
+
 /// What a request asks for.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Endpoint {

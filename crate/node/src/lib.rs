@@ -15,6 +15,7 @@ pub mod http;
 mod persisted;
 pub mod replica;
 pub mod store;
+pub mod tab_signal;
 
 use std::collections::VecDeque;
 use std::sync::Arc;

@@ -11,32 +11,10 @@ use tabnet_execution::SubnetConfig;
 use tabnet_types::{canister_id_from_index, Principal};
 use wasm_bindgen::prelude::*;
 
-/// `canister_update compute`: reads n (u64 LE) from the argument, runs n xorshift rounds,
-/// replies with the accumulated value.
-const COMPUTE_WAT: &str = r#"
-(module
-  (import "ic0" "msg_arg_data_copy" (func $arg_copy (param i32 i32 i32)))
-  (import "ic0" "msg_reply_data_append" (func $append (param i32 i32)))
-  (import "ic0" "msg_reply" (func $reply))
-  (memory 1)
-  (func (export "canister_update compute")
-    (local $n i64) (local $i i64) (local $x i64) (local $acc i64)
-    (call $arg_copy (i32.const 0) (i32.const 0) (i32.const 8))
-    (local.set $n (i64.load (i32.const 0)))
-    (local.set $x (i64.const 88172645463325252))
-    (block $done
-      (loop $next
-        (br_if $done (i64.ge_u (local.get $i) (local.get $n)))
-        (local.set $x (i64.xor (local.get $x) (i64.shl (local.get $x) (i64.const 13))))
-        (local.set $x (i64.xor (local.get $x) (i64.shr_u (local.get $x) (i64.const 7))))
-        (local.set $x (i64.xor (local.get $x) (i64.shl (local.get $x) (i64.const 17))))
-        (local.set $acc (i64.add (local.get $acc) (local.get $x)))
-        (local.set $i (i64.add (local.get $i) (i64.const 1)))
-        (br $next)))
-    (i64.store (i32.const 0) (local.get $acc))
-    (call $append (i32.const 0) (i32.const 8))
-    (call $reply)))
-"#;
+/// The compute canister (`src/compute.wat`, made a module by build.rs): `canister_update
+/// compute` reads n (u64 LE) from the argument, runs n xorshift rounds and replies with the
+/// accumulated value.
+const COMPUTE_WASM: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/compute.wasm"));
 
 #[derive(Serialize, Debug, Clone)]
 pub struct FuelRun {
@@ -82,8 +60,7 @@ fn parameters(config: &SubnetConfig) -> ExecutionParameters {
 pub fn run_fuel(iterations: u64, now_millis: &dyn Fn() -> f64) -> Result<FuelRun, String> {
     let config = SubnetConfig::for_subnet_size(13);
     let (sys, params) = (system_state(), parameters(&config));
-    let wasm = wat::parse_str(COMPUTE_WAT).map_err(|e| e.to_string())?;
-    let module = CanisterModule::new(wasm).map_err(|e| e.to_string())?;
+    let module = CanisterModule::new(COMPUTE_WASM.to_vec()).map_err(|e| e.to_string())?;
     let (mut state, _) = ExecutionState::new(module, Vec::new(), &sys, &params).map_err(|o| format!("{:?}", o.result))?;
     let api = ApiType::Update {
         caller: Principal::anonymous(),

@@ -9,7 +9,13 @@ pub mod bench;
 #[cfg(target_arch = "wasm32")]
 pub mod idb;
 #[cfg(target_arch = "wasm32")]
+pub mod load;
+#[cfg(target_arch = "wasm32")]
+pub mod membership;
+#[cfg(target_arch = "wasm32")]
 pub mod rtc;
+#[cfg(target_arch = "wasm32")]
+pub mod signaling;
 #[cfg(target_arch = "wasm32")]
 pub mod tab_subnet;
 

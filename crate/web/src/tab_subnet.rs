@@ -2,15 +2,10 @@
 //! with the tab's edges — WebRTC links to the other members, IndexedDB for what it keeps, the
 //! page's clock.
 //!
-//! Joining the subnet NAME of N nodes (tabs of one browser; signaling between machines through
-//! the native node's rendezvous comes later):
-//! - Formation: under the Web Lock `tabnet:NAME:genesis`, the first tab finds no genesis record
-//!   in the `tabnet-subnets` database and writes one (N, a fresh dealer seed). Every tab then
-//!   takes the first free member slot: the Web Lock `tabnet:NAME:K`, held while the tab lives and
-//!   released by the browser when it closes or crashes, so a reopened tab takes over a slot whose
-//!   member is gone, with its database `tabnet-NAME-K`. Tabs beyond N find no slot and wait.
-//! - Keys: the trusted dealer's, as in the native subnet (whoever can read the genesis record
-//!   holds every key); the node key of slot K is kept in its database with the rest.
+//! Joining the subnet NAME of N nodes: see `membership.rs` (slots, node keys, the dealer) and
+//! `signaling.rs` (the rendezvous, for tabs on different machines). Member K keeps its state in
+//! the database `tabnet-NAME-<subnet fingerprint>-K`, so a reopened tab that is member K again
+//! goes on from it.
 //! - Links: members say hello on the BroadcastChannel `tabnet:NAME` every second; the lower
 //!   index offers, the higher answers; on the data channel the higher index challenges and the
 //!   lower proves its node key bound to both DTLS fingerprints, and is proven to in turn. A link
@@ -26,45 +21,29 @@ use std::rc::Rc;
 use std::sync::Arc;
 
 use js_sys::{Date, Function, Object, Promise, Reflect};
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use tabnet_consensus::handshake::{Acceptor, Connector, PeerKeys, SigningKey, CHALLENGE_LEN, CONFIRM_LEN, RESPONSE_LEN};
 use tabnet_consensus::{BlsCrypto, Checkpoint, Height, Ingress, NodeIndex, Time};
 use tabnet_execution::SubnetConfig;
-use tabnet_node::dealt::{dealt_node, local_node_config};
+use tabnet_node::dealt::{local_node_config, member_node};
 use tabnet_node::replica::CallCheck;
 use tabnet_node::http::{self, Checked, Endpoint};
+use tabnet_node::tab_signal::{Signal, MAX_TAB_NODES};
 use tabnet_node::{codec, CheckpointStore, MemoryCheckpoints, NodeCore, NodeOutput};
-use tabnet_replica::{BatchStore, Replica, Store, WriteBatch};
+use tabnet_replica::{BatchStore, Replica, WriteBatch};
 use wasm_bindgen::prelude::*;
 use wasm_bindgen::JsCast;
 use wasm_bindgen_futures::{spawn_local, JsFuture};
-use web_sys::{BroadcastChannel, MessageEvent};
 
 use crate::idb::IdbStorage;
+use crate::membership::{local_membership, random32, rendezvous_key};
 use crate::rtc::RtcLink;
+use crate::signaling::{Inbox, ServerLink, Signaling};
 
-/// Heights between catch-up packages (state checkpoints) of a tab subnet.
-const DKG_INTERVAL: u64 = 500;
 /// Members say hello this often (ms); a link is made again at the next hello after it closed.
 const HELLO_EVERY: Time = 1_000;
 /// A link still proving who is at the other end after this long is dropped.
 const HANDSHAKE_TIMEOUT: Time = 5_000;
-
-/// What the founding tab writes: the subnet's size and the dealer's seed.
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
-struct Genesis {
-    nodes: usize,
-    dealer_seed: [u8; 32],
-    dkg_interval: u64,
-}
-
-/// A message on the subnet's BroadcastChannel.
-#[derive(Clone, Debug, Serialize, Deserialize)]
-enum Signal {
-    Hello { from: NodeIndex },
-    Offer { from: NodeIndex, to: NodeIndex, sdp: String },
-    Answer { from: NodeIndex, to: NodeIndex, sdp: String },
-}
 
 fn js_error(e: impl std::fmt::Display) -> JsValue {
     JsValue::from_str(&e.to_string())
@@ -74,79 +53,6 @@ fn now() -> Time {
     Date::now() as Time
 }
 
-fn random32() -> [u8; 32] {
-    let mut bytes = [0u8; 32];
-    getrandom::getrandom(&mut bytes).expect("the browser's crypto.getRandomValues");
-    bytes
-}
-
-/// Takes the Web Lock `name` for the life of this tab if it is free; says whether it did.
-async fn take_lock_for_life(name: &str) -> Result<bool, JsValue> {
-    let navigator = Reflect::get(&js_sys::global(), &"navigator".into())?;
-    let locks = Reflect::get(&navigator, &"locks".into())?;
-    let request: Function = Reflect::get(&locks, &"request".into())?.dyn_into()?;
-    let options = Object::new();
-    Reflect::set(&options, &"ifAvailable".into(), &JsValue::TRUE)?;
-    let mut answer: Option<Function> = None;
-    let taken = Promise::new(&mut |resolve, _| answer = Some(resolve));
-    let answer = answer.expect("the executor ran");
-    let callback = Closure::once_into_js(move |lock: JsValue| -> JsValue {
-        let got = !lock.is_null();
-        let _ = answer.call1(&JsValue::NULL, &JsValue::from_bool(got));
-        // Held until the tab goes: the lock's promise never settles.
-        if got {
-            Promise::new(&mut |_, _| {}).into()
-        } else {
-            JsValue::UNDEFINED
-        }
-    });
-    let _ = request.call3(&locks, &name.into(), &options, &callback)?;
-    Ok(JsFuture::from(taken).await?.as_bool() == Some(true))
-}
-
-/// Runs `body` holding the Web Lock `name` (waiting for it).
-async fn with_lock<F: std::future::Future<Output = Result<JsValue, JsValue>> + 'static>(name: &str, body: F) -> Result<JsValue, JsValue> {
-    let navigator = Reflect::get(&js_sys::global(), &"navigator".into())?;
-    let locks = Reflect::get(&navigator, &"locks".into())?;
-    let request: Function = Reflect::get(&locks, &"request".into())?.dyn_into()?;
-    let body = RefCell::new(Some(body));
-    let callback = Closure::once_into_js(move |_lock: JsValue| -> JsValue {
-        let body = body.borrow_mut().take().expect("called once");
-        wasm_bindgen_futures::future_to_promise(body).into()
-    });
-    let promise: Promise = request.call2(&locks, &name.into(), &callback)?.dyn_into()?;
-    JsFuture::from(promise).await
-}
-
-/// The subnet's genesis record: read, or written by the first tab.
-async fn genesis_of(name: &str, nodes: usize) -> Result<Genesis, JsValue> {
-    let key = format!("genesis/{name}");
-    let key2 = key.clone();
-    let bytes = with_lock(&format!("tabnet:{name}:genesis"), async move {
-        let db = IdbStorage::open("tabnet-subnets").await.map_err(js_error)?;
-        let store = db.load().await.map_err(js_error)?;
-        let bytes = match store.get(&key2).map_err(js_error)? {
-            Some(bytes) => bytes,
-            None => {
-                let genesis = Genesis { nodes, dealer_seed: random32(), dkg_interval: DKG_INTERVAL };
-                let mut bytes = Vec::new();
-                ciborium::into_writer(&genesis, &mut bytes).map_err(js_error)?;
-                let batch = WriteBatch { seq: 1, puts: vec![(key2.clone(), bytes.clone().into())], deletes: Vec::new() };
-                db.commit(&batch).await.map_err(js_error)?;
-                bytes
-            }
-        };
-        db.close();
-        Ok(js_sys::Uint8Array::from(&bytes[..]).into())
-    })
-    .await?;
-    let bytes = js_sys::Uint8Array::new(&bytes).to_vec();
-    let genesis: Genesis = ciborium::from_reader(bytes.as_slice()).map_err(|e| js_error(format!("bad genesis record {key}: {e}")))?;
-    if genesis.nodes != nodes {
-        return Err(js_error(format!("the subnet {name} has {} nodes, not {nodes}", genesis.nodes)));
-    }
-    Ok(genesis)
-}
 
 /// The checkpoints a tab serves to syncing peers: in memory, and written to its database
 /// before anything that depends on them is sent.
@@ -185,7 +91,7 @@ struct Link {
 
 type Node = NodeCore<Replica<BatchStore>, TabCheckpoints>;
 
-struct Member {
+pub(crate) struct Member {
     name: String,
     index: NodeIndex,
     nodes: usize,
@@ -194,14 +100,93 @@ struct Member {
     core: Node,
     db: Rc<IdbStorage>,
     links: Vec<Option<Link>>,
-    signals: Rc<RefCell<VecDeque<Signal>>>,
-    channel: BroadcastChannel,
-    _on_signal: Closure<dyn FnMut(MessageEvent)>,
+    signals: Inbox,
+    signaling: Signaling,
     last_hello: Time,
+    /// Random per opening of this member (see `Signal::Hello`), and the last one heard from
+    /// each peer.
+    incarnation: u64,
+    peer_incarnations: Vec<Option<u64>>,
     last_timer: Time,
     failed: Option<String>,
-    /// Recent protocol events, for the page.
-    events: VecDeque<String>,
+    /// Recent protocol events, for the page: numbered, with the time (ms since the epoch).
+    events: VecDeque<Event>,
+    events_seen: u64,
+    /// Heights last reported as events.
+    reported: (Height, Height),
+    faults: Faults,
+    /// Synchronous calls waiting for their certified outcome.
+    waiting: Vec<Waiter>,
+    /// The certified height the waiters were last looked at for.
+    waiters_seen: Height,
+    storage: StorageFigures,
+}
+
+/// A protocol event as the page's event stream shows it.
+#[derive(Serialize)]
+struct Event {
+    seq: u64,
+    at: Time,
+    text: String,
+}
+
+/// Events kept for the page; older ones are dropped.
+const EVENTS_KEPT: usize = 500;
+
+/// Faults the page can put on this node, to show how the subnet copes.
+#[derive(Default)]
+struct Faults {
+    /// Frozen: no turn runs (peers see a node that stopped; what arrives waits).
+    paused: bool,
+    /// Per peer: the link is cut (frames both ways dropped here).
+    cut: Vec<bool>,
+    /// Per peer: frames to it leave this many ms late.
+    delay: Vec<Time>,
+    /// Frames held back by a delay: (when they leave, to whom, the frame).
+    delayed: VecDeque<(Time, NodeIndex, Vec<u8>)>,
+    /// Byzantine: the signature shares this node sends are garbled (peers must notice, drop
+    /// them and hold it to account; the subnet goes on while at most f nodes lie).
+    corrupt_shares: bool,
+}
+
+/// A synchronous call waiting for its outcome: resolved with the certificate's body, or with
+/// `null` when it stops waiting (the call is then answered 202, as natively).
+struct Waiter {
+    id: tabnet_replica::RequestId,
+    until: Time,
+    resolve: Function,
+}
+
+/// A call waits this long for its certified outcome (ms), as natively.
+const SYNC_CALL_TIMEOUT: Time = 10_000;
+
+/// What the node's storage did, for the page and the benchmark (`status().storage`).
+#[derive(Default, Serialize)]
+struct StorageFigures {
+    /// Opening the database and reading everything in it (ms), and how much that was.
+    open_ms: f64,
+    open_bytes: u64,
+    /// Writes committed.
+    commits: u64,
+    committed_bytes: u64,
+    commit_ms_total: f64,
+    /// The bytes of the write under way (0: none): a tab killed now loses that write only.
+    writing_bytes: u64,
+    /// Turns of the node, and the time they spent computing (ms; not waiting for writes).
+    steps: u64,
+    step_ms_total: f64,
+    /// The largest write: its size and time (ms; the page's other work during it counts too).
+    largest_commit_bytes: u64,
+    largest_commit_ms: f64,
+    /// The last checkpoint written: its height, size and time (ms).
+    checkpoint_height: Height,
+    checkpoint_bytes: u64,
+    checkpoint_ms: f64,
+}
+
+/// The page's monotonic clock (ms), for measuring.
+pub(crate) fn performance_now() -> f64 {
+    web_sys::window().and_then(|w| w.performance()).map_or_else(Date::now, |p| p.now())
 }
 
 /// A tab that is a node of a tab subnet (JavaScript drives it: [`TabSubnet::step`] in a loop).
@@ -213,51 +198,57 @@ pub struct TabSubnet {
 #[wasm_bindgen]
 impl TabSubnet {
     /// Makes this tab a node of the tab subnet `name` of `nodes` nodes, resuming the member it
-    /// was (or whose tab is gone). Fails if the subnet has all its members.
-    pub async fn join(name: String, nodes: u32) -> Result<TabSubnet, JsValue> {
+    /// was (or whose tab is gone, among the tabs of one browser). Resolves once the subnet has
+    /// formed (all its members have joined once; `on_progress(text)` hears of the wait). Fails
+    /// if the subnet has all its members.
+    ///
+    /// `rendezvous`: the WebSocket address of a native node's rendezvous
+    /// (`ws://host/_/rendezvous/NAME?nodes=N`), for tabs on different machines: this tab proves
+    /// its node key there, and the rendezvous deals its keys. Without it, the tabs of this
+    /// browser form the subnet among themselves (Web Locks, BroadcastChannel).
+    pub async fn join(name: String, nodes: u32, rendezvous: Option<String>, on_progress: Option<Function>) -> Result<TabSubnet, JsValue> {
         let nodes = nodes as usize;
-        if !(1..=13).contains(&nodes) {
-            return Err(js_error(format!("a tab subnet has 1 to 13 nodes, not {nodes}")));
+        if !(1..=MAX_TAB_NODES).contains(&nodes) {
+            return Err(js_error(format!("a tab subnet has 1 to {MAX_TAB_NODES} nodes, not {nodes}")));
         }
-        let genesis = genesis_of(&name, nodes).await?;
-        let mut index = None;
-        for k in 0..nodes {
-            if take_lock_for_life(&format!("tabnet:{name}:{k}")).await? {
-                index = Some(k);
-                break;
+        let signals: Inbox = Rc::default();
+        let (key, membership, signaling) = match rendezvous {
+            Some(url) => {
+                let key = rendezvous_key(&name).await?;
+                let (link, membership) = ServerLink::join(url, &name, key.clone(), &signals, on_progress.as_ref()).await?;
+                (key, membership, Signaling::Server(link))
             }
+            None => {
+                let (key, membership) = local_membership(&name, nodes, on_progress.as_ref()).await?;
+                (key, membership, Signaling::local(&name, &signals)?)
+            }
+        };
+        if membership.nodes() != nodes {
+            return Err(js_error(format!("the subnet {name} has {} nodes, not {nodes}", membership.nodes())));
         }
-        let index = index.ok_or_else(|| js_error(format!("the subnet {name} has all its {nodes} members already")))?;
+        let index = membership.index;
+        let public = membership.public_keys().map_err(js_error)?;
+        let secret = membership.secrets(key, &public).map_err(js_error)?;
         let _ = crate::idb::persist().await;
-        let db = IdbStorage::open(&format!("tabnet-{name}-{index}")).await.map_err(js_error)?;
+        let opening = performance_now();
+        // Named by the subnet too: a subnet name reused for another subnet starts afresh.
+        let db = IdbStorage::open(&format!("tabnet-{name}-{}-{index}", membership.fingerprint())).await.map_err(js_error)?;
         let store = db.load().await.map_err(js_error)?;
+        let mut open_bytes = store.bytes();
         let mut checkpoints = TabCheckpoints::default();
         for (height, bytes) in db.load_checkpoints().await.map_err(js_error)? {
+            open_bytes += bytes.len() as u64;
             checkpoints.kept.add(Checkpoint::new(height, bytes)).map_err(js_error)?;
         }
-        let dealt = dealt_node(nodes, &genesis.dealer_seed, index);
+        let dealt = member_node(index, public, secret);
         let config = SubnetConfig::for_subnet_size(nodes as u64);
         let check = Arc::new(CallCheck { max_bytes: config.max_ingress_bytes });
         let replica = Replica::open_member(store, config, dealt.member).map_err(js_error)?;
         let crypto = Arc::new(BlsCrypto::new(index, dealt.secret.clone(), dealt.public.clone()));
-        let core = NodeCore::open(local_node_config(&genesis.dealer_seed, genesis.dkg_interval), crypto, check, replica, checkpoints)
+        let core = NodeCore::open(local_node_config(membership.genesis_seed, membership.dkg_interval), crypto, check, replica, checkpoints)
             .map_err(js_error)?;
+        let storage = StorageFigures { open_ms: performance_now() - opening, open_bytes, ..StorageFigures::default() };
 
-        let channel = BroadcastChannel::new(&format!("tabnet:{name}"))?;
-        let signals: Rc<RefCell<VecDeque<Signal>>> = Rc::default();
-        let inbox = signals.clone();
-        let on_signal = Closure::<dyn FnMut(MessageEvent)>::new(move |e: MessageEvent| {
-            if let Some(text) = e.data().as_string() {
-                if let Ok(signal) = serde_json_signal(&text) {
-                    let mut inbox = inbox.borrow_mut();
-                    // A flood of signals is cut, not held.
-                    if inbox.len() < 1_000 {
-                        inbox.push_back(signal);
-                    }
-                }
-            }
-        });
-        channel.set_onmessage(Some(on_signal.as_ref().unchecked_ref()));
         let member = Member {
             name,
             index,
@@ -268,12 +259,19 @@ impl TabSubnet {
             db: Rc::new(db),
             links: (0..nodes).map(|_| None).collect(),
             signals,
-            channel,
-            _on_signal: on_signal,
+            signaling,
             last_hello: 0,
+            incarnation: u64::from_le_bytes(random32()[..8].try_into().expect("8 bytes")),
+            peer_incarnations: vec![None; nodes],
             last_timer: 0,
             failed: None,
             events: VecDeque::new(),
+            events_seen: 0,
+            reported: (0, 0),
+            faults: Faults { cut: vec![false; nodes], delay: vec![0; nodes], ..Faults::default() },
+            waiting: Vec::new(),
+            waiters_seen: 0,
+            storage,
         };
         Ok(TabSubnet { member: Rc::new(RefCell::new(member)) })
     }
@@ -282,10 +280,14 @@ impl TabSubnet {
     /// IndexedDB before what it sends leaves. Returns how long (ms) until it wants the next turn.
     pub async fn step(&self) -> Result<f64, JsValue> {
         let now = now();
+        let computing = performance_now();
         let (writes, checkpoints, frames) = {
             let mut m = self.member.borrow_mut();
             if let Some(reason) = &m.failed {
                 return Err(js_error(reason));
+            }
+            if m.faults.paused {
+                return Ok(50.0);
             }
             m.signal(now, &self.member);
             m.drive_links(now);
@@ -295,32 +297,50 @@ impl TabSubnet {
                 m.core.on_timer(now);
             }
             let frames = m.perform(now);
+            m.report_heights();
             let writes = m.core.replica_mut().store_mut().take_batches();
             let checkpoints = std::mem::take(&mut m.core.checkpoints_mut().unwritten);
+            m.storage.steps += 1;
+            m.storage.step_ms_total += performance_now() - computing;
             (writes, checkpoints, frames)
         };
         // Durable before anything sent after it leaves (IndexedDB commits one write at a time).
         let db = self.member.borrow().db.clone();
         for batch in &writes {
-            if let Err(e) = db.commit(batch).await {
+            let started = performance_now();
+            self.member.borrow_mut().storage.writing_bytes = batch_bytes(batch);
+            let committed = db.commit(batch).await;
+            self.member.borrow_mut().storage.writing_bytes = 0;
+            if let Err(e) = committed {
                 self.member.borrow_mut().failed = Some(e.clone());
                 return Err(js_error(e));
             }
+            self.member.borrow_mut().storage.committed(batch, performance_now() - started);
         }
         for c in &checkpoints {
             let keep: Vec<Height> = self.member.borrow().core.checkpoints().kept().iter().map(Checkpoint::height).collect();
+            let started = performance_now();
             if let Err(e) = db.put_checkpoint(c.height(), c.bytes(), &keep).await {
                 self.member.borrow_mut().failed = Some(e.clone());
                 return Err(js_error(e));
             }
+            let storage = &mut self.member.borrow_mut().storage;
+            (storage.checkpoint_height, storage.checkpoint_bytes) = (c.height(), c.bytes().len() as u64);
+            storage.checkpoint_ms = performance_now() - started;
         }
-        let m = self.member.borrow();
-        for (to, frame) in &frames {
-            for (k, link) in m.links.iter().enumerate() {
-                if let Some(link) = link.as_ref().filter(|l| matches!(l.state, LinkState::Up) && to.is_none_or(|t| t == k)) {
-                    link.rtc.send(frame);
+        self.member.borrow_mut().wake_waiters(now);
+        let mut m = self.member.borrow_mut();
+        for (to, frame) in frames {
+            for k in (0..m.nodes).filter(|k| to.is_none_or(|t| t == *k)) {
+                match m.faults.delay[k] {
+                    0 => m.send_to(k, &frame),
+                    ms => m.faults.delayed.push_back((now + ms, k, frame.clone())),
                 }
             }
+        }
+        while m.faults.delayed.front().is_some_and(|(at, _, _)| *at <= now) {
+            let (_, k, frame) = m.faults.delayed.pop_front().expect("checked");
+            m.send_to(k, &frame);
         }
         for link in m.links.iter().flatten() {
             link.rtc.flush();
@@ -333,38 +353,54 @@ impl TabSubnet {
     /// read_state) as the page's service worker hands it over: `{status, cbor, body}`. A v3/v4
     /// call waits for its certified outcome (up to 10 s, then 202, as natively).
     pub async fn http(&self, method: String, path: String, content_type: Option<String>, body: Vec<u8>) -> Result<JsValue, JsValue> {
-        let now_ns = now() * 1_000_000;
-        let endpoint = match http::route(&method, &path, content_type.as_deref()) {
-            Ok(endpoint) => endpoint,
-            Err(e) => return http_response(e.status, false, e.message.as_bytes()),
-        };
-        let id = {
-            let mut m = self.member.borrow_mut();
-            if let Some(r) = http::answer(m.core.replica_mut(), &endpoint, &body, now_ns) {
-                return http_response(r.status, r.cbor, &r.body);
-            }
-            let Endpoint::Call { ecid, sync, subnet } = endpoint else { unreachable!("answered above") };
-            match http::check_call(m.core.replica_mut(), ecid, subnet, sync, &body, now_ns) {
-                Checked::Answer { status, body, cbor } => return http_response(status, cbor, &body),
-                Checked::Submit { id, ingress } => {
-                    if let Err(e) = m.core.submit_ingress(now(), Ingress { bytes: ingress }) {
-                        return http_response(503, false, e.as_bytes());
-                    }
-                    if !sync {
-                        return http_response(202, false, b"");
-                    }
-                    id
-                }
-            }
-        };
-        // The page's loop steps the node meanwhile; the outcome shows once certified.
-        for _ in 0..500 {
-            crate::rtc::sleep(20).await;
-            if let Some(body) = http::call_outcome(self.member.borrow().core.replica(), &id) {
-                return http_response(200, true, &body);
-            }
-        }
-        http_response(202, false, b"")
+        let r = serve(&self.member, &method, &path, content_type.as_deref(), &body).await;
+        http_response(r.status, r.cbor, &r.body)
+    }
+
+    /// The protocol events after number `after` (0: all kept), oldest first, as JSON
+    /// `[{seq, at, text}]` (`at`: ms since the epoch). Keeps the last 500.
+    pub fn events(&self, after: f64) -> String {
+        let m = self.member.borrow();
+        let newer: Vec<&Event> = m.events.iter().filter(|e| e.seq as f64 > after).collect();
+        serde_json::to_string(&newer).unwrap_or_default()
+    }
+
+    /// Freezes this node (`true`) or lets it go on: a paused node runs no turn, so to its peers
+    /// it looks crashed; what they send waits for it.
+    pub fn pause(&self, paused: bool) {
+        let mut m = self.member.borrow_mut();
+        m.faults.paused = paused;
+        m.event(format!("{} by the page", if paused { "paused" } else { "resumed" }));
+    }
+
+    /// Cuts the link to node `peer` (`true`: frames both ways are dropped here) or restores it.
+    pub fn cut_link(&self, peer: u32, cut: bool) -> Result<(), JsValue> {
+        let mut m = self.member.borrow_mut();
+        let peer = m.peer_index(peer)?;
+        m.faults.cut[peer] = cut;
+        m.event(format!("link to node {peer} {} by the page", if cut { "cut" } else { "restored" }));
+        Ok(())
+    }
+
+    /// Delays every frame to node `peer` by `ms` (0: none).
+    pub fn delay_link(&self, peer: u32, ms: u32) -> Result<(), JsValue> {
+        let mut m = self.member.borrow_mut();
+        let peer = m.peer_index(peer)?;
+        m.faults.delay[peer] = Time::from(ms);
+        m.event(format!("frames to node {peer} now leave {ms} ms late"));
+        Ok(())
+    }
+
+    /// Makes this node Byzantine (`true`): the signature shares it sends are garbled. Peers
+    /// drop them and charge it; with at most f such nodes the subnet goes on.
+    pub fn corrupt_shares(&self, on: bool) {
+        let mut m = self.member.borrow_mut();
+        m.faults.corrupt_shares = on;
+        m.event(format!("{} garbled signature shares", if on { "now sends" } else { "no longer sends" }));
+    }
+
+    pub(crate) fn member(&self) -> &Rc<RefCell<Member>> {
+        &self.member
     }
 
     /// The node as the page shows it: JSON.
@@ -388,9 +424,55 @@ impl TabSubnet {
             certified: c.certified_height(),
             links,
             failed: m.failed.as_deref(),
-            events: m.events.iter().map(String::as_str).collect(),
+            events: m.events.iter().rev().take(8).rev().map(|e| e.text.as_str()).collect(),
+            rank: c.rank_at(c.notarized_height() + 1),
+            paused: m.faults.paused,
+            cut: &m.faults.cut,
+            delay: &m.faults.delay,
+            corrupt_shares: m.faults.corrupt_shares,
+            storage: &m.storage,
         });
         JsValue::from_str(&status)
+    }
+}
+
+/// Answers one request of the IC HTTP interface with the node of `member`.
+pub(crate) async fn serve(member: &Rc<RefCell<Member>>, method: &str, path: &str, content_type: Option<&str>, body: &[u8]) -> http::Response {
+    let plain = |status: u16, text: &[u8]| http::Response { status, cbor: false, body: text.to_vec() };
+    let now_ms = now();
+    let now_ns = now_ms * 1_000_000;
+    let routed = http::route(method, path, content_type);
+    let endpoint = match routed.and_then(|e| if body.len() > http::MAX_BODY_BYTES { Err(http::body_too_large()) } else { Ok(e) }) {
+        Ok(endpoint) => endpoint,
+        Err(e) => return plain(e.status, e.message.as_bytes()),
+    };
+    let outcome = {
+        let mut m = member.borrow_mut();
+        if let Some(r) = http::answer(m.core.replica_mut(), &endpoint, body, now_ns) {
+            return r;
+        }
+        let Endpoint::Call { ecid, sync, subnet } = endpoint else { unreachable!("answered above") };
+        match http::check_call(m.core.replica_mut(), ecid, subnet, sync, body, now_ns) {
+            Checked::Answer { status, body, cbor } => return http::Response { status, cbor, body },
+            Checked::Submit { id, ingress } => {
+                if let Err(e) = m.core.submit_ingress(now_ms, Ingress { bytes: ingress }) {
+                    return plain(503, e.as_bytes());
+                }
+                if !sync {
+                    return plain(202, b"");
+                }
+                // The page's loop steps the node meanwhile; `step` resolves this once the
+                // outcome is certified, or when it stops waiting.
+                let mut resolve = None;
+                let outcome = Promise::new(&mut |r, _| resolve = Some(r));
+                m.waiting.push(Waiter { id, until: now_ms + SYNC_CALL_TIMEOUT, resolve: resolve.expect("the executor ran") });
+                outcome
+            }
+        }
+    };
+    match JsFuture::from(outcome).await.ok().and_then(|v| v.dyn_into::<js_sys::Uint8Array>().ok()) {
+        Some(certificate) => http::Response { status: 200, cbor: true, body: certificate.to_vec() },
+        None => plain(202, b""),
     }
 }
 
@@ -413,43 +495,137 @@ struct StatusView<'a> {
     links: Vec<&'a str>,
     failed: Option<&'a str>,
     events: Vec<&'a str>,
+    /// This node's block-maker rank for the height being decided (`null` before its beacon).
+    rank: Option<u32>,
+    paused: bool,
+    cut: &'a [bool],
+    delay: &'a [Time],
+    corrupt_shares: bool,
+    storage: &'a StorageFigures,
 }
 
 fn serde_json_status(s: &StatusView) -> String {
     serde_json::to_string(s).unwrap_or_default()
 }
 
-fn serde_json_signal(text: &str) -> Result<Signal, String> {
-    if text.len() > 64 * 1024 {
-        return Err("signal too long".into());
+fn batch_bytes(batch: &WriteBatch) -> u64 {
+    batch.puts.iter().map(|(k, v)| (k.len() + v.len()) as u64).sum()
+}
+
+impl StorageFigures {
+    fn committed(&mut self, batch: &WriteBatch, ms: f64) {
+        let bytes = batch_bytes(batch);
+        self.commits += 1;
+        self.committed_bytes += bytes;
+        self.commit_ms_total += ms;
+        if bytes >= self.largest_commit_bytes {
+            (self.largest_commit_ms, self.largest_commit_bytes) = (ms, bytes);
+        }
     }
-    serde_json::from_str(text).map_err(|e| e.to_string())
+}
+
+/// A Byzantine node's lie: its signature share, sent on, no longer verifies.
+fn garble_share(message: &mut tabnet_consensus::Message) {
+    if let tabnet_consensus::Message::Push(tabnet_consensus::Artifact::Share(share)) = message {
+        share.sig[7] ^= 0x5a;
+    }
 }
 
 impl Member {
-    fn post(&self, signal: &Signal) {
-        if let Ok(text) = serde_json::to_string(signal) {
-            let _ = self.channel.post_message(&JsValue::from_str(&text));
+    /// Sends `frame` to `peer` if the link is up and not cut.
+    fn peer_index(&self, peer: u32) -> Result<NodeIndex, JsValue> {
+        let peer = peer as usize;
+        if peer >= self.nodes || peer == self.index {
+            return Err(js_error(format!("node {peer} is not a peer of node {}", self.index)));
+        }
+        Ok(peer)
+    }
+
+    fn send_to(&self, peer: NodeIndex, frame: &[u8]) {
+        if self.faults.cut[peer] {
+            return;
+        }
+        if let Some(link) = self.links[peer].as_ref().filter(|l| matches!(l.state, LinkState::Up)) {
+            link.rtc.send(frame);
         }
     }
 
+    /// The subnet's public key (DER), which certificates are checked against.
+    pub(crate) fn root_key(&self) -> &[u8] {
+        self.core.replica().root_key()
+    }
+
+    /// Answers the calls whose outcome is now certified, and those that waited long enough.
+    fn wake_waiters(&mut self, now: Time) {
+        if self.waiting.is_empty() {
+            return;
+        }
+        let certified = self.core.consensus().certified_height();
+        let fresh = certified != self.waiters_seen;
+        self.waiters_seen = certified;
+        let replica = self.core.replica();
+        self.waiting.retain(|w| {
+            let answer = if fresh { http::call_outcome(replica, &w.id) } else { None };
+            match answer {
+                Some(body) => {
+                    let _ = w.resolve.call1(&JsValue::NULL, &js_sys::Uint8Array::from(&body[..]));
+                    false
+                }
+                None if now >= w.until => {
+                    let _ = w.resolve.call1(&JsValue::NULL, &JsValue::NULL);
+                    false
+                }
+                None => true,
+            }
+        });
+    }
+
+    fn post(&self, signal: &Signal) {
+        self.signaling.post(signal);
+    }
+
     fn event(&mut self, text: String) {
-        self.events.push_back(text);
-        while self.events.len() > 50 {
+        self.events_seen += 1;
+        self.events.push_back(Event { seq: self.events_seen, at: now(), text });
+        while self.events.len() > EVENTS_KEPT {
             self.events.pop_front();
+        }
+    }
+
+    /// Finality and certification as events (once per height that moved them).
+    fn report_heights(&mut self) {
+        let c = self.core.consensus();
+        let (finalized, certified) = (c.finalized_height(), c.certified_height());
+        if finalized > self.reported.0 {
+            self.reported.0 = finalized;
+            self.event(format!("finalized height {finalized}"));
+        }
+        if certified > self.reported.1 {
+            self.reported.1 = certified;
+            self.event(format!("certified the state of height {certified}"));
         }
     }
 
     /// Hellos, offers and answers: links are made by the lower index of each pair.
     fn signal(&mut self, now: Time, shared: &Rc<RefCell<Member>>) {
+        if let Some(note) = self.signaling.maintain(now) {
+            self.event(note);
+        }
         if now >= self.last_hello + HELLO_EVERY {
             self.last_hello = now;
-            self.post(&Signal::Hello { from: self.index });
+            self.post(&Signal::Hello { from: self.index, incarnation: self.incarnation });
         }
         let signals: Vec<Signal> = self.signals.borrow_mut().drain(..).collect();
         for signal in signals {
             match signal {
-                Signal::Hello { from } if from < self.nodes && from != self.index => {
+                Signal::Hello { from, incarnation } if from < self.nodes && from != self.index => {
+                    let reopened = self.peer_incarnations[from].replace(incarnation).is_some_and(|known| known != incarnation);
+                    if reopened {
+                        if let Some(old) = self.links[from].take() {
+                            old.rtc.close();
+                            self.event(format!("node {from} was reopened: its old link closed"));
+                        }
+                    }
                     let stale = self.links[from].as_ref().is_none_or(|l| l.rtc.is_closed());
                     if stale && self.index < from {
                         self.dial(now, from, shared);
@@ -532,6 +708,7 @@ impl Member {
         }
         while let Some(frame) = link.rtc.recv() {
             match std::mem::replace(&mut link.state, LinkState::Up) {
+                LinkState::Up if self.faults.cut[peer] => {}
                 LinkState::Up => {
                     self.core.on_frame(now, peer, &frame);
                 }
@@ -571,7 +748,12 @@ impl Member {
         let mut frames = Vec::new();
         while let Some(output) = self.core.poll() {
             match output {
-                NodeOutput::Send { to, message } => frames.push((to, codec::encode(&message))),
+                NodeOutput::Send { to, mut message } => {
+                    if self.faults.corrupt_shares {
+                        garble_share(&mut message);
+                    }
+                    frames.push((to, codec::encode(&message)));
+                }
                 NodeOutput::VerifyIngress(unverified) => {
                     // No threads here: verified at once.
                     let check = self.core.ingress_check();
