@@ -1580,7 +1580,12 @@ impl ConsensusNode {
             }
         }
         let own_blocks: Vec<Arc<Proposal>> = v.proposals.range(f + 1..).flat_map(|(_, m)| m.values()).filter(|p| p.block.maker == self.me).cloned().collect();
-        for (kind, from) in [(Kind::Notarization, f + 1), (Kind::Finalization, f), (Kind::Beacon, self.beacon_tip()), (Kind::Certification, self.certified_height)] {
+        // Every beacon above the finalized height, not only the tip: a peer that restarted at
+        // this finalized height takes beacons only in order, and it can neither make one below
+        // our tip (we purged our shares of it and drop its share as stale) nor get it by
+        // catch-up (nothing is finalized above it). Missing one, it never ranks the makers of
+        // the next height, and with f nodes down the subnet stalled for good.
+        for (kind, from) in [(Kind::Notarization, f + 1), (Kind::Finalization, f), (Kind::Beacon, f + 1), (Kind::Certification, self.certified_height)] {
             for ((_, h), m) in v.aggregates.range((kind, from)..=(kind, Height::MAX)) {
                 // Not the start block's trusted notarization and finalization (no signers).
                 let trusted = |a: &&Aggregate| matches!(kind, Kind::Notarization | Kind::Finalization) && a.signers.is_empty();
@@ -1867,6 +1872,14 @@ impl ConsensusNode {
         let h = b.height;
         let Some(parent) = self.pool.validated.proposal(h - 1, &b.parent) else { return Check::Later };
         if !self.is_notarized(h - 1, &b.parent) {
+            return Check::Later;
+        }
+        // The beacon of the height before ranks the makers; it may come after the parent's
+        // notarization (a restarted node gets notarizations rebroadcast before it can make that
+        // beacon). Refused then, an honest block would be invalid here for good and its copies
+        // dropped: a restarted node never saw the rank-0 block the others had signed, signed
+        // another, and neither got 2f+1 shares.
+        if self.beacon(h - 1).is_none() {
             return Check::Later;
         }
         match self.rank(h, b.maker) {

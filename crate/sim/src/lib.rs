@@ -203,8 +203,15 @@ impl<N: Node> Simulation<N> {
         self.slots[i].node.take()
     }
 
-    /// Puts `node` in slot `i` and wakes it now.
+    /// Puts `node` in slot `i` and wakes it now. Messages still on their way to the node it
+    /// replaces are lost (they were sent to a process, or over links, that no longer exist).
     pub fn restart(&mut self, i: NodeIndex, node: N) {
+        for queue in self.events.values_mut() {
+            let before = queue.len();
+            queue.retain(|e| !matches!(e, Event::Deliver { to, .. } if *to == i));
+            self.stats.to_crashed += (before - queue.len()) as u64;
+        }
+        self.events.retain(|_, queue| !queue.is_empty());
         let slot = &mut self.slots[i];
         slot.node = Some(node);
         slot.wake_generation += 1;

@@ -77,6 +77,14 @@ impl Fault {
     }
 }
 
+/// A node that crashes at `at` and, with `restart`, comes back then from what it persisted.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Crash {
+    pub node: usize,
+    pub at: Time,
+    pub restart: Option<Time>,
+}
+
 /// One simulated run, fully determined by its fields.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Scenario {
@@ -97,6 +105,13 @@ pub struct Scenario {
     /// Every node crashes, one after another a few message delays apart (so they stop at
     /// different heights), and all restart from what they persisted `downtime` later.
     pub blackout: bool,
+    /// Crashes at given times, of given nodes (besides `faults`, which go to other nodes):
+    /// each crashes at its time and, if a restart time is given, restarts then from what it
+    /// persisted. Text form: `crashes=3@3000,2@6000..14000`.
+    pub crashes: Vec<Crash>,
+    /// A restarted node's links come up this long (ms) after it restarts: until then it reaches
+    /// no one and no one reaches it (as a tab's WebRTC links, made again after a hello).
+    pub link_delay: Time,
     /// Ingress messages submitted per virtual second (to random nodes), their size, and how
     /// long after submission they expire (ms).
     pub ingress_per_second: u64,
@@ -131,6 +146,8 @@ impl Scenario {
             slow_per_million: 0,
             partition: false,
             blackout: false,
+            crashes: Vec::new(),
+            link_delay: 0,
             ingress_per_second: 50,
             ingress_size: 64,
             ingress_expiry: 60_000,
@@ -161,7 +178,7 @@ impl fmt::Display for Scenario {
         let faults: Vec<&str> = self.faults.iter().map(|x| x.name()).collect();
         write!(
             f,
-            "seed={} nodes={} faults={} duration={} delay={}..{} loss={} duplicate={} partition={} ingress={} size={} unit={} notary={} interval={} strip={}{}{}{}{}{}{}",
+            "seed={} nodes={} faults={} duration={} delay={}..{} loss={} duplicate={} partition={} ingress={} size={} unit={} notary={} interval={} strip={}{}{}{}{}{}{}{}",
             self.seed,
             self.nodes,
             if faults.is_empty() { "none".to_string() } else { faults.join(",") },
@@ -186,7 +203,20 @@ impl fmt::Display for Scenario {
             } else {
                 format!(" block={}/{}", self.block_ingress, self.block_bytes)
             },
-            if self.blackout { " blackout=true" } else { "" }
+            if self.blackout { " blackout=true" } else { "" },
+            if self.crashes.is_empty() {
+                String::new()
+            } else {
+                let list: Vec<String> = self
+                    .crashes
+                    .iter()
+                    .map(|c| match c.restart {
+                        Some(r) => format!("{}@{}..{r}", c.node, c.at),
+                        None => format!("{}@{}", c.node, c.at),
+                    })
+                    .collect();
+                format!(" crashes={} links={}", list.join(","), self.link_delay)
+            }
         )
     }
 }
@@ -218,6 +248,20 @@ impl FromStr for Scenario {
                 "slow" => sc.slow_per_million = num(value)? as u32,
                 "partition" => sc.partition = value == "true",
                 "blackout" => sc.blackout = value == "true",
+                "crashes" => {
+                    sc.crashes = value
+                        .split(',')
+                        .map(|c| {
+                            let (node, times) = c.split_once('@').ok_or("crashes=NODE@AT[..RESTART],...")?;
+                            let (at, restart) = match times.split_once("..") {
+                                Some((a, r)) => (num(a)?, Some(num(r)?)),
+                                None => (num(times)?, None),
+                            };
+                            Ok(Crash { node: num(node)? as usize, at, restart })
+                        })
+                        .collect::<Result<_, String>>()?
+                }
+                "links" => sc.link_delay = num(value)?,
                 "ingress" => sc.ingress_per_second = num(value)?,
                 "size" => sc.ingress_size = num(value)?.max(16) as usize,
                 "expiry" => sc.ingress_expiry = num(value)?,
@@ -607,6 +651,12 @@ pub struct Report {
     pub rejections: BTreeMap<&'static str, u64>,
     /// The most artifacts an honest node held unvalidated (sampled as the run goes).
     pub max_unvalidated: usize,
+    /// Each node's finalized height at the end (`None`: down).
+    pub finalized_by_node: Vec<Option<Height>>,
+    /// At each crash and restart: when, and the highest height an honest node had finalized.
+    pub marks: Vec<(Time, Height)>,
+    /// Each time the highest height an honest node finalized rose: when, and to what.
+    pub progress: Vec<(Time, Height)>,
 }
 
 impl Report {
@@ -660,6 +710,7 @@ impl Checker {
                             _ => self.stalls.push((time - self.top.1, excused)),
                         }
                         self.top = (batch.height, time, batch.beacon.clone());
+                        self.report.progress.push((time, batch.height));
                     }
                     let bytes: usize = batch.ingress.iter().map(|i| i.bytes.len()).sum();
                     if honest && (batch.ingress.len() > self.limits.0 || bytes > self.limits.1) {
@@ -774,7 +825,12 @@ pub fn run(scenario: &Scenario, measure_bytes: bool) -> Report {
         order.swap(i, choices.below(i as u64 + 1) as usize);
     }
     let mut fault_of: Vec<Option<Fault>> = vec![None; n];
-    for (k, fault) in scenario.faults.iter().enumerate().take(n) {
+    // Nodes crashed by the schedule are crashed or restarting ones; the seeded faults go to others.
+    for c in &scenario.crashes {
+        fault_of[c.node] = Some(if c.restart.is_some() { Fault::Restart } else { Fault::Crash });
+    }
+    order.retain(|i| !scenario.crashes.iter().any(|c| c.node == *i));
+    for (k, fault) in scenario.faults.iter().enumerate().take(order.len()) {
         fault_of[order[k]] = Some(*fault);
     }
     let keys = SimKeys::new(n, scenario.seed);
@@ -842,7 +898,7 @@ pub fn run(scenario: &Scenario, measure_bytes: bool) -> Report {
     for k in 0..submissions {
         actions.push((choices.below(d * 3 / 4), Action::Submit { node: choices.below(n as u64) as usize, nonce: k }));
     }
-    for (i, fault) in fault_of.iter().enumerate() {
+    for (i, fault) in fault_of.iter().enumerate().filter(|(i, _)| !scenario.crashes.iter().any(|c| c.node == *i)) {
         match fault {
             Some(Fault::Crash) => actions.push((d / 10 + choices.below(d / 3), Action::Crash(i))),
             Some(Fault::Restart) => {
@@ -852,6 +908,15 @@ pub fn run(scenario: &Scenario, measure_bytes: bool) -> Report {
                 actions.push((at + down, Action::Restart(i)));
             }
             _ => {}
+        }
+    }
+    for c in &scenario.crashes {
+        actions.push((c.at, Action::Crash(c.node)));
+        if let Some(back) = c.restart {
+            actions.push((back, Action::Restart(c.node)));
+            if scenario.link_delay > 0 {
+                network.partitions.push(Partition { from: back, until: back + scenario.link_delay, side: [c.node].into() });
+            }
         }
     }
     if scenario.blackout {
@@ -891,7 +956,26 @@ pub fn run(scenario: &Scenario, measure_bytes: bool) -> Report {
     let mut submitted_to_honest: Vec<Hash> = Vec::new();
     let mut disks: Vec<Option<Disk>> = vec![None; n];
     let mut actions = actions.into_iter().peekable();
+    // TABNET_TRACE=1: every node's consensus state every 2 s of virtual time (as nodes print it).
+    let trace = std::env::var_os("TABNET_TRACE").is_some();
+    let mut traced: Time = 0;
     loop {
+        if trace && sim.now() >= traced + 2_000 {
+            traced = sim.now() / 2_000 * 2_000;
+            for (i, node) in sim.nodes() {
+                let c = node.core.consensus();
+                eprintln!(
+                    "t={} node {i}: finalized {} notarized {} certified {} unvalidated {} rejections {:?}; {}",
+                    sim.now(),
+                    c.finalized_height(),
+                    c.notarized_height(),
+                    c.certified_height(),
+                    c.unvalidated_len(),
+                    c.rejections(),
+                    c.round_view()
+                );
+            }
+        }
         let next_action = actions.peek().map(|(t, _)| *t).unwrap_or(d);
         match sim.next_time() {
             Some(t) if t <= next_action && t <= d => {
@@ -910,6 +994,9 @@ pub fn run(scenario: &Scenario, measure_bytes: bool) -> Report {
         }
         let Some((at, action)) = actions.next() else { break };
         sim.run_until(at.saturating_sub(1));
+        if matches!(action, Action::Crash(_) | Action::Restart(_)) {
+            checker.report.marks.push((at, checker.top.0));
+        }
         match action {
             Action::Submit { node, nonce } => {
                 let ingress = sim_ingress(at + scenario.ingress_expiry, nonce, scenario.ingress_size);
@@ -953,6 +1040,7 @@ pub fn run(scenario: &Scenario, measure_bytes: bool) -> Report {
     report.finalized_min = up_honest.iter().map(|n| n.core.consensus().finalized_height()).min().unwrap_or(0);
     report.finalized_max = up_honest.iter().map(|n| n.core.consensus().finalized_height()).max().unwrap_or(0);
     report.certified_min = up_honest.iter().map(|n| n.core.consensus().certified_height()).min().unwrap_or(0);
+    report.finalized_by_node = (0..n).map(|i| sim.node(i).map(|node| node.core.consensus().finalized_height())).collect();
     // Nodes that crashed and came back must have caught up (unless the network was not synchronous).
     let restarted: Vec<(NodeIndex, Height)> = sim
         .nodes()
@@ -980,7 +1068,7 @@ pub fn run(scenario: &Scenario, measure_bytes: bool) -> Report {
     // along (no wait for a new finalized height longer than two slowest rounds, plus a round for
     // each faulty rank-0 maker on the way), and every message submitted to an honest node
     // executes (unless it may expire first).
-    let faulty = scenario.faults.len();
+    let faulty = fault_of.iter().filter(|x| x.is_some()).count();
     if faulty <= f && scenario.synchronous() {
         // Delays are bounded: by ten times max_delay where some messages are slow.
         let delta = if scenario.slow_per_million > 0 { 10 * scenario.max_delay } else { scenario.max_delay };
