@@ -127,13 +127,21 @@ async function runSubnet(name, nodes) {
   };
   showStorage();
   setInterval(showStorage, 5_000);
+  // Leaving lets go of this tab's slot: another tab (or this one, reloaded) can take it and go
+  // on from what this one kept.
+  $('subnet-leave').hidden = false;
+  $('subnet-leave').onclick = async () => {
+    $('subnet-leave').disabled = true;
+    await subnet.leave();
+  };
   let shown = 0;
   for (;;) {
     let wait;
     try {
       wait = await subnet.step();
     } catch (e) {
-      $('subnet-status').textContent = `this node stopped: ${e}`;
+      $('subnet-status').textContent = `this node stopped: ${e}${String(e).includes('left') ? ' (reload to join again)' : ''}`;
+      $('subnet-leave').hidden = true;
       return;
     }
     if (Date.now() - shown > 250) {

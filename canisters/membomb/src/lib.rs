@@ -20,13 +20,23 @@ fn grow() {
     }
 }
 
-/// Keeps `mib` more MiB on the heap, every byte written (each call's bytes differ from the
-/// last's, so every page is dirty); returns the heap size in 64 KiB pages.
+/// Keeps `mib` more MiB on the heap, every byte written with pseudo-random bytes (each call's
+/// differ from the last's, so every page is dirty, and no storage engine can compress them
+/// away); returns the heap size in 64 KiB pages.
 #[ic_cdk::update]
 fn fill(mib: u32) -> u64 {
-    let tint = HOARD.with_borrow(|h| h.len() as u8);
+    let mut x = 0x9e37_79b9_7f4a_7c15u64 ^ HOARD.with_borrow(|h| h.len() as u64);
     for _ in 0..mib {
-        HOARD.with_borrow_mut(|h| h.push(vec![tint ^ 0x3c; MIB]));
+        let chunk: Vec<u8> = (0..MIB / 8)
+            .flat_map(|_| {
+                // xorshift64
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                x.to_le_bytes()
+            })
+            .collect();
+        HOARD.with_borrow_mut(|h| h.push(chunk));
     }
     heap_pages()
 }

@@ -1,6 +1,12 @@
 //! A tab node's durable storage: one IndexedDB database per node, holding what its store holds
-//! (`records`: key → bytes) and the checkpoints it serves to syncing peers (`checkpoints`:
-//! height → bytes).
+//! (`records`: key → bytes) and the checkpoints it serves to syncing peers.
+//!
+//! A checkpoint is the whole replicated state, but most of it is what the previous checkpoint
+//! held already (a canister's heap pages that did not change): it is cut into content-defined
+//! chunks (FastCDC, so a record that grows does not shift every cut after it), kept once each
+//! by their SHA-256 (`checkpoint_chunks`), and a checkpoint is the list of its chunks' hashes
+//! (`checkpoints`: height → manifest). Keeping one writes only the chunks no kept checkpoint
+//! has, and drops the manifests and chunks no longer kept, in one transaction.
 //!
 //! The node keeps its store in memory ([`BatchStore`]); this commits each [`WriteBatch`] the
 //! store sealed in one IndexedDB transaction, in order. IndexedDB transactions are atomic and
@@ -13,8 +19,43 @@ use tabnet_replica::{BatchStore, WriteBatch};
 use wasm_bindgen::{JsCast, JsValue};
 
 const RECORDS: &str = "records";
-const CHECKPOINTS: &str = "checkpoints";
-const VERSION: u32 = 1;
+/// Version 1 kept checkpoints whole here; such a checkpoint is dropped when the next is kept.
+const OLD_CHECKPOINTS: &str = "checkpoints";
+const CHECKPOINTS: &str = "checkpoint_manifests";
+const CHECKPOINT_CHUNKS: &str = "checkpoint_chunks";
+/// 2: checkpoints as manifests of chunks.
+const VERSION: u32 = 2;
+/// FastCDC's sizes for checkpoint chunks: a changed 64 KiB page rewrites about one chunk.
+const CHUNK_MIN: u32 = 16 << 10;
+const CHUNK_AVG: u32 = 64 << 10;
+const CHUNK_MAX: u32 = 256 << 10;
+
+/// A checkpoint's content-defined chunks, with their hashes.
+fn checkpoint_chunks(bytes: &[u8]) -> Vec<([u8; 32], &[u8])> {
+    use sha2::Digest;
+    fastcdc::v2020::FastCDC::new(bytes, CHUNK_MIN, CHUNK_AVG, CHUNK_MAX)
+        .map(|c| {
+            let chunk = &bytes[c.offset..c.offset + c.length];
+            (sha2::Sha256::digest(chunk).into(), chunk)
+        })
+        .collect()
+}
+
+fn chunk_key(hash: &[u8; 32]) -> JsValue {
+    JsValue::from_str(&hex(hash))
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The hashes a manifest lists (32 bytes each).
+fn manifest_hashes(manifest: &[u8]) -> Result<Vec<[u8; 32]>, String> {
+    if manifest.len() % 32 != 0 {
+        return Err(format!("a checkpoint manifest of {} bytes is damaged", manifest.len()));
+    }
+    Ok(manifest.chunks(32).map(|h| h.try_into().expect("32 bytes")).collect())
+}
 
 /// One node's database.
 pub struct IdbStorage {
@@ -45,7 +86,9 @@ impl IdbStorage {
         let db = Rexie::builder(name)
             .version(VERSION)
             .add_object_store(ObjectStore::new(RECORDS))
+            .add_object_store(ObjectStore::new(OLD_CHECKPOINTS))
             .add_object_store(ObjectStore::new(CHECKPOINTS))
+            .add_object_store(ObjectStore::new(CHECKPOINT_CHUNKS))
             .build()
             .await
             .map_err(|e| idb_error(&format!("cannot open the database {name}"), e))?;
@@ -66,13 +109,25 @@ impl IdbStorage {
         Ok(BatchStore::from_entries(self.read_all(RECORDS).await?.into_iter().map(|(k, v)| Ok((key_of(&k)?, v))).collect::<Result<Vec<_>, String>>()?))
     }
 
-    /// The checkpoints kept, by height.
+    /// The checkpoints kept, by height, each assembled from its chunks.
     pub async fn load_checkpoints(&self) -> Result<Vec<(u64, Vec<u8>)>, String> {
-        self.read_all(CHECKPOINTS)
-            .await?
-            .into_iter()
-            .map(|(k, v)| Ok((k.as_f64().ok_or("a checkpoint height is not a number")? as u64, v)))
-            .collect()
+        let manifests = self.read_all(CHECKPOINTS).await?;
+        if manifests.is_empty() {
+            return Ok(Vec::new());
+        }
+        let chunks: std::collections::HashMap<String, Vec<u8>> =
+            self.read_all(CHECKPOINT_CHUNKS).await?.into_iter().map(|(k, v)| Ok((key_of(&k)?, v))).collect::<Result<_, String>>()?;
+        let mut checkpoints = Vec::new();
+        for (height, manifest) in manifests {
+            let height = height.as_f64().ok_or("a checkpoint height is not a number")? as u64;
+            let mut bytes = Vec::new();
+            for hash in manifest_hashes(&manifest)? {
+                let chunk = chunks.get(&hex(&hash)).ok_or_else(|| format!("the checkpoint of height {height} lacks a chunk"))?;
+                bytes.extend_from_slice(chunk);
+            }
+            checkpoints.push((height, bytes));
+        }
+        Ok(checkpoints)
     }
 
     async fn read_all(&self, store: &str) -> Result<Vec<(JsValue, Vec<u8>)>, String> {
@@ -103,19 +158,51 @@ impl IdbStorage {
         tx.commit().await.map_err(|e| idb_error(&what, e))
     }
 
-    /// Keeps a checkpoint, and drops those not in `keep` (heights), in one transaction.
-    pub async fn put_checkpoint(&self, height: u64, bytes: &[u8], keep: &[u64]) -> Result<(), String> {
+    /// Keeps a checkpoint, and drops those not in `keep` (heights), in one transaction: writes
+    /// only the chunks no checkpoint it keeps has already. Returns the bytes it wrote.
+    pub async fn put_checkpoint(&self, height: u64, bytes: &[u8], keep: &[u64]) -> Result<u64, String> {
         let what = format!("cannot keep the checkpoint of height {height}");
-        let value: JsValue = js_sys::Uint8Array::from(bytes).into();
-        let tx = self.db.transaction(&[CHECKPOINTS], TransactionMode::ReadWrite).map_err(|e| idb_error(&what, e))?;
-        let store = tx.store(CHECKPOINTS).map_err(|e| idb_error(&what, e))?;
-        for old in store.get_all_keys(None, None).await.map_err(|e| idb_error(&what, e))? {
-            if old.as_f64().is_some_and(|h| !keep.contains(&(h as u64)) && h as u64 != height) {
-                store.delete(old).await.map_err(|e| idb_error(&what, e))?;
+        // (Hashed and cut before the transaction: awaiting anything else would close it.)
+        let chunks = checkpoint_chunks(bytes);
+        let manifest: Vec<u8> = chunks.iter().flat_map(|(hash, _)| *hash).collect();
+        let tx = self.db.transaction(&[OLD_CHECKPOINTS, CHECKPOINTS, CHECKPOINT_CHUNKS], TransactionMode::ReadWrite).map_err(|e| idb_error(&what, e))?;
+        tx.store(OLD_CHECKPOINTS).map_err(|e| idb_error(&what, e))?.clear().await.map_err(|e| idb_error(&what, e))?;
+        let manifests = tx.store(CHECKPOINTS).map_err(|e| idb_error(&what, e))?;
+        let chunk_store = tx.store(CHECKPOINT_CHUNKS).map_err(|e| idb_error(&what, e))?;
+        // What the checkpoints kept (this one too) need, and what is stored.
+        let mut needed: std::collections::HashSet<String> = chunks.iter().map(|(hash, _)| hex(hash)).collect();
+        let kept_heights = manifests.get_all_keys(None, None).await.map_err(|e| idb_error(&what, e))?;
+        let kept_manifests = manifests.get_all(None, None).await.map_err(|e| idb_error(&what, e))?;
+        for (old, old_manifest) in kept_heights.into_iter().zip(kept_manifests) {
+            let old_height = old.as_f64().map(|h| h as u64);
+            if old_height.is_some_and(|h| keep.contains(&h) && h != height) {
+                needed.extend(manifest_hashes(&bytes_of(&old_manifest)?)?.iter().map(|h| hex(h)));
+            } else {
+                manifests.delete(old).await.map_err(|e| idb_error(&what, e))?;
             }
         }
-        store.put(&value, Some(&JsValue::from_f64(height as f64))).await.map_err(|e| idb_error(&what, e))?;
-        tx.commit().await.map_err(|e| idb_error(&what, e))
+        let mut stored = std::collections::HashSet::new();
+        for key in chunk_store.get_all_keys(None, None).await.map_err(|e| idb_error(&what, e))? {
+            let key = key_of(&key)?;
+            if needed.contains(&key) {
+                stored.insert(key);
+            } else {
+                chunk_store.delete(JsValue::from_str(&key)).await.map_err(|e| idb_error(&what, e))?;
+            }
+        }
+        let mut written = manifest.len() as u64;
+        let mut new_chunks = Vec::new();
+        for (hash, chunk) in &chunks {
+            if stored.insert(hex(hash)) {
+                written += chunk.len() as u64;
+                new_chunks.push((js_sys::Uint8Array::from(*chunk).into(), Some(chunk_key(hash))));
+            }
+        }
+        chunk_store.put_all(new_chunks.into_iter()).await.map_err(|e| idb_error(&what, e))?;
+        let manifest: JsValue = js_sys::Uint8Array::from(&manifest[..]).into();
+        manifests.put(&manifest, Some(&JsValue::from_f64(height as f64))).await.map_err(|e| idb_error(&what, e))?;
+        tx.commit().await.map_err(|e| idb_error(&what, e))?;
+        Ok(written)
     }
 
     /// Starts writing `batch` and aborts before committing: what a tab killed mid-write leaves

@@ -47,9 +47,19 @@ pub(crate) fn progress(on_progress: Option<&Function>, text: &str) {
     }
 }
 
-/// Takes the Web Lock `name` for the life of this tab: at once if it is free (`wait_ms` 0), or
-/// once it is within `wait_ms`; says whether it did.
-pub(crate) async fn take_lock_for_life(name: &str, wait_ms: u32) -> Result<bool, JsValue> {
+/// A Web Lock this tab holds until this is dropped or the tab goes (the browser lets go of a
+/// closed or crashed tab's locks).
+pub(crate) struct HeldLock(Function);
+
+impl Drop for HeldLock {
+    fn drop(&mut self) {
+        let _ = self.0.call0(&JsValue::NULL);
+    }
+}
+
+/// Takes the Web Lock `name`: at once if it is free (`wait_ms` 0), or once it is within
+/// `wait_ms`; `None` if it did not.
+pub(crate) async fn hold_lock(name: &str, wait_ms: u32) -> Result<Option<HeldLock>, JsValue> {
     let global = js_sys::global();
     let navigator = Reflect::get(&global, &"navigator".into())?;
     let locks = Reflect::get(&navigator, &"locks".into())?;
@@ -67,23 +77,24 @@ pub(crate) async fn take_lock_for_life(name: &str, wait_ms: u32) -> Result<bool,
     let answer = answer.expect("the executor ran");
     let on_abort = answer.clone();
     let callback = Closure::once_into_js(move |lock: JsValue| -> JsValue {
-        let got = !lock.is_null();
-        let _ = answer.call1(&JsValue::NULL, &JsValue::from_bool(got));
-        // Held until the tab goes: the lock's promise never settles.
-        if got {
-            Promise::new(&mut |_, _| {}).into()
-        } else {
-            JsValue::UNDEFINED
+        if lock.is_null() {
+            let _ = answer.call1(&JsValue::NULL, &JsValue::NULL);
+            return JsValue::UNDEFINED;
         }
+        // The lock is held until this promise settles: its resolve function is the release.
+        let mut release = None;
+        let held = Promise::new(&mut |resolve, _| release = Some(resolve));
+        let _ = answer.call1(&JsValue::NULL, &release.expect("the executor ran"));
+        held.into()
     });
     let requested = request.call3(&locks, &name.into(), &options, &callback)?;
     // A wait that timed out rejects the request: not taken.
     let not_taken = Closure::once_into_js(move |_: JsValue| {
-        let _ = on_abort.call1(&JsValue::NULL, &JsValue::FALSE);
+        let _ = on_abort.call1(&JsValue::NULL, &JsValue::NULL);
     });
     let catch: Function = Reflect::get(&requested, &"catch".into())?.dyn_into()?;
     catch.call1(&requested, &not_taken)?;
-    Ok(JsFuture::from(taken).await?.as_bool() == Some(true))
+    Ok(JsFuture::from(taken).await?.dyn_into::<Function>().ok().map(HeldLock))
 }
 
 /// Runs `body` holding the Web Lock `name` (waiting for it).
@@ -124,44 +135,41 @@ async fn node_key(record: &str) -> Result<SigningKey, JsValue> {
 /// This tab's node key for the subnet `name` at a rendezvous: the one it had before a reload
 /// (remembered in the tab's session storage; its lock, let go by the page being replaced, is
 /// taken again within a moment), or the first of this browser's keys for the subnet that no
-/// other tab holds (a new one if all are held).
-pub(crate) async fn rendezvous_key(name: &str) -> Result<SigningKey, JsValue> {
+/// other tab holds (a new one if all are held). The lock on it is this tab's while it holds it.
+pub(crate) async fn rendezvous_key(name: &str) -> Result<(SigningKey, HeldLock), JsValue> {
     let lock = |j: usize| format!("tabnet:{name}:key:{j}");
     let remembered = format!("tabnet:{name}:key");
     let session = web_sys::window().and_then(|w| w.session_storage().ok().flatten());
     let before = session.as_ref().and_then(|s| s.get_item(&remembered).ok().flatten()).and_then(|j| j.parse::<usize>().ok());
     let mut chosen = None;
     if let Some(j) = before.filter(|j| *j < MAX_TAB_NODES) {
-        if take_lock_for_life(&lock(j), 5_000).await? {
-            chosen = Some(j);
-        }
+        chosen = hold_lock(&lock(j), 5_000).await?.map(|held| (j, held));
     }
     for j in 0..MAX_TAB_NODES {
         if chosen.is_some() {
             break;
         }
-        if take_lock_for_life(&lock(j), 0).await? {
-            chosen = Some(j);
-        }
+        chosen = hold_lock(&lock(j), 0).await?.map(|held| (j, held));
     }
-    let j = chosen.ok_or_else(|| js_error(format!("this browser already has {MAX_TAB_NODES} tabs in the subnet {name}")))?;
+    let (j, held) = chosen.ok_or_else(|| js_error(format!("this browser already has {MAX_TAB_NODES} tabs in the subnet {name}")))?;
     if let Some(s) = &session {
         let _ = s.set_item(&remembered, &j.to_string());
     }
-    node_key(&format!("rendezvous/{name}/{j}")).await
+    Ok((node_key(&format!("rendezvous/{name}/{j}")).await?, held))
 }
 
 /// Makes this tab a member of the subnet `name` of the tabs of this browser: its slot, its node
-/// key and its membership, once the subnet has formed (`on_progress` hears of the wait).
-pub(crate) async fn local_membership(name: &str, nodes: usize, on_progress: Option<&Function>) -> Result<(SigningKey, Membership), JsValue> {
-    let mut index = None;
+/// key, its membership once the subnet has formed (`on_progress` hears of the wait), and the
+/// slot's lock.
+pub(crate) async fn local_membership(name: &str, nodes: usize, on_progress: Option<&Function>) -> Result<(SigningKey, Membership, HeldLock), JsValue> {
+    let mut slot = None;
     for k in 0..nodes {
-        if take_lock_for_life(&format!("tabnet:{name}:{k}"), 0).await? {
-            index = Some(k);
+        slot = hold_lock(&format!("tabnet:{name}:{k}"), 0).await?.map(|held| (k, held));
+        if slot.is_some() {
             break;
         }
     }
-    let index = index.ok_or_else(|| js_error(format!("the subnet {name} has all its {nodes} members already")))?;
+    let (index, held) = slot.ok_or_else(|| js_error(format!("the subnet {name} has all its {nodes} members already")))?;
     let key = node_key(&format!("local/{name}/{index}")).await?;
     let mut genesis = update_genesis(name, nodes, Some((index, key.verifying_key().to_bytes()))).await?;
     while !genesis.formed() {
@@ -170,7 +178,7 @@ pub(crate) async fn local_membership(name: &str, nodes: usize, on_progress: Opti
         genesis = update_genesis(name, nodes, None).await?;
     }
     let membership = genesis.deal().map_err(js_error)?.swap_remove(index);
-    Ok((key, membership))
+    Ok((key, membership, held))
 }
 
 /// The subnet's record in `tabnet-subnets`, written by the first tab; `register`: this slot's

@@ -60,6 +60,17 @@ impl Signaling {
         }
     }
 
+    /// Stops signaling (the tab leaves its subnet).
+    pub fn close(&mut self) {
+        match self {
+            Signaling::Local { channel, .. } => channel.close(),
+            Signaling::Server(link) => {
+                link.socket.close();
+                link.left = true;
+            }
+        }
+    }
+
     /// Keeps the rendezvous connection up; returns what to tell the page, if anything.
     pub fn maintain(&mut self, now: Time) -> Option<String> {
         match self {
@@ -79,6 +90,8 @@ pub struct ServerLink {
     socket: Socket,
     inbox: Inbox,
     lost_at: Option<Time>,
+    /// Closed for good: not connected again.
+    left: bool,
 }
 
 struct Socket {
@@ -159,7 +172,7 @@ impl ServerLink {
             crate::rtc::sleep(20).await;
             waited += 20;
         };
-        let link = ServerLink { url, name: name.to_string(), key, membership: membership.clone(), socket, inbox: inbox.clone(), lost_at: None };
+        let link = ServerLink { url, name: name.to_string(), key, membership: membership.clone(), socket, inbox: inbox.clone(), lost_at: None, left: false };
         Ok((link, membership))
     }
 
@@ -181,7 +194,7 @@ impl ServerLink {
                 _ => self.socket.closed.set(true),
             }
         }
-        if !self.socket.closed.get() {
+        if !self.socket.closed.get() || self.left {
             return None;
         }
         let lost = *self.lost_at.get_or_insert(now);

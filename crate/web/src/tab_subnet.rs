@@ -36,7 +36,7 @@ use wasm_bindgen::JsCast;
 use wasm_bindgen_futures::{spawn_local, JsFuture};
 
 use crate::idb::IdbStorage;
-use crate::membership::{local_membership, random32, rendezvous_key};
+use crate::membership::{local_membership, random32, rendezvous_key, HeldLock};
 use crate::rtc::RtcLink;
 use crate::signaling::{Inbox, ServerLink, Signaling};
 
@@ -44,6 +44,9 @@ use crate::signaling::{Inbox, ServerLink, Signaling};
 const HELLO_EVERY: Time = 1_000;
 /// A link still proving who is at the other end after this long is dropped.
 const HANDSHAKE_TIMEOUT: Time = 5_000;
+
+/// What a tab that left its subnet answers.
+const LEFT: &str = "this tab left the subnet";
 
 fn js_error(e: impl std::fmt::Display) -> JsValue {
     JsValue::from_str(&e.to_string())
@@ -98,7 +101,12 @@ pub(crate) struct Member {
     key: SigningKey,
     peers: PeerKeys,
     core: Node,
-    db: Rc<IdbStorage>,
+    /// `None` once the tab has left the subnet.
+    db: Option<Rc<IdbStorage>>,
+    /// The Web Locks that make this member's slot and node key this tab's.
+    held: Vec<HeldLock>,
+    /// A turn is under way (`leave` waits for it to end).
+    stepping: bool,
     links: Vec<Option<Link>>,
     signals: Inbox,
     signaling: Signaling,
@@ -178,9 +186,11 @@ struct StorageFigures {
     /// The largest write: its size and time (ms; the page's other work during it counts too).
     largest_commit_bytes: u64,
     largest_commit_ms: f64,
-    /// The last checkpoint written: its height, size and time (ms).
+    /// The last checkpoint kept: its height, size, the bytes written for it (the chunks the
+    /// checkpoints kept before did not have) and the time (ms).
     checkpoint_height: Height,
     checkpoint_bytes: u64,
+    checkpoint_written_bytes: u64,
     checkpoint_ms: f64,
 }
 
@@ -212,15 +222,15 @@ impl TabSubnet {
             return Err(js_error(format!("a tab subnet has 1 to {MAX_TAB_NODES} nodes, not {nodes}")));
         }
         let signals: Inbox = Rc::default();
-        let (key, membership, signaling) = match rendezvous {
+        let (key, membership, signaling, held) = match rendezvous {
             Some(url) => {
-                let key = rendezvous_key(&name).await?;
+                let (key, held) = rendezvous_key(&name).await?;
                 let (link, membership) = ServerLink::join(url, &name, key.clone(), &signals, on_progress.as_ref()).await?;
-                (key, membership, Signaling::Server(link))
+                (key, membership, Signaling::Server(link), held)
             }
             None => {
-                let (key, membership) = local_membership(&name, nodes, on_progress.as_ref()).await?;
-                (key, membership, Signaling::local(&name, &signals)?)
+                let (key, membership, held) = local_membership(&name, nodes, on_progress.as_ref()).await?;
+                (key, membership, Signaling::local(&name, &signals)?, held)
             }
         };
         if membership.nodes() != nodes {
@@ -256,7 +266,9 @@ impl TabSubnet {
             key: dealt.secret.proposal_key.clone(),
             peers: dealt.peers,
             core,
-            db: Rc::new(db),
+            db: Some(Rc::new(db)),
+            held: vec![held],
+            stepping: false,
             links: (0..nodes).map(|_| None).collect(),
             signals,
             signaling,
@@ -279,6 +291,44 @@ impl TabSubnet {
     /// One turn of the node: signals, links, frames, timers; what it must keep is committed to
     /// IndexedDB before what it sends leaves. Returns how long (ms) until it wants the next turn.
     pub async fn step(&self) -> Result<f64, JsValue> {
+        {
+            let mut m = self.member.borrow_mut();
+            if m.db.is_none() {
+                return Err(js_error(LEFT));
+            }
+            m.stepping = true;
+        }
+        let turn = self.turn().await;
+        self.member.borrow_mut().stepping = false;
+        turn
+    }
+
+    /// Stops being a node of the subnet, as closing the tab would, but cleanly: after the turn
+    /// under way (what it wrote is whole), links and signaling close, calls waiting for their
+    /// outcome are answered 202, the database closes and the slot and node key are let go, so
+    /// this page or another can join again as this member and go on from what it kept.
+    pub async fn leave(&self) {
+        while self.member.borrow().stepping {
+            crate::rtc::sleep(5).await;
+        }
+        let mut m = self.member.borrow_mut();
+        let Some(db) = m.db.take() else { return };
+        for link in m.links.iter_mut().filter_map(Option::take) {
+            link.rtc.close();
+        }
+        m.signaling.close();
+        for w in std::mem::take(&mut m.waiting) {
+            let _ = w.resolve.call1(&JsValue::NULL, &JsValue::NULL);
+        }
+        if let Ok(db) = Rc::try_unwrap(db) {
+            db.close();
+        }
+        // (After the database closed: whoever takes the slot next opens it after this tab.)
+        m.held.clear();
+        m.event("left the subnet".into());
+    }
+
+    async fn turn(&self) -> Result<f64, JsValue> {
         let now = now();
         let computing = performance_now();
         let (writes, checkpoints, frames) = {
@@ -305,7 +355,7 @@ impl TabSubnet {
             (writes, checkpoints, frames)
         };
         // Durable before anything sent after it leaves (IndexedDB commits one write at a time).
-        let db = self.member.borrow().db.clone();
+        let db = self.member.borrow().db.clone().expect("a node that left takes no turn");
         for batch in &writes {
             let started = performance_now();
             self.member.borrow_mut().storage.writing_bytes = batch_bytes(batch);
@@ -320,12 +370,16 @@ impl TabSubnet {
         for c in &checkpoints {
             let keep: Vec<Height> = self.member.borrow().core.checkpoints().kept().iter().map(Checkpoint::height).collect();
             let started = performance_now();
-            if let Err(e) = db.put_checkpoint(c.height(), c.bytes(), &keep).await {
-                self.member.borrow_mut().failed = Some(e.clone());
-                return Err(js_error(e));
-            }
+            let written = match db.put_checkpoint(c.height(), c.bytes(), &keep).await {
+                Ok(written) => written,
+                Err(e) => {
+                    self.member.borrow_mut().failed = Some(e.clone());
+                    return Err(js_error(e));
+                }
+            };
             let storage = &mut self.member.borrow_mut().storage;
             (storage.checkpoint_height, storage.checkpoint_bytes) = (c.height(), c.bytes().len() as u64);
+            storage.checkpoint_written_bytes = written;
             storage.checkpoint_ms = performance_now() - started;
         }
         self.member.borrow_mut().wake_waiters(now);
@@ -448,6 +502,9 @@ pub(crate) async fn serve(member: &Rc<RefCell<Member>>, method: &str, path: &str
     };
     let outcome = {
         let mut m = member.borrow_mut();
+        if m.db.is_none() {
+            return plain(503, LEFT.as_bytes());
+        }
         if let Some(r) = http::answer(m.core.replica_mut(), &endpoint, body, now_ns) {
             return r;
         }

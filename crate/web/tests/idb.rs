@@ -70,3 +70,46 @@ async fn a_write_cut_off_midway_leaves_the_previous_state_whole() {
     assert_eq!(store.get("page/1").unwrap().unwrap(), vec![1; 65_536]);
     db.close();
 }
+
+/// Bytes that look like a state: pseudo-random (so content-defined cuts fall everywhere), with
+/// `changed` 64 KiB pages rewritten at `pages`.
+fn state(len: usize, seed: u64, pages: &[usize]) -> Vec<u8> {
+    let mut x = 0x9e37_79b9_7f4a_7c15u64;
+    let mut bytes: Vec<u8> = (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect();
+    for &p in pages {
+        for (i, b) in bytes[p * 65_536..(p + 1) * 65_536].iter_mut().enumerate() {
+            *b = (i as u64 ^ seed) as u8;
+        }
+    }
+    bytes
+}
+
+#[wasm_bindgen_test]
+async fn a_checkpoint_writes_only_what_the_kept_ones_lack() {
+    let name = "tabnet-test-checkpoint-chunks";
+    let db = fresh(name).await;
+    let first = state(8 << 20, 1, &[]);
+    let written = db.put_checkpoint(500, &first, &[]).await.unwrap();
+    assert!(written >= first.len() as u64, "the first writes it all ({written})");
+    // Two pages of 128 changed: about two chunks of 64 KiB (and their neighbours) are written.
+    let second = state(8 << 20, 2, &[3, 70]);
+    let written = db.put_checkpoint(1000, &second, &[500]).await.unwrap();
+    assert!(written < 1 << 20, "a checkpoint that changed 128 KiB wrote {written} bytes");
+    // A third drops the first (not kept): what only it had goes, what the others share stays.
+    let third = state(8 << 20, 3, &[3]);
+    db.put_checkpoint(1500, &third, &[1000]).await.unwrap();
+    db.close();
+
+    let db = IdbStorage::open(name).await.unwrap();
+    let kept = db.load_checkpoints().await.unwrap();
+    assert_eq!(kept.iter().map(|(h, _)| *h).collect::<Vec<_>>(), [1000, 1500]);
+    assert!(kept[0].1 == second && kept[1].1 == third, "each checkpoint reads back whole");
+    db.close();
+}

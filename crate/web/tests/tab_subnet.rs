@@ -39,3 +39,32 @@ async fn a_one_node_tab_subnet_finalizes_certifies_and_answers_http() {
     assert_eq!(js_sys::Reflect::get(&response, &"status".into()).unwrap().as_f64(), Some(400.0));
     subnet.step().await.expect("still running");
 }
+
+#[wasm_bindgen_test]
+async fn a_tab_that_leaves_lets_go_of_its_slot_and_joins_again_where_it_was() {
+    let name = format!("wbt-leave{}", js_sys::Date::now() as u64);
+    let subnet = TabSubnet::join(name.clone(), 1, None, None).await.expect("joins");
+    let mut turns = 0;
+    while status(&subnet)["finalized"].as_u64().unwrap_or(0) < 3 {
+        let wait = subnet.step().await.expect("the node runs");
+        sleep(wait.clamp(1.0, 50.0) as i32).await;
+        turns += 1;
+        assert!(turns < 5_000, "no 3 finalized heights after {turns} turns: {:?}", status(&subnet));
+    }
+    // While it is a member, its slot is taken.
+    let refused = TabSubnet::join(name.clone(), 1, None, None).await.err().and_then(|e| e.as_string()).unwrap_or_default();
+    assert!(refused.contains("has all its 1 members"), "{refused}");
+    subnet.leave().await;
+    let before = status(&subnet)["finalized"].as_u64().unwrap();
+    assert_eq!(subnet.step().await.err().and_then(|e| e.as_string()).as_deref(), Some("this tab left the subnet"));
+    let response = subnet.http("GET".into(), "/api/v2/status".into(), None, Vec::new()).await.unwrap();
+    assert_eq!(js_sys::Reflect::get(&response, &"status".into()).unwrap().as_f64(), Some(503.0));
+    // Joined again (this page or another), it is the same member and goes on from what it kept.
+    let again = TabSubnet::join(name, 1, None, None).await.expect("joins again");
+    let resumed = status(&again)["finalized"].as_u64().unwrap();
+    assert!(resumed > 0 && resumed <= before, "resumed at {resumed}, had finalized {before}");
+    while status(&again)["finalized"].as_u64().unwrap() < before + 2 {
+        let wait = again.step().await.expect("the node runs again");
+        sleep(wait.clamp(1.0, 50.0) as i32).await;
+    }
+}
