@@ -47,13 +47,30 @@ pub(crate) fn progress(on_progress: Option<&Function>, text: &str) {
     }
 }
 
-/// A Web Lock this tab holds until this is dropped or the tab goes (the browser lets go of a
-/// closed or crashed tab's locks).
-pub(crate) struct HeldLock(Function);
+/// A Web Lock this tab holds until it releases it or the tab goes (the browser lets go of a
+/// closed or crashed tab's locks); dropped, it is let go soon after.
+pub(crate) struct HeldLock {
+    /// Settles the promise the lock is held by.
+    release: Option<Function>,
+    /// The lock request's promise: settles once the lock manager has let the lock go.
+    released: Promise,
+}
+
+impl HeldLock {
+    /// Lets the lock go; resolves once another request may take it.
+    pub(crate) async fn release(mut self) {
+        if let Some(release) = self.release.take() {
+            let _ = release.call0(&JsValue::NULL);
+        }
+        let _ = JsFuture::from(self.released.clone()).await;
+    }
+}
 
 impl Drop for HeldLock {
     fn drop(&mut self) {
-        let _ = self.0.call0(&JsValue::NULL);
+        if let Some(release) = self.release.take() {
+            let _ = release.call0(&JsValue::NULL);
+        }
     }
 }
 
@@ -87,14 +104,17 @@ pub(crate) async fn hold_lock(name: &str, wait_ms: u32) -> Result<Option<HeldLoc
         let _ = answer.call1(&JsValue::NULL, &release.expect("the executor ran"));
         held.into()
     });
-    let requested = request.call3(&locks, &name.into(), &options, &callback)?;
-    // A wait that timed out rejects the request: not taken.
-    let not_taken = Closure::once_into_js(move |_: JsValue| {
+    let requested: Promise = request.call3(&locks, &name.into(), &options, &callback)?.dyn_into()?;
+    // A wait that timed out rejects the request: not taken. Otherwise the request settles once
+    // the lock is let go.
+    let not_taken = Closure::<dyn FnMut(JsValue)>::new(move |_: JsValue| {
         let _ = on_abort.call1(&JsValue::NULL, &JsValue::NULL);
     });
-    let catch: Function = Reflect::get(&requested, &"catch".into())?.dyn_into()?;
-    catch.call1(&requested, &not_taken)?;
-    Ok(JsFuture::from(taken).await?.dyn_into::<Function>().ok().map(HeldLock))
+    let released = requested.catch(&not_taken);
+    // (Called at most once, by the browser, whenever the request settles.)
+    not_taken.forget();
+    let release = JsFuture::from(taken).await?.dyn_into::<Function>().ok();
+    Ok(release.map(|release| HeldLock { release: Some(release), released }))
 }
 
 /// Runs `body` holding the Web Lock `name` (waiting for it).

@@ -323,9 +323,13 @@ impl TabSubnet {
         if let Ok(db) = Rc::try_unwrap(db) {
             db.close();
         }
-        // (After the database closed: whoever takes the slot next opens it after this tab.)
-        m.held.clear();
         m.event("left the subnet".into());
+        let held = std::mem::take(&mut m.held);
+        drop(m);
+        // (After the database closed: whoever takes the slot next opens it after this tab.)
+        for lock in held {
+            lock.release().await;
+        }
     }
 
     async fn turn(&self) -> Result<f64, JsValue> {
