@@ -1,6 +1,23 @@
 // Shared by the tab-subnet tests and benchmark: tabs of the served app as nodes of a tab
 // subnet, and DFINITY's agent-js run inside a tab (through its service worker, to its node).
 
+import { existsSync } from 'node:fs';
+import { join } from 'node:path';
+import { chromium } from 'playwright-core';
+
+import { TabnetNode, ROOT } from '../agent-js/helpers.mjs';
+import { chromiumArgs } from './browser.mjs';
+
+/** The built web app served by a native node (which is also the tabs' rendezvous), and a
+ * headless Chromium: `{ server, browser, close() }`. */
+export async function serveApp() {
+  const dist = join(ROOT, 'www', 'dist');
+  if (!existsSync(join(dist, 'index.html'))) throw new Error(`${dist} is missing: run scripts/build-web.sh`);
+  const server = await TabnetNode.start(undefined, ['--www', dist]);
+  const browser = await chromium.launch({ executablePath: '/usr/bin/chromium', args: chromiumArgs });
+  return { server, browser, close: async () => { await browser.close(); await server.destroy(); } };
+}
+
 /** Opens a tab that joins the tab subnet `subnet` of `nodes` nodes; resolves once it joined,
  * or waits for the subnet to form (every member joined once).
  * `query`: more of the address (`&signal=local`: only with the tabs of this browser). */

@@ -4,28 +4,22 @@
 // lowered through the DevTools protocol, as Chromium's own storage tests do.)
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { existsSync } from 'node:fs';
-import { join } from 'node:path';
-import { chromium } from 'playwright-core';
 
-import { TabnetNode, ROOT, canisterWasm } from '../agent-js/helpers.mjs';
-import { chromiumArgs } from '../support/browser.mjs';
-import { openTab, status, finalizedAtLeast, withAgent } from '../support/tab-subnet.mjs';
+import { canisterWasm } from '../agent-js/helpers.mjs';
+import { serveApp, openTab, status, finalizedAtLeast, withAgent } from '../support/tab-subnet.mjs';
 
-const DIST = join(ROOT, 'www', 'dist');
 const SUBNET = `q${Date.now()}`;
+let app;
 let server;
 let browser;
 
 before(async () => {
-  assert.ok(existsSync(join(DIST, 'index.html')), `${DIST} is missing: run scripts/build-web.sh`);
-  server = await TabnetNode.start(undefined, ['--www', DIST]);
-  browser = await chromium.launch({ executablePath: '/usr/bin/chromium', args: chromiumArgs });
+  app = await serveApp();
+  ({ server, browser } = app);
 });
 
 after(async () => {
-  await browser?.close();
-  await server?.destroy();
+  await app?.close();
 });
 
 test('a full storage quota stops the node plainly, corrupting nothing; with room it goes on', async () => {

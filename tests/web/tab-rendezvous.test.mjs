@@ -7,30 +7,24 @@
 // the page again takes its own slot back and the subnet resumes with the canister's state.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { existsSync } from 'node:fs';
-import { join } from 'node:path';
-import { chromium } from 'playwright-core';
 
-import { TabnetNode, ROOT, canisterWasm } from '../agent-js/helpers.mjs';
-import { chromiumArgs } from '../support/browser.mjs';
-import { openTab, status, finalizedAtLeast, withAgent } from '../support/tab-subnet.mjs';
+import { canisterWasm } from '../agent-js/helpers.mjs';
+import { serveApp, openTab, status, finalizedAtLeast, withAgent } from '../support/tab-subnet.mjs';
 
-const DIST = join(ROOT, 'www', 'dist');
 const SUBNET = `r${Date.now()}`;
+let app;
 let server;
 let browser;
 const errors = [];
 const tabs = [];
 
 before(async () => {
-  assert.ok(existsSync(join(DIST, 'index.html')), `${DIST} is missing: run scripts/build-web.sh`);
-  server = await TabnetNode.start(undefined, ['--www', DIST]);
-  browser = await chromium.launch({ executablePath: '/usr/bin/chromium', args: chromiumArgs });
+  app = await serveApp();
+  ({ server, browser } = app);
 });
 
 after(async () => {
-  await browser?.close();
-  await server?.destroy();
+  await app?.close();
 });
 
 /** A tab in a browser profile of its own. */

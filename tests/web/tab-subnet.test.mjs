@@ -5,32 +5,26 @@
 // every tab resumes from what it kept. (tab-rendezvous.test.mjs: tabs in separate browsers.)
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { existsSync } from 'node:fs';
-import { join } from 'node:path';
-import { chromium } from 'playwright-core';
 
-import { TabnetNode, ROOT, canisterWasm } from '../agent-js/helpers.mjs';
-import { chromiumArgs } from '../support/browser.mjs';
-import { openTab as openTabOf, status, finalizedAtLeast, withAgent } from '../support/tab-subnet.mjs';
+import { canisterWasm } from '../agent-js/helpers.mjs';
+import { serveApp, openTab as openTabOf, status, finalizedAtLeast, withAgent } from '../support/tab-subnet.mjs';
 
-const DIST = join(ROOT, 'www', 'dist');
 const SUBNET = `t${Date.now()}`;
+let app;
 let server;
 let browser;
 let context;
 const errors = [];
 
 before(async () => {
-  assert.ok(existsSync(join(DIST, 'index.html')), `${DIST} is missing: run scripts/build-web.sh`);
-  server = await TabnetNode.start(undefined, ['--www', DIST]);
-  browser = await chromium.launch({ executablePath: '/usr/bin/chromium', args: chromiumArgs });
+  app = await serveApp();
+  ({ server, browser } = app);
   // One profile: the tabs share IndexedDB, Web Locks and BroadcastChannel, as tabs of one browser do.
   context = await browser.newContext();
 });
 
 after(async () => {
-  await browser?.close();
-  await server?.destroy();
+  await app?.close();
 });
 
 const openTab = () => openTabOf(context, server.url, SUBNET, 4, errors, '&signal=local');

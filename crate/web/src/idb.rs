@@ -14,16 +14,17 @@
 //! absent, and the batches before it whole. Everything a transaction writes is prepared before
 //! it starts: awaiting anything but IndexedDB requests inside one closes it.
 
-use rexie::{ObjectStore, Rexie, TransactionMode};
+use idb::builder::{DatabaseBuilder, ObjectStoreBuilder};
+use idb::{Database, Factory, Query, TransactionMode};
 use tabnet_replica::{BatchStore, WriteBatch};
+use wasm_bindgen::prelude::Closure;
 use wasm_bindgen::{JsCast, JsValue};
+use wasm_bindgen_futures::JsFuture;
 
 const RECORDS: &str = "records";
-/// Version 1 kept checkpoints whole here; such a checkpoint is dropped when the next is kept.
-const OLD_CHECKPOINTS: &str = "checkpoints";
 const CHECKPOINTS: &str = "checkpoint_manifests";
 const CHECKPOINT_CHUNKS: &str = "checkpoint_chunks";
-/// 2: checkpoints as manifests of chunks.
+/// 2: checkpoints as manifests of chunks (1 kept them whole, in a store "checkpoints").
 const VERSION: u32 = 2;
 /// FastCDC's sizes for checkpoint chunks: a changed 64 KiB page rewrites about one chunk.
 const CHUNK_MIN: u32 = 16 << 10;
@@ -59,16 +60,74 @@ fn manifest_hashes(manifest: &[u8]) -> Result<Vec<[u8; 32]>, String> {
 
 /// One node's database.
 pub struct IdbStorage {
-    db: Rexie,
+    db: Database,
 }
 
-fn idb_error(what: &str, e: rexie::Error) -> String {
-    // A full disk or an exhausted quota surfaces as a failed transaction; say so plainly.
+fn idb_error(what: &str, e: idb::Error) -> String {
     let text = e.to_string();
-    if text.contains("Quota") || text.contains("quota") {
+    if text.contains("QuotaExceeded") {
         format!("{what}: the browser's storage quota for this site is used up ({text}); nothing was written")
     } else {
         format!("{what}: {text}")
+    }
+}
+
+/// A write transaction, and the browser's own handle on it: whether it committed, and an
+/// aborted one's reason (a `QuotaExceededError`, say), are read from the latter (the idb
+/// crate's transaction future takes the requests' error events, which bubble to it, for its
+/// own).
+struct Writing {
+    tx: idb::Transaction,
+    raw: web_sys::IdbTransaction,
+}
+
+impl Writing {
+    fn start(db: &Database, stores: &[&str], what: &str) -> Result<Self, String> {
+        let tx = db.transaction(stores, TransactionMode::ReadWrite).map_err(|e| idb_error(what, e))?;
+        let raw: web_sys::IdbTransaction = tx.into();
+        Ok(Writing { tx: idb::Transaction::from(raw.clone()), raw })
+    }
+
+    fn store(&self, name: &str, what: &str) -> Result<idb::ObjectStore, String> {
+        self.tx.object_store(name).map_err(|e| idb_error(what, e))
+    }
+
+    /// Commits (`true`) or aborts; resolves to whether the transaction committed.
+    async fn finish(self, commit: bool) -> bool {
+        let mut resolve = None;
+        let outcome = js_sys::Promise::new(&mut |r, _| resolve = Some(r));
+        let resolve = resolve.expect("the executor ran");
+        let on_abort_resolve = resolve.clone();
+        let on_complete = Closure::<dyn FnMut(web_sys::Event)>::new(move |_| {
+            let _ = resolve.call1(&JsValue::NULL, &JsValue::TRUE);
+        });
+        let on_abort = Closure::<dyn FnMut(web_sys::Event)>::new(move |_| {
+            let _ = on_abort_resolve.call1(&JsValue::NULL, &JsValue::FALSE);
+        });
+        self.raw.set_oncomplete(Some(on_complete.as_ref().unchecked_ref()));
+        self.raw.set_onabort(Some(on_abort.as_ref().unchecked_ref()));
+        // (Either may throw if the transaction is finishing already; its outcome still comes.)
+        #[allow(deprecated)]
+        let _ = if commit { self.raw.commit() } else { self.raw.abort() };
+        let committed = JsFuture::from(outcome).await.ok().and_then(|v| v.as_bool()) == Some(true);
+        self.raw.set_oncomplete(None);
+        self.raw.set_onabort(None);
+        committed
+    }
+
+    /// Commits; returns once durable, or says plainly why the browser aborted it.
+    async fn commit(self, what: &str) -> Result<(), String> {
+        let raw = self.raw.clone();
+        if self.finish(true).await {
+            return Ok(());
+        }
+        Err(match raw.error().map(|e| (e.name(), e.message())) {
+            Some((name, message)) if name == "QuotaExceededError" => {
+                format!("{what}: the browser's storage quota for this site is used up ({message}); nothing was written")
+            }
+            Some((name, message)) => format!("{what}: {name}: {message}; nothing was written"),
+            None => format!("{what}: the browser aborted the transaction; nothing was written"),
+        })
     }
 }
 
@@ -83,21 +142,24 @@ fn key_of(value: &JsValue) -> Result<String, String> {
 impl IdbStorage {
     /// Opens (or creates) the database `name`.
     pub async fn open(name: &str) -> Result<Self, String> {
-        let db = Rexie::builder(name)
+        let what = format!("cannot open the database {name}");
+        // (Upgrading a version 1 database drops its whole checkpoints, a store not named here.)
+        let db = DatabaseBuilder::new(name)
             .version(VERSION)
-            .add_object_store(ObjectStore::new(RECORDS))
-            .add_object_store(ObjectStore::new(OLD_CHECKPOINTS))
-            .add_object_store(ObjectStore::new(CHECKPOINTS))
-            .add_object_store(ObjectStore::new(CHECKPOINT_CHUNKS))
+            .add_object_store(ObjectStoreBuilder::new(RECORDS))
+            .add_object_store(ObjectStoreBuilder::new(CHECKPOINTS))
+            .add_object_store(ObjectStoreBuilder::new(CHECKPOINT_CHUNKS))
             .build()
             .await
-            .map_err(|e| idb_error(&format!("cannot open the database {name}"), e))?;
+            .map_err(|e| idb_error(&what, e))?;
         Ok(Self { db })
     }
 
     /// Deletes the database `name` (a node that leaves its subnet for good).
     pub async fn delete(name: &str) -> Result<(), String> {
-        Rexie::delete(name).await.map_err(|e| idb_error(&format!("cannot delete the database {name}"), e))
+        let what = format!("cannot delete the database {name}");
+        let factory = Factory::new().map_err(|e| idb_error(&what, e))?;
+        factory.delete(name).map_err(|e| idb_error(&what, e))?.await.map_err(|e| idb_error(&what, e))
     }
 
     pub fn close(self) {
@@ -132,11 +194,11 @@ impl IdbStorage {
 
     async fn read_all(&self, store: &str) -> Result<Vec<(JsValue, Vec<u8>)>, String> {
         let tx = self.db.transaction(&[store], TransactionMode::ReadOnly).map_err(|e| idb_error("cannot read", e))?;
-        let s = tx.store(store).map_err(|e| idb_error("cannot read", e))?;
+        let s = tx.object_store(store).map_err(|e| idb_error("cannot read", e))?;
         // Both come in key order from one snapshot (the transaction's).
-        let keys = s.get_all_keys(None, None).await.map_err(|e| idb_error("cannot read the keys", e))?;
-        let values = s.get_all(None, None).await.map_err(|e| idb_error("cannot read the values", e))?;
-        tx.done().await.map_err(|e| idb_error("cannot read", e))?;
+        let keys = s.get_all_keys(None, None).map_err(|e| idb_error("cannot read the keys", e))?.await.map_err(|e| idb_error("cannot read the keys", e))?;
+        let values = s.get_all(None, None).map_err(|e| idb_error("cannot read the values", e))?.await.map_err(|e| idb_error("cannot read the values", e))?;
+        tx.await.map_err(|e| idb_error("cannot read", e))?;
         if keys.len() != values.len() {
             return Err(format!("{store}: {} keys but {} values", keys.len(), values.len()));
         }
@@ -147,15 +209,17 @@ impl IdbStorage {
     /// it was written.
     pub async fn commit(&self, batch: &WriteBatch) -> Result<(), String> {
         let what = format!("cannot commit write {}", batch.seq);
-        let puts: Vec<(JsValue, Option<JsValue>)> =
-            batch.puts.iter().map(|(k, v)| (js_sys::Uint8Array::from(&v[..]).into(), Some(JsValue::from_str(k)))).collect();
-        let tx = self.db.transaction(&[RECORDS], TransactionMode::ReadWrite).map_err(|e| idb_error(&what, e))?;
-        let store = tx.store(RECORDS).map_err(|e| idb_error(&what, e))?;
+        let writing = Writing::start(&self.db, &[RECORDS], &what)?;
+        let store = writing.store(RECORDS, &what)?;
         for key in &batch.deletes {
-            store.delete(JsValue::from_str(key)).await.map_err(|e| idb_error(&what, e))?;
+            store.delete(Query::from(JsValue::from_str(key))).map_err(|e| idb_error(&what, e))?;
         }
-        store.put_all(puts.into_iter()).await.map_err(|e| idb_error(&what, e))?;
-        tx.commit().await.map_err(|e| idb_error(&what, e))
+        for (key, value) in &batch.puts {
+            store.put(&js_sys::Uint8Array::from(&value[..]).into(), Some(&JsValue::from_str(key))).map_err(|e| idb_error(&what, e))?;
+        }
+        // (The requests need not be awaited one by one: the commit completes after all of them,
+        // or aborts if any fails.)
+        writing.commit(&what).await
     }
 
     /// Keeps a checkpoint, and drops those not in `keep` (heights), in one transaction: writes
@@ -165,55 +229,56 @@ impl IdbStorage {
         // (Hashed and cut before the transaction: awaiting anything else would close it.)
         let chunks = checkpoint_chunks(bytes);
         let manifest: Vec<u8> = chunks.iter().flat_map(|(hash, _)| *hash).collect();
-        let tx = self.db.transaction(&[OLD_CHECKPOINTS, CHECKPOINTS, CHECKPOINT_CHUNKS], TransactionMode::ReadWrite).map_err(|e| idb_error(&what, e))?;
-        tx.store(OLD_CHECKPOINTS).map_err(|e| idb_error(&what, e))?.clear().await.map_err(|e| idb_error(&what, e))?;
-        let manifests = tx.store(CHECKPOINTS).map_err(|e| idb_error(&what, e))?;
-        let chunk_store = tx.store(CHECKPOINT_CHUNKS).map_err(|e| idb_error(&what, e))?;
+        let writing = Writing::start(&self.db, &[CHECKPOINTS, CHECKPOINT_CHUNKS], &what)?;
+        let manifests = writing.store(CHECKPOINTS, &what)?;
+        let chunk_store = writing.store(CHECKPOINT_CHUNKS, &what)?;
         // What the checkpoints kept (this one too) need, and what is stored.
         let mut needed: std::collections::HashSet<String> = chunks.iter().map(|(hash, _)| hex(hash)).collect();
-        let kept_heights = manifests.get_all_keys(None, None).await.map_err(|e| idb_error(&what, e))?;
-        let kept_manifests = manifests.get_all(None, None).await.map_err(|e| idb_error(&what, e))?;
+        let kept_heights = manifests.get_all_keys(None, None).map_err(|e| idb_error(&what, e))?.await.map_err(|e| idb_error(&what, e))?;
+        let kept_manifests = manifests.get_all(None, None).map_err(|e| idb_error(&what, e))?.await.map_err(|e| idb_error(&what, e))?;
         for (old, old_manifest) in kept_heights.into_iter().zip(kept_manifests) {
             let old_height = old.as_f64().map(|h| h as u64);
             if old_height.is_some_and(|h| keep.contains(&h) && h != height) {
                 needed.extend(manifest_hashes(&bytes_of(&old_manifest)?)?.iter().map(|h| hex(h)));
             } else {
-                manifests.delete(old).await.map_err(|e| idb_error(&what, e))?;
+                manifests.delete(Query::from(old)).map_err(|e| idb_error(&what, e))?;
             }
         }
         let mut stored = std::collections::HashSet::new();
-        for key in chunk_store.get_all_keys(None, None).await.map_err(|e| idb_error(&what, e))? {
+        let chunk_keys = chunk_store.get_all_keys(None, None).map_err(|e| idb_error(&what, e))?.await.map_err(|e| idb_error(&what, e))?;
+        for key in chunk_keys {
             let key = key_of(&key)?;
             if needed.contains(&key) {
                 stored.insert(key);
             } else {
-                chunk_store.delete(JsValue::from_str(&key)).await.map_err(|e| idb_error(&what, e))?;
+                chunk_store.delete(Query::from(JsValue::from_str(&key))).map_err(|e| idb_error(&what, e))?;
             }
         }
         let mut written = manifest.len() as u64;
-        let mut new_chunks = Vec::new();
         for (hash, chunk) in &chunks {
             if stored.insert(hex(hash)) {
                 written += chunk.len() as u64;
-                new_chunks.push((js_sys::Uint8Array::from(*chunk).into(), Some(chunk_key(hash))));
+                chunk_store.put(&js_sys::Uint8Array::from(*chunk).into(), Some(&chunk_key(hash))).map_err(|e| idb_error(&what, e))?;
             }
         }
-        chunk_store.put_all(new_chunks.into_iter()).await.map_err(|e| idb_error(&what, e))?;
         let manifest: JsValue = js_sys::Uint8Array::from(&manifest[..]).into();
-        manifests.put(&manifest, Some(&JsValue::from_f64(height as f64))).await.map_err(|e| idb_error(&what, e))?;
-        tx.commit().await.map_err(|e| idb_error(&what, e))?;
+        manifests.put(&manifest, Some(&JsValue::from_f64(height as f64))).map_err(|e| idb_error(&what, e))?;
+        writing.commit(&what).await?;
         Ok(written)
     }
 
     /// Starts writing `batch` and aborts before committing: what a tab killed mid-write leaves
     /// (for tests).
     pub async fn write_and_abort(&self, batch: &WriteBatch) -> Result<(), String> {
-        let tx = self.db.transaction(&[RECORDS], TransactionMode::ReadWrite).map_err(|e| idb_error("abort test", e))?;
-        let store = tx.store(RECORDS).map_err(|e| idb_error("abort test", e))?;
+        let writing = Writing::start(&self.db, &[RECORDS], "abort test")?;
+        let store = writing.store(RECORDS, "abort test")?;
         for (k, v) in &batch.puts {
-            store.put(&js_sys::Uint8Array::from(&v[..]).into(), Some(&JsValue::from_str(k))).await.map_err(|e| idb_error("abort test", e))?;
+            store.put(&js_sys::Uint8Array::from(&v[..]).into(), Some(&JsValue::from_str(k))).map_err(|e| idb_error("abort test", e))?;
         }
-        tx.abort().await.map_err(|e| idb_error("abort test", e))
+        match writing.finish(false).await {
+            false => Ok(()),
+            true => Err("abort test: the transaction committed".into()),
+        }
     }
 }
 

@@ -13,18 +13,23 @@ fn status(subnet: &TabSubnet) -> serde_json::Value {
     serde_json::from_str(&subnet.status().as_string().expect("status is JSON text")).expect("status JSON")
 }
 
+/// Drives `subnet` as the page's loop does until its status `field` reaches `at_least`.
+async fn run_until(subnet: &TabSubnet, field: &str, at_least: u64) {
+    let mut turns = 0;
+    while status(subnet)[field].as_u64().unwrap_or(0) < at_least {
+        let wait = subnet.step().await.expect("the node runs");
+        sleep(wait.clamp(1.0, 50.0) as i32).await;
+        turns += 1;
+        assert!(turns < 5_000, "{field} not {at_least} after {turns} turns: {:?}", status(subnet));
+    }
+}
+
 #[wasm_bindgen_test]
 async fn a_one_node_tab_subnet_finalizes_certifies_and_answers_http() {
     let name = format!("wbt{}", js_sys::Date::now() as u64);
     let subnet = TabSubnet::join(name, 1, None, None).await.expect("joins");
     assert_eq!(status(&subnet)["index"], 0);
-    let mut turns = 0;
-    while status(&subnet)["certified"].as_u64().unwrap_or(0) < 5 {
-        let wait = subnet.step().await.expect("the node runs");
-        sleep(wait.clamp(1.0, 50.0) as i32).await;
-        turns += 1;
-        assert!(turns < 5_000, "no 5 certified heights after {turns} turns: {:?}", status(&subnet));
-    }
+    run_until(&subnet, "certified", 5).await;
     let s = status(&subnet);
     assert!(s["finalized"].as_u64().unwrap() >= 5);
     assert!(s["storage"]["commits"].as_u64().unwrap() > 0, "what it keeps went to IndexedDB: {s:?}");
@@ -44,13 +49,7 @@ async fn a_one_node_tab_subnet_finalizes_certifies_and_answers_http() {
 async fn a_tab_that_leaves_lets_go_of_its_slot_and_joins_again_where_it_was() {
     let name = format!("wbt-leave{}", js_sys::Date::now() as u64);
     let subnet = TabSubnet::join(name.clone(), 1, None, None).await.expect("joins");
-    let mut turns = 0;
-    while status(&subnet)["finalized"].as_u64().unwrap_or(0) < 3 {
-        let wait = subnet.step().await.expect("the node runs");
-        sleep(wait.clamp(1.0, 50.0) as i32).await;
-        turns += 1;
-        assert!(turns < 5_000, "no 3 finalized heights after {turns} turns: {:?}", status(&subnet));
-    }
+    run_until(&subnet, "finalized", 3).await;
     // While it is a member, its slot is taken.
     let refused = TabSubnet::join(name.clone(), 1, None, None).await.err().and_then(|e| e.as_string()).unwrap_or_default();
     assert!(refused.contains("has all its 1 members"), "{refused}");
@@ -63,8 +62,5 @@ async fn a_tab_that_leaves_lets_go_of_its_slot_and_joins_again_where_it_was() {
     let again = TabSubnet::join(name, 1, None, None).await.expect("joins again");
     let resumed = status(&again)["finalized"].as_u64().unwrap();
     assert!(resumed > 0 && resumed <= before, "resumed at {resumed}, had finalized {before}");
-    while status(&again)["finalized"].as_u64().unwrap() < before + 2 {
-        let wait = again.step().await.expect("the node runs again");
-        sleep(wait.clamp(1.0, 50.0) as i32).await;
-    }
+    run_until(&again, "finalized", before + 2).await;
 }
