@@ -31,6 +31,9 @@ use tokio::sync::mpsc;
 const DKG_INTERVAL: u64 = 500;
 /// Tab subnets known at once (each a genesis record and its open slots).
 const MAX_SUBNETS: usize = 1_024;
+/// Tab subnets whose records the rendezvous keeps on disk (each about a kilobyte): anyone may
+/// name a new subnet, so without a cap, names cycled through would fill the disk.
+const MAX_RECORDS: usize = 10_000;
 const SIGNALS_PER_SECOND: f64 = 50.0;
 const SIGNAL_BURST: f64 = 200.0;
 /// Signals waiting for a slow member; more are dropped (members say hello again each second).
@@ -42,6 +45,7 @@ pub struct Rendezvous {
     dir: PathBuf,
     subnets: Mutex<HashMap<String, Room>>,
     next_serial: Mutex<u64>,
+    max_records: usize,
 }
 
 struct Room {
@@ -70,7 +74,7 @@ struct Seat {
 
 impl Rendezvous {
     pub fn new(state_dir: &std::path::Path) -> Arc<Self> {
-        Arc::new(Self { dir: state_dir.join("rendezvous"), subnets: Mutex::new(HashMap::new()), next_serial: Mutex::new(0) })
+        Arc::new(Self { dir: state_dir.join("rendezvous"), subnets: Mutex::new(HashMap::new()), next_serial: Mutex::new(0), max_records: MAX_RECORDS })
     }
 
     pub fn routes(self: &Arc<Self>) -> Router {
@@ -87,6 +91,10 @@ impl Rendezvous {
         if let Ok(text) = std::fs::read_to_string(&file) {
             return serde_json::from_str(&text)
                 .map_err(|e| format!("the rendezvous's record of {name} is damaged or from an older tabnet ({e}); delete {} to start {name} afresh", file.display()));
+        }
+        let kept = std::fs::read_dir(&self.dir).map_or(0, |entries| entries.count());
+        if kept >= self.max_records {
+            return Err(format!("this rendezvous keeps as many tab subnets as it can ({}); join one it knows", self.max_records));
         }
         let mut dealer_seed = [0u8; 32];
         getrandom::getrandom(&mut dealer_seed).map_err(|e| e.to_string())?;
@@ -319,6 +327,31 @@ mod tests {
         let b2 = r2.take_seat("s", 2, &key(2)).unwrap();
         assert_eq!(b2.first, b.first);
         r.leave(&a);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn new_subnet_names_stop_at_the_records_cap_and_known_ones_still_join() {
+        let dir = std::env::temp_dir().join(format!("tabnet-rendezvous-cap-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let mut r = Rendezvous::new(&dir);
+        Arc::get_mut(&mut r).expect("not shared").max_records = 3;
+        for k in 0..3u8 {
+            let seat = r.take_seat(&format!("n{k}"), 2, &[k; 32]).unwrap();
+            r.leave(&seat);
+        }
+        let refused = r.take_seat("n3", 2, &[9; 32]).unwrap_err();
+        assert!(refused.contains("as many tab subnets as it can (3)"), "{refused}");
+        assert_eq!(std::fs::read_dir(&dir.join("rendezvous")).unwrap().count(), 3, "no fourth record on disk");
+        // A subnet it keeps still takes members (forming it: dealing needs real node keys).
+        let key = |k: u8| ed25519_dalek::SigningKey::from_bytes(&[k; 32]).verifying_key().to_bytes();
+        assert_eq!(r.take_seat("n3", 1, &key(7)).unwrap_err(), refused, "whatever its size");
+        let known = dir.join("rendezvous").join("n0.json");
+        let mut genesis: Genesis = serde_json::from_str(&std::fs::read_to_string(&known).unwrap()).unwrap();
+        genesis.node_keys[0] = Some(key(1));
+        std::fs::write(&known, serde_json::to_string(&genesis).unwrap()).unwrap();
+        let r = Rendezvous::new(&dir);
+        assert_eq!(r.take_seat("n0", 2, &key(2)).unwrap().index, 1);
         let _ = std::fs::remove_dir_all(&dir);
     }
 }

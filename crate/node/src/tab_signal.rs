@@ -218,10 +218,7 @@ impl Signal {
     }
 
     pub fn from_json(text: &str) -> Result<Self, String> {
-        if text.len() > MAX_SIGNAL_BYTES {
-            return Err("signal too long".into());
-        }
-        serde_json::from_str(text).map_err(|e| e.to_string())
+        from_capped_json(text, "signal too long")
     }
 }
 
@@ -248,10 +245,7 @@ impl FromRendezvous {
     }
 
     pub fn from_json(text: &str) -> Result<Self, String> {
-        if text.len() > MAX_SIGNAL_BYTES {
-            return Err("rendezvous message too long".into());
-        }
-        serde_json::from_str(text).map_err(|e| e.to_string())
+        from_capped_json(text, "rendezvous message too long")
     }
 }
 
@@ -285,11 +279,17 @@ impl JoinRequest {
     }
 
     pub fn from_json(text: &str) -> Result<Self, String> {
-        if text.len() > MAX_SIGNAL_BYTES {
-            return Err("join request too long".into());
-        }
-        serde_json::from_str(text).map_err(|e| e.to_string())
+        from_capped_json(text, "join request too long")
     }
+}
+
+/// Decodes a signal or rendezvous message: at most [`MAX_SIGNAL_BYTES`] (`too_long` says what
+/// was refused), checked before serde_json reads it.
+fn from_capped_json<T: serde::de::DeserializeOwned>(text: &str, too_long: &str) -> Result<T, String> {
+    if text.len() > MAX_SIGNAL_BYTES {
+        return Err(too_long.into());
+    }
+    serde_json::from_str(text).map_err(|e| e.to_string())
 }
 
 /// Subnet names are short and plain: letters, digits, `-` and `_`, at most 64.
