@@ -158,10 +158,38 @@ async function runSubnet(name, nodes) {
   }
 }
 
+// `/`: a whole subnet simulated in this tab (the simulator's own wasm, loaded after first paint).
+async function runSimulatedSubnet(params) {
+  try {
+    const [{ SimSubnet }, { mountSubnetView }] = await Promise.all([import('../pkg-sim/tabnet_web.js'), import('./subnet-view.mjs')]);
+    window.tabnetSimView = null;
+    window.tabnetSim = await mountSubnetView($('sim-view'), SimSubnet, params);
+    // When the view was interactive, in ms since navigation began (the app benchmark's figure).
+    window.tabnetInteractiveMs = performance.now();
+  } catch (e) {
+    $('sim-view').textContent = `the simulator did not start: ${e}`;
+    throw e;
+  }
+}
+
 const params = new URLSearchParams(location.search);
-if (params.get('subnet')) {
+if (!params.get('subnet')) {
+  runSimulatedSubnet(params);
+} else {
   // DFINITY's agent, for this page's own use against its subnet (host = location.origin).
   window.tabnetAgentJs = { HttpAgent, Actor, IDL, Principal };
   navigator.serviceWorker?.register('/sw.js');
   runSubnet(params.get('subnet'), Number(params.get('nodes') || 4));
 }
+
+// On `/` the app has two parts, one shown at a time (#playground or the subnet view): the
+// simulation waits while it is not shown.
+function showPart() {
+  if (params.get('subnet')) return;
+  const playground = location.hash === '#playground';
+  $('sim').hidden = playground;
+  $('playground').hidden = !playground;
+  $('native').hidden = !playground;
+}
+window.addEventListener('hashchange', showPart);
+showPart();
