@@ -47,6 +47,8 @@ pub const MAX_NODES: usize = 13;
 /// Message delays between nodes (ms): a browser's WebRTC links on one continent.
 const MIN_DELAY: Time = 15;
 const MAX_DELAY: Time = 60;
+/// The most calls a second [`LiveSubnet::set_load`] takes.
+pub const MAX_LOAD: u64 = 1_000;
 /// Captions kept for [`LiveSubnet::events`].
 const CAPTIONS_KEPT: usize = 500;
 /// Messages in flight [`LiveSubnet::view`] shows at most (the newest).
@@ -985,8 +987,11 @@ impl LiveSubnet {
     pub fn byzantine(&mut self, i: NodeIndex, mode: &str) -> Result<(), String> {
         self.control(Control::Byzantine(i, Byzantine::parse(mode)?))
     }
-    /// Clients submit this many `inc` calls a second (to random nodes).
+    /// Clients submit this many `inc` calls a second (to random nodes; at most 1,000).
     pub fn set_load(&mut self, calls_per_second: u64) -> Result<(), String> {
+        if calls_per_second > MAX_LOAD {
+            return Err(format!("at most {MAX_LOAD} calls a second, not {calls_per_second}"));
+        }
         self.control(Control::SetLoad(calls_per_second))
     }
 
@@ -1000,6 +1005,9 @@ impl LiveSubnet {
                 if self.states[i] == NodeState::Crashed {
                     return Err(format!("node {i} is crashed already"));
                 }
+                // What it showed last is what it had when it crashed (however often the view
+                // was drawn: a replay shows the same).
+                self.refresh_counter(i);
                 let node = self.sim.crash(i).expect("a node not crashed is there");
                 let c = node.core.consensus();
                 self.heights[i] = (c.notarized_height(), c.finalized_height(), c.certified_height());
@@ -1083,20 +1091,24 @@ impl LiveSubnet {
 
     // ----- the view -----
 
+    /// Reads node `i`'s counter again if its certified state changed since.
+    fn refresh_counter(&mut self, i: NodeIndex) {
+        let now = self.sim.now();
+        let Some(canister) = self.canister.filter(|_| self.ready()) else { return };
+        if let Some(node) = self.sim.node_mut(i).filter(|x| x.counter_stale) {
+            node.counter_stale = false;
+            if let Some(value) = node.read_counter(canister, now) {
+                self.counters[i] = Some(value);
+            }
+        }
+    }
+
     /// Everything the web view draws, now.
     pub fn view(&mut self) -> View {
         let now = self.sim.now();
         let n = self.n;
-        // Counters: read again where the certified state changed.
-        if let Some(canister) = self.canister.filter(|_| self.ready()) {
-            for i in 0..n {
-                if let Some(node) = self.sim.node_mut(i).filter(|x| x.counter_stale) {
-                    node.counter_stale = false;
-                    if let Some(value) = node.read_counter(canister, now) {
-                        self.counters[i] = Some(value);
-                    }
-                }
-            }
+        for i in 0..n {
+            self.refresh_counter(i);
         }
         let mut nodes = Vec::with_capacity(n);
         for i in 0..n {
@@ -1220,7 +1232,7 @@ fn parse_control(op: &str, args: &[Value]) -> Result<Control, String> {
         "cut_link" => Control::CutLink(num(0)? as usize, num(1)? as usize, flag(2)?),
         "delay_link" => Control::DelayLink(num(0)? as usize, num(1)? as usize, num(2)?),
         "byzantine" => Control::Byzantine(num(0)? as usize, Byzantine::parse(args.get(1).and_then(Value::as_str).ok_or("byzantine: argument 1 is not a mode")?)?),
-        "set_load" => Control::SetLoad(num(0)?),
+        "set_load" => Control::SetLoad(num(0)?.min(MAX_LOAD)),
         other => return Err(format!("no control `{other}`")),
     })
 }
