@@ -130,7 +130,8 @@ type Core = NodeCore<Replica<MemoryStore>, MemoryCheckpoints>;
 
 /// What the nodes did, as the live subnet learns it (drained after every step).
 enum Seen {
-    Sent { node: NodeIndex, at: Time, bytes: u64, what: What },
+    /// `copies`: how many peers it went to.
+    Sent { node: NodeIndex, at: Time, bytes: u64, copies: u64, what: What },
     Proposed { node: NodeIndex, height: Height, rank: Option<u32> },
     Executed { node: NodeIndex, height: Height, at: Time, block: Hash, calls: usize, state_hash: Hash },
     Notarized { node: NodeIndex, height: Height, at: Time },
@@ -222,7 +223,7 @@ impl LiveNode {
                     }
                     let copies = if to.is_some() { 1 } else { self.peers };
                     let bytes = codec::encode(&message).len() as u64 * copies;
-                    self.log.borrow_mut().push(Seen::Sent { node: me, at: now, bytes, what: What::of(&message) });
+                    self.log.borrow_mut().push(Seen::Sent { node: me, at: now, bytes, copies, what: What::of(&message) });
                     match to {
                         Some(to) => out.send(to, message),
                         None => out.broadcast(message),
@@ -765,8 +766,7 @@ impl LiveSubnet {
 
     fn absorb(&mut self, seen: Seen) {
         match seen {
-            Seen::Sent { node, at, bytes, what } => {
-                let copies = (self.n as u64 - 1).max(1);
+            Seen::Sent { node, at, bytes, copies, what } => {
                 self.sent_window.push_back((at, node, bytes, copies));
                 match what {
                     What::Proposal { height, rank, maker, hash } if maker == node => {
