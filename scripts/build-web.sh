@@ -6,5 +6,10 @@ cd "$(dirname "$0")/.."
 cargo fetch -q
 wasm-pack build --mode no-install --release --target bundler --out-dir ../../pkg crate/web
 [ -n "${TABNET_WASM_NAMES:-}" ] || node scripts/strip-wasm-names.mjs pkg/tabnet_web_bg.wasm
+# The front page's subnet simulated in one tab (crate/web's `sim` feature: the simulator and its
+# Byzantine behaviours, which the node build above must not carry).
+wasm-pack build --mode no-install --release --target bundler --out-dir ../../pkg-sim crate/web -- --features sim
+[ -n "${TABNET_WASM_NAMES:-}" ] || node scripts/strip-wasm-names.mjs pkg-sim/tabnet_web_bg.wasm
 npx webpack --no-stats
 echo "web app in www/dist ($(du -sh www/dist | cut -f1)), wasm $(du -h pkg/*_bg.wasm | cut -f1) ($(gzip -9 -c pkg/*_bg.wasm | wc -c) bytes gzipped)"
+echo "simulated subnet wasm $(du -h pkg-sim/*_bg.wasm | cut -f1) ($(gzip -9 -c pkg-sim/*_bg.wasm | wc -c) bytes gzipped)"

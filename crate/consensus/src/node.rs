@@ -512,6 +512,27 @@ impl ConsensusNode {
     pub fn certified_height(&self) -> Height {
         self.certified_height
     }
+    /// The random beacon of `height` held here (the simulator's live view ranks makers by it).
+    pub fn beacon_at(&self, height: Height) -> Option<Beacon> {
+        self.beacon(height)
+    }
+    /// The validated blocks at `height`, each with whether it is notarized and finalized here
+    /// (the simulator's live view draws the block tree, forks included, from them).
+    pub fn blocks_at(&self, height: Height) -> Vec<(&Block, bool, bool)> {
+        self.pool
+            .validated
+            .proposals_at(height)
+            .map(|(hash, p)| {
+                let finalized = self.chain.get(&height) == Some(hash) || self.pool.validated.aggregate(Kind::Finalization, height, hash).is_some();
+                (&p.block, finalized || self.is_notarized(height, hash), finalized)
+            })
+            .collect()
+    }
+    /// (Simulator) Changes how this node misbehaves from now on: the live view toggles it.
+    #[cfg(feature = "byzantine")]
+    pub fn set_malice(&mut self, malice: Malice) {
+        self.config.malice = malice;
+    }
     pub fn latest_cup(&self) -> &Arc<Cup> {
         &self.cup
     }

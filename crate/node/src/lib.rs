@@ -272,6 +272,13 @@ impl<R: Replicated, C: CheckpointStore> NodeCore<R, C> {
     pub fn consensus(&self) -> &ConsensusNode {
         &self.consensus
     }
+    /// (Simulator) Changes how this node's consensus misbehaves from now on (and after a
+    /// restart through [`Self::open`] only if its config says so too).
+    #[cfg(feature = "byzantine")]
+    pub fn set_malice(&mut self, malice: tabnet_consensus::Malice) {
+        self.config.consensus.malice = malice.clone();
+        self.consensus.set_malice(malice);
+    }
     pub fn replica(&self) -> &R {
         &self.replica
     }

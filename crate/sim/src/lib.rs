@@ -3,7 +3,15 @@
 //! drops, duplicates and reorders messages, cuts partitions that heal, and crashes and restarts
 //! nodes. Everything random comes from the seed, so a run — and any failure in it — replays
 //! exactly from `(seed, network, nodes)`.
+//!
+//! Beside the time-based partitions, single links can be cut or slowed at any time
+//! ([`Simulation::cut_link`], [`Simulation::delay_link`]), a node can be paused
+//! ([`Simulation::pause`]), and the transmissions can be recorded ([`Simulation::record_transmissions`])
+//! for a view of the messages in flight: what the live subnet ([`live`]) shows in a browser.
 
+pub mod live;
+// The scenario runner measures wall time (`Instant`, which panics in wasm32): native only.
+#[cfg(not(target_arch = "wasm32"))]
 pub mod subnet;
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
@@ -125,9 +133,29 @@ pub struct Stats {
     pub to_crashed: u64,
 }
 
-struct Slot<N> {
+struct Slot<N: Node> {
     node: Option<N>,
     wake_generation: u64,
+    /// Paused: what arrives is held (delivered on resume) and wake-ups wait.
+    paused: bool,
+    held: Vec<(NodeIndex, Rc<N::Message>)>,
+}
+
+/// One message put on the network (recorded with [`Simulation::record_transmissions`]).
+pub struct Transmission<M> {
+    pub from: NodeIndex,
+    pub to: NodeIndex,
+    pub sent: Time,
+    /// When it arrives; `None`: lost or cut.
+    pub arrives: Option<Time>,
+    pub message: Rc<M>,
+}
+
+/// The event [`Simulation::step`] runs next.
+pub enum NextEvent<'a, M> {
+    Deliver { from: NodeIndex, to: NodeIndex, message: &'a M },
+    /// `live`: false for a stale wake-up (it does nothing).
+    Wake { node: NodeIndex, live: bool },
 }
 
 pub struct Simulation<N: Node> {
@@ -140,6 +168,11 @@ pub struct Simulation<N: Node> {
     /// every run). Few distinct times are pending at once, so this beats a binary heap.
     events: BTreeMap<Time, VecDeque<Event<N::Message>>>,
     pub stats: Stats,
+    /// Per directed link (`from * n + to`): cut, and extra delay (ms).
+    link_cut: Vec<bool>,
+    link_delay: Vec<Time>,
+    /// Transmissions since the last [`Self::take_transmissions`], when recording.
+    transmissions: Option<Vec<Transmission<N::Message>>>,
 }
 
 impl<N: Node> Simulation<N> {
@@ -150,10 +183,16 @@ impl<N: Node> Simulation<N> {
             now: 0,
             rng: Rng(seed),
             network,
-            slots: nodes.into_iter().map(|n| Slot { node: Some(n), wake_generation: 0 }).collect(),
+            slots: nodes.into_iter().map(|n| Slot { node: Some(n), wake_generation: 0, paused: false, held: Vec::new() }).collect(),
             events: BTreeMap::new(),
             stats: Stats::default(),
+            link_cut: Vec::new(),
+            link_delay: Vec::new(),
+            transmissions: None,
         };
+        let n = sim.slots.len();
+        sim.link_cut = vec![false; n * n];
+        sim.link_delay = vec![0; n * n];
         for i in 0..sim.slots.len() {
             sim.schedule(0, Event::Wake { node: i, generation: 0 });
         }
@@ -200,6 +239,9 @@ impl<N: Node> Simulation<N> {
     /// it (its in-memory state; a restart usually rebuilds a node from what it persisted).
     pub fn crash(&mut self, i: NodeIndex) -> Option<N> {
         self.slots[i].wake_generation += 1;
+        self.slots[i].paused = false;
+        self.stats.to_crashed += self.slots[i].held.len() as u64;
+        self.slots[i].held.clear();
         self.slots[i].node.take()
     }
 
@@ -224,6 +266,82 @@ impl<N: Node> Simulation<N> {
         self.events.keys().next().copied()
     }
 
+    /// The event [`Self::step`] runs next, and when.
+    pub fn next_event(&self) -> Option<(Time, NextEvent<'_, N::Message>)> {
+        let (time, queue) = self.events.iter().next()?;
+        let event = match queue.front()? {
+            Event::Deliver { to, from, message } => NextEvent::Deliver { from: *from, to: *to, message: &**message },
+            Event::Wake { node, generation } => {
+                let slot = &self.slots[*node];
+                NextEvent::Wake { node: *node, live: slot.node.is_some() && *generation == slot.wake_generation }
+            }
+        };
+        Some((*time, event))
+    }
+
+    /// Cuts (or mends) the link between `a` and `b`, both ways: messages sent over it, or
+    /// arriving over it while it is cut, are lost.
+    pub fn cut_link(&mut self, a: NodeIndex, b: NodeIndex, cut: bool) {
+        let n = self.slots.len();
+        self.link_cut[a * n + b] = cut;
+        self.link_cut[b * n + a] = cut;
+    }
+
+    /// Adds `extra` ms to every message sent between `a` and `b` from now on, both ways.
+    pub fn delay_link(&mut self, a: NodeIndex, b: NodeIndex, extra: Time) {
+        let n = self.slots.len();
+        self.link_delay[a * n + b] = extra;
+        self.link_delay[b * n + a] = extra;
+    }
+
+    /// Whether the link from `a` to `b` is cut, and its extra delay.
+    pub fn link(&self, a: NodeIndex, b: NodeIndex) -> (bool, Time) {
+        let n = self.slots.len();
+        (self.link_cut[a * n + b], self.link_delay[a * n + b])
+    }
+
+    /// Pauses node `i` (a frozen process): messages to it are held and delivered when it
+    /// resumes, its wake-ups wait; on resume it is woken at once.
+    pub fn pause(&mut self, i: NodeIndex, paused: bool) {
+        let slot = &mut self.slots[i];
+        if slot.node.is_none() || slot.paused == paused {
+            return;
+        }
+        slot.paused = paused;
+        if !paused {
+            let held = std::mem::take(&mut slot.held);
+            slot.wake_generation += 1;
+            let generation = slot.wake_generation;
+            for (from, message) in held {
+                self.schedule(self.now, Event::Deliver { to: i, from, message });
+            }
+            self.schedule(self.now, Event::Wake { node: i, generation });
+        }
+    }
+
+    pub fn is_paused(&self, i: NodeIndex) -> bool {
+        self.slots[i].paused
+    }
+
+    /// Starts (or stops) recording every transmission for [`Self::take_transmissions`].
+    pub fn record_transmissions(&mut self, on: bool) {
+        self.transmissions = on.then(Vec::new);
+    }
+
+    /// The transmissions recorded since the last call.
+    pub fn take_transmissions(&mut self) -> Vec<Transmission<N::Message>> {
+        self.transmissions.as_mut().map(std::mem::take).unwrap_or_default()
+    }
+
+    /// Runs every event due before `until`, then sets the clock to `until` (to act at exactly
+    /// that time, before the events due then).
+    pub fn run_before(&mut self, until: Time) {
+        while self.next_time().is_some_and(|t| t < until) {
+            self.step();
+        }
+        self.now = self.now.max(until);
+    }
+
     /// Runs the next event; `false` when nothing is left to happen.
     pub fn step(&mut self) -> bool {
         let Some(mut due) = self.events.first_entry() else { return false };
@@ -235,6 +353,14 @@ impl<N: Node> Simulation<N> {
         self.now = time;
         let mut out = Outbox::new();
         let actor = match event {
+            Event::Deliver { to, from, message } if self.slots[to].paused => {
+                self.slots[to].held.push((from, message));
+                return true;
+            }
+            Event::Deliver { to, from, .. } if self.link_cut[from * self.slots.len() + to] => {
+                self.stats.cut += 1;
+                return true;
+            }
             Event::Deliver { to, from, message } => match self.slots[to].node.as_mut() {
                 Some(node) => {
                     self.stats.delivered += 1;
@@ -250,6 +376,7 @@ impl<N: Node> Simulation<N> {
             Event::Wake { node: i, generation } => {
                 let slot = &mut self.slots[i];
                 match slot.node.as_mut() {
+                    Some(_) if slot.paused => return true,
                     Some(node) if generation == slot.wake_generation => {
                         node.on_wake(time, &mut out);
                         i
@@ -292,21 +419,33 @@ impl<N: Node> Simulation<N> {
 
     fn transmit(&mut self, from: NodeIndex, to: NodeIndex, message: Rc<N::Message>) {
         self.stats.sent += 1;
-        if self.network.cut(self.now, from, to) {
+        let link = from * self.slots.len() + to;
+        if self.network.cut(self.now, from, to) || self.link_cut[link] {
             self.stats.cut += 1;
+            self.note(from, to, None, &message);
             return;
         }
         if self.rng.chance(self.network.loss_per_million) {
             self.stats.lost += 1;
+            self.note(from, to, None, &message);
             return;
         }
+        let extra = self.link_delay[link];
         if self.rng.chance(self.network.duplicate_per_million) {
             self.stats.duplicated += 1;
-            let delay = self.delay();
-            self.schedule(self.now + delay, Event::Deliver { to, from, message: message.clone() });
+            let at = self.now + self.delay() + extra;
+            self.note(from, to, Some(at), &message);
+            self.schedule(at, Event::Deliver { to, from, message: message.clone() });
         }
-        let delay = self.delay();
-        self.schedule(self.now + delay, Event::Deliver { to, from, message });
+        let at = self.now + self.delay() + extra;
+        self.note(from, to, Some(at), &message);
+        self.schedule(at, Event::Deliver { to, from, message });
+    }
+
+    fn note(&mut self, from: NodeIndex, to: NodeIndex, arrives: Option<Time>, message: &Rc<N::Message>) {
+        if let Some(record) = &mut self.transmissions {
+            record.push(Transmission { from, to, sent: self.now, arrives, message: message.clone() });
+        }
     }
 
     fn delay(&mut self) -> Time {
@@ -405,5 +544,35 @@ mod tests {
         sim.restart(3, Gossip { knows_since: None });
         sim.run_until(700);
         assert!(sim.node(3).unwrap().knows_since.is_some_and(|t| t > 500));
+    }
+
+    #[test]
+    fn a_cut_link_loses_messages_and_a_slow_one_delays_them_until_changed_back() {
+        let mut sim = Simulation::new(5, Network::fixed(10), gossip(3));
+        sim.cut_link(0, 1, true);
+        sim.cut_link(2, 1, true);
+        sim.delay_link(0, 2, 90);
+        sim.record_transmissions(true);
+        sim.run_until(300);
+        assert_eq!(learned(&sim), vec![Some(0), None, Some(100)]);
+        let sent = sim.take_transmissions();
+        assert!(sent.iter().any(|t| (t.from, t.to, t.arrives) == (0, 2, Some(100))));
+        assert!(sent.iter().any(|t| (t.from, t.to, t.arrives) == (0, 1, None)), "a cut transmission is recorded as lost");
+        assert!(sim.take_transmissions().is_empty());
+        sim.cut_link(1, 0, false);
+        sim.run_until(420);
+        assert!(learned(&sim)[1].is_some_and(|t| t > 300));
+    }
+
+    #[test]
+    fn a_paused_node_gets_what_was_sent_to_it_when_it_resumes() {
+        let mut sim = Simulation::new(9, Network::fixed(10), gossip(3));
+        sim.pause(2, true);
+        sim.run_until(500);
+        assert_eq!(learned(&sim)[2], None);
+        sim.pause(2, false);
+        sim.step();
+        assert_eq!(learned(&sim)[2], Some(500));
+        assert!(matches!(sim.next_event(), Some((500, _))));
     }
 }

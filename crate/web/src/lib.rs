@@ -16,6 +16,8 @@ pub mod membership;
 pub mod rtc;
 #[cfg(target_arch = "wasm32")]
 pub mod signaling;
+#[cfg(feature = "sim")]
+pub mod sim_subnet;
 #[cfg(target_arch = "wasm32")]
 pub mod tab_subnet;
 
