@@ -21,8 +21,10 @@ const CHART_POINTS = 60;
 const FRAME_BUDGET_MS = 9;
 const SLICE_MS = 4;
 
-const el = (tag, props = {}, ...children) => {
+const el = (tag, { dataset, style, ...props } = {}, ...children) => {
   const e = Object.assign(document.createElement(tag), props);
+  Object.assign(e.dataset, dataset ?? {});
+  if (style) e.style.cssText = style;
   for (const c of children) e.append(c);
   return e;
 };
@@ -280,7 +282,7 @@ export async function mountSubnetView(root, SimSubnet, params) {
     messages: new Sparkline('messages/s', ''),
     bytes: new Sparkline('bytes/s per node', ''),
   };
-  const captions = el('ol', { id: 'sim-captions', className: 'captions', reversed: true });
+  const captions = el('ul', { id: 'sim-captions', className: 'captions' });
   const table = el('table', { id: 'sim-nodes-table', className: 'nodes' });
   const linkA = el('select', { id: 'link-a', ariaLabel: 'link from' });
   const linkB = el('select', { id: 'link-b', ariaLabel: 'link to' });
@@ -402,6 +404,7 @@ export async function mountSubnetView(root, SimSubnet, params) {
   // The frame loop, and its own frame rate (the figure the benchmark reads).
   let last = performance.now();
   let frames = [];
+  let carry = 0;
   let lastSample = 0;
   function frame(t) {
     const dt = Math.min(250, t - last);
@@ -415,12 +418,14 @@ export async function mountSubnetView(root, SimSubnet, params) {
     if (root.offsetParent === null) return;
     // Advance in slices while this frame's budget lasts: when the tab cannot simulate the subnet
     // in real time, the run slows down rather than the frames.
-    let due = speed > 0 ? Math.min(MAX_FRAME_ADVANCE, dt * speed) : 0;
-    while (due > 0 && performance.now() - t < FRAME_BUDGET_MS) {
-      const slice = Math.min(due, SLICE_MS);
+    // (The simulator counts whole ms; slow motion carries the fractions over.)
+    let due = speed > 0 ? Math.min(MAX_FRAME_ADVANCE, dt * speed + carry) : 0;
+    while (due >= 1 && performance.now() - t < FRAME_BUDGET_MS) {
+      const slice = Math.min(Math.floor(due), SLICE_MS);
       sim.advance(slice);
       due -= slice;
     }
+    carry = due < 1 ? due : 0;
     const view = JSON.parse(sim.view());
     window.tabnetSimView = view;
     const positions = drawNetwork(...net.fit(), view, selected);
