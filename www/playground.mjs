@@ -390,7 +390,7 @@ export function mountPlayground(container) {
   const identityName = (key) => (key === 'anonymous' ? 'anonymous' : `${state.identities.find((i) => i.principal === key)?.name ?? 'identity'} (${key.slice(0, 11)}…)`);
 
   // ---- DOM ----
-  const source = h('textarea', { id: 'pg-source', spellcheck: false, rows: 18, 'aria-label': 'Motoko source (Main.mo)' });
+  const source = h('textarea', { id: 'pg-source', spellcheck: false, wrap: 'off', rows: 18, 'aria-label': 'Motoko source (Main.mo)' });
   source.value = load(KEY.source, DEFAULT_SOURCE);
   const compilerStatus = h('span', { id: 'pg-compiler', class: 'pg-muted' }, 'compiler: loads when you use the editor');
   const moOut = h('div', { id: 'pg-mo-out', class: 'pg-out', 'aria-live': 'polite' });

@@ -26,7 +26,11 @@ struct Did {
 }
 
 fn load(did: &str) -> Result<Did, String> {
-    let (env, actor) = candid_parser::utils::CandidSource::Text(did).load().map_err(|e| format!("the .did does not parse: {e}"))?;
+    // Parsed and checked without candid_parser's pretty error printer (codespan), which the
+    // tab's wasm would otherwise carry.
+    let prog = did.parse::<candid_parser::IDLProg>().map_err(|e| format!("the .did does not parse: {e}"))?;
+    let mut env = TypeEnv::new();
+    let actor = candid_parser::check_prog(&mut env, &prog).map_err(|e| format!("the .did does not parse: {e}"))?;
     let actor = actor.ok_or("the .did has no service")?;
     let actor = env.trace_type(&actor).map_err(|e| e.to_string())?;
     let (init, service) = match actor.as_ref() {
