@@ -202,6 +202,36 @@ test('on a 390 px wide phone nothing overflows sideways', async () => {
   await page.setViewportSize({ width: 1280, height: 800 });
 });
 
+test('on a ?subnet= page the same playground deploys to the tab subnet (the service worker hands it /api/*)', async () => {
+  const context = await browser.newContext();
+  const tab = await context.newPage();
+  tab.on('pageerror', (e) => errors.push(`subnet tab pageerror: ${e.stack ?? e}`));
+  tab.on('console', (m) => {
+    if (m.type() === 'error') errors.push(`subnet tab console: ${m.text()}`);
+  });
+  try {
+    await tab.goto(`${node.url}/?subnet=playground&nodes=1&signal=local`);
+    await tab.waitForFunction(() => window.tabnetSubnet && navigator.serviceWorker.controller
+      && JSON.parse(window.tabnetSubnet.status()).certified > 1, null, { timeout: 60_000 });
+    const outcome = (id) => tab.waitForFunction((i) => /\b(ok|err)\b/.test(document.querySelector(i).className), id, { timeout: 180_000 });
+    await tab.click('#pg-mo-deploy');
+    await outcome('#pg-mo-out');
+    assert.match(await tab.textContent('#pg-mo-out'), /^Deployed /);
+    const greet = tab.locator('.pg-method[data-method="greet"]');
+    await greet.locator('input').fill('subnet');
+    await greet.locator('button.pg-call').click();
+    await outcome('.pg-method[data-method="greet"] .pg-result');
+    assert.equal(await greet.locator('.pg-result').textContent(), '("Hello, subnet!")');
+    await tab.locator('.pg-method[data-method="inc"] button.pg-call').click();
+    await outcome('.pg-method[data-method="inc"] .pg-result');
+    assert.equal(await tab.textContent('.pg-method[data-method="inc"] .pg-result'), '(1 : nat)');
+    // fetch_canister_logs, a management query, from the tab's node too.
+    await tab.waitForFunction(() => document.getElementById('pg-logs').textContent.includes('count is now 1'), null, { timeout: 30_000 });
+  } finally {
+    await context.close();
+  }
+});
+
 test('no console errors and no uncaught exceptions', () => {
   assert.deepEqual(errors, []);
 });
