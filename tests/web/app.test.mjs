@@ -129,6 +129,37 @@ test('the canister panel shows status, cycles, burn, module hash and the Debug.p
   await page.screenshot({ path: join(SHOTS, 'playground-1280x800.png'), fullPage: true });
 });
 
+test('the Candid form makes variants, records, opts and vecs, and shows the typed record it gets back', async () => {
+  const counter = await page.inputValue('#pg-source');
+  await page.fill('#pg-source', `persistent actor Shapes {
+  public type Shape = { #circle : Nat; #rect : { w : Nat; h : Nat } };
+  public query func area(s : Shape, scale : ?Nat, tags : [Text]) : async { area : Nat; tags : [Text] } {
+    let a = switch s { case (#circle r) 3 * r * r; case (#rect { w; h }) w * h };
+    { area = a * (switch scale { case null 1; case (?k) k }); tags }
+  };
+};
+`);
+  assert.match(await deploy('pg-mo-deploy', 'pg-mo-out'), /^Deployed /);
+  const form = page.locator('.pg-method[data-method="area"]');
+  await form.locator('select[aria-label="argument 1"]').selectOption({ label: 'rect' });
+  await form.locator('input[aria-label="w"]').fill('3');
+  await form.locator('input[aria-label="h"]').fill('4');
+  await form.locator('input[aria-label="argument 2: some"]').check();
+  await form.locator('input[aria-label="argument 2"]').fill('5');
+  await form.locator('button', { hasText: '+ item' }).click();
+  await form.locator('button', { hasText: '+ item' }).click();
+  await form.locator('input[aria-label="argument 3[0]"]').fill('a "quoted" tag');
+  await form.locator('input[aria-label="argument 3[1]"]').fill('b');
+  const result = await callMethod('area');
+  assert.match(result, /area = 60 : nat/);
+  assert.match(result, /tags = vec \{\s*"a \\"quoted\\" tag";\s*"b";?\s*\}/);
+  // A number that is not one is refused in the page, before anything is sent.
+  await form.locator('input[aria-label="w"]').fill('three');
+  assert.match(await callMethod('area'), /w: "three" is not a nat/);
+  await page.fill('#pg-source', counter);
+  await select(motokoId);
+});
+
 let rustId;
 
 test('a gzipped Rust module deploys from the file input, is called and upgraded, state kept', async () => {
