@@ -845,6 +845,7 @@ export function mountPlayground(container) {
   didFetch.addEventListener('click', async () => {
     const entry = selected();
     if (!entry) return;
+    say(didOut, 'reading candid:service …');
     try {
       const agent = await agentFor(state.caller);
       const status = await CanisterStatus.request({ canisterId: Principal.fromText(entry.id), agent, paths: ['candid'] });

@@ -110,6 +110,18 @@ test('the default Motoko program deploys from the editor and answers through its
   assert.equal(await callMethod('get'), '(2 : nat)');
 });
 
+test('the Candid interface is read back from the canister\'s candid:service metadata', async () => {
+  await page.click('#pg-panel summary:has-text("Candid interface")');
+  await page.fill('#pg-did-edit', '');
+  await page.click('#pg-did-apply');
+  assert.equal(await page.locator('#pg-methods .pg-method').count(), 0);
+  await page.click('#pg-did-fetch');
+  await page.waitForFunction(() => /\b(ok|err)\b/.test(document.getElementById('pg-did-out').className) && document.getElementById('pg-did-out').textContent);
+  assert.match(await page.textContent('#pg-did-out'), /candid:service/);
+  assert.match(await page.inputValue('#pg-did-edit'), /greet: \(name: text\) -> \(text\) query/);
+  assert.equal(await callMethod('greet', ['metadata']), '("Hello, metadata!")');
+});
+
 test('the canister panel shows status, cycles, burn, module hash and the Debug.print log', async () => {
   await page.waitForFunction(() => document.getElementById('pg-logs').textContent.includes('count is now 2'), null, { timeout: 30_000 });
   const status = await page.textContent('#pg-status');
