@@ -45,9 +45,15 @@ persistent actor Counter {
 };
 `;
 
+// On a `?subnet=NAME` page the playground talks to the tab subnet NAME, whose canisters are not
+// the native node's: the list of canisters is kept per network (source, .did and identities
+// are shared).
+const SUBNET = new URLSearchParams(location.search).get('subnet');
+const NETWORK = SUBNET ? `@subnet:${SUBNET}` : '';
+
 const KEY = {
-  canisters: 'tabnet.playground.canisters',
-  selected: 'tabnet.playground.selected',
+  canisters: `tabnet.playground.canisters${NETWORK}`,
+  selected: `tabnet.playground.selected${NETWORK}`,
   source: 'tabnet.playground.source',
   did: 'tabnet.playground.did',
   initArg: 'tabnet.playground.init-arg',
@@ -378,9 +384,14 @@ export function mountPlayground(container) {
     const entry = state.identities.find((i) => i.principal === key);
     return entry ? Ed25519KeyIdentity.fromJSON(entry.json) : new AnonymousIdentity();
   };
+  // A tab subnet answers once this tab's node has joined and the service worker controls the
+  // page (before that, /api/* would go to the native node, or to no one).
+  const nodeReady = async () => {
+    while (SUBNET && !(window.tabnetSubnet && navigator.serviceWorker?.controller)) await new Promise((r) => setTimeout(r, 200));
+  };
   const agentFor = (key) => {
     if (!agents.has(key)) {
-      agents.set(key, HttpAgent.create({ host: location.origin, identity: identityOf(key), shouldFetchRootKey: true }).catch((e) => {
+      agents.set(key, nodeReady().then(() => HttpAgent.create({ host: location.origin, identity: identityOf(key), shouldFetchRootKey: true })).catch((e) => {
         agents.delete(key);
         throw e;
       }));
@@ -432,7 +443,9 @@ export function mountPlayground(container) {
 
   container.replaceChildren(
     h('h2', {}, 'Playground'),
-    h('p', {}, 'Write Motoko or drop in a ', h('code', {}, '.wasm'), ', deploy it to the IC node serving this page, and call it from a form made from its Candid. ',
+    h('p', {}, 'Write Motoko or drop in a ', h('code', {}, '.wasm'), ', deploy it to ',
+      SUBNET ? h('span', {}, 'the tab subnet ', h('b', {}, SUBNET), ' (this tab is one of its nodes)') : 'the IC node serving this page',
+      ', and call it from a form made from its Candid. ',
       'Nothing to install: the Motoko compiler runs in this tab, and calls go through ', h('code', {}, '@dfinity/agent'), '.'),
     h('div', { class: 'pg-bar' }, h('label', { for: 'pg-identity' }, 'Call as '), identitySelect, newIdentity),
     h('div', { class: 'pg-grid' },

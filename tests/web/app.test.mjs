@@ -35,7 +35,8 @@ before(async () => {
   mkdirSync(SHOTS, { recursive: true });
   node = await TabnetNode.start(undefined, ['--www', DIST]);
   browser = await chromium.launch({ executablePath: '/usr/bin/chromium', args: chromiumArgs });
-  page = await browser.newPage({ viewport: { width: 1280, height: 800 } });
+  const context = await browser.newContext({ viewport: { width: 1280, height: 800 } });
+  page = await context.newPage();
   page.on('pageerror', (e) => errors.push(`pageerror: ${e.stack ?? e}`));
   page.on('console', (m) => {
     if (m.type() === 'error') errors.push(`console: ${m.text()}`);
@@ -246,16 +247,19 @@ test('on a 390 px wide phone nothing overflows sideways', async () => {
 });
 
 test('on a ?subnet= page the same playground deploys to the tab subnet (the service worker hands it /api/*)', async () => {
-  const context = await browser.newContext();
-  const tab = await context.newPage();
+  // The same browser profile as the native page: its canisters are the native node's, not
+  // listed here.
+  const tab = await page.context().newPage();
   tab.on('pageerror', (e) => errors.push(`subnet tab pageerror: ${e.stack ?? e}`));
   tab.on('console', (m) => {
     if (m.type() === 'error') errors.push(`subnet tab console: ${m.text()}`);
   });
   try {
     await tab.goto(`${node.url}/?subnet=playground&nodes=1&signal=local`);
-    await tab.waitForFunction(() => window.tabnetSubnet && navigator.serviceWorker.controller
-      && JSON.parse(window.tabnetSubnet.status()).certified > 1, null, { timeout: 60_000 });
+    await tab.waitForSelector('#pg-canisters li');
+    assert.equal(await tab.locator('#pg-canisters li[data-id]').count(), 0);
+    assert.match(await tab.textContent('#playground'), /deploy it to the tab subnet playground/);
+    // Deploy at once: the playground waits for this tab's node to join.
     const outcome = (id) => tab.waitForFunction((i) => /\b(ok|err)\b/.test(document.querySelector(i).className), id, { timeout: 180_000 });
     await tab.click('#pg-mo-deploy');
     await outcome('#pg-mo-out');
@@ -270,8 +274,9 @@ test('on a ?subnet= page the same playground deploys to the tab subnet (the serv
     assert.equal(await tab.textContent('.pg-method[data-method="inc"] .pg-result'), '(1 : nat)');
     // fetch_canister_logs, a management query, from the tab's node too.
     await tab.waitForFunction(() => document.getElementById('pg-logs').textContent.includes('count is now 1'), null, { timeout: 30_000 });
+    assert.equal(await tab.locator('#pg-canisters li[data-id]').count(), 1);
   } finally {
-    await context.close();
+    await tab.close();
   }
 });
 
