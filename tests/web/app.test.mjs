@@ -192,6 +192,11 @@ test('a gzipped Rust module deploys from the file input, is called and upgraded,
   assert.match(await deploy('pg-wasm-upgrade', 'pg-wasm-out'), /^Upgraded counter/);
   assert.equal(await callMethod('get'), '(42 : nat64)');
   assert.equal(await callMethod('inc'), '(43 : nat64)');
+  // A reinstall starts over, from the init argument.
+  await page.fill('#pg-init-arg', '(opt 100)');
+  assert.match(await deploy('pg-wasm-reinstall', 'pg-wasm-out'), /^Reinstalled counter/);
+  assert.equal(await callMethod('get'), '(100 : nat64)');
+  await page.fill('#pg-init-arg', '()');
 });
 
 test('a trap and a bad module show the IC error codes, and the log keeps the trap', async () => {
@@ -234,7 +239,7 @@ test('after a reload the canisters, the source, the identity and the state are s
   await select(motokoId);
   assert.equal(await callMethod('get'), '(2 : nat)');
   await select(rustId);
-  assert.equal(await callMethod('get'), '(43 : nat64)');
+  assert.equal(await callMethod('get'), '(100 : nat64)');
 });
 
 test('on a 390 px wide phone nothing overflows sideways', async () => {
@@ -260,7 +265,19 @@ test('on a ?subnet= page the same playground deploys to the tab subnet (the serv
     assert.equal(await tab.locator('#pg-canisters li[data-id]').count(), 0);
     assert.match(await tab.textContent('#playground'), /deploy it to the tab subnet playground/);
     // Deploy at once: the playground waits for this tab's node to join.
-    const outcome = (id) => tab.waitForFunction((i) => /\b(ok|err)\b/.test(document.querySelector(i).className), id, { timeout: 180_000 });
+    const outcome = async (id) => {
+      try {
+        await tab.waitForFunction((i) => /\b(ok|err)\b/.test(document.querySelector(i).className), id, { timeout: 120_000 });
+      } catch (e) {
+        const state = await tab.evaluate((i) => ({
+          outcome: document.querySelector(i).textContent,
+          subnet: document.getElementById('subnet-status').textContent,
+          controlled: Boolean(navigator.serviceWorker.controller),
+          joined: Boolean(window.tabnetSubnet),
+        }), id);
+        throw new Error(`${e.message}\n${JSON.stringify(state, null, 1)}`);
+      }
+    };
     await tab.click('#pg-mo-deploy');
     await outcome('#pg-mo-out');
     assert.match(await tab.textContent('#pg-mo-out'), /^Deployed /);
