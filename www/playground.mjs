@@ -57,6 +57,7 @@ const KEY = {
   source: 'tabnet.playground.source',
   did: 'tabnet.playground.did',
   initArg: 'tabnet.playground.init-arg',
+  moInitArg: 'tabnet.playground.motoko-init-arg',
   identities: 'tabnet.playground.identities',
   caller: 'tabnet.playground.caller',
 };
@@ -409,6 +410,8 @@ export function mountPlayground(container) {
   const moUpgrade = h('button', { id: 'pg-mo-upgrade', type: 'button' }, 'Upgrade selected');
   const moReinstall = h('button', { id: 'pg-mo-reinstall', type: 'button' }, 'Reinstall selected');
   const moReset = h('button', { id: 'pg-mo-reset', type: 'button', class: 'pg-small' }, 'Default program');
+  const moInitArg = h('input', { id: 'pg-mo-init-arg', type: 'text', 'aria-label': 'actor class arguments (Candid text)' });
+  moInitArg.value = load(KEY.moInitArg, '()');
 
   const wasmFile = h('input', { id: 'pg-wasm-file', type: 'file', accept: '.wasm,.gz,application/wasm,application/gzip' });
   const didInput = h('textarea', { id: 'pg-did', rows: 5, spellcheck: false, placeholder: 'service : {\n  greet : (text) -> (text) query;\n}', 'aria-label': 'Candid interface (.did) of the module' });
@@ -454,6 +457,7 @@ export function mountPlayground(container) {
           h('summary', {}, h('h3', {}, 'Motoko')),
           h('div', { class: 'pg-row' }, compilerStatus, moReset),
           source,
+          h('details', { class: 'pg-sub' }, h('summary', {}, 'Arguments of an actor class (Candid text)'), moInitArg),
           h('div', { class: 'pg-row' }, moDeploy, moUpgrade, moReinstall),
           moOut),
         h('details', { id: 'pg-wasm', open: true, class: 'pg-box' },
@@ -569,6 +573,7 @@ export function mountPlayground(container) {
   });
   didInput.addEventListener('input', () => save(KEY.did, didInput.value));
   initArg.addEventListener('input', () => save(KEY.initArg, initArg.value));
+  moInitArg.addEventListener('input', () => save(KEY.moInitArg, moInitArg.value));
 
   function showDiagnostics(diagnostics) {
     return diagnostics.map((d) => {
@@ -635,6 +640,8 @@ export function mountPlayground(container) {
         return;
       }
       const warnings = showDiagnostics(result.diagnostics);
+      // Checked against the compiler's Candid before anything is created.
+      const arg = new Uint8Array(encode_init(result.candid, moInitArg.value.trim() || '()'));
       let entry;
       if (mode === 'install') {
         say(moOut, `compiled in ${(result.ms / 1000).toFixed(1)} s (${fmtBytes(result.wasm.length)}); creating a canister…`);
@@ -649,7 +656,7 @@ export function mountPlayground(container) {
       }
       say(moOut, `${mode === 'install' ? 'installing' : mode === 'upgrade' ? 'upgrading' : 'reinstalling'} ${entry.id}…`);
       // Motoko's enhanced orthogonal persistence keeps the heap across upgrades.
-      await install(entry, mode, result.wasm, new Uint8Array(encode_init(result.candid, '()')), true);
+      await install(entry, mode, result.wasm, arg, true);
       entry.did = result.candid;
       entry.kind = 'motoko';
       persistCanisters();

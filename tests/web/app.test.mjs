@@ -144,11 +144,14 @@ test('the canister panel shows status, cycles, burn, module hash and the Debug.p
 
 test('the Candid form makes variants, records, opts and vecs, and shows the typed record it gets back', async () => {
   const counter = await page.inputValue('#pg-source');
-  await page.fill('#pg-source', `persistent actor Shapes {
+  // An actor class: its argument, checked against the compiler's Candid.
+  await page.click('#pg-motoko summary:has-text("Arguments of an actor class")');
+  await page.fill('#pg-mo-init-arg', '(10)');
+  await page.fill('#pg-source', `persistent actor class Shapes(unit : Nat) {
   public type Shape = { #circle : Nat; #rect : { w : Nat; h : Nat } };
   public query func area(s : Shape, scale : ?Nat, tags : [Text]) : async { area : Nat; tags : [Text] } {
     let a = switch s { case (#circle r) 3 * r * r; case (#rect { w; h }) w * h };
-    { area = a * (switch scale { case null 1; case (?k) k }); tags }
+    { area = unit * a * (switch scale { case null 1; case (?k) k }); tags }
   };
 };
 `);
@@ -164,12 +167,13 @@ test('the Candid form makes variants, records, opts and vecs, and shows the type
   await form.locator('input[aria-label="argument 3[0]"]').fill('a "quoted" tag');
   await form.locator('input[aria-label="argument 3[1]"]').fill('b');
   const result = await callMethod('area');
-  assert.match(result, /area = 60 : nat/);
+  assert.match(result, /area = 600 : nat/);
   assert.match(result, /tags = vec \{\s*"a \\"quoted\\" tag";\s*"b";?\s*\}/);
   // A number that is not one is refused in the page, before anything is sent.
   await form.locator('input[aria-label="w"]').fill('three');
   assert.match(await callMethod('area'), /w: "three" is not a nat/);
   await page.fill('#pg-source', counter);
+  await page.fill('#pg-mo-init-arg', '()');
   await select(motokoId);
 });
 
