@@ -12,6 +12,8 @@ module.exports = {
     clean: true,
   },
   experiments: { asyncWebAssembly: true },
+  // The playground's styles are imported as text (www/playground.css) and injected.
+  module: { rules: [{ test: /\.css$/, type: 'asset/source' }] },
   performance: { hints: false },
   plugins: [
     new HtmlWebpackPlugin({ template: './www/index.html', chunks: ['index'] }),

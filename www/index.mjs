@@ -1,8 +1,10 @@
-// The web app: shows the native node that served the page, and runs a node in this tab.
+// The web app: shows the native node that served the page, the playground (www/playground.mjs)
+// and, on a `?subnet=NAME` page, this tab's node of a tab subnet.
 import { TabNode, TabSubnet } from '../pkg/tabnet_web.js';
 import { HttpAgent, Actor } from '@dfinity/agent';
 import { IDL } from '@dfinity/candid';
 import { Principal } from '@dfinity/principal';
+import { mountPlayground } from './playground.mjs';
 
 const $ = (id) => document.getElementById(id);
 
@@ -17,52 +19,8 @@ async function showNativeNode() {
   }
 }
 
-const node = new TabNode(BigInt(Date.now()) * 1_000_000n);
-let canisterId = null;
-
-function show(outcome) {
-  const el = $('result');
-  el.className = outcome.ok ? '' : 'err';
-  el.textContent = outcome.ok ? outcome.reply : `${outcome.error_code} (reject ${outcome.reject_code}): ${outcome.message}`;
-  refresh();
-}
-
-function refresh() {
-  if (!canisterId) return;
-  $('canister').textContent = node.canister_status(canisterId, now());
-  $('logs').textContent = node.logs(canisterId, now()).join('\n');
-}
-
-function now() { return BigInt(Date.now()) * 1_000_000n; }
-
-async function moduleBytes() {
-  const file = $('wasm-file').files[0];
-  if (!file) throw new Error('choose a .wasm file first');
-  return new Uint8Array(await file.arrayBuffer());
-}
-
-async function install(mode) {
-  try {
-    show(node.install_code(canisterId, mode, await moduleBytes(), '()', now()));
-  } catch (e) {
-    show({ ok: false, error_code: '', reject_code: '', message: String(e) });
-  }
-}
-
-$('create').onclick = () => {
-  canisterId = node.create_canister(now());
-  for (const id of ['install', 'upgrade', 'reinstall', 'update', 'query']) $(id).disabled = false;
-  show({ ok: true, reply: `created ${canisterId}` });
-};
-$('install').onclick = () => install('install');
-$('upgrade').onclick = () => install('upgrade');
-$('reinstall').onclick = () => install('reinstall');
-$('update').onclick = () => show(node.update(canisterId, $('method').value, $('arg').value, now()));
-$('query').onclick = () => show(node.query(canisterId, $('method').value, $('arg').value, now()));
-
-// Timers and heartbeats run in rounds, as on the IC.
-setInterval(() => { node.tick(now()); refresh(); }, 500);
 showNativeNode();
+mountPlayground($('playground'));
 
 // `/?subnet=NAME&nodes=N`: this tab is a node of the tab subnet NAME (N nodes, default 4).
 // Through the rendezvous of the native node that served the page, tabs on any machine that

@@ -777,7 +777,10 @@ pub fn authenticate_call(bytes: &[u8], effective_canister_id: &Principal, now: u
 pub fn authenticate(bytes: &[u8], kind: RequestType, scope: ReadStateScope, now: u64) -> Result<Authenticated, HttpError> {
     let request = envelope::decode(bytes, kind)?;
     let target = match (&request.content, scope) {
-        (Content::Query(call), ReadStateScope::Canister(ecid)) if call.canister_id != ecid => {
+        // As on the IC, a query to the management canister (fetch_canister_logs) goes to the
+        // URL of the canister it is about (agent-js sends it so); any other query's canister
+        // must be the effective one.
+        (Content::Query(call), ReadStateScope::Canister(ecid)) if call.canister_id != ecid && call.canister_id != MANAGEMENT_CANISTER => {
             return Err(HttpError::bad_request(format!(
                 "Specified CanisterId {} does not match effective canister id in URL {}",
                 call.canister_id.to_text(),

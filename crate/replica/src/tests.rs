@@ -363,6 +363,45 @@ fn query_responses_are_signed_by_the_node_key() {
 }
 
 #[test]
+fn a_management_query_goes_to_the_url_of_the_canister_it_is_about() {
+    // agent-js sends fetch_canister_logs to /api/v2/canister/<that canister>/query with
+    // canister_id = aaaaa-aa, as the IC accepts.
+    let mut r = new_replica();
+    let alice = Identity::new(1);
+    create_canister(&mut r, &alice, NOW);
+    let canister = canister_id_from_index(0);
+    #[derive(CandidType)]
+    struct CanisterIdRecord {
+        canister_id: Principal,
+    }
+    let content = map(vec![
+        ("request_type", Value::Text("query".into())),
+        ("sender", Value::Bytes(alice.principal().as_slice().to_vec())),
+        ("ingress_expiry", Value::Integer((NOW + 60_000_000_000).into())),
+        ("canister_id", Value::Bytes(MANAGEMENT_CANISTER.as_slice().to_vec())),
+        ("method_name", Value::Text("fetch_canister_logs".into())),
+        ("arg", Value::Bytes(Encode!(&CanisterIdRecord { canister_id: canister }).unwrap())),
+    ]);
+    let body = r.query(&alice.envelope(content), ReadStateScope::Canister(canister), NOW + 5).unwrap();
+    let response = decode(&body);
+    assert_eq!(field(&response, "status"), &Value::Text("replied".into()), "{response:?}");
+    // Its log, empty.
+    #[derive(candid::Deserialize, CandidType)]
+    struct Record {
+        idx: u64,
+        timestamp_nanos: u64,
+        content: Vec<u8>,
+    }
+    #[derive(candid::Deserialize, CandidType)]
+    struct Logs {
+        canister_log_records: Vec<Record>,
+    }
+    let reply = bytes(field(field(&response, "reply"), "arg"));
+    use candid::Decode;
+    assert!(Decode!(&reply, Logs).unwrap().canister_log_records.is_empty());
+}
+
+#[test]
 fn state_survives_reopening_the_store() {
     let mut r = new_replica();
     let alice = Identity::new(1);
