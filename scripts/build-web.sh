@@ -10,6 +10,10 @@ wasm-pack build --mode no-install --release --target bundler --out-dir ../../pkg
 # Byzantine behaviours, which the node build above must not carry).
 wasm-pack build --mode no-install --release --target bundler --out-dir ../../pkg-sim crate/web -- --features sim
 [ -n "${TABNET_WASM_NAMES:-}" ] || node scripts/strip-wasm-names.mjs pkg-sim/tabnet_web_bg.wasm
+# The playground's Candid tooling (a .did parser and type checker), fetched only with the playground.
+wasm-pack build --mode no-install --release --target bundler --out-dir ../../pkg-candid crate/candid-ui
+[ -n "${TABNET_WASM_NAMES:-}" ] || node scripts/strip-wasm-names.mjs pkg-candid/tabnet_candid_ui_bg.wasm
 npx webpack --no-stats
 echo "web app in www/dist ($(du -sh www/dist | cut -f1)), wasm $(du -h pkg/*_bg.wasm | cut -f1) ($(gzip -9 -c pkg/*_bg.wasm | wc -c) bytes gzipped)"
+echo "playground Candid wasm $(du -h pkg-candid/*_bg.wasm | cut -f1) ($(gzip -9 -c pkg-candid/*_bg.wasm | wc -c) bytes gzipped)"
 echo "simulated subnet wasm $(du -h pkg-sim/*_bg.wasm | cut -f1) ($(gzip -9 -c pkg-sim/*_bg.wasm | wc -c) bytes gzipped)"

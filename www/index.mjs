@@ -1,33 +1,37 @@
-// The web app: shows the native node that served the page, the playground (www/playground.mjs)
-// and, on a `?subnet=NAME` page, this tab's node of a tab subnet.
-import { TabNode, TabSubnet } from '../pkg/tabnet_web.js';
+// The web app. `/`: a subnet simulated in this tab (www/subnet-view.mjs) and, at #playground,
+// the playground (www/playground.mjs) with the node that served the page. `/?subnet=NAME`: this
+// tab is a node of a tab subnet, with the playground on it. Each part fetches its own wasm:
+// the simulator (pkg-sim), the tab node (pkg), the playground's Candid tooling (pkg-candid).
 import { HttpAgent, Actor } from '@dfinity/agent';
 import { IDL } from '@dfinity/candid';
 import { Principal } from '@dfinity/principal';
-import { mountPlayground } from './playground.mjs';
 
 const $ = (id) => document.getElementById(id);
 
 async function showNativeNode() {
   $('api-url').textContent = `${location.origin}/api/v2/status`;
   try {
-    const response = await fetch('/api/v2/status');
+    const [{ describe_status }, response] = await Promise.all([import('../pkg-candid/tabnet_candid_ui.js'), fetch('/api/v2/status')]);
     const bytes = new Uint8Array(await response.arrayBuffer());
-    $('native-status').textContent = TabNode.describe_status(bytes);
+    $('native-status').textContent = describe_status(bytes);
   } catch (e) {
     $('native-status').textContent = `no node answers here (${e})`;
   }
 }
 
-showNativeNode();
-mountPlayground($('playground'));
+let playground = null;
+/** Mounts the playground the first time it is shown. */
+function showPlayground() {
+  playground ??= Promise.all([import('./playground.mjs'), showNativeNode()]).then(([{ mountPlayground }]) => mountPlayground($('playground')));
+  return playground;
+}
 
 // `/?subnet=NAME&nodes=N`: this tab is a node of the tab subnet NAME (N nodes, default 4).
 // Through the rendezvous of the native node that served the page, tabs on any machine that
 // open this address join one subnet; without one (or with `&signal=local`) the tabs of this
 // browser form it among themselves. The subnet forms once N tabs have joined; meanwhile the page
 // says how many have.
-async function joinSubnet(name, nodes) {
+async function joinSubnet(TabSubnet, name, nodes) {
   const waiting = (text) => {
     window.tabnetWaiting = text;
     $('subnet-status').textContent = text;
@@ -50,8 +54,10 @@ async function runSubnet(name, nodes) {
   $('subnet-name').textContent = name;
   let subnet;
   let how;
+  let TabSubnet;
   try {
-    [subnet, how] = await joinSubnet(name, nodes);
+    ({ TabSubnet } = await import('../pkg/tabnet_web.js'));
+    [subnet, how] = await joinSubnet(TabSubnet, name, nodes);
   } catch (e) {
     $('subnet-status').textContent = `cannot join: ${e}`;
     return;
@@ -143,11 +149,12 @@ if (!params.get('subnet')) {
 // On `/` the app has two parts, one shown at a time (#playground or the subnet view): the
 // simulation waits while it is not shown.
 function showPart() {
-  if (params.get('subnet')) return;
-  const playground = location.hash === '#playground';
+  const subnetPage = Boolean(params.get('subnet'));
+  const playground = subnetPage || location.hash === '#playground';
   $('sim').hidden = playground;
   $('playground').hidden = !playground;
   $('native').hidden = !playground;
+  if (playground) showPlayground();
 }
 window.addEventListener('hashchange', showPart);
 showPart();

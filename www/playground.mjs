@@ -19,7 +19,8 @@ import {
 import { IDL } from '@dfinity/candid';
 import { Ed25519KeyIdentity } from '@dfinity/identity';
 import { Principal } from '@dfinity/principal';
-import { describe_service, encode_args, encode_init, decode_reply } from '../pkg/tabnet_web.js';
+// The Candid tooling is its own small wasm (crate/candid-ui), fetched with this module.
+import { describe_service, encode_args, encode_init, decode_reply } from '../pkg-candid/tabnet_candid_ui.js';
 // The styles, as text (webpack's asset/source rule for .css): injected as one <style>.
 import CSS from './playground.css';
 

@@ -41,7 +41,7 @@ before(async () => {
   page.on('console', (m) => {
     if (m.type() === 'error') errors.push(`console: ${m.text()}`);
   });
-  await page.goto(node.url);
+  await page.goto(`${node.url}/#playground`);
   await page.waitForFunction(() => !document.getElementById('native-status').textContent.startsWith('asking'));
 });
 

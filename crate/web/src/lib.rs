@@ -6,7 +6,6 @@
 //! `bench_fuel` measures the nested interpreter's speed (see `bench`).
 
 pub mod bench;
-pub mod candid_ui;
 #[cfg(target_arch = "wasm32")]
 pub mod idb;
 #[cfg(target_arch = "wasm32")]

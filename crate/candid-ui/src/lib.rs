@@ -222,6 +222,34 @@ pub fn decode_reply(did: &str, method: &str, bytes: &[u8]) -> Result<String, JsV
     decode(did, method, bytes).map_err(|e| JsValue::from_str(&e))
 }
 
+/// The IC HTTP interface's `/api/v2/status` answer (CBOR) as lines of `field: value`.
+#[wasm_bindgen]
+pub fn describe_status(cbor: &[u8]) -> String {
+    match ciborium::from_reader::<ciborium::Value, _>(cbor) {
+        Ok(value) => {
+            let value = match value {
+                ciborium::Value::Tag(_, inner) => *inner,
+                v => v,
+            };
+            let fields = value.as_map().cloned().unwrap_or_default();
+            fields
+                .iter()
+                .map(|(k, v)| {
+                    let v = match v {
+                        ciborium::Value::Bytes(b) => format!("{} bytes", b.len()),
+                        ciborium::Value::Text(t) => t.clone(),
+                        ciborium::Value::Integer(i) => i128::from(*i).to_string(),
+                        other => format!("{other:?}"),
+                    };
+                    format!("{}: {v}", k.as_text().unwrap_or("?"))
+                })
+                .collect::<Vec<_>>()
+                .join("\n")
+        }
+        Err(e) => format!("not CBOR: {e}"),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
