@@ -21,12 +21,17 @@ const report = (name, value, note = '') => console.log(`${name.padEnd(52)} ${Str
 const median = (xs) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
 const kb = (n) => (n / 1000).toFixed(0);
 
-// What the browser fetches, by file: raw and gzipped (-9) kilobytes.
+// What the browser fetches, by file: raw and gzipped (-9) kilobytes; each wasm named by the
+// package it is (webpack names them by hash).
+const WASMS = { 'pkg/tabnet_web_bg.wasm': 'the tab node (?subnet= pages)', 'pkg-sim/tabnet_web_bg.wasm': 'the simulator (/)',
+  'pkg-candid/tabnet_candid_ui_bg.wasm': 'the playground\'s Candid tooling' };
+const wasmOf = Object.fromEntries(Object.entries(WASMS).map(([path, what]) => [readFileSync(join(ROOT, path)).toString('base64').slice(0, 4096) + statSync(join(ROOT, path)).size, `${path}: ${what}`]));
 for (const file of readdirSync(DIST).sort()) {
   const path = join(DIST, file);
   if (!statSync(path).isFile() || file.endsWith('.txt')) continue;
   const raw = readFileSync(path);
-  report(`bundle ${file} (kB, gzipped)`, `${kb(raw.length)} (${kb(gzipSync(raw, { level: 9 }).length)})`);
+  const what = file.endsWith('.wasm') ? wasmOf[raw.toString('base64').slice(0, 4096) + raw.length] ?? '' : '';
+  report(`bundle ${file} (kB, gzipped)`, `${kb(raw.length)} (${kb(gzipSync(raw, { level: 9 }).length)})`, what);
 }
 
 const app = await serveApp();
