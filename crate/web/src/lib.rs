@@ -217,33 +217,6 @@ impl TabNode {
     pub fn state_hash(&self) -> String {
         hex(&self.env.state_hash())
     }
-
-    /// A one-line description of a node's `/api/v2/status` CBOR answer.
-    pub fn describe_status(cbor: &[u8]) -> String {
-        match ciborium::from_reader::<ciborium::Value, _>(cbor) {
-            Ok(value) => {
-                let value = match value {
-                    ciborium::Value::Tag(_, inner) => *inner,
-                    v => v,
-                };
-                let fields = value.as_map().cloned().unwrap_or_default();
-                fields
-                    .iter()
-                    .map(|(k, v)| {
-                        let v = match v {
-                            ciborium::Value::Bytes(b) => format!("{} bytes", b.len()),
-                            ciborium::Value::Text(t) => t.clone(),
-                            ciborium::Value::Integer(i) => i128::from(*i).to_string(),
-                            other => format!("{other:?}"),
-                        };
-                        format!("{}: {v}", k.as_text().unwrap_or("?"))
-                    })
-                    .collect::<Vec<_>>()
-                    .join("\n")
-            }
-            Err(e) => format!("not CBOR: {e}"),
-        }
-    }
 }
 
 impl TabNode {
