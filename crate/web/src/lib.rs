@@ -20,6 +20,8 @@ pub mod signaling;
 pub mod sim_subnet;
 #[cfg(target_arch = "wasm32")]
 pub mod tab_subnet;
+#[cfg(target_arch = "wasm32")]
+mod tab_view;
 
 use candid::{Decode, Encode, IDLArgs, Principal};
 use serde::Serialize;
