@@ -191,3 +191,104 @@ pub fn block_tree(consensus: &tabnet_consensus::ConsensusNode, heights: u64) -> 
     }
     blocks
 }
+
+/// The view as JSON, written directly (as serde would, field for field): a tab's node wasm
+/// carries this small writer rather than serde's code for every view type. Every text in a
+/// view is a fixed name or hex, so nothing needs escaping.
+impl View {
+    pub fn to_json(&self) -> String {
+        use std::fmt::Write;
+        let mut o = String::with_capacity(4_096);
+        let opt = |v: Option<u64>| v.map_or_else(|| "null".to_string(), |v| v.to_string());
+        let th = &self.thresholds;
+        let _ = write!(
+            o,
+            r#"{{"now":{},"n":{},"f":{},"thresholds":{{"notarization":{},"finalization":{},"beacon":{},"certification":{}}},"nodes":["#,
+            self.now, self.n, self.f, th.notarization, th.finalization, th.beacon, th.certification
+        );
+        for (k, x) in self.nodes.iter().enumerate() {
+            let _ = write!(
+                o,
+                r#"{}{{"index":{},"state":"{}","byzantine":"{}","notarized":{},"finalized":{},"certified":{},"rank":{},"round":{},"state_hash":"{}","counter":{}}}"#,
+                if k > 0 { "," } else { "" },
+                x.index,
+                x.state,
+                x.byzantine,
+                x.notarized,
+                x.finalized,
+                x.certified,
+                opt(x.rank.map(u64::from)),
+                x.round,
+                x.state_hash,
+                opt(x.counter)
+            );
+        }
+        o.push_str(r#"],"links":["#);
+        for (a, row) in self.links.iter().enumerate() {
+            o.push_str(if a > 0 { ",[" } else { "[" });
+            for (b, l) in row.iter().enumerate() {
+                let _ = write!(o, r#"{}{{"cut":{},"delay":{}}}"#, if b > 0 { "," } else { "" }, l.cut, l.delay);
+            }
+            o.push(']');
+        }
+        o.push_str(r#"],"in_flight":["#);
+        for (k, m) in self.in_flight.iter().enumerate() {
+            let _ = write!(
+                o,
+                r#"{}{{"from":{},"to":{},"kind":"{}","height":{},"sent":{},"arrives":{}}}"#,
+                if k > 0 { "," } else { "" },
+                m.from,
+                m.to,
+                m.kind,
+                m.height,
+                m.sent,
+                m.arrives
+            );
+        }
+        o.push_str(r#"],"blocks":["#);
+        for (k, b) in self.blocks.iter().enumerate() {
+            let _ = write!(
+                o,
+                r#"{}{{"id":"{}","parent":"{}","height":{},"rank":{},"maker":{},"notarized":{},"finalized":{},"ingress":{}}}"#,
+                if k > 0 { "," } else { "" },
+                b.id,
+                b.parent,
+                b.height,
+                b.rank,
+                b.maker,
+                b.notarized,
+                b.finalized,
+                b.ingress
+            );
+        }
+        o.push_str(r#"],"rounds":["#);
+        let shares = |o: &mut String, shares: &[ShareAt]| {
+            for (k, s) in shares.iter().enumerate() {
+                let _ = write!(o, r#"{}{{"node":{},"at":{}}}"#, if k > 0 { "," } else { "" }, s.node, s.at);
+            }
+        };
+        for (k, r) in self.rounds.iter().enumerate() {
+            let _ = write!(o, r#"{}{{"height":{},"beacon":{},"proposals":["#, if k > 0 { "," } else { "" }, r.height, opt(r.beacon));
+            for (k, p) in r.proposals.iter().enumerate() {
+                let _ = write!(o, r#"{}{{"rank":{},"maker":{},"at":{}}}"#, if k > 0 { "," } else { "" }, p.rank, p.maker, p.at);
+            }
+            o.push_str(r#"],"notarization_shares":["#);
+            shares(&mut o, &r.notarization_shares);
+            let _ = write!(o, r#"],"notarized":{},"finalization_shares":["#, opt(r.notarized));
+            shares(&mut o, &r.finalization_shares);
+            let _ = write!(o, r#"],"finalized":{}}}"#, opt(r.finalized));
+        }
+        let s = &self.stats;
+        let num = |v: f64| if v.is_finite() { format!("{v:?}") } else { "null".to_string() };
+        let _ = write!(
+            o,
+            r#"],"stats":{{"finality_ms":{},"blocks_per_s":{},"messages_per_s":{},"bytes_per_s":[{}],"calls_executed":{}}}}}"#,
+            s.finality_ms.map_or_else(|| "null".to_string(), num),
+            num(s.blocks_per_s),
+            num(s.messages_per_s),
+            s.bytes_per_s.iter().map(|v| num(*v)).collect::<Vec<_>>().join(","),
+            s.calls_executed
+        );
+        o
+    }
+}

@@ -544,7 +544,7 @@ impl TabSubnet {
                 calls_executed: w.calls_executed,
             },
         };
-        serde_json::to_string(&view).unwrap_or_default()
+        view.to_json()
     }
 
     pub(crate) fn member(&self) -> &Rc<RefCell<Member>> {
