@@ -93,6 +93,7 @@ async function runSubnet(name, nodes) {
   setInterval(showStorage, 5_000);
   // Leaving lets go of this tab's slot: another tab (or this one, reloaded) can take it and go
   // on from what this one kept.
+  mountTabView(subnet);
   $('subnet-leave').hidden = false;
   $('subnet-leave').onclick = async () => {
     $('subnet-leave').disabled = true;
@@ -119,6 +120,31 @@ async function runSubnet(name, nodes) {
         `storage: ${storage}\n` + s.events.join('\n');
     }
     await new Promise((resolve) => setTimeout(resolve, Math.max(1, Math.min(wait, 10))));
+  }
+}
+
+// The subnet view (as on `/`) of the real tab subnet, from this tab's node: what it knows of
+// its peers, its own messages, rounds and rates; the controls of this node and its links only.
+// Drawing only: the loop in runSubnet steps the node.
+async function mountTabView(subnet) {
+  try {
+    const { mountSubnetView } = await import('./subnet-view.mjs');
+    const me = JSON.parse(subnet.status()).index;
+    const peer = (a, b) => (a === me ? b : a);
+    const source = {
+      me,
+      view: () => subnet.view(),
+      events: (after) => subnet.events(after),
+      pause: (_i, paused) => subnet.pause(paused),
+      cut_link: (a, b, cut) => subnet.cut_link(peer(a, b), cut),
+      delay_link: (a, b, ms) => subnet.delay_link(peer(a, b), ms),
+      byzantine: (_i, mode) => subnet.corrupt_shares(mode === 'bad-shares'),
+    };
+    window.tabnetSubnetView = null;
+    window.tabnetTabView = await mountSubnetView($('subnet-view'), source, new URLSearchParams(location.search), { live: true });
+  } catch (e) {
+    $('subnet-view').textContent = `the subnet view did not start: ${e}`;
+    throw e;
   }
 }
 

@@ -5,6 +5,11 @@
 //
 // The page's loop: each animation frame advances the simulation by the wall time since the last
 // frame times the speed (capped, so a slow frame cannot snowball), then draws `sim.view()`.
+//
+// The same view draws a real tab subnet (`{ live: true }`): the source is then this tab's node
+// (`TabSubnet.view()`, the same JSON, from what this node knows), nothing is advanced here (the
+// page's own loop steps the node), and only the controls a real node has are shown — pause
+// this node, cut or slow its links, make it send invalid shares.
 
 const KIND_COLOURS = {
   proposal: '#2f6fdf',
@@ -144,7 +149,8 @@ function drawNetwork(ctx, w, h, view, selected) {
     ctx.font = `bold ${view.n > 7 ? 13 : 15}px system-ui, sans-serif`;
     ctx.fillText(String(node.index), x, y - 2);
     ctx.font = '11px system-ui, sans-serif';
-    ctx.fillText(node.state === 'crashed' ? 'crashed' : node.state === 'paused' ? 'paused' : `f ${node.finalized}`, x, y + 12);
+    // Any state but 'up' is down, shown by its name ('crashed', 'paused', 'unreachable' ...).
+    ctx.fillText(down ? node.state : `f ${node.finalized}`, x, y + 12);
     if (node.rank != null && !down) {
       // The block-maker rank from this round's random beacon: rank 0 makes the block first.
       ctx.fillStyle = node.rank === 0 ? '#2f6fdf' : '#5a6475';
@@ -243,13 +249,16 @@ function drawBlocks(ctx, w, h, view) {
 }
 
 /**
- * Mounts the view of a simulated subnet in `root`. `load()` resolves to the `SimSubnet` class
- * (the simulator's wasm, loaded after first paint).
+ * Mounts the view of a simulated subnet in `root`: `SimSubnet` is the simulator's class (its
+ * wasm, loaded after first paint). With `{ live: true }`, `SimSubnet` is instead a real node's
+ * source — `{ me, view(), events(after), pause(i, paused), cut_link(a, b, cut),
+ * delay_link(a, b, ms), byzantine(i, mode) }`, controls of node `me` and its links only.
  */
-export async function mountSubnetView(root, SimSubnet, params) {
+export async function mountSubnetView(root, SimSubnet, params, { live = false } = {}) {
   let nodes = Math.min(13, Math.max(1, Number(params.get('nodes')) || 4));
   let seed = Number(params.get('seed')) || 1;
-  let sim = new SimSubnet(seed, nodes);
+  let sim = live ? SimSubnet : new SimSubnet(seed, nodes);
+  const me = live ? SimSubnet.me : null;
   let speed = 0.25;
   let selected = null;
   let shownEvents = 0;
@@ -267,6 +276,9 @@ export async function mountSubnetView(root, SimSubnet, params) {
   const replayLabel = el('label', { className: 'button' }, 'replay a run', replayInput);
   const toolbar = el('div', { className: 'toolbar' },
     nodesSelect, el('label', {}, 'seed ', seedInput), el('label', {}, 'speed ', speedSelect), stepButton, loadSelect, saveButton, replayLabel);
+  // A real subnet is not a simulation: no size, seed, speed, stepping, load or replay.
+  // (`display`, not `hidden`: the toolbar's class sets its display.)
+  if (live) toolbar.style.display = 'none';
 
   const net = hiDpiCanvas('network', 340);
   const rounds = hiDpiCanvas('rounds', 160);
@@ -305,6 +317,14 @@ export async function mountSubnetView(root, SimSubnet, params) {
   );
 
   function fillLinkSelects() {
+    if (live) {
+      // This node's links only.
+      linkA.replaceChildren(el('option', { value: me, textContent: `node ${me} (this tab)` }));
+      linkA.disabled = true;
+      const peers = Array.from({ length: nodes }, (_, k) => k).filter((k) => k !== me);
+      linkB.replaceChildren(...peers.map((k) => el('option', { value: k, textContent: `node ${k}` })));
+      return;
+    }
     for (const [s, v] of [[linkA, 0], [linkB, Math.min(1, nodes - 1)]]) {
       s.replaceChildren(...Array.from({ length: nodes }, (_, k) => el('option', { value: k, textContent: `node ${k}`, selected: k === v })));
     }
@@ -321,7 +341,7 @@ export async function mountSubnetView(root, SimSubnet, params) {
     nodesSelect.value = nodes;
     fillLinkSelects();
     buildTable(view);
-    if (!replayed) sim.set_load(Number(loadSelect.value));
+    if (!replayed && !live) sim.set_load(Number(loadSelect.value));
   }
 
   function buildTable(view) {
@@ -333,12 +353,16 @@ export async function mountSubnetView(root, SimSubnet, params) {
       const pause = el('button', { className: 'pause', textContent: 'pause' });
       pause.onclick = () => sim.pause(i, JSON.parse(sim.view()).nodes[i].state !== 'paused');
       const byz = el('select', { className: 'byzantine', ariaLabel: `node ${i} behaviour` });
-      for (const [v, t] of [['', 'honest'], ['equivocate', 'equivocates'], ['withhold', 'withholds'], ['bad-shares', 'sends invalid shares']]) {
-        byz.append(el('option', { value: v, textContent: t }));
-      }
+      const modes = live ? [['', 'honest'], ['bad-shares', 'sends invalid shares']]
+        : [['', 'honest'], ['equivocate', 'equivocates'], ['withhold', 'withholds'], ['bad-shares', 'sends invalid shares']];
+      for (const [v, t] of modes) byz.append(el('option', { value: v, textContent: t }));
       byz.onchange = () => sim.byzantine(i, byz.value);
+      // A real node has no crash and restart; and this tab controls only its own node.
+      crash.hidden = live;
+      pause.hidden = live && i !== me;
+      byz.hidden = live && i !== me;
       const row = el('tr', { dataset: { node: i } },
-        el('td', { textContent: i }), el('td', { className: 'state' }), el('td', { className: 'notarized' }), el('td', { className: 'finalized' }),
+        el('td', { textContent: live && i === me ? `${i} (this tab)` : i }), el('td', { className: 'state' }), el('td', { className: 'notarized' }), el('td', { className: 'finalized' }),
         el('td', { className: 'rank' }), el('td', { className: 'counter' }), el('td', { className: 'actions' }, crash, pause, byz));
       row.onclick = (e) => { if (e.target === row || e.target.tagName === 'TD') selected = selected === i ? null : i; };
       table.append(row);
@@ -358,6 +382,7 @@ export async function mountSubnetView(root, SimSubnet, params) {
       row.querySelector('.pause').textContent = node.state === 'paused' ? 'resume' : 'pause';
       row.querySelector('.pause').disabled = node.state === 'crashed';
       for (const st of ['up', 'crashed', 'paused']) row.classList.toggle(st, node.state === st);
+      row.classList.toggle('down', node.state !== 'up');
     }
   }
 
@@ -394,8 +419,10 @@ export async function mountSubnetView(root, SimSubnet, params) {
     }
   };
 
+  // A real node's times are the clock's (ms since the epoch), a simulation's virtual ms.
+  const timeText = (at) => (live ? new Date(at).toLocaleTimeString() : `${(at / 1000).toFixed(2)} s`);
   function addCaption(event, className = '') {
-    captions.prepend(el('li', { className }, el('time', { textContent: `${(event.at / 1000).toFixed(2)} s` }), ' ', event.text));
+    captions.prepend(el('li', { className }, el('time', { textContent: timeText(event.at) }), ' ', event.text));
     while (captions.children.length > 40) captions.lastChild.remove();
   }
 
@@ -419,7 +446,7 @@ export async function mountSubnetView(root, SimSubnet, params) {
     // Advance in slices while this frame's budget lasts: when the tab cannot simulate the subnet
     // in real time, the run slows down rather than the frames.
     // (The simulator counts whole ms; slow motion carries the fractions over.)
-    let due = speed > 0 ? Math.min(MAX_FRAME_ADVANCE, dt * speed + carry) : 0;
+    let due = speed > 0 && !live ? Math.min(MAX_FRAME_ADVANCE, dt * speed + carry) : 0;
     while (due >= 1 && performance.now() - t < FRAME_BUDGET_MS) {
       const slice = Math.min(Math.floor(due), SLICE_MS);
       sim.advance(slice);
@@ -427,7 +454,7 @@ export async function mountSubnetView(root, SimSubnet, params) {
     }
     carry = due < 1 ? due : 0;
     const view = JSON.parse(sim.view());
-    window.tabnetSimView = view;
+    if (live) window.tabnetSubnetView = view; else window.tabnetSimView = view;
     const positions = drawNetwork(...net.fit(), view, selected);
     net.positions = positions;
     drawRounds(...rounds.fit(), view);
@@ -440,7 +467,9 @@ export async function mountSubnetView(root, SimSubnet, params) {
     const s = view.stats;
     const th = view.thresholds;
     figures.textContent = `n = ${view.n} · f = ${view.f} (tolerates ${view.f} faulty) · notarization and finalization need ${th.notarization} shares,` +
-      ` the beacon ${th.beacon}, certification ${th.certification} · virtual time ${(view.now / 1000).toFixed(1)} s · ${s.calls_executed} calls executed`;
+      ` the beacon ${th.beacon}, certification ${th.certification} · ` +
+      (live ? `as node ${me} (this tab) sees it: its messages, its rounds, its rates · ${s.calls_executed} calls executed here`
+        : `virtual time ${(view.now / 1000).toFixed(1)} s · ${s.calls_executed} calls executed`);
     if (view.now - lastSample >= 500 || view.now < lastSample) {
       lastSample = view.now;
       charts.finality.push([s.finality_ms]);
@@ -462,5 +491,9 @@ export async function mountSubnetView(root, SimSubnet, params) {
     selected = hit >= 0 && hit !== selected ? hit : null;
     table.querySelectorAll('tr').forEach((row) => row.classList.toggle('selected', Number(row.dataset.node) === selected && row.dataset.node != null));
   };
+  if (live) {
+    selected = me;
+    table.querySelector(`tr[data-node="${me}"]`)?.classList.add('selected');
+  }
   return { get sim() { return sim; } };
 }

@@ -16,13 +16,14 @@ mod persisted;
 pub mod replica;
 pub mod store;
 pub mod tab_signal;
+pub mod view;
 
 use std::collections::VecDeque;
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 use tabnet_consensus::{
-    Artifact, Batch, Beacon, Block, Checkpoint, Config, ConsensusNode, Crypto, Cup, Hash, Height, Ingress, IngressCheck, Message,
+    Artifact, Batch, Beacon, Block, Checkpoint, Config, ConsensusNode, Crypto, Cup, Hash, Height, Ingress, IngressCheck, Kind, Message,
     NodeIndex, Output, Start, StateSync, Time, UnverifiedIngress, VerifiedIngress,
 };
 
@@ -94,6 +95,9 @@ pub struct NodeCore<R, C> {
     failed: bool,
     /// Peers' frames that did not decode, by peer.
     bad_frames: Vec<u64>,
+    /// By peer: the highest notarization and finalization share heights it sent signed by
+    /// itself (see [`Self::peer_share_heights`]).
+    share_heights: Vec<(Height, Height)>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -164,6 +168,7 @@ impl<R: Replicated, C: CheckpointStore> NodeCore<R, C> {
             outputs: VecDeque::new(),
             failed: false,
             bad_frames: vec![0; n],
+            share_heights: vec![(0, 0); n],
         })
     }
 
@@ -195,6 +200,17 @@ impl<R: Replicated, C: CheckpointStore> NodeCore<R, C> {
             return;
         }
         for (from, message) in messages {
+            if let Message::Push(Artifact::Share(s)) = &message {
+                if s.signer == from {
+                    if let Some(seen) = self.share_heights.get_mut(from) {
+                        match s.kind {
+                            Kind::Notarization => seen.0 = seen.0.max(s.height),
+                            Kind::Finalization => seen.1 = seen.1.max(s.height),
+                            _ => {}
+                        }
+                    }
+                }
+            }
             match message {
                 Message::Sync(m) if m.is_request() => {
                     // Answered as far as the peer's share of this node's work allows.
@@ -297,6 +313,12 @@ impl<R: Replicated, C: CheckpointStore> NodeCore<R, C> {
             let (have, all) = s.progress();
             (s.height(), have, all)
         })
+    }
+    /// By peer: the highest heights of the notarization and the finalization shares it sent
+    /// this node itself (unchecked: a peer can only overstate its own progress), so that a
+    /// node can show how far each peer has come without asking it.
+    pub fn peer_share_heights(&self) -> &[(Height, Height)] {
+        &self.share_heights
     }
     /// Frames of each peer that did not decode.
     pub fn bad_frames(&self) -> &[u64] {

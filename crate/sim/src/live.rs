@@ -22,7 +22,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 use tabnet_consensus::{
-    faults_tolerated, ranking, threshold, Artifact, ArtifactId, Config, Hash, Height, Ingress, Kind, Malice, Message, NodeIndex, SimCrypto, SimKeys, Time,
+    faults_tolerated, ranking, Artifact, Config, Hash, Height, Ingress, Kind, Malice, Message, NodeIndex, SimCrypto, SimKeys, Time,
 };
 use tabnet_crypto::user_identity::{anonymous_envelope, Request};
 use tabnet_crypto::{BlsSecretKey, NodeSigningKey};
@@ -31,6 +31,10 @@ use tabnet_execution::management::types::{CanisterInstallMode, CreateCanisterRes
 use tabnet_execution::SubnetConfig;
 use tabnet_node::replica::{wrap_call, CallCheck};
 use tabnet_node::{codec, MemoryCheckpoints, NodeConfig, NodeCore, NodeOutput};
+pub use tabnet_node::view::{
+    message_kind, BlockView, Flight, LinkView, NodeView, ProposalAt, Round, ShareAt, StatsView, Thresholds, View,
+};
+use tabnet_node::view::{block_tree, hex8};
 use tabnet_replica::{authenticate, IngressState, Member, MemoryStore, ReadStateScope, Replica, RequestType};
 use tabnet_types::{Principal, MANAGEMENT_CANISTER};
 
@@ -157,39 +161,6 @@ impl What {
             Message::Push(Artifact::Aggregate(a)) => What::Aggregate { kind: a.kind, height: a.height, signers: a.signers.len(), content: a.content },
             _ => What::Other,
         }
-    }
-}
-
-/// The kind of a message as the view names it, and its height (0: none).
-pub fn message_kind(message: &Message) -> (&'static str, Height) {
-    match message {
-        Message::Push(a) => {
-            let kind = match a {
-                Artifact::Ingress(_) => "ingress",
-                Artifact::Proposal(_) => "proposal",
-                Artifact::Share(s) => match s.kind {
-                    Kind::Beacon => "beacon-share",
-                    Kind::Notarization => "notarization-share",
-                    Kind::Finalization => "finalization-share",
-                    Kind::Certification => "certification-share",
-                    Kind::CatchUp => "catch-up",
-                },
-                Artifact::Aggregate(g) => match g.kind {
-                    Kind::Beacon => "beacon",
-                    Kind::Notarization => "notarization",
-                    Kind::Finalization => "finalization",
-                    Kind::Certification => "other",
-                    Kind::CatchUp => "catch-up",
-                },
-                Artifact::Cup(_) => "catch-up",
-            };
-            (kind, a.height())
-        }
-        Message::Advert(ArtifactId::Ingress(_)) | Message::Request(ArtifactId::Ingress(_)) => ("ingress", 0),
-        Message::Advert(ArtifactId::Block(_)) | Message::Request(ArtifactId::Block(_)) => ("proposal", 0),
-        Message::CatchUpRequest { finalized } => ("catch-up", *finalized),
-        Message::CatchUp(c) => ("catch-up", c.finalization.height),
-        Message::Sync(_) => ("sync", 0),
     }
 }
 
@@ -321,115 +292,6 @@ pub struct Caption {
     pub text: String,
 }
 
-#[derive(Clone, Serialize)]
-pub struct ProposalAt {
-    pub rank: u32,
-    pub maker: NodeIndex,
-    pub at: Time,
-    #[serde(skip)]
-    hash: Hash,
-}
-
-#[derive(Clone, Serialize)]
-pub struct ShareAt {
-    pub node: NodeIndex,
-    pub at: Time,
-}
-
-/// A height's timeline: when each thing first happened anywhere.
-#[derive(Clone, Serialize)]
-pub struct Round {
-    pub height: Height,
-    /// When the random beacon that ranks this height's block makers (the beacon of the height
-    /// before) was first made.
-    pub beacon: Option<Time>,
-    pub proposals: Vec<ProposalAt>,
-    pub notarization_shares: Vec<ShareAt>,
-    pub notarized: Option<Time>,
-    pub finalization_shares: Vec<ShareAt>,
-    pub finalized: Option<Time>,
-}
-
-impl Round {
-    fn new(height: Height) -> Self {
-        Round { height, beacon: None, proposals: Vec::new(), notarization_shares: Vec::new(), notarized: None, finalization_shares: Vec::new(), finalized: None }
-    }
-}
-
-#[derive(Serialize)]
-pub struct Thresholds {
-    pub notarization: usize,
-    pub finalization: usize,
-    pub beacon: usize,
-    pub certification: usize,
-}
-
-#[derive(Serialize)]
-pub struct NodeView {
-    pub index: NodeIndex,
-    pub state: &'static str,
-    pub byzantine: &'static str,
-    pub notarized: Height,
-    pub finalized: Height,
-    pub certified: Height,
-    pub rank: Option<u32>,
-    pub round: Height,
-    pub state_hash: String,
-    pub counter: Option<u64>,
-}
-
-#[derive(Serialize)]
-pub struct LinkView {
-    pub cut: bool,
-    pub delay: Time,
-}
-
-#[derive(Clone, Serialize)]
-pub struct Flight {
-    pub from: NodeIndex,
-    pub to: NodeIndex,
-    pub kind: &'static str,
-    pub height: Height,
-    pub sent: Time,
-    pub arrives: Time,
-}
-
-#[derive(Serialize)]
-pub struct BlockView {
-    pub id: String,
-    pub parent: String,
-    pub height: Height,
-    pub rank: u32,
-    pub maker: NodeIndex,
-    pub notarized: bool,
-    pub finalized: bool,
-    pub ingress: usize,
-}
-
-#[derive(Serialize)]
-pub struct StatsView {
-    pub finality_ms: Option<f64>,
-    pub blocks_per_s: f64,
-    pub messages_per_s: f64,
-    pub bytes_per_s: Vec<f64>,
-    pub calls_executed: u64,
-}
-
-/// What [`LiveSubnet::view`] shows (serialized as the web view's JSON).
-#[derive(Serialize)]
-pub struct View {
-    pub now: Time,
-    pub n: usize,
-    pub f: usize,
-    pub thresholds: Thresholds,
-    pub nodes: Vec<NodeView>,
-    pub links: Vec<Vec<LinkView>>,
-    pub in_flight: Vec<Flight>,
-    pub blocks: Vec<BlockView>,
-    pub rounds: Vec<Round>,
-    pub stats: StatsView,
-}
-
 /// Where installing the counter canister is.
 enum Setup {
     Creating { id: [u8; 32], call: Vec<u8>, since: Time },
@@ -448,10 +310,6 @@ enum Control {
     DelayLink(NodeIndex, NodeIndex, Time),
     Byzantine(NodeIndex, Byzantine),
     SetLoad(u64),
-}
-
-fn hex8(h: &Hash) -> String {
-    h[..4].iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// The what-survives-a-crash of a node: its store (the replica's records and consensus's) and
@@ -1150,29 +1008,12 @@ impl LiveSubnet {
             v
         };
         // The block tree as the most advanced live node sees it.
-        let mut blocks = Vec::new();
-        if let Some((_, node)) = self.sim.nodes().max_by_key(|(i, x)| (x.core.consensus().notarized_height(), std::cmp::Reverse(*i))) {
-            let c = node.core.consensus();
-            let top = c.notarized_height() + 1;
-            for h in top.saturating_sub(TREE_HEIGHTS - 1)..=top {
-                let mut at: Vec<BlockView> = c
-                    .blocks_at(h)
-                    .into_iter()
-                    .map(|(b, notarized, finalized)| BlockView {
-                        id: hex8(&b.hash()),
-                        parent: hex8(&b.parent),
-                        height: b.height,
-                        rank: b.rank,
-                        maker: b.maker,
-                        notarized,
-                        finalized,
-                        ingress: b.ingress.len(),
-                    })
-                    .collect();
-                at.sort_by(|a, b| (a.rank, &a.id).cmp(&(b.rank, &b.id)));
-                blocks.extend(at);
-            }
-        }
+        let blocks = self
+            .sim
+            .nodes()
+            .max_by_key(|(i, x)| (x.core.consensus().notarized_height(), std::cmp::Reverse(*i)))
+            .map(|(_, node)| block_tree(node.core.consensus(), TREE_HEIGHTS))
+            .unwrap_or_default();
         let rounds: Vec<Round> = self.rounds.values().rev().take(ROUNDS_SHOWN).rev().cloned().collect();
         let window = now.clamp(1_000, RATE_WINDOW) as f64 / 1_000.0;
         let mut bytes = vec![0u64; n];
@@ -1192,12 +1033,7 @@ impl LiveSubnet {
             now,
             n,
             f: faults_tolerated(n),
-            thresholds: Thresholds {
-                notarization: threshold(n, Kind::Notarization),
-                finalization: threshold(n, Kind::Finalization),
-                beacon: threshold(n, Kind::Beacon),
-                certification: threshold(n, Kind::Certification),
-            },
+            thresholds: Thresholds::of(n),
             nodes,
             links,
             in_flight,

@@ -35,6 +35,10 @@ fn four_nodes_finalize_and_every_replica_counts_the_same_calls() {
     let mut live = ready(1, 4);
     live.set_load(10).unwrap();
     live.advance(5_000);
+    // (With messages in flight, too.)
+    let busy = live.view();
+    assert!(!busy.in_flight.is_empty());
+    assert_eq!(serde_json::from_str::<serde_json::Value>(&busy.to_json()).unwrap(), serde_json::to_value(&busy).unwrap());
     live.set_load(0).unwrap();
     live.advance(3_000);
     let view = live.view();
@@ -48,7 +52,12 @@ fn four_nodes_finalize_and_every_replica_counts_the_same_calls() {
     let hashes: Vec<&str> = view.nodes.iter().map(|n| n.state_hash.as_str()).collect();
     assert!(view.stats.blocks_per_s > 0.5 && view.stats.finality_ms.is_some());
     assert!(live.conflicts().is_empty(), "{:?}", live.conflicts());
-    let json = serde_json::to_string(&live.view()).unwrap();
+    let view = live.view();
+    // A tab node's writer gives serde's JSON, value for value.
+    let direct: serde_json::Value = serde_json::from_str(&view.to_json()).expect("to_json writes JSON");
+    assert_eq!(direct, serde_json::to_value(&view).unwrap());
+    assert!(!view.rounds.is_empty() && !view.blocks.is_empty());
+    let json = serde_json::to_string(&view).unwrap();
     assert!(json.contains("\"thresholds\":{\"notarization\":3,\"finalization\":3,\"beacon\":2,\"certification\":3}"), "{json}");
     let _ = hashes;
     let texts: Vec<String> = live.events(0).into_iter().map(|c| c.text).collect();

@@ -20,3 +20,5 @@ pub mod signaling;
 pub mod sim_subnet;
 #[cfg(target_arch = "wasm32")]
 pub mod tab_subnet;
+#[cfg(target_arch = "wasm32")]
+mod tab_view;

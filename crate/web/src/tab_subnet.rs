@@ -23,12 +23,13 @@ use std::sync::Arc;
 use js_sys::{Date, Function, Object, Promise, Reflect};
 use serde::Serialize;
 use tabnet_consensus::handshake::{Acceptor, Connector, PeerKeys, SigningKey, CHALLENGE_LEN, CONFIRM_LEN, RESPONSE_LEN};
-use tabnet_consensus::{BlsCrypto, Checkpoint, Height, Ingress, NodeIndex, Time};
+use tabnet_consensus::{faults_tolerated, ranking, BlsCrypto, Checkpoint, Height, Ingress, NodeIndex, Time};
 use tabnet_execution::SubnetConfig;
 use tabnet_node::dealt::{local_node_config, member_node};
 use tabnet_node::replica::CallCheck;
 use tabnet_node::http::{self, Checked, Endpoint};
 use tabnet_node::tab_signal::{Signal, MAX_TAB_NODES};
+use tabnet_node::view::{block_tree, hex8, LinkView, NodeView, StatsView, Thresholds, View};
 use tabnet_node::{codec, CheckpointStore, MemoryCheckpoints, NodeCore, NodeOutput};
 use tabnet_replica::{BatchStore, Replica, WriteBatch};
 use wasm_bindgen::prelude::*;
@@ -36,12 +37,15 @@ use wasm_bindgen::JsCast;
 use wasm_bindgen_futures::{spawn_local, JsFuture};
 
 use crate::idb::IdbStorage;
+use crate::tab_view::{Watch, RATE_WINDOW, ROUNDS_SHOWN};
 use crate::membership::{local_membership, random32, rendezvous_key, HeldLock};
 use crate::rtc::RtcLink;
 use crate::signaling::{Inbox, ServerLink, Signaling};
 
 /// Members say hello this often (ms); a link is made again at the next hello after it closed.
 const HELLO_EVERY: Time = 1_000;
+/// Heights of the block tree the view shows.
+const TREE_HEIGHTS: u64 = 12;
 /// A link still proving who is at the other end after this long is dropped.
 const HANDSHAKE_TIMEOUT: Time = 5_000;
 
@@ -128,6 +132,8 @@ pub(crate) struct Member {
     /// The certified height the waiters were last looked at for.
     waiters_seen: Height,
     storage: StorageFigures,
+    /// What the node saw, for the page's subnet view.
+    watch: Watch,
 }
 
 /// A protocol event as the page's event stream shows it.
@@ -284,6 +290,7 @@ impl TabSubnet {
             waiting: Vec::new(),
             waiters_seen: 0,
             storage,
+            watch: Watch::default(),
         };
         Ok(TabSubnet { member: Rc::new(RefCell::new(member)) })
     }
@@ -352,6 +359,8 @@ impl TabSubnet {
             }
             let frames = m.perform(now);
             m.report_heights();
+            let m = &mut *m;
+            m.watch.after_turn(now, m.core.consensus());
             let writes = m.core.replica_mut().store_mut().take_batches();
             let checkpoints = std::mem::take(&mut m.core.checkpoints_mut().unwritten);
             m.storage.steps += 1;
@@ -455,6 +464,87 @@ impl TabSubnet {
         let mut m = self.member.borrow_mut();
         m.faults.corrupt_shares = on;
         m.event(format!("{} garbled signature shares", if on { "now sends" } else { "no longer sends" }));
+    }
+
+    /// The subnet as this node sees it, for the page's subnet view: JSON of the same shape as
+    /// the simulated subnet's view (`SimSubnet::view`). Itself in full; each peer `up` while its
+    /// link is up (else `unreachable`), with the heights of the shares it last sent here; the
+    /// links are this node's; the messages in flight are what it sent and received lately; the
+    /// rounds and blocks as it saw them; the rates its own.
+    pub fn view(&self) -> String {
+        let m = self.member.borrow();
+        let now = now();
+        let c = m.core.consensus();
+        let n = m.nodes;
+        let notarized = c.notarized_height();
+        let ranks = c.beacon_at(notarized).map(|b| ranking(&b, n));
+        let rank = |k: NodeIndex| ranks.as_ref().map(|r| r[k]);
+        let shares = m.core.peer_share_heights();
+        let nodes = (0..n)
+            .map(|k| {
+                if k == m.index {
+                    NodeView {
+                        index: k,
+                        state: if m.faults.paused { "paused" } else if m.db.is_none() { "left" } else { "up" },
+                        byzantine: if m.faults.corrupt_shares { "bad-shares" } else { "" },
+                        notarized,
+                        finalized: c.finalized_height(),
+                        certified: c.certified_height(),
+                        rank: rank(k),
+                        round: notarized + 1,
+                        state_hash: m.watch.state_hash.map(|h| hex8(&h)).unwrap_or_default(),
+                        counter: None,
+                    }
+                } else {
+                    let (notarized, finalized) = shares.get(k).copied().unwrap_or_default();
+                    NodeView {
+                        index: k,
+                        state: if m.link_up(k) && !m.faults.cut[k] { "up" } else { "unreachable" },
+                        byzantine: "",
+                        notarized: notarized.max(finalized),
+                        finalized,
+                        certified: 0,
+                        rank: rank(k),
+                        round: notarized.max(finalized) + 1,
+                        state_hash: String::new(),
+                        counter: None,
+                    }
+                }
+            })
+            .collect();
+        let links = (0..n)
+            .map(|a| {
+                (0..n)
+                    .map(|b| {
+                        let other = if a == m.index { b } else if b == m.index { a } else { return LinkView { cut: false, delay: 0 } };
+                        LinkView { cut: m.faults.cut[other], delay: m.faults.delay[other] }
+                    })
+                    .collect()
+            })
+            .collect();
+        let w = &m.watch;
+        let in_flight = w.flights.iter().filter(|f| f.arrives > now).cloned().collect();
+        let window = RATE_WINDOW as f64 / 1_000.0;
+        let (messages, bytes) = w.traffic.iter().fold((0, 0), |(m, b), t| (m + t.1, b + t.2));
+        let view = View {
+            now,
+            n,
+            f: faults_tolerated(n),
+            thresholds: Thresholds::of(n),
+            nodes,
+            links,
+            in_flight,
+            blocks: block_tree(c, TREE_HEIGHTS),
+            rounds: w.rounds.values().rev().take(ROUNDS_SHOWN).rev().cloned().collect(),
+            stats: StatsView {
+                finality_ms: (!w.finality.is_empty()).then(|| w.finality.iter().sum::<Time>() as f64 / w.finality.len() as f64),
+                blocks_per_s: w.finalized_at.len() as f64 / window,
+                messages_per_s: messages as f64 / window,
+                bytes_per_s: (0..n).map(|k| if k == m.index { bytes as f64 / window } else { 0.0 }).collect(),
+                calls_executed: w.calls_executed,
+            },
+        };
+        view.to_json()
     }
 
     pub(crate) fn member(&self) -> &Rc<RefCell<Member>> {
@@ -600,6 +690,11 @@ impl Member {
             return Err(js_error(format!("node {peer} is not a peer of node {}", self.index)));
         }
         Ok(peer)
+    }
+
+    /// The link to `peer` is up (made and proven).
+    fn link_up(&self, peer: NodeIndex) -> bool {
+        self.links[peer].as_ref().is_some_and(|l| matches!(l.state, LinkState::Up) && !l.rtc.is_closed())
     }
 
     fn send_to(&self, peer: NodeIndex, frame: &[u8]) {
@@ -770,9 +865,14 @@ impl Member {
         while let Some(frame) = link.rtc.recv() {
             match std::mem::replace(&mut link.state, LinkState::Up) {
                 LinkState::Up if self.faults.cut[peer] => {}
-                LinkState::Up => {
-                    self.core.on_frame(now, peer, &frame);
-                }
+                // Decoded here once, so that the page's view sees it too.
+                LinkState::Up => match codec::decode(&frame) {
+                    Ok(Some(message)) => {
+                        self.watch.message(now, self.index, &[peer], true, &message, frame.len() as u64, self.core.consensus());
+                        self.core.on_message(now, peer, message);
+                    }
+                    _ => self.core.on_frame(now, peer, &frame),
+                },
                 LinkState::Challenged(acceptor) => {
                     let Ok(response) = <[u8; RESPONSE_LEN]>::try_from(frame.as_slice()) else { return false };
                     match acceptor.on_response(&self.peers, &self.key, &binding, &response) {
@@ -813,7 +913,12 @@ impl Member {
                     if self.faults.corrupt_shares {
                         garble_share(&mut message);
                     }
-                    frames.push((to, codec::encode(&message)));
+                    let frame = codec::encode(&message);
+                    let peers: Vec<NodeIndex> = (0..self.nodes)
+                        .filter(|k| *k != self.index && to.is_none_or(|t| t == *k) && !self.faults.cut[*k] && self.link_up(*k))
+                        .collect();
+                    self.watch.message(now, self.index, &peers, false, &message, frame.len() as u64, self.core.consensus());
+                    frames.push((to, frame));
                 }
                 NodeOutput::VerifyIngress(unverified) => {
                     // No threads here: verified at once.
@@ -821,7 +926,11 @@ impl Member {
                     let _ = self.core.on_ingress_verified(now, unverified.verify(&*check));
                 }
                 NodeOutput::Proposed { height, .. } => self.event(format!("proposed a block at height {height}")),
-                NodeOutput::Executed { .. } | NodeOutput::Certified { .. } => {}
+                NodeOutput::Executed { batch, state_hash } => {
+                    self.watch.calls_executed += batch.ingress.len() as u64;
+                    self.watch.state_hash = Some(state_hash);
+                }
+                NodeOutput::Certified { .. } => {}
                 NodeOutput::SyncStarted { finalized, target } => self.event(format!("at height {finalized}, syncing the state of height {target}")),
                 NodeOutput::Synced { height, bytes, .. } => self.event(format!("state sync brought height {height} ({bytes} bytes)")),
                 NodeOutput::Failed(reason) => self.failed = Some(reason),
