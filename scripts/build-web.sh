@@ -4,6 +4,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 # wasm-pack's `cargo metadata` wants every platform's crates; fetch them once, quietly.
 cargo fetch -q
+# The simulated subnet (pkg-sim) runs the counter test canister, built here (quick when built).
+scripts/build-canisters.sh > /dev/null
 wasm-pack build --mode no-install --release --target bundler --out-dir ../../pkg crate/web
 [ -n "${TABNET_WASM_NAMES:-}" ] || node scripts/strip-wasm-names.mjs pkg/tabnet_web_bg.wasm
 # The front page's subnet simulated in one tab (crate/web's `sim` feature: the simulator and its
