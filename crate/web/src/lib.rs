@@ -20,5 +20,6 @@ pub mod signaling;
 pub mod sim_subnet;
 #[cfg(target_arch = "wasm32")]
 pub mod tab_subnet;
-#[cfg(target_arch = "wasm32")]
+// (Natively too, for its tests: it is plain Rust.)
+#[cfg_attr(not(target_arch = "wasm32"), allow(dead_code))]
 mod tab_view;

@@ -868,7 +868,7 @@ impl Member {
                 // Decoded here once, so that the page's view sees it too.
                 LinkState::Up => match codec::decode(&frame) {
                     Ok(Some(message)) => {
-                        self.watch.message(now, self.index, &[peer], true, &message, frame.len() as u64, self.core.consensus());
+                        self.watch.message(now, self.index, &[peer], true, &message, frame.len() as u64, (self.core.consensus().finalized_height(), self.core.consensus().notarized_height()));
                         self.core.on_message(now, peer, message);
                     }
                     _ => self.core.on_frame(now, peer, &frame),
@@ -917,7 +917,7 @@ impl Member {
                     let peers: Vec<NodeIndex> = (0..self.nodes)
                         .filter(|k| *k != self.index && to.is_none_or(|t| t == *k) && !self.faults.cut[*k] && self.link_up(*k))
                         .collect();
-                    self.watch.message(now, self.index, &peers, false, &message, frame.len() as u64, self.core.consensus());
+                    self.watch.message(now, self.index, &peers, false, &message, frame.len() as u64, (self.core.consensus().finalized_height(), self.core.consensus().notarized_height()));
                     frames.push((to, frame));
                 }
                 NodeOutput::VerifyIngress(unverified) => {

@@ -6,6 +6,7 @@
 use std::collections::{BTreeMap, VecDeque};
 
 use tabnet_consensus::{Artifact, ConsensusNode, Hash, Height, Kind, Message, NodeIndex, Time};
+use tabnet_node::tab_signal::MAX_TAB_NODES;
 use tabnet_node::view::{message_kind, Flight, ProposalAt, Round, ShareAt};
 
 /// How long (ms) a message is drawn travelling, from when it was sent or received.
@@ -17,6 +18,10 @@ pub(crate) const RATE_WINDOW: Time = 5_000;
 /// Heights whose rounds are kept, and shown.
 const ROUNDS_KEPT: u64 = 30;
 pub(crate) const ROUNDS_SHOWN: usize = 6;
+/// A round notes at most this many proposals (each maker's block, and an equivocator's second)
+/// and one share of each kind per member: a peer's frames are noted before consensus checks
+/// them, so a lying peer could otherwise grow a round without bound.
+const PROPOSALS_NOTED: usize = 2 * MAX_TAB_NODES;
 
 #[derive(Default)]
 pub(crate) struct Watch {
@@ -41,9 +46,10 @@ impl Watch {
     }
 
     /// A message this node sent to `to` (each a peer it went to) or received from `to[0]`:
-    /// drawn travelling, and its part in the rounds noted. `consensus`: this node's, for which
-    /// heights are plausible (a peer's junk heights make no rounds).
-    pub fn message(&mut self, now: Time, me: NodeIndex, peers: &[NodeIndex], received: bool, message: &Message, bytes: u64, consensus: &ConsensusNode) {
+    /// drawn travelling, and its part in the rounds noted. `(finalized, notarized)`: this node's
+    /// heights, for which heights are plausible (a peer's junk heights make no rounds).
+    #[allow(clippy::too_many_arguments)]
+    pub fn message(&mut self, now: Time, me: NodeIndex, peers: &[NodeIndex], received: bool, message: &Message, bytes: u64, (finalized, notarized): (Height, Height)) {
         if peers.is_empty() {
             return;
         }
@@ -58,8 +64,8 @@ impl Watch {
         let copies = peers.len() as u64;
         self.traffic.push_back((now, copies, if received { 0 } else { bytes * copies }));
         let Message::Push(artifact) = message else { return };
-        let lowest = consensus.finalized_height().saturating_sub(ROUNDS_KEPT);
-        let highest = consensus.notarized_height() + 2;
+        let lowest = finalized.saturating_sub(ROUNDS_KEPT);
+        let highest = notarized + 2;
         if !(lowest..=highest).contains(&height) {
             return;
         }
@@ -67,14 +73,14 @@ impl Watch {
             Artifact::Proposal(p) => {
                 let hash = p.block.hash();
                 let round = self.round(height);
-                if !round.proposals.iter().any(|x| x.hash == hash) {
+                if round.proposals.len() < PROPOSALS_NOTED && p.block.maker < MAX_TAB_NODES && !round.proposals.iter().any(|x| x.hash == hash) {
                     round.proposals.push(ProposalAt { rank: p.block.rank, maker: p.block.maker, at: now, hash });
                 }
             }
             Artifact::Share(s) if matches!(s.kind, Kind::Notarization | Kind::Finalization) => {
                 let round = self.round(height);
                 let shares = if s.kind == Kind::Notarization { &mut round.notarization_shares } else { &mut round.finalization_shares };
-                if !shares.iter().any(|x| x.node == s.signer) {
+                if s.signer < MAX_TAB_NODES && !shares.iter().any(|x| x.node == s.signer) {
                     shares.push(ShareAt { node: s.signer, at: now });
                 }
             }
@@ -131,5 +137,31 @@ impl Watch {
         while self.finalized_at.front().is_some_and(|t| *t < from) {
             self.finalized_at.pop_front();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use tabnet_consensus::{Block, Proposal, Share};
+
+    use super::*;
+
+    #[test]
+    fn a_lying_peer_cannot_grow_a_round_without_bound() {
+        let mut watch = Watch::default();
+        for k in 0..10_000u64 {
+            // Distinct blocks of one plausible height, and shares in made-up signers' names.
+            let block = Block { parent: [0; 32], height: 5, rank: 0, maker: (k % 3) as NodeIndex, time: k, ingress: Vec::new() };
+            let proposal = Message::Push(Artifact::Proposal(Arc::new(Proposal { block, signature: [0; 64], payload: None })));
+            watch.message(k, 0, &[1], true, &proposal, 100, (4, 4));
+            let share = Share { kind: Kind::Notarization, height: 5, content: [0; 32], signer: k as NodeIndex, sig: [0; 48] };
+            watch.message(k, 0, &[1], true, &Message::Push(Artifact::Share(share)), 100, (4, 4));
+        }
+        let round = &watch.rounds[&5];
+        assert_eq!(round.proposals.len(), PROPOSALS_NOTED);
+        assert_eq!(round.notarization_shares.len(), MAX_TAB_NODES);
+        assert!(watch.flights.len() <= FLIGHTS_SHOWN);
     }
 }
