@@ -263,6 +263,62 @@ async fn read_frames(mut stream: TcpStream, from: NodeIndex, queue: mpsc::Sender
     }
 }
 
+/// Where authenticated members' frames go on a transport that hands over whole frames (the
+/// WebRTC links of a tab subnet's native member): metered, held within each member's inbox
+/// budget and decoded as a TCP connection's are.
+#[derive(Clone)]
+pub struct PeerInboxes {
+    queues: Arc<Vec<(mpsc::Sender<Inboxed>, Arc<Semaphore>)>>,
+    meter: Meter,
+}
+
+/// The inboxes of `n` members and the [`Inbound`] consensus takes their frames from.
+pub fn inboxes(n: usize, clock: fn() -> Time) -> (PeerInboxes, Inbound) {
+    let (queues, receivers): (Vec<_>, Vec<_>) = (0..n)
+        .map(|_| {
+            let (tx, rx) = mpsc::channel(PEER_INBOX_FRAMES);
+            ((tx, Arc::new(Semaphore::new(PEER_INBOX_BYTES))), rx)
+        })
+        .unzip();
+    let meter = Meter { limits: Arc::new(Mutex::new(PeerLimits::new(Rates::FRAMES, n, clock()))), clock };
+    (PeerInboxes { queues: Arc::new(queues), meter }, Inbound { queues: receivers, next: 0 })
+}
+
+impl PeerInboxes {
+    /// Hands member `from`'s frame to consensus, waiting while its budget is spent. `Err`: the
+    /// member keeps exceeding its rate, so its link is to be cut.
+    pub async fn deliver(&self, from: NodeIndex, frame: Vec<u8>) -> Result<(), String> {
+        let Some((queue, budget)) = self.queues.get(from) else { return Err(format!("no member {from}")) };
+        let verdict = lock(&self.meter.limits).charge((self.meter.clock)(), from, frame.len() as u64);
+        match verdict {
+            Verdict::Take => {}
+            Verdict::Drop => return Ok(()),
+            Verdict::Disconnect => {
+                let dropped = lock(&self.meter.limits).dropped(from);
+                return Err(format!("member {from} keeps sending over its gossip rate ({dropped} frames dropped so far)"));
+            }
+        }
+        let permit = budget.clone().acquire_many_owned(frame.len().clamp(1, MAX_FRAME) as u32).await.map_err(|e| e.to_string())?;
+        if let Ok(Some(message)) = tabnet_node::codec::decode(&frame) {
+            queue.send((message, permit)).await.map_err(|_| "the node stopped".to_string())?;
+        }
+        Ok(())
+    }
+
+    /// Whether member `from` is shut out for its rate (its link is not made again meanwhile).
+    pub fn is_banned(&self, from: NodeIndex) -> bool {
+        lock(&self.meter.limits).is_banned((self.meter.clock)(), from)
+    }
+}
+
+/// An outbox for one member (at most `frames` frames and [`PEER_OUTBOX_BYTES`]), and its far
+/// end: the frames, each to be marked taken (its bytes) once it leaves the queue.
+pub fn outbox(frames: usize) -> (Outbox, mpsc::Receiver<Arc<Vec<u8>>>, Arc<AtomicUsize>) {
+    let (tx, rx) = mpsc::channel(frames);
+    let queued = Arc::new(AtomicUsize::new(0));
+    (Outbox { queue: tx, queued: queued.clone() }, rx, queued)
+}
+
 /// Frames queued for one member, and their bytes.
 #[derive(Clone)]
 pub struct Outbox {
@@ -273,10 +329,9 @@ pub struct Outbox {
 /// Starts the task that keeps a connection to member `peer` (listening on `port`); returns
 /// where to queue its frames (at most `frames` of them and [`PEER_OUTBOX_BYTES`]).
 pub fn connect(identity: Arc<Identity>, peer: NodeIndex, port: u16, frames: usize) -> Outbox {
-    let (tx, rx) = mpsc::channel(frames);
-    let queued = Arc::new(AtomicUsize::new(0));
-    tokio::spawn(send_to_peer(identity, peer, port, rx, queued.clone()));
-    Outbox { queue: tx, queued }
+    let (outbox, rx, queued) = outbox(frames);
+    tokio::spawn(send_to_peer(identity, peer, port, rx, queued));
+    outbox
 }
 
 /// Keeps a connection to member `peer` (listening on `port`) and writes the frames queued for

@@ -5,6 +5,7 @@
 //! tabnet [serve] [--port P] [--state-dir D] [--bind ADDR] [--www DIR] [--memory-capacity MIB]
 //! tabnet init-subnet --nodes N --port P --dir D [--dkg-interval H]
 //! tabnet node --dir D --index K [--www DIR]
+//! tabnet node --join URL [--port P] [--state-dir D] [--bind ADDR]   # a member of a tab subnet
 //! tabnet --nodes N [--port P] [--dir D] [--www DIR]     # init-subnet (if needed) + N node processes
 //! ```
 
@@ -12,8 +13,10 @@ mod checkpoints;
 mod gossip;
 mod log_store;
 mod rendezvous;
+mod rtc;
 mod server;
 mod subnet;
+mod tab_member;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -25,6 +28,9 @@ const USAGE: &str = "usage:
                                                    write a subnet's configuration (node K: HTTP on P+K, gossip on P+N+K;
                                                    a catch-up package every H heights)
   tabnet node --dir D --index K [--www DIR]        run node K of the subnet in D
+  tabnet node --join URL [--port P (default 4943)] [--state-dir D] [--bind ADDR]
+                                                   be a node of the tab subnet at URL (the app's address with
+                                                   ?subnet=NAME&nodes=N), linked to its tabs over WebRTC
   tabnet --nodes N [--port P] [--dir D] [--www DIR] a whole local subnet: init-subnet if D has none, then N node processes";
 
 /// Stack of the runtime's threads (virtual memory; pages are used only as touched).
@@ -34,6 +40,7 @@ enum Command {
     Serve(Options),
     InitSubnet { nodes: usize, port: u16, dir: PathBuf, dkg_interval: u64 },
     Node { dir: PathBuf, index: usize, www: Option<PathBuf> },
+    Join { url: String, port: u16, state_dir: PathBuf, bind: String },
     Subnet { nodes: usize, port: u16, dir: PathBuf, www: Option<PathBuf> },
 }
 
@@ -49,7 +56,7 @@ fn subnet_options(args: impl Iterator<Item = String>) -> Result<BTreeMap<String,
             Some((n, v)) => (n.to_string(), v.to_string()),
             None => (arg.clone(), args.next().ok_or(format!("{arg} needs a value"))?),
         };
-        if !["--nodes", "--port", "--dir", "--index", "--www", "--dkg-interval"].contains(&name.as_str()) {
+        if !["--nodes", "--port", "--dir", "--index", "--www", "--dkg-interval", "--join", "--state-dir", "--bind"].contains(&name.as_str()) {
             return Err(format!("unknown argument {name}"));
         }
         out.insert(name, value);
@@ -75,6 +82,15 @@ fn parse_command(args: Vec<String>) -> Result<Command, String> {
             port: port(need("--port")?)?,
             dir: need("--dir")?.into(),
             dkg_interval: o.get("--dkg-interval").cloned().map(|v| num("--dkg-interval", v)).transpose()?.map_or(subnet::DEFAULT_DKG_INTERVAL, |h| h as u64),
+        }),
+        Some("node") if o.contains_key("--join") => Ok(Command::Join {
+            url: need("--join")?,
+            port: o.get("--port").cloned().map(port).transpose()?.unwrap_or(4943),
+            state_dir: match o.get("--state-dir") {
+                Some(d) => PathBuf::from(d),
+                None => default_state_dir()?.join("tab-member"),
+            },
+            bind: o.get("--bind").cloned().unwrap_or_else(|| "127.0.0.1".into()),
         }),
         Some("node") => Ok(Command::Node { dir: need("--dir")?.into(), index: num("--index", need("--index")?)?, www }),
         _ => {
@@ -195,6 +211,10 @@ fn main() -> ExitCode {
         }),
         Command::Subnet { nodes, port, dir, www } => run_subnet(nodes, port, dir, www),
         Command::Node { dir, index, www } => with_runtime(|| async move { subnet::run_node(&dir, index, www).await }),
+        Command::Join { url, port, state_dir, bind } => with_runtime(|| async move {
+            let settings = server::Settings { bind, port, state_dir, www: None, memory_capacity: None };
+            tab_member::run_join(&url, settings).await
+        }),
         Command::Serve(options) => {
             let settings = server::Settings {
                 bind: options.bind,
@@ -253,6 +273,7 @@ mod tests {
         let args = |a: &[&str]| parse_command(a.iter().map(|s| s.to_string()).collect());
         assert!(matches!(args(&["init-subnet", "--nodes", "4", "--port", "8000", "--dir", "/d"]), Ok(Command::InitSubnet { nodes: 4, port: 8000, .. })));
         assert!(matches!(args(&["node", "--dir=/d", "--index", "2"]), Ok(Command::Node { index: 2, .. })));
+        assert!(matches!(args(&["node", "--join", "http://h/?subnet=a", "--port", "5000", "--state-dir", "/s"]), Ok(Command::Join { port: 5000, .. })));
         assert!(matches!(args(&["--nodes", "4", "--dir", "/d"]), Ok(Command::Subnet { nodes: 4, port: 4943, .. })));
         assert!(matches!(args(&["--port", "5000"]), Ok(Command::Serve(_))));
         assert!(args(&["node", "--dir", "/d"]).is_err(), "--index is required");

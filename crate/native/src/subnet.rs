@@ -136,7 +136,7 @@ pub fn node_dir(dir: &Path, k: usize) -> PathBuf {
     dir.join(format!("node-{k}"))
 }
 
-fn now_millis() -> Time {
+pub(crate) fn now_millis() -> Time {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as Time).unwrap_or(0)
 }
 
@@ -163,7 +163,7 @@ pub async fn run_node(dir: &Path, index: usize, www: Option<PathBuf>) -> Result<
     let state_dir = node_dir(dir, index);
     let store = LogStore::open(&state_dir)?;
     let settings = server::Settings { bind: "127.0.0.1".into(), port: file.http_port(index), state_dir, www, memory_capacity: None };
-    run(dealt, &file.dealer_seed, file.dkg_interval, SubnetConfig::for_subnet_size(n as u64), store, settings, inbound, peers).await
+    run(dealt, genesis_seed(&file.dealer_seed), file.dkg_interval, SubnetConfig::for_subnet_size(n as u64), store, settings, inbound, peers).await
 }
 
 /// Where a lone node keeps its seed: the dealer's seed of its subnet of one (earlier versions
@@ -190,7 +190,7 @@ pub async fn run_lone(settings: server::Settings, fee_subnet_size: u64) -> Resul
     if let Some(capacity) = settings.memory_capacity {
         config.subnet_memory_capacity = capacity;
     }
-    run(dealt_node(1, &seed, 0), &seed, DEFAULT_DKG_INTERVAL, config, store, settings, Inbound::none(), vec![None]).await
+    run(dealt_node(1, &seed, 0), genesis_seed(&seed), DEFAULT_DKG_INTERVAL, config, store, settings, Inbound::none(), vec![None]).await
 }
 
 /// Waits until `node` has a certified state to answer from (a lone node's first block, or the
@@ -204,12 +204,13 @@ async fn certified(node: &Node) {
     }
 }
 
-/// Opens node `dealt` of its subnet on `store`, and serves it (HTTP and its peers) until
-/// stopped or until it cannot go on.
+/// Opens node `dealt` of its subnet (whose genesis derives from `genesis`) on `store`, and
+/// serves it (HTTP and its peers, whatever carries their frames) until stopped or until it
+/// cannot go on.
 #[allow(clippy::too_many_arguments)]
-async fn run(
+pub(crate) async fn run(
     dealt: tabnet_node::dealt::DealtNode,
-    dealer_seed: &[u8; 32],
+    genesis: Hash,
     dkg_interval: u64,
     config: SubnetConfig,
     store: LogStore,
@@ -229,7 +230,7 @@ async fn run(
     let node = server::Node::new(replica, inbox_tx);
     let checkpoints = Checkpoints::open(&state_dir)?;
     let crypto = Arc::new(BlsCrypto::new(index, dealt.secret, dealt.public));
-    let node_config = local_node_config(genesis_seed(dealer_seed), dkg_interval);
+    let node_config = local_node_config(genesis, dkg_interval);
     let shared = SharedReplica(node.clone());
     let core = tokio::task::spawn_blocking(move || NodeCore::open(node_config, crypto, check, shared, checkpoints))
         .await

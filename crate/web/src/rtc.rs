@@ -5,12 +5,11 @@
 //!   answers one, [`RtcLink::accept`] takes the answer. ICE candidates ride in the SDP (the
 //!   link waits for gathering to finish: tabs of one machine gather host candidates at once and
 //!   no ICE servers are configured), so one message each way connects.
-//! - A data-channel message is at most 64 KiB here ([`FRAGMENT`]); a frame is cut into fragments
-//!   whose first byte says whether more follow. A frame may be at most
-//!   [`tabnet_node::codec::MAX_FRAME`] bytes: a peer sending more is cut off before it is held.
-//! - [`RtcLink::channel_binding`] is what the gossip handshake binds its proof to: both DTLS
-//!   certificate fingerprints, as the SDP states them, so a relay in the middle that terminated
-//!   DTLS itself could not reuse a proof.
+//! - Frames cross in fragments of at most 64 KiB ([`FRAGMENT`]), as `tabnet_node::codec` cuts
+//!   and reassembles them (the native member of a tab subnet does the same): a peer breaking the
+//!   framing is cut off before its bytes are held.
+//! - [`RtcLink::channel_binding`] is what the gossip handshake binds its proof to
+//!   ([`tabnet_node::codec::channel_binding`]: both DTLS certificate fingerprints).
 
 use std::cell::RefCell;
 use std::collections::VecDeque;
@@ -25,21 +24,19 @@ use web_sys::{
     RtcPeerConnection, RtcSdpType, RtcSessionDescriptionInit,
 };
 
-/// Bytes of one data-channel message (every browser takes 64 KiB; Chromium takes 256 KiB).
-pub const FRAGMENT: usize = 64 * 1024;
+pub use tabnet_node::codec::FRAGMENT;
+use tabnet_node::codec::{fragments, Reassembler};
 /// Fragments are queued in the browser up to this; beyond, [`RtcLink::send`] keeps them here
 /// until the channel drains (so a slow peer cannot make the browser buffer without end).
 const BROWSER_BUFFER: u32 = 4 << 20;
 /// Frames waiting here for the browser's buffer to drain, at most (beyond: dropped, and
 /// consensus sends what matters again).
 const SEND_QUEUE_BYTES: usize = 64 << 20;
-const MORE: u8 = 1;
-const LAST: u8 = 0;
 
 #[derive(Default)]
 struct Received {
     frames: VecDeque<Vec<u8>>,
-    partial: Vec<u8>,
+    partial: Reassembler,
     open: bool,
     closed: bool,
     /// Why the link was cut (a peer breaking the framing).
@@ -70,11 +67,6 @@ impl Drop for RtcLink {
     }
 }
 
-/// The `a=fingerprint:` value of an SDP (algorithm and hex), if it states one.
-pub fn sdp_fingerprint(sdp: &str) -> Option<String> {
-    sdp.lines().find_map(|l| l.trim().strip_prefix("a=fingerprint:")).map(|f| f.trim().to_ascii_lowercase())
-}
-
 impl RtcLink {
     pub fn new() -> Result<Self, JsValue> {
         let config = RtcConfiguration::new();
@@ -103,20 +95,21 @@ impl RtcLink {
                 return;
             };
             let bytes = Uint8Array::new(&buffer);
-            let len = bytes.length() as usize;
-            if len == 0 || len > FRAGMENT + 1 || r.partial.len() + len - 1 > tabnet_node::codec::MAX_FRAME {
-                r.error = Some(format!("a fragment of {len} bytes after {} (frames are at most {} bytes)", r.partial.len(), tabnet_node::codec::MAX_FRAME));
+            // (Checked before it is copied: a message is at most what the browser delivers.)
+            if bytes.length() as usize > FRAGMENT + 1 {
+                r.error = Some(format!("a data-channel message of {} bytes (at most {} are allowed)", bytes.length(), FRAGMENT + 1));
                 r.closed = true;
                 ch.close();
                 return;
             }
-            let flag = bytes.get_index(0);
-            let start = r.partial.len();
-            r.partial.resize(start + len - 1, 0);
-            bytes.subarray(1, len as u32).copy_to(&mut r.partial[start..]);
-            if flag == LAST {
-                let frame = std::mem::take(&mut r.partial);
-                r.frames.push_back(frame);
+            match r.partial.push(&bytes.to_vec()) {
+                Ok(Some(frame)) => r.frames.push_back(frame),
+                Ok(None) => {}
+                Err(e) => {
+                    r.error = Some(e);
+                    r.closed = true;
+                    ch.close();
+                }
             }
         });
         channel.set_onmessage(Some(on_message.as_ref().unchecked_ref()));
@@ -197,10 +190,7 @@ impl RtcLink {
     /// Both DTLS fingerprints, in a fixed order (the same bytes on both sides), once both
     /// descriptions are set.
     pub fn channel_binding(&self) -> Option<Vec<u8>> {
-        let local = sdp_fingerprint(&self.pc.local_description()?.sdp())?;
-        let remote = sdp_fingerprint(&self.pc.remote_description()?.sdp())?;
-        let (a, b) = if local <= remote { (local, remote) } else { (remote, local) };
-        Some(format!("webrtc-dtls {a} {b}").into_bytes())
+        tabnet_node::codec::channel_binding(&self.pc.local_description()?.sdp(), &self.pc.remote_description()?.sdp())
     }
 
     pub fn is_open(&self) -> bool {
@@ -229,15 +219,7 @@ impl RtcLink {
             return false;
         }
         let mut queue = self.send_queue.borrow_mut();
-        let mut chunks = frame.chunks(FRAGMENT).peekable();
-        if chunks.peek().is_none() {
-            *self.queued_bytes.borrow_mut() += 1;
-            queue.push_back(vec![LAST]);
-        }
-        while let Some(chunk) = chunks.next() {
-            let mut fragment = Vec::with_capacity(chunk.len() + 1);
-            fragment.push(if chunks.peek().is_some() { MORE } else { LAST });
-            fragment.extend_from_slice(chunk);
+        for fragment in fragments(frame) {
             *self.queued_bytes.borrow_mut() += fragment.len();
             queue.push_back(fragment);
         }
