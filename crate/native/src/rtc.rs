@@ -36,6 +36,8 @@ const GATHERING_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// The WebRTC stack's settings: one per node.
 pub fn api() -> API {
+    // (Fails harmlessly if a provider is installed already.)
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let mut settings = SettingEngine::default();
     settings.set_ice_multicast_dns_mode(MulticastDnsMode::QueryOnly);
     APIBuilder::new().with_setting_engine(settings).build()
