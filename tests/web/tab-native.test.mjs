@@ -23,15 +23,23 @@ const tabs = [];
 class NativeMember {
   static async start(appUrl) {
     const m = new NativeMember();
+    m.appUrl = appUrl;
     m.port = await freePort();
-    m.log = '';
-    m.process = spawn(tabnetBin(), ['node', '--join', `${appUrl}/?subnet=${SUBNET}&nodes=4`, '--port', String(m.port),
-      '--state-dir', mkdtempSync(join(tmpdir(), 'tabnet-native-member-'))], { stdio: ['ignore', 'pipe', 'pipe'] });
-    const keep = (chunk) => { m.log += chunk.toString(); };
-    m.process.stdout.on('data', keep);
-    m.process.stderr.on('data', keep);
-    m.process.on('exit', (code, signal) => { m.exited = { code, signal }; });
+    m.stateDir = mkdtempSync(join(tmpdir(), 'tabnet-native-member-'));
+    m.spawn();
     return m;
+  }
+
+  /** Starts the process (again, on the same state directory and port). */
+  spawn() {
+    this.log = '';
+    this.exited = undefined;
+    this.process = spawn(tabnetBin(), ['node', '--join', `${this.appUrl}/?subnet=${SUBNET}&nodes=4`, '--port', String(this.port),
+      '--state-dir', this.stateDir], { stdio: ['ignore', 'pipe', 'pipe'] });
+    const keep = (chunk) => { this.log += chunk.toString(); };
+    this.process.stdout.on('data', keep);
+    this.process.stderr.on('data', keep);
+    this.process.on('exit', (code, signal) => { this.exited = { code, signal }; });
   }
 
   get url() { return `http://127.0.0.1:${this.port}`; }
@@ -47,6 +55,11 @@ class NativeMember {
   }
 
   stop() { this.process.kill('SIGTERM'); }
+
+  async stopped() {
+    this.stop();
+    await eventually(() => this.exited !== undefined, { what: 'the native node to stop on SIGTERM' });
+  }
 }
 
 const counterIdl = ({ IDL }) => IDL.Service({ get: IDL.Func([], [IDL.Nat64], ['query']), inc: IDL.Func([], [IDL.Nat64], []) });
@@ -98,8 +111,10 @@ test('agent-js through the native node installs a canister that a tab calls', { 
   assert.equal(await counter.get(), 12n, 'the native node answers from the state the tabs made too');
 });
 
+let contexts;
+
 test('every tab closed: the native node alone cannot finalize and says so; two tabs back, it resumes', async () => {
-  const contexts = tabs.map((t) => t.context());
+  contexts = tabs.map((t) => t.context());
   for (const t of tabs.splice(0)) await t.close();
   await native.said(/1 of the subnet's 4 nodes are linked \(this one included\); it cannot finalize without 3/, 'the native node says it cannot finalize');
   const stopped = await native.certifiedHeight();
@@ -114,5 +129,22 @@ test('every tab closed: the native node alone cannot finalize and says so; two t
   const agent = await makeAgent(native);
   assert.equal(await Actor.createActor(counterIdl, { agent, canisterId }).inc(), 13n, 'the canister state is intact');
   assert.equal(await withAgent(tabs[0], 'return String(await counter(arg).get());', canisterId), '13');
+  assert.deepEqual(errors, []);
+});
+
+test('the native node restarted on its state directory is the same member and catches up', async () => {
+  // The third tab back: three tabs finalize while the native node is down.
+  tabs.push(await openTab(contexts[2], app.server.url, SUBNET, 4, errors));
+  const index = Number(/node (\d) of the tab subnet/.exec(native.log)[1]);
+  await native.stopped();
+  const top = Math.max(...(await Promise.all(tabs.map(status))).map((s) => s.finalized));
+  await finalizedAtLeast(tabs, top + 20, 120_000);
+  native.spawn();
+  await native.said(new RegExp(`node ${index} of the tab subnet`), 'the native node took its own slot back');
+  await native.said(/4 of the subnet's 4 nodes are linked/, 'the native node linked to every tab again');
+  const ahead = Math.max(...(await Promise.all(tabs.map(status))).map((s) => s.finalized));
+  await eventually(async () => (await native.certifiedHeight().catch(() => 0)) >= ahead, { timeoutMs: 120_000, what: `the native node to catch up to ${ahead}` });
+  const agent = await makeAgent(native);
+  assert.equal(await Actor.createActor(counterIdl, { agent, canisterId }).get(), 13n, 'it serves the state it caught up to');
   assert.deepEqual(errors, []);
 });
