@@ -1600,7 +1600,18 @@ impl ConsensusNode {
                 }
             }
         }
-        let own_blocks: Vec<Arc<Proposal>> = v.proposals.range(f + 1..).flat_map(|(_, m)| m.values()).filter(|p| p.block.maker == self.me).cloned().collect();
+        // Own blocks, and above the finalized height every block that is notarized or that this
+        // node signed for, whoever made it: a peer that restarted kept its shares but not
+        // others' blocks (it persists only its own), and with the maker gone no one else would
+        // send it the block it must notarize or finalize.
+        let signed = |h: Height, hash: &Hash| v.share_groups(Kind::Notarization, h).and_then(|g| g.get(hash)).is_some_and(|s| s.contains_key(&self.me));
+        let blocks: Vec<Arc<Proposal>> = v
+            .proposals
+            .range(f + 1..)
+            .flat_map(|(h, m)| m.iter().map(move |(hash, p)| (*h, hash, p)))
+            .filter(|(h, hash, p)| p.block.maker == self.me || self.is_notarized(*h, hash) || signed(*h, hash))
+            .map(|(_, _, p)| p.clone())
+            .collect();
         // Every beacon above the finalized height, not only the tip: a peer that restarted at
         // this finalized height takes beacons only in order, and it can neither make one below
         // our tip (we purged our shares of it and drop its share as stale) nor get it by
@@ -1618,7 +1629,7 @@ impl ConsensusNode {
         if let Some(cup) = v.cups.values().next_back() {
             again.push(Artifact::Cup(cup.clone()));
         }
-        for p in own_blocks {
+        for p in blocks {
             self.send_proposal(None, &p);
         }
         for artifact in again {

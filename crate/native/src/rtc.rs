@@ -204,15 +204,31 @@ impl RtcLink {
                 }
                 tokio::time::sleep(Duration::from_millis(2)).await;
             }
-            if self.is_closed() {
-                return Err("the link closed".into());
-            }
-            if let Err(e) = self.channel.send(&Bytes::from(fragment)).await {
-                self.close().await;
-                return Err(e.to_string());
+            // (A send to a peer that vanished can wait without end; it ends when the link is
+            // found closed, so that the member's next link is not held up behind it.)
+            let fragment = Bytes::from(fragment);
+            let sent = tokio::select! {
+                sent = self.channel.send(&fragment) => sent.map_err(|e| e.to_string()),
+                _ = self.closed() => Err("the link closed".into()),
+            };
+            if let Err(e) = sent {
+                self.flags.closed.store(true, Ordering::SeqCst);
+                self.flags.changed.notify_waiters();
+                return Err(e);
             }
         }
         Ok(())
+    }
+
+    /// Resolves once the link is closed.
+    async fn closed(&self) {
+        loop {
+            let changed = self.flags.changed.notified();
+            if self.is_closed() {
+                return;
+            }
+            changed.await;
+        }
     }
 
     /// Sends one data-channel message as it is, bypassing the framing (to test what a peer that
@@ -227,6 +243,15 @@ impl RtcLink {
         self.flags.changed.notify_waiters();
         let _ = self.channel.close().await;
         let _ = self.pc.close().await;
+    }
+
+    /// Marks the link closed now and closes the connection in the background (closing a
+    /// connection to a peer that vanished can take its time; nothing waits for it).
+    pub fn close_soon(self: &Arc<Self>) {
+        self.flags.closed.store(true, Ordering::SeqCst);
+        self.flags.changed.notify_waiters();
+        let link = self.clone();
+        tokio::spawn(async move { link.close().await });
     }
 }
 

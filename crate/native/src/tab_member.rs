@@ -19,9 +19,10 @@ use tabnet_consensus::handshake::{Acceptor, Connector, SigningKey, CHALLENGE_LEN
 use tabnet_consensus::{threshold, Kind, NodeIndex};
 use tabnet_execution::SubnetConfig;
 use tabnet_node::dealt::member_node;
-use tabnet_node::tab_signal::{valid_subnet_name, FromRendezvous, JoinRequest, Membership, Signal, MAX_TAB_NODES};
+use tabnet_node::tab_signal::{valid_subnet_name, FromRendezvous, JoinRequest, Membership, Signal, MAX_SIGNAL_BYTES, MAX_TAB_NODES};
 use tabnet_replica::Store;
 use tokio::sync::{mpsc, watch};
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::Message as WsMessage;
 use webrtc::api::API;
 
@@ -110,7 +111,11 @@ type Socket = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStre
 /// Connects to the rendezvous and proves `key`; returns the connection and this member's
 /// membership once the subnet has formed (saying how the wait goes meanwhile).
 async fn join(target: &JoinTarget, key: &SigningKey) -> Result<(Socket, Membership), String> {
-    let (mut ws, _) = tokio::time::timeout(RENDEZVOUS_TIMEOUT, tokio_tungstenite::connect_async(&target.rendezvous))
+    // A message is at most a signal's size (an offer's SDP, a membership): a larger one ends
+    // the connection before it is held.
+    let config = WebSocketConfig::default().max_message_size(Some(MAX_SIGNAL_BYTES)).max_frame_size(Some(MAX_SIGNAL_BYTES));
+    let connect = tokio_tungstenite::connect_async_with_config(&target.rendezvous, Some(config), true);
+    let (mut ws, _) = tokio::time::timeout(RENDEZVOUS_TIMEOUT, connect)
         .await
         .map_err(|_| format!("no rendezvous answers at {}", target.rendezvous))?
         .map_err(|e| format!("no rendezvous answers at {}: {e}", target.rendezvous))?;
@@ -121,6 +126,7 @@ async fn join(target: &JoinTarget, key: &SigningKey) -> Result<(Socket, Membersh
         let text = match next {
             Ok(Some(Ok(WsMessage::Text(text)))) => text,
             Ok(Some(Ok(_))) => continue,
+            Ok(Some(Err(e))) => return Err(format!("the rendezvous at {} broke off: {e}", target.rendezvous)),
             _ => return Err(format!("the rendezvous at {} closed the connection", target.rendezvous)),
         };
         match FromRendezvous::from_json(text.as_str())? {
@@ -243,7 +249,7 @@ impl Mesh {
                 if reopened {
                     if let Some(old) = self.links[from].take() {
                         eprintln!("tabnet: node {from} was reopened: its old link closed");
-                        old.close().await;
+                        old.close_soon();
                     }
                 }
                 let stale = self.links[from].as_ref().is_none_or(|l| l.is_closed());
@@ -268,7 +274,7 @@ impl Mesh {
     async fn link(&mut self, peer: NodeIndex, offer: Option<String>) {
         let Ok(link) = RtcLink::new(&self.api).await else { return };
         if let Some(old) = self.links[peer].replace(link.clone()) {
-            old.close().await;
+            old.close_soon();
         }
         let (me, signals) = (self.me(), self.signals.clone());
         let signaling = link.clone();
@@ -432,6 +438,34 @@ pub async fn run_join(url: &str, settings: server::Settings) -> Result<(), Strin
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A rendezvous that sends `message` after its challenge; returns its address.
+    async fn rendezvous_sending(message: String) -> JoinTarget {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        tokio::spawn(async move {
+            let (stream, _) = listener.accept().await.unwrap();
+            let mut ws = tokio_tungstenite::accept_async(stream).await.unwrap();
+            let _ = ws.send(WsMessage::text(FromRendezvous::Challenge { nonce: [1; 32] }.to_json())).await;
+            let _ = ws.next().await;
+            let _ = ws.send(WsMessage::text(message)).await;
+            let _ = ws.next().await;
+        });
+        JoinTarget::parse(&format!("http://127.0.0.1:{port}/?subnet=s&nodes=4")).unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_rendezvous_cannot_make_this_node_hold_a_huge_message() {
+        let key = SigningKey::from_bytes(&[3; 32]);
+        // 32 MiB: refused by the connection's message cap, before it is held (tungstenite's
+        // default would take 64 MiB).
+        let target = rendezvous_sending("x".repeat(32 << 20)).await;
+        let err = join(&target, &key).await.unwrap_err();
+        assert!(err.contains("broke off") && err.contains("too long"), "{err}");
+        // What does fit is still read as a rendezvous message.
+        let target = rendezvous_sending(FromRendezvous::Refused { reason: "full".into() }.to_json()).await;
+        assert_eq!(join(&target, &key).await.unwrap_err(), "the rendezvous refused this node: full");
+    }
 
     #[test]
     fn join_urls_name_the_subnet_and_its_rendezvous() {

@@ -251,3 +251,46 @@ fn after_one_node_crashed_for_good_a_second_one_restarts_and_finality_resumes() 
     println!("{seeds} seeds: after the restart, the first new height within {first} ms, 20 within {twenty} ms");
     assert!(failures.is_empty(), "{} of {seeds} runs did not resume:\n{}", failures.len(), failures.join("\n"));
 }
+
+/// The scenario of a tab subnet with an always-on native member whose tabs all closed: of 4
+/// nodes, nodes 1, 2 and 3 crash within a few milliseconds of each other (node 0 alone cannot
+/// finalize); nodes 1 and 2 restart from what they persisted, node 3 never does. A restarted node
+/// keeps its own blocks and shares but not others' blocks, so when the last notarized block was
+/// node 3's, only node 0 still holds it. Nodes 0, 1 and 2 must finalize at least 20 more heights.
+/// Before the fix, node 0 re-sent only its own blocks while stalled, and these seeds stalled for
+/// good: nodes 1 and 2 held the notarization of a block no one would send them.
+fn all_but_one_crash_then_two_restart(seed: u64) -> Scenario {
+    let mut rng = tabnet_sim::Rng::new(seed);
+    let at = 2_000 + rng.below(3_000);
+    let back = at + 3_000 + rng.below(3_000);
+    Scenario {
+        crashes: vec![
+            Crash { node: 3, at: at + rng.below(30), restart: None },
+            Crash { node: 1, at: at + rng.below(30), restart: Some(back) },
+            Crash { node: 2, at: at + rng.below(30), restart: Some(back + rng.below(500)) },
+        ],
+        duration: back + 15_000,
+        ..Scenario::new(seed, 4)
+    }
+}
+
+#[test]
+fn when_all_but_one_crash_and_two_restart_the_block_only_the_survivor_holds_reaches_them() {
+    let seeds: u64 = std::env::var("TABNET_SEEDS").ok().and_then(|s| s.parse().ok()).unwrap_or(60);
+    let mut failures = Vec::new();
+    for seed in 1..=seeds {
+        let scenario = all_but_one_crash_then_two_restart(seed);
+        let report = run(&scenario, false);
+        let (_, at_restart) = *report.marks.first().expect("a node restarted");
+        let behind = (0..3).any(|i| report.finalized_by_node[i].is_none_or(|h| h < at_restart + 20));
+        if !report.ok() || behind {
+            failures.push(format!(
+                "{scenario}\n    finalized at restart {at_restart}, at the end {:?}; {}\n    replay: {}",
+                report.finalized_by_node,
+                report.violations.join("; "),
+                scenario.replay_command()
+            ));
+        }
+    }
+    assert!(failures.is_empty(), "{} of {seeds} runs did not resume:\n{}", failures.len(), failures.join("\n"));
+}
