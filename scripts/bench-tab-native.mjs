@@ -10,7 +10,7 @@
 //
 //   node scripts/bench-tab-native.mjs     (after scripts/build-web.sh and a built target/*/tabnet)
 import { spawn } from 'node:child_process';
-import { mkdtempSync } from 'node:fs';
+import { mkdtempSync, readdirSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 
@@ -23,12 +23,16 @@ const EMPTY_ARG = [0x44, 0x49, 0x44, 0x4c, 0x00, 0x00];
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 const report = (name, value, note = '') => console.log(`${name.padEnd(62)} ${String(value).padStart(10)}  ${note}`);
 
-/** `tabnet node --join` for the subnet `subnet` of `nodes`: the process and its address. */
-async function nativeMember(app, subnet, nodes) {
-  const port = await freePort();
-  const process = spawn(tabnetBin(), ['node', '--join', `${app.server.url}/?subnet=${subnet}&nodes=${nodes}`, '--port', String(port),
-    '--state-dir', mkdtempSync(join(tmpdir(), 'tabnet-bench-member-'))], { stdio: 'ignore' });
-  return { process, url: `http://127.0.0.1:${port}` };
+/** `tabnet node --join` for the subnet `subnet` of `nodes` (on `stateDir` and `port`, if given):
+ * the process, its address, its state directory and what it says. */
+async function nativeMember(app, subnet, nodes, stateDir = mkdtempSync(join(tmpdir(), 'tabnet-bench-member-')), port) {
+  port ??= await freePort();
+  const member = { url: `http://127.0.0.1:${port}`, stateDir, port, log: '' };
+  member.process = spawn(tabnetBin(), ['node', '--join', `${app.server.url}/?subnet=${subnet}&nodes=${nodes}`, '--port', String(port),
+    '--state-dir', stateDir], { stdio: ['ignore', 'ignore', 'pipe'] });
+  member.process.stderr.on('data', (c) => { member.log += c; });
+  member.exited = new Promise((r) => member.process.on('exit', r));
+  return member;
 }
 
 async function measure(app, label, withNative) {
@@ -84,10 +88,27 @@ async function throughput(app) {
     const sync = () => JSON.parse(window.tabnetSubnet.events(0)).find((e) => e.text.includes('state sync brought'));
     await tab.waitForFunction(`window.tabnetSubnet !== undefined && (${sync.toString()})() !== undefined`, null, { timeout: 600_000, polling: 250 });
     const { at, text: synced } = await tab.evaluate(sync);
-    const ms = at - started;
+    const began = await tab.evaluate(() => JSON.parse(window.tabnetSubnet.events(0)).find((e) => e.text.includes('syncing the state of height')).at);
+    const ms = at - began;
     const bytes = Number(/\((\d+) bytes\)/.exec(synced)[1]);
     report('native -> tab over one data channel: state sync (MB/s)', (bytes / 1e6 / (ms / 1000)).toFixed(1),
-      `${(bytes / 1e6).toFixed(1)} MB in ${ms} ms, page open to synced (${synced})`);
+      `${(bytes / 1e6).toFixed(1)} MB in ${ms} ms, sync start to synced (page open to synced ${at - started} ms; ${synced})`);
+
+    // The other way: the native node's state wiped (its node key kept), it syncs from the tab.
+    await finalizedAtLeast([tab], (await status(tab)).finalized + 5, 120_000);
+    native.process.kill('SIGTERM');
+    await native.exited;
+    for (const f of readdirSync(native.stateDir)) if (f !== 'node-key') rmSync(join(native.stateDir, f), { recursive: true, force: true });
+    const again = await nativeMember(app, subnet, 2, native.stateDir, native.port);
+    native.process = again.process;
+    const pattern = /state sync brought this node to height (\d+) \((\d+) bytes of state\) in (\d+) ms/;
+    for (let waited = 0; !pattern.test(again.log); waited += 250) {
+      if (waited > 600_000) throw new Error(`the native node did not sync: ${again.log}`);
+      await sleep(250);
+    }
+    const [, height, back, backMs] = pattern.exec(again.log).map(Number);
+    report('tab -> native over one data channel: state sync (MB/s)', (back / 1e6 / (backMs / 1000)).toFixed(1),
+      `${(back / 1e6).toFixed(1)} MB of height ${height} in ${backMs} ms (the native node's own measure: sync start to synced)`);
   } finally {
     await context.close();
     native.process.kill('SIGTERM');
