@@ -119,7 +119,8 @@ async function runSubnet(name, nodes) {
         `links: ${s.links.map((l, k) => `${k} ${s.cut[k] ? 'cut' : l}`).join(', ')}\n` +
         `storage: ${storage}\n` + s.events.join('\n');
     }
-    await new Promise((resolve) => setTimeout(resolve, Math.max(1, Math.min(wait, 10))));
+    // (Sooner when a frame or a call arrives for the node.)
+    await subnet.wait(Math.max(1, Math.min(wait, 10)));
   }
 }
 

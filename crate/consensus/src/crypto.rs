@@ -3,12 +3,12 @@
 //! checks only against its signer, shares combine to one unique value, forgeries fail) at a
 //! thousandth of the cost, so the simulator can run 40 nodes for thousands of rounds.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 
 use ed25519_dalek::{Signer, SigningKey, Verifier, VerifyingKey};
 use sha2::{Digest, Sha256};
-use tabnet_crypto::bls::{self, BlsPublicKey, BlsSecretKey, PreparedKey};
+use tabnet_crypto::bls::{self, BlsPublicKey, BlsSecretKey, HashedMessage, PreparedKey};
 use tabnet_crypto::threshold::{self, PublicKeySet};
 
 use crate::artifact::{Kind, NodeIndex, Sig};
@@ -128,7 +128,13 @@ pub struct BlsCrypto {
     high_group: PreparedKey,
     /// Summed multi-signature keys by signer set (heights mostly repeat the same sets).
     multi_keys: Mutex<HashMap<Vec<NodeIndex>, Arc<PreparedKey>>>,
+    /// The messages last hashed to G1: a node signs its share of a message and then checks the
+    /// aggregate on it (4 messages a height).
+    hashed: Mutex<VecDeque<(Vec<u8>, HashedMessage)>>,
 }
+
+/// How many hashed messages [`BlsCrypto`] keeps.
+const HASHED_KEPT: usize = 16;
 
 impl BlsCrypto {
     pub fn new(me: NodeIndex, secrets: NodeSecrets, public: Arc<SubnetPublicKeys>) -> Self {
@@ -139,7 +145,21 @@ impl BlsCrypto {
             high_group: public.high.group.prepare(),
             public,
             multi_keys: Mutex::new(HashMap::new()),
+            hashed: Mutex::new(VecDeque::with_capacity(HASHED_KEPT)),
         }
+    }
+
+    fn hashed(&self, msg: &[u8]) -> HashedMessage {
+        let mut kept = self.hashed.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((_, hashed)) = kept.iter().find(|(m, _)| m == msg) {
+            return *hashed;
+        }
+        let hashed = bls::hash_message(msg);
+        if kept.len() == HASHED_KEPT {
+            kept.pop_front();
+        }
+        kept.push_back((msg.to_vec(), hashed));
+        hashed
     }
 
     fn multi_key(&self, signers: &[NodeIndex]) -> Arc<PreparedKey> {
@@ -178,11 +198,12 @@ impl Crypto for BlsCrypto {
         self.public.proposal_keys.get(maker).is_some_and(|key| key.verify(msg, &sig).is_ok())
     }
     fn sign_share(&self, kind: Kind, msg: &[u8]) -> Sig {
-        match kind {
-            Kind::Beacon => self.secrets.low_share.sign(msg),
-            Kind::Notarization | Kind::Finalization => self.secrets.multi_key.sign(msg),
-            Kind::Certification | Kind::CatchUp => self.secrets.high_share.sign(msg),
-        }
+        let key = match kind {
+            Kind::Beacon => &self.secrets.low_share,
+            Kind::Notarization | Kind::Finalization => &self.secrets.multi_key,
+            Kind::Certification | Kind::CatchUp => &self.secrets.high_share,
+        };
+        key.sign_hashed(&self.hashed(msg))
     }
     fn verify_share(&self, kind: Kind, signer: NodeIndex, msg: &[u8], sig: &Sig) -> bool {
         if is_multi(kind) {
@@ -203,10 +224,10 @@ impl Crypto for BlsCrypto {
             if signers.iter().any(|s| *s >= self.nodes()) {
                 return false;
             }
-            bls::verify_prepared(&self.multi_key(signers), msg, sig)
+            bls::verify_prepared_hashed(&self.multi_key(signers), &self.hashed(msg), sig)
         } else {
             let group = if kind == Kind::Beacon { &self.low_group } else { &self.high_group };
-            bls::verify_prepared(group, msg, sig)
+            bls::verify_prepared_hashed(group, &self.hashed(msg), sig)
         }
     }
 }

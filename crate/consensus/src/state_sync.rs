@@ -6,10 +6,12 @@
 //! fixed-size chunk; the manifest's hash goes into the catch-up package, which 2f+1 nodes sign.
 //! A syncing node ([`StateSync`]) fetches the manifest, checks it against the package, then
 //! fetches chunks from several peers at once, checks each against the manifest, and asks
-//! another peer when one is silent or lies. Chunks it already holds (from an earlier, abandoned
+//! another peer when one is silent or lies. The manifest is asked of every peer at once, and
+//! chunks first of the peers that answered: a node that comes back to find most of its peers
+//! gone does not wait out a timeout for each chunk it asked of them. Chunks it already holds (from an earlier, abandoned
 //! sync) are not fetched again.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
@@ -163,6 +165,8 @@ pub struct StateSync {
     pub rejected: BTreeMap<NodeIndex, u32>,
     /// Requests that timed out since the peer last answered (such peers are asked late).
     silent: BTreeMap<NodeIndex, u32>,
+    /// Peers that sent a manifest or a chunk (asked before those that never did).
+    heard: BTreeSet<NodeIndex>,
     /// A request unanswered this long goes to the next peer (doubling per round of peers, to 8×).
     timeout: Time,
 }
@@ -189,6 +193,7 @@ impl StateSync {
             outputs: VecDeque::new(),
             rejected: BTreeMap::new(),
             silent: BTreeMap::new(),
+            heard: BTreeSet::new(),
         }
     }
 
@@ -205,6 +210,7 @@ impl StateSync {
         }
         next.rejected = std::mem::take(&mut self.rejected);
         next.silent = std::mem::take(&mut self.silent);
+        next.heard = std::mem::take(&mut self.heard);
         next.request_more(now);
         *self = next;
     }
@@ -244,6 +250,9 @@ impl StateSync {
 
     pub fn on_message(&mut self, now: Time, from: NodeIndex, message: SyncMessage) {
         self.silent.remove(&from);
+        if !matches!(message, SyncMessage::Unavailable { .. }) {
+            self.heard.insert(from);
+        }
         let height = self.height();
         match message {
             SyncMessage::Manifest(m) if m.height == height && self.manifest.is_none() => {
@@ -312,6 +321,12 @@ impl StateSync {
         if self.manifest.is_none() {
             if self.in_flight.is_empty() {
                 self.send(now, Part::Manifest, 0);
+                // The others too (a small message): any peer's manifest is taken, and whoever
+                // answers is there to be asked for chunks.
+                let (height, asked) = (self.height(), self.in_flight[&Part::Manifest].peer);
+                for peer in self.peers.iter().copied().filter(|p| *p != asked) {
+                    self.outputs.push_back((peer, SyncMessage::ManifestRequest { height }));
+                }
             }
             return;
         }
@@ -324,14 +339,14 @@ impl StateSync {
         }
     }
 
-    /// Asks the next peer in turn; peers that lied come last, and before them peers that did
-    /// not answer.
+    /// Asks the next peer in turn; peers that lied come last, before them peers that did not
+    /// answer, and before them peers never heard from.
     fn send(&mut self, now: Time, part: Part, attempts: u32) {
         if self.peers.is_empty() {
             return;
         }
         let mut order: Vec<NodeIndex> = (0..self.peers.len()).map(|k| self.peers[(self.next_peer + k) % self.peers.len()]).collect();
-        order.sort_by_key(|p| (self.rejected.get(p).copied().unwrap_or(0), self.silent.get(p).copied().unwrap_or(0)));
+        order.sort_by_key(|p| (self.rejected.get(p).copied().unwrap_or(0), self.silent.get(p).copied().unwrap_or(0), !self.heard.contains(p)));
         let peer = order[0];
         self.next_peer = (self.peers.iter().position(|p| *p == peer).unwrap_or(0) + 1) % self.peers.len();
         let rounds = attempts / self.peers.len() as u32;
@@ -358,8 +373,8 @@ mod tests {
     }
 
     /// Runs a sync against `servers` (peer → checkpoint it serves, possibly a wrong one).
-    /// Returns the bytes and how many times each peer was caught lying.
-    fn sync(checkpoint: &Checkpoint, servers: &[(NodeIndex, Option<Checkpoint>)]) -> (Vec<u8>, BTreeMap<NodeIndex, u32>) {
+    /// Returns the bytes, how many times each peer was caught lying and when it completed.
+    fn sync(checkpoint: &Checkpoint, servers: &[(NodeIndex, Option<Checkpoint>)]) -> (Vec<u8>, BTreeMap<NodeIndex, u32>, Time) {
         let peers = servers.iter().map(|(p, _)| *p).collect();
         let mut s = StateSync::new(0, cup_for(checkpoint), peers, 2_000);
         let mut now = 0;
@@ -377,7 +392,17 @@ mod tests {
             s.on_timer(now);
         }
         let rejected = s.rejected.clone();
-        (s.into_bytes().expect("complete"), rejected)
+        (s.into_bytes().expect("complete"), rejected, now)
+    }
+
+    #[test]
+    fn the_peers_that_answer_are_asked_for_chunks_and_the_gone_ones_cost_no_timeout() {
+        // Of three peers only the last is there; the first request in turn goes to a gone one.
+        let state: Vec<u8> = (0..10_000u32).flat_map(|i| i.to_le_bytes()).collect();
+        let good = Checkpoint::with_chunk_bytes(498, state.clone(), 999);
+        let (bytes, _, done) = sync(&good, &[(1, None), (2, None), (3, Some(good.clone()))]);
+        assert_eq!(bytes, state);
+        assert_eq!(done, 0, "no request waited out its timeout");
     }
 
     #[test]
@@ -389,7 +414,7 @@ mod tests {
         forged[12_345] ^= 1;
         let liar = Checkpoint::with_chunk_bytes(499, forged, 999);
         assert_eq!(good.manifest.chunks.len(), 41);
-        let (bytes, rejected) = sync(&good, &[(1, None), (2, Some(liar)), (3, Some(good.clone()))]);
+        let (bytes, rejected, _) = sync(&good, &[(1, None), (2, Some(liar)), (3, Some(good.clone()))]);
         assert_eq!(bytes, state);
         // The liar's manifest differs from the one the package names: refused.
         assert!(rejected.get(&2).is_some_and(|n| *n >= 1));
@@ -401,7 +426,7 @@ mod tests {
         let good = Checkpoint::with_chunk_bytes(10, state.clone(), 1_000);
         // Same manifest, but the chunks it serves are wrong.
         let bad = Checkpoint { manifest: good.manifest.clone(), bytes: Arc::new(vec![8u8; 5_000]) };
-        let (bytes, rejected) = sync(&good, &[(1, Some(bad)), (2, Some(good.clone()))]);
+        let (bytes, rejected, _) = sync(&good, &[(1, Some(bad)), (2, Some(good.clone()))]);
         assert_eq!(bytes, state);
         assert!(rejected.get(&1).is_some_and(|n| *n >= 1));
     }
@@ -409,7 +434,7 @@ mod tests {
     #[test]
     fn an_empty_state_syncs() {
         let good = Checkpoint::new(3, Vec::new());
-        let (bytes, _) = sync(&good, &[(0, Some(good.clone()))]);
+        let (bytes, _, _) = sync(&good, &[(0, Some(good.clone()))]);
         assert!(bytes.is_empty());
     }
 

@@ -84,11 +84,43 @@ pub fn combine(keys: &PublicKeySet, shares: &[(usize, [u8; 48])]) -> Result<[u8;
     if chosen.len() < keys.threshold {
         return Err(format!("{} shares from distinct nodes, {} needed", chosen.len(), keys.threshold));
     }
+    let terms: Vec<(G1Affine, Scalar)> =
+        chosen.iter().map(|(x, point)| (*point, lagrange_at_zero(*x, chosen.iter().map(|(other, _)| *other)))).collect();
+    Ok(G1Affine::from(sum_of_multiples(&terms)).to_compressed())
+}
+
+/// Σ kᵢ·Pᵢ, the doublings shared (Straus's method, 4-bit windows from the top): about 256
+/// doublings and 78 additions a point, where one `P * k` alone takes 255 doublings and 255
+/// additions (it is constant-time, for secret scalars; these scalars and points are public).
+/// In wasm32 that makes combining 3 shares about 3 times faster.
+fn sum_of_multiples(terms: &[(G1Affine, Scalar)]) -> G1Projective {
+    // For each point, its multiples 0·P to 15·P.
+    let tables: Vec<[G1Projective; 16]> = terms
+        .iter()
+        .map(|(point, _)| {
+            let mut table = [G1Projective::identity(); 16];
+            for k in 1..16 {
+                table[k] = table[k - 1] + point;
+            }
+            table
+        })
+        .collect();
+    let scalars: Vec<[u8; 32]> = terms.iter().map(|(_, k)| k.to_bytes()).collect(); // little-endian
     let mut sum = G1Projective::identity();
-    for (x, point) in &chosen {
-        sum += point * lagrange_at_zero(*x, chosen.iter().map(|(other, _)| *other));
+    for byte in (0..32).rev() {
+        for shift in [4, 0] {
+            for _ in 0..4 {
+                sum = sum.double();
+            }
+            for (table, scalar) in tables.iter().zip(&scalars) {
+                let window = (scalar[byte] >> shift) & 0xf;
+                if window != 0 {
+                    sum += table[window as usize];
+                }
+            }
+        }
     }
-    Ok(G1Affine::from(sum).to_compressed())
+    sum
 }
 
 /// The Lagrange coefficient of the point at `x` for interpolating at 0 from `xs` (which holds
@@ -123,6 +155,17 @@ mod tests {
             assert_eq!(first, last, "n={n} t={t}: unique signature whichever shares");
             assert!(bls::verify(&dealing.public.group, msg, &first));
             assert!(!bls::verify(&dealing.public.group, b"another message", &first));
+        }
+    }
+
+    #[test]
+    fn the_shared_doublings_sum_as_separate_multiplications_do() {
+        let points: Vec<G1Affine> = (1..=4u64).map(|k| G1Affine::from(G1Affine::generator() * Scalar::from(k * 7919))).collect();
+        let scalars = [Scalar::zero(), Scalar::one(), -Scalar::one(), lagrange_at_zero(2, [1, 2, 5].into_iter())];
+        for n in 0..=4 {
+            let terms: Vec<(G1Affine, Scalar)> = points.iter().copied().zip(scalars.iter().copied()).take(n).collect();
+            let expected = terms.iter().fold(G1Projective::identity(), |acc, (p, k)| acc + p * k);
+            assert_eq!(G1Affine::from(sum_of_multiples(&terms)), G1Affine::from(expected), "{n} terms");
         }
     }
 

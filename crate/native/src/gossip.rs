@@ -134,6 +134,21 @@ struct Meter {
     clock: fn() -> Time,
 }
 
+impl Meter {
+    /// Charges member `from`'s frame of `len` bytes: `Ok(true)` to take it, `Ok(false)` to drop
+    /// it (over its rate), `Err` when the member keeps exceeding its rate (cut it off).
+    fn admit(&self, from: NodeIndex, len: usize) -> Result<bool, String> {
+        let mut limits = lock(&self.limits);
+        match limits.charge((self.clock)(), from, len as u64) {
+            Verdict::Take => Ok(true),
+            Verdict::Drop => Ok(false),
+            Verdict::Disconnect => {
+                Err(format!("member {from} keeps sending over its gossip rate ({} frames dropped so far)", limits.dropped(from)))
+            }
+        }
+    }
+}
+
 /// Listens for members on `listener`; returns their frames, by authenticated sender. `clock`
 /// gives the time (ms) the rate limits run on.
 pub fn listen(listener: TcpListener, identity: Arc<Identity>, clock: fn() -> Time) -> Inbound {
@@ -226,19 +241,17 @@ async fn read_frames(mut stream: TcpStream, from: NodeIndex, queue: mpsc::Sender
         if len > MAX_FRAME {
             return;
         }
-        let verdict = lock(&meter.limits).charge((meter.clock)(), from, len as u64);
-        match verdict {
-            Verdict::Take => {}
-            Verdict::Drop => {
+        match meter.admit(from, len) {
+            Ok(true) => {}
+            Ok(false) => {
                 // Over its rate: the frame is read into nothing, never decoded.
                 match timeout(FRAME_TIMEOUT, tokio::io::copy(&mut (&mut stream).take(len as u64), &mut tokio::io::sink())).await {
                     Ok(Ok(got)) if got == len as u64 => continue,
                     _ => return,
                 }
             }
-            Verdict::Disconnect => {
-                let dropped = lock(&meter.limits).dropped(from);
-                eprintln!("tabnet: member {from} keeps sending over its gossip rate ({dropped} frames dropped so far); disconnected for a while");
+            Err(e) => {
+                eprintln!("tabnet: {e}; disconnected for a while");
                 return;
             }
         }
@@ -289,14 +302,8 @@ impl PeerInboxes {
     /// member keeps exceeding its rate, so its link is to be cut.
     pub async fn deliver(&self, from: NodeIndex, frame: Vec<u8>) -> Result<(), String> {
         let Some((queue, budget)) = self.queues.get(from) else { return Err(format!("no member {from}")) };
-        let verdict = lock(&self.meter.limits).charge((self.meter.clock)(), from, frame.len() as u64);
-        match verdict {
-            Verdict::Take => {}
-            Verdict::Drop => return Ok(()),
-            Verdict::Disconnect => {
-                let dropped = lock(&self.meter.limits).dropped(from);
-                return Err(format!("member {from} keeps sending over its gossip rate ({dropped} frames dropped so far)"));
-            }
+        if !self.meter.admit(from, frame.len())? {
+            return Ok(());
         }
         let permit = budget.clone().acquire_many_owned(frame.len().clamp(1, MAX_FRAME) as u32).await.map_err(|e| e.to_string())?;
         if let Ok(Some(message)) = tabnet_node::codec::decode(&frame) {

@@ -13,8 +13,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
-use tabnet_node::codec::{channel_binding, fragments, Reassembler};
-use tokio::sync::{mpsc, Notify};
+use tabnet_node::codec::{channel_binding, fragments, Reassembler, MAX_FRAME};
+use tokio::sync::{mpsc, Notify, OwnedSemaphorePermit, Semaphore};
 use webrtc::api::setting_engine::SettingEngine;
 use webrtc::api::{APIBuilder, API};
 use webrtc::data_channel::data_channel_init::RTCDataChannelInit;
@@ -28,9 +28,12 @@ use webrtc::peer_connection::RTCPeerConnection;
 /// Bytes handed to the data channel and not yet sent, at most: beyond, [`RtcLink::send`] waits
 /// (the outbox in front of it holds what waits, within its cap).
 const CHANNEL_BUFFER: usize = 4 << 20;
-/// Whole frames received and not yet taken (each at most `MAX_FRAME`; the reader applies the
-/// member's inbox budget as it takes them).
-const RECEIVED_FRAMES: usize = 64;
+/// Bytes of whole frames received and not yet taken, at most (each frame counts its length and
+/// [`FRAME_OVERHEAD`]; the reader applies the member's inbox budget as it takes them). Beyond,
+/// the channel's reader waits, and SCTP's flow control holds the peer back.
+const RECEIVED_BYTES: usize = MAX_FRAME + (1 << 20);
+/// What a received frame counts beyond its bytes, so that a flood of empty frames is capped too.
+const FRAME_OVERHEAD: usize = 64;
 /// ICE gathering (host candidates only: no ICE servers) finishes within this.
 const GATHERING_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -55,7 +58,9 @@ pub struct RtcLink {
     pc: Arc<RTCPeerConnection>,
     channel: Arc<RTCDataChannel>,
     flags: Arc<Flags>,
-    received: tokio::sync::Mutex<mpsc::Receiver<Vec<u8>>>,
+    received: tokio::sync::Mutex<mpsc::UnboundedReceiver<(Vec<u8>, OwnedSemaphorePermit)>>,
+    /// What frames received and not yet taken may hold ([`RECEIVED_BYTES`]).
+    received_budget: Arc<Semaphore>,
 }
 
 impl RtcLink {
@@ -65,7 +70,9 @@ impl RtcLink {
         let init = RTCDataChannelInit { ordered: Some(true), negotiated: Some(0), ..Default::default() };
         let channel = pc.create_data_channel("tabnet", Some(init)).await.map_err(|e| e.to_string())?;
         let flags = Arc::new(Flags { open: AtomicBool::new(false), closed: AtomicBool::new(false), error: Mutex::new(None), changed: Notify::new() });
-        let (frames, received) = mpsc::channel(RECEIVED_FRAMES);
+        // (Unbounded in count, bounded in bytes by the budget each frame holds a share of.)
+        let (frames, received) = mpsc::unbounded_channel();
+        let received_budget = Arc::new(Semaphore::new(RECEIVED_BYTES));
 
         let f = flags.clone();
         channel.on_open(Box::new(move || {
@@ -79,9 +86,9 @@ impl RtcLink {
             f.changed.notify_waiters();
             Box::pin(async {})
         }));
-        let (f, reassembler) = (flags.clone(), Arc::new(Mutex::new(Reassembler::default())));
+        let (f, reassembler, budget) = (flags.clone(), Arc::new(Mutex::new(Reassembler::default())), received_budget.clone());
         channel.on_message(Box::new(move |message| {
-            let (f, frames) = (f.clone(), frames.clone());
+            let (f, frames, budget) = (f.clone(), frames.clone(), budget.clone());
             let frame = if f.closed.load(Ordering::SeqCst) {
                 Ok(None)
             } else if message.is_string {
@@ -91,9 +98,11 @@ impl RtcLink {
             };
             Box::pin(async move {
                 match frame {
-                    // (Waiting here holds the channel: the peer is pushed back on.)
+                    // (Waiting here holds the channel's reader: the peer is pushed back on.)
                     Ok(Some(frame)) => {
-                        let _ = frames.send(frame).await;
+                        if let Ok(permit) = budget.acquire_many_owned((frame.len() + FRAME_OVERHEAD) as u32).await {
+                            let _ = frames.send((frame, permit));
+                        }
                     }
                     Ok(None) => {}
                     Err(e) => {
@@ -113,7 +122,7 @@ impl RtcLink {
             }
             Box::pin(async {})
         }));
-        Ok(Arc::new(RtcLink { pc, channel, flags, received: tokio::sync::Mutex::new(received) }))
+        Ok(Arc::new(RtcLink { pc, channel, flags, received: tokio::sync::Mutex::new(received), received_budget }))
     }
 
     /// Makes the offer: the SDP to send to the peer.
@@ -188,7 +197,7 @@ impl RtcLink {
                 return None;
             }
             tokio::select! {
-                frame = received.recv() => return frame,
+                frame = received.recv() => return frame.map(|(frame, _budget)| frame),
                 _ = changed => {}
             }
         }
@@ -238,8 +247,16 @@ impl RtcLink {
         self.channel.send(&Bytes::copy_from_slice(message)).await.is_ok()
     }
 
+    /// Bytes of frames received and not yet taken, as the budget counts them.
+    #[cfg(test)]
+    fn held_bytes(&self) -> usize {
+        RECEIVED_BYTES - self.received_budget.available_permits()
+    }
+
     pub async fn close(&self) {
         self.flags.closed.store(true, Ordering::SeqCst);
+        // (Frees a reader waiting for budget: what it holds is dropped.)
+        self.received_budget.close();
         self.flags.changed.notify_waiters();
         let _ = self.channel.close().await;
         let _ = self.pc.close().await;
@@ -288,6 +305,32 @@ mod tests {
         }
         a.close().await;
         assert_eq!(tokio::time::timeout(Duration::from_secs(30), b.recv()).await.unwrap(), None, "a closed peer ends the link");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn frames_not_yet_taken_hold_at_most_the_budget_and_the_peer_is_held_back() {
+        const FRAMES: usize = 48;
+        let (a, b) = connected_pair().await;
+        let frame = |k: usize| vec![k as u8; 1 << 20];
+        let sender = tokio::spawn({
+            let a = a.clone();
+            async move {
+                for k in 0..FRAMES {
+                    a.send(&frame(k)).await.unwrap();
+                }
+            }
+        });
+        // Nothing taken for a while: what is held stays within the budget, and the peer waits.
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        let held = b.held_bytes();
+        assert!(held > 0 && held <= RECEIVED_BYTES, "{held} bytes held");
+        assert!(!sender.is_finished(), "the peer was not held back");
+        for k in 0..FRAMES {
+            let got = tokio::time::timeout(Duration::from_secs(20), b.recv()).await.unwrap().unwrap();
+            assert!(got == frame(k), "frame {k} arrived whole and in order");
+        }
+        sender.await.unwrap();
+        assert_eq!(b.held_bytes(), 0);
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

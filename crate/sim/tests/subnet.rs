@@ -1,8 +1,8 @@
 //! The subnet under the deterministic simulator: safety and liveness invariants across seeds,
 //! subnet sizes and fault mixes. A failure prints the command that replays it.
 
-use tabnet_consensus::{faults_tolerated, Time};
-use tabnet_sim::subnet::{check, run, Crash, Fault, Scenario};
+use tabnet_consensus::{faults_tolerated, Height, Time};
+use tabnet_sim::subnet::{check, run, Crash, Fault, Report, Scenario};
 
 #[test]
 fn four_honest_nodes_finalize_and_execute_everything() {
@@ -202,6 +202,20 @@ fn finality_takes_three_message_delays_and_a_unit_more_when_rank_0_is_down() {
     assert_eq!(rank1[rank1.len() / 2], unit + 3 * delta);
 }
 
+/// Why a run in which nodes 0, 1 and 2 should have finalized 20 heights past `at_restart` did not
+/// (a violation, or a node short of that), with the command that replays it.
+fn not_resumed(scenario: &Scenario, report: &Report, at_restart: Height) -> Option<String> {
+    let behind = (0..3).any(|i| report.finalized_by_node[i].is_none_or(|h| h < at_restart + 20));
+    (!report.ok() || behind).then(|| {
+        format!(
+            "{scenario}\n    finalized at restart {at_restart}, at the end {:?}; {}\n    replay: {}",
+            report.finalized_by_node,
+            report.violations.join("; "),
+            scenario.replay_command()
+        )
+    })
+}
+
 /// The scenario of a subnet that stalled for good in browser tabs: of 4 nodes, node 3 crashes
 /// for good and the other three go on; then node 2 crashes too, and nodes 0 and 1 (2 of the 3
 /// needed) wait for seconds; node 2 restarts from what it persisted, its links coming up a
@@ -238,15 +252,7 @@ fn after_one_node_crashed_for_good_a_second_one_restarts_and_finality_resumes() 
         let after = |k: u64| report.progress.iter().find(|(_, h)| *h >= at_restart + k).map(|(t, _)| t - back);
         first = first.max(after(1).unwrap_or(Time::MAX));
         twenty = twenty.max(after(20).unwrap_or(Time::MAX));
-        let behind = (0..3).any(|i| report.finalized_by_node[i].is_none_or(|h| h < at_restart + 20));
-        if !report.ok() || behind {
-            failures.push(format!(
-                "{scenario}\n    finalized at restart {at_restart}, at the end {:?}; {}\n    replay: {}",
-                report.finalized_by_node,
-                report.violations.join("; "),
-                scenario.replay_command()
-            ));
-        }
+        failures.extend(not_resumed(&scenario, &report, at_restart));
     }
     println!("{seeds} seeds: after the restart, the first new height within {first} ms, 20 within {twenty} ms");
     assert!(failures.is_empty(), "{} of {seeds} runs did not resume:\n{}", failures.len(), failures.join("\n"));
@@ -282,15 +288,7 @@ fn when_all_but_one_crash_and_two_restart_the_block_only_the_survivor_holds_reac
         let scenario = all_but_one_crash_then_two_restart(seed);
         let report = run(&scenario, false);
         let (_, at_restart) = *report.marks.first().expect("a node restarted");
-        let behind = (0..3).any(|i| report.finalized_by_node[i].is_none_or(|h| h < at_restart + 20));
-        if !report.ok() || behind {
-            failures.push(format!(
-                "{scenario}\n    finalized at restart {at_restart}, at the end {:?}; {}\n    replay: {}",
-                report.finalized_by_node,
-                report.violations.join("; "),
-                scenario.replay_command()
-            ));
-        }
+        failures.extend(not_resumed(&scenario, &report, at_restart));
     }
     assert!(failures.is_empty(), "{} of {seeds} runs did not resume:\n{}", failures.len(), failures.join("\n"));
 }

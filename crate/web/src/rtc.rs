@@ -7,7 +7,9 @@
 //!   no ICE servers are configured), so one message each way connects.
 //! - Frames cross in fragments of at most 64 KiB ([`FRAGMENT`]), as `tabnet_node::codec` cuts
 //!   and reassembles them (the native member of a tab subnet does the same): a peer breaking the
-//!   framing is cut off before its bytes are held.
+//!   framing is cut off before its bytes are held. The browser cannot push a peer back (a data
+//!   channel delivers every message), so a peer whose frames the node has not yet taken pass
+//!   [`RECEIVED_BYTES`] is cut off too.
 //! - [`RtcLink::channel_binding`] is what the gossip handshake binds its proof to
 //!   ([`tabnet_node::codec::channel_binding`]: both DTLS certificate fingerprints).
 
@@ -25,7 +27,7 @@ use web_sys::{
 };
 
 pub use tabnet_node::codec::FRAGMENT;
-use tabnet_node::codec::{fragments, Reassembler};
+use tabnet_node::codec::{fragments, Reassembler, MAX_FRAME};
 /// Fragments are queued in the browser up to this; beyond, [`RtcLink::send`] keeps them here
 /// until the channel drains (so a slow peer cannot make the browser buffer without end).
 const BROWSER_BUFFER: u32 = 4 << 20;
@@ -33,9 +35,38 @@ const BROWSER_BUFFER: u32 = 4 << 20;
 /// consensus sends what matters again).
 const SEND_QUEUE_BYTES: usize = 64 << 20;
 
+/// Bytes of whole frames received and not yet taken by the node, at most (each frame counts its
+/// length and [`FRAME_OVERHEAD`]). The node takes frames every turn; an honest peer's frames
+/// in flight (a state-sync chunk, a block) stay far below.
+pub const RECEIVED_BYTES: usize = 2 * MAX_FRAME;
+/// What a received frame counts beyond its bytes, so that a flood of empty frames is capped too.
+const FRAME_OVERHEAD: usize = 64;
+
+/// Wakes the page's node loop early ([`crate::tab_subnet::TabSubnet::wait`]) when something
+/// arrives for the node (a whole frame on a link, a call handed over), so that a message does
+/// not wait out the loop's sleep: each hop of a round would otherwise add up to that sleep.
+#[derive(Clone, Default)]
+pub struct Wake(Rc<RefCell<Option<js_sys::Function>>>);
+
+impl Wake {
+    /// Resolves the loop's current wait, if it waits.
+    pub fn now(&self) {
+        if let Some(resolve) = self.0.borrow_mut().take() {
+            let _ = resolve.call0(&JsValue::NULL);
+        }
+    }
+
+    /// What the next [`Wake::now`] resolves.
+    pub fn set(&self, resolve: js_sys::Function) {
+        *self.0.borrow_mut() = Some(resolve);
+    }
+}
+
 #[derive(Default)]
 struct Received {
     frames: VecDeque<Vec<u8>>,
+    /// What `frames` hold, as [`RECEIVED_BYTES`] counts it.
+    held: usize,
     partial: Reassembler,
     open: bool,
     closed: bool,
@@ -68,7 +99,8 @@ impl Drop for RtcLink {
 }
 
 impl RtcLink {
-    pub fn new() -> Result<Self, JsValue> {
+    /// A link whose whole frames call `wake` as they arrive.
+    pub fn new(wake: Wake) -> Result<Self, JsValue> {
         let config = RtcConfiguration::new();
         config.set_ice_servers(&Array::new());
         let pc = RtcPeerConnection::new_with_configuration(&config)?;
@@ -103,7 +135,18 @@ impl RtcLink {
                 return;
             }
             match r.partial.push(&bytes.to_vec()) {
-                Ok(Some(frame)) => r.frames.push_back(frame),
+                Ok(Some(frame)) if r.held + frame.len() + FRAME_OVERHEAD > RECEIVED_BYTES => {
+                    r.error = Some(format!("the peer sent more than {RECEIVED_BYTES} bytes of frames this node had not yet taken"));
+                    r.closed = true;
+                    r.frames.clear();
+                    r.held = 0;
+                    ch.close();
+                }
+                Ok(Some(frame)) => {
+                    r.held += frame.len() + FRAME_OVERHEAD;
+                    r.frames.push_back(frame);
+                    wake.now();
+                }
                 Ok(None) => {}
                 Err(e) => {
                     r.error = Some(e);
@@ -209,7 +252,10 @@ impl RtcLink {
 
     /// The next whole frame received, if any.
     pub fn recv(&self) -> Option<Vec<u8>> {
-        self.received.borrow_mut().frames.pop_front()
+        let mut r = self.received.borrow_mut();
+        let frame = r.frames.pop_front()?;
+        r.held -= frame.len() + FRAME_OVERHEAD;
+        Some(frame)
     }
 
     /// Queues `frame` for the peer and sends what the browser's buffer takes. Returns `false`

@@ -39,7 +39,7 @@ use wasm_bindgen_futures::{spawn_local, JsFuture};
 use crate::idb::IdbStorage;
 use crate::tab_view::{Watch, RATE_WINDOW, ROUNDS_SHOWN};
 use crate::membership::{local_membership, random32, rendezvous_key, HeldLock};
-use crate::rtc::RtcLink;
+use crate::rtc::{RtcLink, Wake};
 use crate::signaling::{Inbox, ServerLink, Signaling};
 
 /// Members say hello this often (ms); a link is made again at the next hello after it closed.
@@ -134,6 +134,8 @@ pub(crate) struct Member {
     storage: StorageFigures,
     /// What the node saw, for the page's subnet view.
     watch: Watch,
+    /// Wakes the page's loop when a frame or a call arrives.
+    wake: Wake,
 }
 
 /// A protocol event as the page's event stream shows it.
@@ -291,6 +293,7 @@ impl TabSubnet {
             waiters_seen: 0,
             storage,
             watch: Watch::default(),
+            wake: Wake::default(),
         };
         Ok(TabSubnet { member: Rc::new(RefCell::new(member)) })
     }
@@ -308,6 +311,19 @@ impl TabSubnet {
         let turn = self.turn().await;
         self.member.borrow_mut().stepping = false;
         turn
+    }
+
+    /// Resolves after `ms` milliseconds, or sooner when a frame or a call arrives for the node:
+    /// the page's loop waits with it between turns.
+    pub fn wait(&self, ms: f64) -> Promise {
+        let wake = self.member.borrow().wake.clone();
+        Promise::new(&mut |resolve, _| {
+            let global = js_sys::global();
+            if let Some(set_timeout) = Reflect::get(&global, &"setTimeout".into()).ok().and_then(|f| f.dyn_into::<Function>().ok()) {
+                let _ = set_timeout.call2(&global, &resolve, &JsValue::from(ms));
+            }
+            wake.set(resolve);
+        })
     }
 
     /// Stops being a node of the subnet, as closing the tab would, but cleanly: after the turn
@@ -609,6 +625,8 @@ pub(crate) async fn serve(member: &Rc<RefCell<Member>>, method: &str, path: &str
                 if let Err(e) = m.core.submit_ingress(now_ms, Ingress { bytes: ingress }) {
                     return plain(503, e.as_bytes());
                 }
+                // (Its gossip leaves with the next turn.)
+                m.wake.now();
                 if !sync {
                     return plain(202, b"");
                 }
@@ -802,7 +820,7 @@ impl Member {
     }
 
     fn dial(&mut self, now: Time, peer: NodeIndex, shared: &Rc<RefCell<Member>>) {
-        let Ok(rtc) = RtcLink::new() else { return };
+        let Ok(rtc) = RtcLink::new(self.wake.clone()) else { return };
         let rtc = Rc::new(rtc);
         self.links[peer] = Some(Link { rtc: rtc.clone(), state: LinkState::Connecting, since: now });
         let (me, shared) = (self.index, shared.clone());
@@ -814,7 +832,7 @@ impl Member {
     }
 
     fn answer(&mut self, now: Time, peer: NodeIndex, offer: String, shared: &Rc<RefCell<Member>>) {
-        let Ok(rtc) = RtcLink::new() else { return };
+        let Ok(rtc) = RtcLink::new(self.wake.clone()) else { return };
         let rtc = Rc::new(rtc);
         // A new offer replaces whatever link there was: the peer made it again.
         self.links[peer] = Some(Link { rtc: rtc.clone(), state: LinkState::Connecting, since: now });

@@ -1,19 +1,19 @@
 //! The data-channel transport between two peer connections in headless Chromium: they connect
 //! with one offer and one answer, prove their node keys bound to both DTLS fingerprints, carry
-//! frames from empty to 5 MiB in order, cut off a peer that breaks the framing, and notice a
-//! peer that goes away.
+//! frames from empty to 5 MiB in order, cut off a peer that breaks the framing or sends more than
+//! the node takes, and notice a peer that goes away.
 #![cfg(target_arch = "wasm32")]
 
 use tabnet_consensus::handshake::{Acceptor, Connector, PeerKeys};
 use tabnet_consensus::deal;
-use tabnet_web::rtc::{sleep, RtcLink, FRAGMENT};
+use tabnet_web::rtc::{sleep, RtcLink, Wake, FRAGMENT, RECEIVED_BYTES};
 use wasm_bindgen_test::*;
 
 wasm_bindgen_test_configure!(run_in_browser);
 
 async fn connected_pair() -> (RtcLink, RtcLink) {
-    let a = RtcLink::new().unwrap();
-    let b = RtcLink::new().unwrap();
+    let a = RtcLink::new(Wake::default()).unwrap();
+    let b = RtcLink::new(Wake::default()).unwrap();
     let offer = a.offer().await.unwrap();
     let answer = b.answer(&offer).await.unwrap();
     a.accept(&answer).await.unwrap();
@@ -133,4 +133,27 @@ async fn a_peer_that_breaks_the_framing_is_cut_off() {
         sleep(25).await;
     }
     assert!(b.is_closed() && b.error().is_some());
+}
+
+#[wasm_bindgen_test]
+async fn a_peer_that_sends_more_than_the_node_takes_is_cut_off() {
+    // The node takes nothing while its peer sends 1 MiB frames: once what waits passes the cap,
+    // the link is cut and what was held is dropped.
+    let (a, b) = connected_pair().await;
+    let frame = vec![3u8; 1 << 20];
+    let mut sent = 0;
+    for _ in 0..2_000 {
+        if b.is_closed() {
+            break;
+        }
+        if sent < RECEIVED_BYTES / frame.len() + 8 {
+            assert!(a.send(&frame) || a.is_closed());
+            sent += 1;
+        }
+        a.flush();
+        sleep(5).await;
+    }
+    assert!(b.is_closed(), "{sent} frames of 1 MiB were all held");
+    assert!(b.error().unwrap().contains("not yet taken"), "{:?}", b.error());
+    assert!(b.recv().is_none(), "what was held is dropped");
 }
