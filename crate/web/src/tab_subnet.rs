@@ -379,6 +379,10 @@ impl TabSubnet {
             m.watch.after_turn(now, m.core.consensus());
             let writes = m.core.replica_mut().store_mut().take_batches();
             let checkpoints = std::mem::take(&mut m.core.checkpoints_mut().unwritten);
+            // Calls whose outcome is certified are answered before this turn's commits: a
+            // certificate is the subnet's word whether or not this node has kept it yet, and the
+            // 2f+1 nodes that signed it committed that state before they sent their shares.
+            m.wake_waiters(now);
             m.storage.steps += 1;
             m.storage.step_ms_total += performance_now() - computing;
             (writes, checkpoints, frames)
@@ -411,8 +415,9 @@ impl TabSubnet {
             storage.checkpoint_written_bytes = written;
             storage.checkpoint_ms = performance_now() - started;
         }
-        self.member.borrow_mut().wake_waiters(now);
         let mut m = self.member.borrow_mut();
+        // (Those whose wait ran out during the commits, too.)
+        m.wake_waiters(now);
         for (to, frame) in frames {
             for k in (0..m.nodes).filter(|k| to.is_none_or(|t| t == *k)) {
                 match m.faults.delay[k] {
