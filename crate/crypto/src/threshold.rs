@@ -92,7 +92,6 @@ pub fn combine(keys: &PublicKeySet, shares: &[(usize, [u8; 48])]) -> Result<[u8;
 /// Σ kᵢ·Pᵢ, the doublings shared (Straus's method, 4-bit windows from the top): about 256
 /// doublings and 78 additions a point, where one `P * k` alone takes 255 doublings and 255
 /// additions (it is constant-time, for secret scalars; these scalars and points are public).
-/// In wasm32 that makes combining 3 shares about 3 times faster.
 fn sum_of_multiples(terms: &[(G1Affine, Scalar)]) -> G1Projective {
     // For each point, its multiples 0·P to 15·P.
     let tables: Vec<[G1Projective; 16]> = terms
