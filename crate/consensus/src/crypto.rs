@@ -150,11 +150,13 @@ impl BlsCrypto {
     }
 
     fn hashed(&self, msg: &[u8]) -> HashedMessage {
-        let mut kept = self.hashed.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some((_, hashed)) = kept.iter().find(|(m, _)| m == msg) {
+        let lock = || self.hashed.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((_, hashed)) = lock().iter().find(|(m, _)| m == msg) {
             return *hashed;
         }
+        // (Hashed outside the lock: other threads' checks do not wait for it.)
         let hashed = bls::hash_message(msg);
+        let mut kept = lock();
         if kept.len() == HASHED_KEPT {
             kept.pop_front();
         }

@@ -8,8 +8,8 @@
 //! fetches chunks from several peers at once, checks each against the manifest, and asks
 //! another peer when one is silent or lies. The manifest is asked of every peer at once, and
 //! chunks first of the peers that answered: a node that comes back to find most of its peers
-//! gone does not wait out a timeout for each chunk it asked of them. Chunks it already holds (from an earlier, abandoned
-//! sync) are not fetched again.
+//! gone does not wait out a timeout for each chunk it asked of them. Chunks it already holds
+//! (from an earlier, abandoned sync) are not fetched again.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::sync::Arc;
@@ -323,7 +323,8 @@ impl StateSync {
                 self.send(now, Part::Manifest, 0);
                 // The others too (a small message): any peer's manifest is taken, and whoever
                 // answers is there to be asked for chunks.
-                let (height, asked) = (self.height(), self.in_flight[&Part::Manifest].peer);
+                let Some(asked) = self.in_flight.get(&Part::Manifest).map(|f| f.peer) else { return };
+                let height = self.height();
                 for peer in self.peers.iter().copied().filter(|p| *p != asked) {
                     self.outputs.push_back((peer, SyncMessage::ManifestRequest { height }));
                 }
@@ -429,6 +430,13 @@ mod tests {
         let (bytes, rejected, _) = sync(&good, &[(1, Some(bad)), (2, Some(good.clone()))]);
         assert_eq!(bytes, state);
         assert!(rejected.get(&1).is_some_and(|n| *n >= 1));
+    }
+
+    #[test]
+    fn a_sync_with_no_peers_waits_and_asks_no_one() {
+        let good = Checkpoint::new(3, vec![1; 10]);
+        let mut s = StateSync::new(0, cup_for(&good), Vec::new(), 2_000);
+        assert!(s.poll().is_none() && !s.is_complete());
     }
 
     #[test]

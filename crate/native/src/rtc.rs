@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
-use tabnet_node::codec::{channel_binding, fragments, Reassembler, MAX_FRAME};
+use tabnet_node::codec::{channel_binding, fragments, Reassembler, FRAME_OVERHEAD, MAX_FRAME};
 use tokio::sync::{mpsc, Notify, OwnedSemaphorePermit, Semaphore};
 use webrtc::api::setting_engine::SettingEngine;
 use webrtc::api::{APIBuilder, API};
@@ -32,8 +32,6 @@ const CHANNEL_BUFFER: usize = 4 << 20;
 /// [`FRAME_OVERHEAD`]; the reader applies the member's inbox budget as it takes them). Beyond,
 /// the channel's reader waits, and SCTP's flow control holds the peer back.
 const RECEIVED_BYTES: usize = MAX_FRAME + (1 << 20);
-/// What a received frame counts beyond its bytes, so that a flood of empty frames is capped too.
-const FRAME_OVERHEAD: usize = 64;
 /// ICE gathering (host candidates only: no ICE servers) finishes within this.
 const GATHERING_TIMEOUT: Duration = Duration::from_secs(5);
 

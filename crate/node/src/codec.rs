@@ -6,6 +6,9 @@ use tabnet_consensus::Message;
 
 /// Frames larger than this are refused (a block of 4 MiB of ingress, a catch-up of 8 MiB fit).
 pub const MAX_FRAME: usize = 16 << 20;
+/// What a frame received and not yet taken counts beyond its bytes, against a link's cap on
+/// such frames (so that a flood of empty frames is capped too).
+pub const FRAME_OVERHEAD: usize = 64;
 
 pub fn encode(message: &Message) -> Vec<u8> {
     crate::cbor(message)

@@ -27,7 +27,7 @@ use web_sys::{
 };
 
 pub use tabnet_node::codec::FRAGMENT;
-use tabnet_node::codec::{fragments, Reassembler, MAX_FRAME};
+use tabnet_node::codec::{fragments, Reassembler, FRAME_OVERHEAD, MAX_FRAME};
 /// Fragments are queued in the browser up to this; beyond, [`RtcLink::send`] keeps them here
 /// until the channel drains (so a slow peer cannot make the browser buffer without end).
 const BROWSER_BUFFER: u32 = 4 << 20;
@@ -39,8 +39,6 @@ const SEND_QUEUE_BYTES: usize = 64 << 20;
 /// length and [`FRAME_OVERHEAD`]). The node takes frames every turn; an honest peer's frames
 /// in flight (a state-sync chunk, a block) stay far below.
 pub const RECEIVED_BYTES: usize = 2 * MAX_FRAME;
-/// What a received frame counts beyond its bytes, so that a flood of empty frames is capped too.
-const FRAME_OVERHEAD: usize = 64;
 
 /// Wakes the page's node loop early ([`crate::tab_subnet::TabSubnet::wait`]) when something
 /// arrives for the node (a whole frame on a link, a call handed over), so that a message does
@@ -312,12 +310,14 @@ impl RtcLink {
 
 /// Resolves after `ms` milliseconds (in a page or a worker).
 pub async fn sleep(ms: i32) {
-    let promise = Promise::new(&mut |resolve, _| {
-        let global = js_sys::global();
-        let set_timeout = Reflect::get(&global, &"setTimeout".into()).ok().and_then(|f| f.dyn_into::<js_sys::Function>().ok());
-        if let Some(set_timeout) = set_timeout {
-            let _ = set_timeout.call2(&global, &resolve, &JsValue::from(ms));
-        }
-    });
+    let promise = Promise::new(&mut |resolve, _| set_timeout(&resolve, f64::from(ms)));
     let _ = JsFuture::from(promise).await;
+}
+
+/// Calls `f` after `ms` milliseconds (`setTimeout`, in a page or a worker).
+pub fn set_timeout(f: &js_sys::Function, ms: f64) {
+    let global = js_sys::global();
+    if let Some(set_timeout) = Reflect::get(&global, &"setTimeout".into()).ok().and_then(|f| f.dyn_into::<js_sys::Function>().ok()) {
+        let _ = set_timeout.call2(&global, f, &JsValue::from(ms));
+    }
 }

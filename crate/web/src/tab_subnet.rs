@@ -318,10 +318,7 @@ impl TabSubnet {
     pub fn wait(&self, ms: f64) -> Promise {
         let wake = self.member.borrow().wake.clone();
         Promise::new(&mut |resolve, _| {
-            let global = js_sys::global();
-            if let Some(set_timeout) = Reflect::get(&global, &"setTimeout".into()).ok().and_then(|f| f.dyn_into::<Function>().ok()) {
-                let _ = set_timeout.call2(&global, &resolve, &JsValue::from(ms));
-            }
+            crate::rtc::set_timeout(&resolve, ms);
             wake.set(resolve);
         })
     }
