@@ -630,9 +630,39 @@ fn validate_settings(env: &ExecutionEnvironment, s: &CanisterSettings) -> Result
         });
     }
     if let Some(vars) = &s.environment_variables {
-        v.environment_variables = Some(vars.iter().map(|e| (e.name.clone(), e.value.clone())).collect());
+        v.environment_variables = Some(validate_env_vars(vars)?);
     }
     Ok(v)
+}
+
+/// The variables as `ic0.env_var_*` sees them: sorted by name (the IC keeps them in a map, so
+/// `env_var_name_*` indexes them in that order), names unique (spec), within the IC's limits.
+fn validate_env_vars(vars: &[EnvironmentVariable]) -> Result<Vec<(String, String)>, UserError> {
+    use crate::system_api::{MAX_ENV_VARS, MAX_ENV_VAR_NAME_BYTES, MAX_ENV_VAR_VALUE_BYTES};
+    if vars.len() > MAX_ENV_VARS {
+        return Err(invalid_settings(format!(
+            "Too many environment variables: {} (maximum is {MAX_ENV_VARS})",
+            vars.len()
+        )));
+    }
+    let mut sorted: Vec<(String, String)> = vars.iter().map(|e| (e.name.clone(), e.value.clone())).collect();
+    sorted.sort();
+    for (i, (name, value)) in sorted.iter().enumerate() {
+        if name.len() > MAX_ENV_VAR_NAME_BYTES {
+            return Err(invalid_settings(format!(
+                "Environment variable name \"{name}\" exceeds the maximum allowed length of {MAX_ENV_VAR_NAME_BYTES}"
+            )));
+        }
+        if value.len() > MAX_ENV_VAR_VALUE_BYTES {
+            return Err(invalid_settings(format!(
+                "Environment variable value of \"{name}\" exceeds the maximum allowed length of {MAX_ENV_VAR_VALUE_BYTES}"
+            )));
+        }
+        if i > 0 && sorted[i - 1].0 == *name {
+            return Err(invalid_settings(format!("Duplicate environment variable name \"{name}\"")));
+        }
+    }
+    Ok(sorted)
 }
 
 // ---- helpers ----

@@ -376,6 +376,7 @@ impl QueryTarget for &QueryState {
             instruction_limit: limit,
             ..p.params.clone()
         };
+        exec.set_env_vars(&p.canister.system.settings.environment_variables);
         crate::hypervisor::execute(exec, entry, api, &view, &params)
     }
 

@@ -241,7 +241,7 @@ impl ExecutionEnvironment {
             let calls_allowed = self.calls_allowed(&id);
             let c = self.state.canister_mut(&id).expect("listed canister exists");
             let (Some(mut exec), Some(long)) = (c.execution.take(), c.system.long_execution.take()) else { continue };
-            match replay_slices(&mut exec, &long, slice, calls_allowed) {
+            match replay_slices(&mut exec, &long, slice, calls_allowed, &c.system.settings.environment_variables) {
                 crate::hypervisor::Step::Paused { .. } => {
                     let c = self.state.canister_mut(&id).expect("listed canister exists");
                     c.execution = Some(exec);
@@ -788,6 +788,7 @@ impl ExecutionEnvironment {
         let view = SystemStateView { call_context_instructions, ..self.view(c, time, replicated) };
         let max_reply = if replicated { self.config.max_reply_bytes } else { self.config.max_reply_bytes_query };
         let params = self.params(c, exec.is_wasm64(), instruction_limit, max_reply);
+        exec.set_env_vars(&c.system.settings.environment_variables);
         let outcome = crate::hypervisor::execute(exec, entry, api, &view, &params);
         if replicated {
             self.round.instructions = self.round.instructions.saturating_add(outcome.instructions_used);
@@ -805,11 +806,15 @@ pub(crate) fn replay_slices(
     long: &crate::state::LongExecution,
     slice: u64,
     calls_allowed: u64,
+    env_vars: &[(String, String)],
 ) -> crate::hypervisor::Step {
     use crate::hypervisor::Step;
     // While paused, `fuel_given` is a whole number of slices (see `run_slice`).
     let slices = long.fuel_given.div_ceil(slice);
     exec.limit_calls(calls_allowed);
+    // Settings do not change while a message runs in slices (management calls about the
+    // canister wait), so these are the variables the other replicas' run saw.
+    exec.set_env_vars(env_vars);
     let mut step = exec.execute_sliced(&long.entry, long.api.clone(), &long.sys, &long.params, slice);
     for _ in 1..slices {
         match step {

@@ -38,8 +38,12 @@ pub const MAX_CALLS_PER_EXECUTION: usize = 500;
 /// same-subnet calls of the largest size (10 MiB); tabnet's own limit, the IC bounds this
 /// by its subnet's message memory.
 pub const MAX_CALL_BYTES_PER_EXECUTION: usize = 50 << 20;
-/// Longest environment variable name (no variables are set on this node).
-const MAX_ENV_VAR_NAME_BYTES: usize = 128;
+/// Limits of a canister's environment variables: the IC's (`ic_config`'s
+/// `MAX_ENVIRONMENT_VARIABLES`, `..._NAME_LENGTH`, `..._VALUE_LENGTH`); `update_settings`
+/// enforces them, `ic0.env_var_*` traps on longer names.
+pub const MAX_ENV_VARS: usize = 20;
+pub const MAX_ENV_VAR_NAME_BYTES: usize = 128;
+pub const MAX_ENV_VAR_VALUE_BYTES: usize = 128;
 /// Fees of the threshold-key services (mainnet, for a 13-node subnet). This node does not
 /// offer them yet; `cost_*` report what the IC charges so that canisters attach enough.
 const THRESHOLD_KEY_FEE_13_NODES: u128 = 10_000_000_000;
@@ -156,6 +160,9 @@ pub(crate) struct SystemApi {
     /// What this execution printed: bounded like the canister log it goes to (the IC keeps a
     /// 4 KiB buffer per execution too), so printing in a loop cannot grow host memory.
     logs: CanisterLog,
+    /// The canister's environment variables (its settings), in the order `ic0.env_var_name_*`
+    /// indexes them.
+    env_vars: Vec<(String, String)>,
 }
 
 /// What an execution leaves behind besides its Wasm state.
@@ -195,6 +202,7 @@ impl SystemApi {
             calls_allowed: u64::MAX,
             changes: SystemStateChanges::default(),
             logs: CanisterLog::default(),
+            env_vars: Vec::new(),
         }
     }
 
@@ -205,6 +213,12 @@ impl SystemApi {
     /// Bounds the calls this execution may make (see `calls_allowed`); unbounded by default.
     pub fn with_calls_allowed(mut self, calls_allowed: u64) -> Self {
         self.calls_allowed = calls_allowed;
+        self
+    }
+
+    /// The canister's environment variables, as `update_settings` stored them.
+    pub fn with_env_vars(mut self, env_vars: Vec<(String, String)>) -> Self {
+        self.env_vars = env_vars;
         self
     }
 
@@ -647,34 +661,50 @@ impl SystemApi {
         }
     }
 
-    // ---- environment variables: none are set on this node ----
+    // ---- environment variables (the canister's settings) ----
+
+    pub fn env_var_count(&self) -> usize {
+        self.env_vars.len()
+    }
 
     pub fn env_var_name_exists(&self, name: &[u8]) -> Result<bool, UserError> {
-        Self::check_env_var_name("env_var_name_exists", name)?;
-        Ok(false)
+        let name = Self::check_env_var_name("env_var_name_exists", name)?;
+        Ok(self.env_var(name).is_some())
     }
 
+    /// Traps when no variable has that name (spec).
     pub fn env_var_value(&self, name: &[u8], fn_name: &str) -> Result<&[u8], UserError> {
-        Self::check_env_var_name(fn_name, name)?;
-        Err(Self::violation(fn_name, format!("environment variable \"{}\" is not set", String::from_utf8_lossy(name))))
+        let name = Self::check_env_var_name(fn_name, name)?;
+        self.env_var(name)
+            .map(str::as_bytes)
+            .ok_or_else(|| Self::violation(fn_name, format!("environment variable \"{name}\" is not set")))
     }
 
+    /// Traps when `index` is not below `env_var_count` (spec).
     pub fn env_var_name(&self, index: u64, fn_name: &str) -> Result<&[u8], UserError> {
-        Err(Self::violation(
-            fn_name,
-            format!("Environment variable index {index} is out of bounds. The number of environment variables is 0."),
-        ))
+        usize::try_from(index).ok().and_then(|i| self.env_vars.get(i)).map(|(name, _)| name.as_bytes()).ok_or_else(|| {
+            Self::violation(
+                fn_name,
+                format!(
+                    "Environment variable index {index} is out of bounds. The number of environment variables is {}.",
+                    self.env_vars.len()
+                ),
+            )
+        })
     }
 
-    fn check_env_var_name(fn_name: &str, name: &[u8]) -> Result<(), UserError> {
+    fn env_var(&self, name: &str) -> Option<&str> {
+        self.env_vars.iter().find(|(n, _)| n == name).map(|(_, value)| value.as_str())
+    }
+
+    fn check_env_var_name<'n>(fn_name: &str, name: &'n [u8]) -> Result<&'n str, UserError> {
         if name.len() > MAX_ENV_VAR_NAME_BYTES {
             return Err(Self::violation(
                 fn_name,
                 format!("the variable name is {} bytes long, more than {MAX_ENV_VAR_NAME_BYTES}", name.len()),
             ));
         }
-        std::str::from_utf8(name).map_err(|_| Self::violation(fn_name, "the variable name is not valid UTF-8"))?;
-        Ok(())
+        std::str::from_utf8(name).map_err(|_| Self::violation(fn_name, "the variable name is not valid UTF-8"))
     }
 
     // ---- logs ----

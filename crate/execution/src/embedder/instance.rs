@@ -103,6 +103,8 @@ pub struct ExecutionState {
     paused: Option<Box<Paused>>,
     /// Calls the next execution may make ([`Self::limit_calls`]); unbounded when not set.
     calls_allowed: Option<u64>,
+    /// The environment variables the next execution sees ([`Self::set_env_vars`]).
+    env_vars: Option<Vec<(String, String)>>,
 }
 
 /// How (part of) a message's execution ended.
@@ -275,6 +277,13 @@ impl ExecutionState {
         self.calls_allowed = Some(calls_allowed);
     }
 
+    /// The canister's environment variables for the next execution started on this instance
+    /// (`ic0.env_var_*`; they stay with it through its slices). They are canister settings,
+    /// not Wasm state, so the scheduler hands them over for each execution; none when not set.
+    pub fn set_env_vars(&mut self, env_vars: &[(String, String)]) {
+        self.env_vars = Some(env_vars.to_vec());
+    }
+
     /// Whether a message is paused between slices.
     pub fn is_paused(&self) -> bool {
         self.paused.is_some()
@@ -363,6 +372,7 @@ impl ExecutionState {
             heap_before_current: false,
             paused: None,
             calls_allowed: None,
+            env_vars: None,
         })
     }
 
@@ -467,7 +477,9 @@ impl ExecutionState {
         }
         match self.instance.get_func(&self.store, START_EXPORT) {
             Some(start) => {
+                // `(start)` may not read the environment (spec: env_var_* are not allowed there).
                 self.calls_allowed = None;
+                self.env_vars = None;
                 self.run(start, &[], ApiType::Start, sys, params, slice)
             }
             None => Step::Done(failed_outcome(UserError::new(ErrorCode::CanisterWasmEngineError, "instrumented start not found"))),
@@ -492,7 +504,10 @@ impl ExecutionState {
                 return failed_outcome(e);
             }
             return match self.try_clone() {
-                Ok(mut scratch) => scratch.execute(entry, api, sys, params),
+                Ok(mut scratch) => {
+                    scratch.env_vars = self.env_vars.take();
+                    scratch.execute(entry, api, sys, params)
+                }
                 Err(e) => failed_outcome(e),
             };
         }
@@ -513,8 +528,9 @@ impl ExecutionState {
         params: &ExecutionParameters,
         slice: u64,
     ) -> Step {
-        // The bound set for this execution, if any, goes with it (and no further).
+        // The bound and variables set for this execution, if any, go with it (and no further).
         let calls_allowed = self.calls_allowed.take().unwrap_or(u64::MAX);
+        let env_vars = self.env_vars.take();
         if self.paused.is_some() {
             let e = UserError::new(ErrorCode::CanisterWasmEngineError, "the canister has a paused execution");
             return Step::Done(failed_outcome(e));
@@ -532,6 +548,7 @@ impl ExecutionState {
         };
         // (Re-instantiation made a new `self`: the bound goes on to it here.)
         self.calls_allowed = Some(calls_allowed);
+        self.env_vars = env_vars;
         self.run(func, &args, api, sys, params, slice)
     }
 
@@ -593,11 +610,13 @@ impl ExecutionState {
     ) -> Step {
         let context = Context::of(&api);
         let calls_allowed = self.calls_allowed.take().unwrap_or(u64::MAX);
+        let env_vars = self.env_vars.take().unwrap_or_default();
         let saved = self.save();
         let first = slice.min(params.instruction_limit);
         let host = self.store.data_mut();
         host.stable.begin();
-        host.api = Some(SystemApi::new(api, sys.clone(), params.clone()).with_calls_allowed(calls_allowed));
+        host.api =
+            Some(SystemApi::new(api, sys.clone(), params.clone()).with_calls_allowed(calls_allowed).with_env_vars(env_vars));
         host.limiter = HeapLimiter { limit: params.wasm_memory_limit, exceeded: None };
         host.fuel_reserve = params.instruction_limit - first;
         let result = self.store.set_fuel(first).and_then(|()| func.call_resumable(&mut self.store, args, &mut []));

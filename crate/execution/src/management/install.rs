@@ -172,7 +172,9 @@ impl InstallProgress {
     /// last hook ended (`Ok(Some)`: the new instance). A hook that ends within the slice leaves
     /// the rest of it to the next one; a hook is never started with nothing left of the slice.
     /// Deterministic: the same slices bring every replica to the same instruction.
-    fn advance(&mut self, r: &LongInstall, slice: u64) -> Result<Option<ExecutionState>, UserError> {
+    /// `env_vars`: the canister's environment variables, which its hooks see (settings do
+    /// not change while an install runs: management calls about the canister wait).
+    fn advance(&mut self, r: &LongInstall, slice: u64, env_vars: &[(String, String)]) -> Result<Option<ExecutionState>, UserError> {
         let limit = r.params.instruction_limit;
         let mut fuel = slice;
         loop {
@@ -195,7 +197,10 @@ impl InstallProgress {
                 } else {
                     let params = ExecutionParameters { instruction_limit: limit.saturating_sub(self.consumed), ..r.params.clone() };
                     match entry {
-                        Some(name) => exec.execute_sliced(&EntryPoint::Export(name.into()), api_of(r, name), &r.sys, &params, fuel),
+                        Some(name) => {
+                            exec.set_env_vars(env_vars);
+                            exec.execute_sliced(&EntryPoint::Export(name.into()), api_of(r, name), &r.sys, &params, fuel)
+                        }
                         None => exec.start_sliced(&r.sys, &params, fuel),
                     }
                 };
@@ -283,7 +288,8 @@ pub(crate) fn run_slice(env: &mut ExecutionEnvironment, id: &CanisterId, module:
         Ok(p) => p,
         Err(e) => return finish(env, id, *record, None, Err(e)),
     };
-    let result = progress.advance(&record, env.slice_instructions.max(1));
+    let env_vars = &env.state.canisters[id].system.settings.environment_variables;
+    let result = progress.advance(&record, env.slice_instructions.max(1), env_vars);
     record.slices += 1;
     let used = progress.instructions_used();
     env.count_round_instructions(used.saturating_sub(record.instructions_used));
@@ -318,7 +324,7 @@ pub(crate) fn catch_up(env: &mut ExecutionEnvironment, id: &CanisterId) {
     let mut progress = start(&record, None, c.execution.as_ref());
     if let Ok(p) = progress.as_mut() {
         for _ in 0..record.slices {
-            result = p.advance(&record, slice);
+            result = p.advance(&record, slice, &c.system.settings.environment_variables);
             if !matches!(result, Ok(None)) {
                 break;
             }

@@ -119,15 +119,17 @@ impl ExecutionEnvironment {
         };
         let slice = self.slice_instructions.max(1);
         let calls_allowed = self.calls_allowed(id);
+        let env_vars = &self.state.canisters[id].system.settings.environment_variables;
         let step = if exec.is_paused() {
             exec.resume(slice)
         } else if long.fuel_given == 0 {
             exec.limit_calls(calls_allowed);
+            exec.set_env_vars(env_vars);
             exec.execute_sliced(&long.entry, long.api.clone(), &long.sys, &long.params, slice)
         } else {
             // Paused on the other replicas, lost here (a restart): run it again to where they
             // paused it (counted already), then give it its slice.
-            match super::replay_slices(&mut exec, &long, slice, calls_allowed) {
+            match super::replay_slices(&mut exec, &long, slice, calls_allowed, env_vars) {
                 Step::Paused { .. } => exec.resume(slice),
                 done => done,
             }

@@ -77,6 +77,7 @@ pub struct CanisterSettings {
     pub wasm_memory_limit: u64,
     pub wasm_memory_threshold: u64,
     pub log_visibility: LogVisibility,
+    /// Sorted by name (see `management::validate_env_vars`).
     pub environment_variables: Vec<(String, String)>,
 }
 

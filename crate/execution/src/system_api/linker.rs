@@ -576,7 +576,7 @@ fn threshold_cost<P: Ptr>(
 fn define_env_vars<P: Ptr>(l: &mut Linker<HostState>) -> Result<(), LinkerError> {
     let f = spec("env_var_count");
     l.func_wrap("ic0", f.name, move |mut c: Caller<'_, HostState>| -> Result<P, Error> {
-        syscall(&mut c, f, 0, |_| Ok(P::from_u64(0)))
+        syscall(&mut c, f, 0, |cx| Ok(P::from_u64(cx.api.env_var_count() as u64)))
     })?;
     let f = spec("env_var_name_size");
     l.func_wrap("ic0", f.name, move |mut c: Caller<'_, HostState>, index: P| -> Result<P, Error> {

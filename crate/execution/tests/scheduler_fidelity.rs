@@ -1,0 +1,108 @@
+//! Interface-spec rules that tabnet got wrong once (issue 14's fidelity bugs): environment
+//! variables reach `ic0.env_var_*`.
+
+#[cfg(target_arch = "wasm32")]
+use wasm_bindgen_test::wasm_bindgen_test as test;
+#[cfg(target_arch = "wasm32")]
+wasm_bindgen_test::wasm_bindgen_test_configure!(run_in_browser);
+
+mod scheduler_support;
+
+use scheduler_support::*;
+use tabnet_execution::management::types::*;
+use tabnet_types::{CanisterId, ErrorCode};
+
+/// Reads its environment: `count` (u32 LE, also as `count_at_init` as `canister_init` saw
+/// it), `name` (argument: u32 LE index), `value` and `exists` (argument: the name).
+fn env_wat() -> Vec<u8> {
+    wat(&format!(
+        r#"(module {IMPORTS}
+  (import "ic0" "env_var_count" (func $env_count (result i32)))
+  (import "ic0" "env_var_name_size" (func $env_name_size (param i32) (result i32)))
+  (import "ic0" "env_var_name_copy" (func $env_name_copy (param i32 i32 i32 i32)))
+  (import "ic0" "env_var_name_exists" (func $env_exists (param i32 i32) (result i32)))
+  (import "ic0" "env_var_value_size" (func $env_value_size (param i32 i32) (result i32)))
+  (import "ic0" "env_var_value_copy" (func $env_value_copy (param i32 i32 i32 i32 i32)))
+  (memory (export "memory") 1)
+  (func (export "canister_init") (i32.store (i32.const 0) (call $env_count)))
+  (func (export "canister_query count_at_init")
+    (call $reply_append (i32.const 0) (i32.const 4)) (call $reply))
+  (func (export "canister_update count")
+    (i32.store (i32.const 4) (call $env_count))
+    (call $reply_append (i32.const 4) (i32.const 4)) (call $reply))
+  (func (export "canister_query name") (local $i i32) (local $n i32)
+    (call $arg_copy (i32.const 8) (i32.const 0) (i32.const 4))
+    (local.set $i (i32.load (i32.const 8)))
+    (local.set $n (call $env_name_size (local.get $i)))
+    (call $env_name_copy (local.get $i) (i32.const 1024) (i32.const 0) (local.get $n))
+    (call $reply_append (i32.const 1024) (local.get $n)) (call $reply))
+  (func (export "canister_query value") (local $len i32) (local $n i32)
+    (local.set $len (call $arg_size))
+    (call $arg_copy (i32.const 2048) (i32.const 0) (local.get $len))
+    (local.set $n (call $env_value_size (i32.const 2048) (local.get $len)))
+    (call $env_value_copy (i32.const 2048) (local.get $len) (i32.const 4096) (i32.const 0) (local.get $n))
+    (call $reply_append (i32.const 4096) (local.get $n)) (call $reply))
+  (func (export "canister_query exists") (local $len i32)
+    (local.set $len (call $arg_size))
+    (call $arg_copy (i32.const 2048) (i32.const 0) (local.get $len))
+    (i32.store8 (i32.const 12) (call $env_exists (i32.const 2048) (local.get $len)))
+    (call $reply_append (i32.const 12) (i32.const 1)) (call $reply))
+)"#
+    ))
+}
+
+fn vars(pairs: &[(&str, &str)]) -> Option<Vec<EnvironmentVariable>> {
+    Some(pairs.iter().map(|(name, value)| EnvironmentVariable { name: name.to_string(), value: value.to_string() }).collect())
+}
+
+fn update_settings(t: &mut Env, id: CanisterId, settings: CanisterSettings) -> Outcome {
+    t.mgmt(user(), "update_settings", &UpdateSettingsArgs { canister_id: id, settings, sender_canister_version: None })
+}
+
+#[test]
+fn environment_variables_of_the_settings_are_what_the_canister_reads() {
+    let mut t = Env::new();
+    let create = ProvisionalCreateCanisterWithCyclesArgs {
+        settings: Some(CanisterSettings {
+            environment_variables: vars(&[("NETWORK", "local"), ("API_KEY", "k1")]),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let reply = t.mgmt(user(), "provisional_create_canister_with_cycles", &create).unwrap();
+    let id = candid::decode_one::<CreateCanisterResult>(&reply).unwrap().canister_id;
+    t.install(id, &env_wat());
+
+    // canister_init, updates and queries see them, indexed in name order.
+    assert_eq!(t.query(user(), id, "count_at_init", vec![]).unwrap(), 2u32.to_le_bytes());
+    assert_eq!(t.update(id, "count", vec![]).unwrap(), 2u32.to_le_bytes());
+    assert_eq!(t.query(user(), id, "name", 0u32.to_le_bytes().to_vec()).unwrap(), b"API_KEY");
+    assert_eq!(t.query(user(), id, "name", 1u32.to_le_bytes().to_vec()).unwrap(), b"NETWORK");
+    assert_eq!(t.query(user(), id, "value", b"NETWORK".to_vec()).unwrap(), b"local");
+    assert_eq!(t.query(user(), id, "exists", b"API_KEY".to_vec()).unwrap(), [1]);
+    assert_eq!(t.query(user(), id, "exists", b"HOME".to_vec()).unwrap(), [0]);
+    // An unknown name or an index past the count traps (spec).
+    assert_eq!(t.query(user(), id, "value", b"HOME".to_vec()).unwrap_err().2, ErrorCode::CanisterContractViolation);
+    let past = t.query(user(), id, "name", 2u32.to_le_bytes().to_vec()).unwrap_err();
+    assert!(past.1.contains("out of bounds"), "{past:?}");
+
+    // update_settings replaces them, and the next execution sees the new ones.
+    update_settings(&mut t, id, CanisterSettings { environment_variables: vars(&[("NETWORK", "ic")]), ..Default::default() })
+        .unwrap();
+    assert_eq!(t.update(id, "count", vec![]).unwrap(), 1u32.to_le_bytes());
+    assert_eq!(t.query(user(), id, "value", b"NETWORK".to_vec()).unwrap(), b"ic");
+    assert_eq!(t.status(id).settings.environment_variables, vars(&[("NETWORK", "ic")]).unwrap());
+
+    // Names are unique (spec); count and lengths within the IC's limits.
+    let duplicate = vars(&[("A", "1"), ("A", "2")]);
+    let e = update_settings(&mut t, id, CanisterSettings { environment_variables: duplicate, ..Default::default() });
+    assert_eq!(e.unwrap_err().2, ErrorCode::CanisterContractViolation);
+    let many: Vec<(String, String)> = (0..21).map(|i| (format!("V{i}"), String::new())).collect();
+    let many: Vec<(&str, &str)> = many.iter().map(|(n, v)| (n.as_str(), v.as_str())).collect();
+    let e = update_settings(&mut t, id, CanisterSettings { environment_variables: vars(&many), ..Default::default() });
+    assert_eq!(e.unwrap_err().2, ErrorCode::CanisterContractViolation);
+    let long = "x".repeat(129);
+    let e = update_settings(&mut t, id, CanisterSettings { environment_variables: vars(&[("V", &long)]), ..Default::default() });
+    assert_eq!(e.unwrap_err().2, ErrorCode::CanisterContractViolation);
+    assert_eq!(t.update(id, "count", vec![]).unwrap(), 1u32.to_le_bytes(), "a refused update changes nothing");
+}
