@@ -343,6 +343,8 @@ pub(crate) fn uninstall(env: &mut ExecutionEnvironment, id: &CanisterId) {
     let Some(c) = env.state.canister_mut(id) else { return };
     c.execution = None;
     c.system.certified_data.clear();
+    // Uninstalling purges the log (spec).
+    c.system.log.clear();
     c.system.global_timer = 0;
     c.system.canister_version += 1;
     c.system.total_num_changes += 1;

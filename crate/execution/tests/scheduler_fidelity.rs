@@ -1,5 +1,5 @@
 //! Interface-spec rules that tabnet got wrong once (issue 14's fidelity bugs): environment
-//! variables reach `ic0.env_var_*`.
+//! variables reach `ic0.env_var_*`, and the log is purged on reinstall and uninstall.
 
 #[cfg(target_arch = "wasm32")]
 use wasm_bindgen_test::wasm_bindgen_test as test;
@@ -8,9 +8,10 @@ wasm_bindgen_test::wasm_bindgen_test_configure!(run_in_browser);
 
 mod scheduler_support;
 
+use candid::Encode;
 use scheduler_support::*;
 use tabnet_execution::management::types::*;
-use tabnet_types::{CanisterId, ErrorCode};
+use tabnet_types::{CanisterId, ErrorCode, MANAGEMENT_CANISTER};
 
 /// Reads its environment: `count` (u32 LE, also as `count_at_init` as `canister_init` saw
 /// it), `name` (argument: u32 LE index), `value` and `exists` (argument: the name).
@@ -105,4 +106,36 @@ fn environment_variables_of_the_settings_are_what_the_canister_reads() {
     let e = update_settings(&mut t, id, CanisterSettings { environment_variables: vars(&[("V", &long)]), ..Default::default() });
     assert_eq!(e.unwrap_err().2, ErrorCode::CanisterContractViolation);
     assert_eq!(t.update(id, "count", vec![]).unwrap(), 1u32.to_le_bytes(), "a refused update changes nothing");
+}
+
+fn logs(t: &mut Env, id: CanisterId) -> Vec<CanisterLogRecord> {
+    let arg = Encode!(&CanisterIdRecord { canister_id: id }).unwrap();
+    let reply = t.query(user(), MANAGEMENT_CANISTER, "fetch_canister_logs", arg).unwrap();
+    candid::decode_one::<FetchCanisterLogsResult>(&reply).unwrap().canister_log_records
+}
+
+#[test]
+fn reinstall_and_uninstall_purge_the_log_and_an_upgrade_keeps_it() {
+    let mut t = Env::new();
+    let id = t.deploy(&counter_wat());
+    t.update(id, "print", vec![]).unwrap();
+    assert_eq!(logs(&mut t, id).len(), 1);
+
+    t.install_mode(id, &counter_wat(), Encode!().unwrap(), CanisterInstallMode::Upgrade(None)).unwrap();
+    assert_eq!(logs(&mut t, id).len(), 1, "an upgrade keeps the log");
+
+    t.install_mode(id, &counter_wat(), Encode!().unwrap(), CanisterInstallMode::Reinstall).unwrap();
+    assert!(logs(&mut t, id).is_empty(), "a reinstall purges the log");
+    t.update(id, "print", vec![]).unwrap();
+    let after = logs(&mut t, id);
+    assert_eq!(after.len(), 1);
+    assert_eq!(after[0].idx, 1, "indices go on after a purge");
+
+    // A reinstall that fails changes nothing: the log stays.
+    let e = t.install_mode(id, b"not wasm", Encode!().unwrap(), CanisterInstallMode::Reinstall);
+    assert!(e.is_err());
+    assert!(!logs(&mut t, id).is_empty());
+
+    t.mgmt(user(), "uninstall_code", &UninstallCodeArgs { canister_id: id, sender_canister_version: None }).unwrap();
+    assert!(logs(&mut t, id).is_empty(), "uninstalling purges the log");
 }

@@ -382,6 +382,11 @@ fn finish(
             c.install = None;
             let (logs, certified_data, timer) =
                 progress.map_or((Vec::new(), None, None), |p| (p.logs, p.new_certified_data, p.new_global_timer));
+            // A reinstall purges the log (spec; an upgrade keeps it); the new code's hooks
+            // start the new one.
+            if matches!(record.mode, InstallMode::Install { reinstall: true }) && matches!(result, Ok(Some(_))) {
+                c.system.log.clear();
+            }
             for log in logs {
                 c.system.log.push(log);
             }

@@ -364,6 +364,13 @@ impl CanisterLog {
         }
     }
 
+    /// Drops every record (reinstall, uninstall); indices go on counting, so that a reader
+    /// that fetched up to some index never sees that index again for another record.
+    pub fn clear(&mut self) {
+        self.records.clear();
+        self.bytes = 0;
+    }
+
     /// The records as one execution reports them (without indices).
     pub fn into_records(self) -> Vec<LogRecord> {
         self.records.into_iter().map(|e| LogRecord { timestamp_nanos: e.timestamp_nanos, content: e.content }).collect()
