@@ -103,7 +103,9 @@ pub(crate) fn check_ingress(env: &ExecutionEnvironment, msg: &IngressMessage) ->
             .state
             .canister(&id)
             .ok_or_else(|| UserError::new(ErrorCode::CanisterNotFound, format!("Canister {id} not found")))?;
-        if !c.system.is_controller(&msg.sender) {
+        let may_read_status =
+            m == "canister_status" && c.system.settings.status_visibility.allows(&msg.sender, &c.system.controllers);
+        if !c.system.is_controller(&msg.sender) && !may_read_status {
             return Err(UserError::new(
                 ErrorCode::CanisterInvalidController,
                 format!("Only controllers of canister {id} can call ic00 method {m}"),
@@ -432,7 +434,8 @@ fn canister_status(env: &ExecutionEnvironment, sender: Principal, id: &CanisterI
 
 fn status_of(config: &SubnetConfig, sender: Principal, id: &CanisterId, c: &CanisterFacts) -> Result<Vec<u8>, UserError> {
     let s = c.system;
-    if sender != *id {
+    // The canister itself, its controllers, and whom `status_visibility` names.
+    if sender != *id && !s.settings.status_visibility.allows(&sender, &s.controllers) {
         check_controller_of(s, sender)?;
     }
     let memory_size = c.memory_usage;
@@ -466,6 +469,7 @@ fn status_of(config: &SubnetConfig, sender: Principal, id: &CanisterId, c: &Cani
             canister_history_size: Nat::from(0u64),
             wasm_chunk_store_size: Nat::from(s.wasm_chunk_store.values().map(|chunk| chunk.len() as u64).sum::<u64>()),
             snapshots_size: Nat::from(0u64),
+            log_memory_store_size: Nat::from(s.log.size()),
         },
         cycles: Nat::from(s.cycles),
         reserved_cycles: Nat::from(0u64),
@@ -488,12 +492,11 @@ fn definite_settings(s: &SystemState) -> DefiniteCanisterSettings {
         memory_allocation: Nat::from(st.memory_allocation),
         freezing_threshold: Nat::from(st.freezing_threshold),
         reserved_cycles_limit: Nat::from(st.reserved_cycles_limit),
-        log_visibility: match &st.log_visibility {
-            LogVisibility::Controllers => types::LogVisibility::Controllers,
-            LogVisibility::Public => types::LogVisibility::Public,
-            LogVisibility::AllowedViewers(v) => types::LogVisibility::AllowedViewers(v.clone()),
-        },
+        minimum_incoming_canister_call_cycles: Nat::from(st.minimum_incoming_canister_call_cycles),
+        log_visibility: visibility_out(&st.log_visibility),
         log_memory_limit: Nat::from(crate::state::CanisterLog::MAX_BYTES),
+        snapshot_visibility: visibility_out(&st.snapshot_visibility),
+        status_visibility: visibility_out(&st.status_visibility),
         wasm_memory_limit: Nat::from(st.wasm_memory_limit),
         wasm_memory_threshold: Nat::from(st.wasm_memory_threshold),
         environment_variables: st
@@ -504,13 +507,16 @@ fn definite_settings(s: &SystemState) -> DefiniteCanisterSettings {
     }
 }
 
+fn visibility_out(v: &LogVisibility) -> types::LogVisibility {
+    match v {
+        LogVisibility::Controllers => types::LogVisibility::Controllers,
+        LogVisibility::Public => types::LogVisibility::Public,
+        LogVisibility::AllowedViewers(p) => types::LogVisibility::AllowedViewers(p.clone()),
+    }
+}
+
 fn logs_of(sender: Principal, s: &SystemState) -> Result<Vec<u8>, UserError> {
-    let allowed = match &s.settings.log_visibility {
-        LogVisibility::Public => true,
-        LogVisibility::Controllers => s.is_controller(&sender),
-        LogVisibility::AllowedViewers(viewers) => s.is_controller(&sender) || viewers.contains(&sender),
-    };
-    if !allowed {
+    if !s.settings.log_visibility.allows(&sender, &s.controllers) {
         return Err(UserError::new(
             ErrorCode::CanisterRejectedMessage,
             format!("Caller {sender} is not allowed to query ic00 method fetch_canister_logs"),
@@ -535,7 +541,10 @@ struct ValidatedSettings {
     memory_allocation: Option<u64>,
     freezing_threshold: Option<u64>,
     reserved_cycles_limit: Option<u128>,
+    minimum_incoming_canister_call_cycles: Option<u128>,
     log_visibility: Option<LogVisibility>,
+    snapshot_visibility: Option<LogVisibility>,
+    status_visibility: Option<LogVisibility>,
     wasm_memory_limit: Option<u64>,
     wasm_memory_threshold: Option<u64>,
     environment_variables: Option<Vec<(String, String)>>,
@@ -559,8 +568,17 @@ impl ValidatedSettings {
         if let Some(v) = self.reserved_cycles_limit {
             st.reserved_cycles_limit = v;
         }
+        if let Some(v) = self.minimum_incoming_canister_call_cycles {
+            st.minimum_incoming_canister_call_cycles = v;
+        }
         if let Some(v) = self.log_visibility {
             st.log_visibility = v;
+        }
+        if let Some(v) = self.snapshot_visibility {
+            st.snapshot_visibility = v;
+        }
+        if let Some(v) = self.status_visibility {
+            st.status_visibility = v;
         }
         if let Some(v) = self.wasm_memory_limit {
             st.wasm_memory_limit = v;
@@ -624,17 +642,32 @@ fn validate_settings(env: &ExecutionEnvironment, s: &CanisterSettings) -> Result
     if let Some(n) = &s.wasm_memory_threshold {
         v.wasm_memory_threshold = Some(nat_to_u64(n, "wasm_memory_threshold")?);
     }
-    if let Some(lv) = &s.log_visibility {
-        v.log_visibility = Some(match lv {
-            types::LogVisibility::Controllers => LogVisibility::Controllers,
-            types::LogVisibility::Public => LogVisibility::Public,
-            types::LogVisibility::AllowedViewers(p) => LogVisibility::AllowedViewers(p.clone()),
-        });
+    if let Some(n) = &s.minimum_incoming_canister_call_cycles {
+        v.minimum_incoming_canister_call_cycles = Some(nat_to_u128(n, "minimum_incoming_canister_call_cycles")?);
     }
+    v.log_visibility = s.log_visibility.as_ref().map(|x| visibility_in("log_visibility", x)).transpose()?;
+    v.snapshot_visibility = s.snapshot_visibility.as_ref().map(|x| visibility_in("snapshot_visibility", x)).transpose()?;
+    v.status_visibility = s.status_visibility.as_ref().map(|x| visibility_in("status_visibility", x)).transpose()?;
     if let Some(vars) = &s.environment_variables {
         v.environment_variables = Some(validate_env_vars(vars)?);
     }
     Ok(v)
+}
+
+/// A visibility setting; `allowed_viewers` lists at most 10 principals (spec).
+fn visibility_in(field: &str, v: &types::LogVisibility) -> Result<LogVisibility, UserError> {
+    const MAX_VIEWERS: usize = 10;
+    Ok(match v {
+        types::LogVisibility::Controllers => LogVisibility::Controllers,
+        types::LogVisibility::Public => LogVisibility::Public,
+        types::LogVisibility::AllowedViewers(p) if p.len() > MAX_VIEWERS => {
+            return Err(invalid_settings(format!(
+                "Invalid {field}: the allowed viewers list has {} principals, at most {MAX_VIEWERS} are allowed.",
+                p.len()
+            )))
+        }
+        types::LogVisibility::AllowedViewers(p) => LogVisibility::AllowedViewers(p.clone()),
+    })
 }
 
 /// The variables as `ic0.env_var_*` sees them: sorted by name (the IC keeps them in a map, so

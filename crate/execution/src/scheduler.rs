@@ -759,6 +759,23 @@ impl ExecutionEnvironment {
         if req.receiver == MANAGEMENT_CANISTER {
             self.state.metadata.subnet_queue.push_back(req);
         } else if let Some(c) = self.state.canister_mut(&req.receiver) {
+            // `minimum_incoming_canister_call_cycles`: a call from another canister that
+            // attaches fewer is rejected (CANISTER_ERROR) before it costs the callee anything;
+            // self-calls are exempt.
+            let minimum = c.system.settings.minimum_incoming_canister_call_cycles;
+            if let CallOrigin::Canister { caller, .. } = &req.origin {
+                if *caller != req.receiver && req.cycles < minimum {
+                    let e = UserError::new(
+                        ErrorCode::InsufficientCyclesInCall,
+                        format!(
+                            "Canister {} requires at least {minimum} cycles with each call from another canister, but the call from {caller} attached {}.",
+                            req.receiver, req.cycles
+                        ),
+                    );
+                    let refund = req.cycles;
+                    return self.reject_request(req.origin, req.receiver, e, refund);
+                }
+            }
             c.system.input_queue.push_back(CanisterMessage::Request(req));
         } else {
             let e = UserError::new(ErrorCode::CanisterNotFound, format!("Canister {} not found", req.receiver));

@@ -1,5 +1,6 @@
 //! Interface-spec rules that tabnet got wrong once (issue 14's fidelity bugs): environment
-//! variables reach `ic0.env_var_*`, and the log is purged on reinstall and uninstall.
+//! variables reach `ic0.env_var_*`, the log is purged on reinstall and uninstall, and
+//! `canister_status` answers the record DFINITY's own types decode, settings included.
 
 #[cfg(target_arch = "wasm32")]
 use wasm_bindgen_test::wasm_bindgen_test as test;
@@ -8,10 +9,10 @@ wasm_bindgen_test::wasm_bindgen_test_configure!(run_in_browser);
 
 mod scheduler_support;
 
-use candid::Encode;
+use candid::{Encode, Nat, Principal};
 use scheduler_support::*;
 use tabnet_execution::management::types::*;
-use tabnet_types::{CanisterId, ErrorCode, MANAGEMENT_CANISTER};
+use tabnet_types::{CanisterId, ErrorCode, RejectCode, MANAGEMENT_CANISTER};
 
 /// Reads its environment: `count` (u32 LE, also as `count_at_init` as `canister_init` saw
 /// it), `name` (argument: u32 LE index), `value` and `exists` (argument: the name).
@@ -138,4 +139,77 @@ fn reinstall_and_uninstall_purge_the_log_and_an_upgrade_keeps_it() {
 
     t.mgmt(user(), "uninstall_code", &UninstallCodeArgs { canister_id: id, sender_canister_version: None }).unwrap();
     assert!(logs(&mut t, id).is_empty(), "uninstalling purges the log");
+}
+
+#[test]
+fn canister_status_is_the_record_ic_cdk_decodes_with_the_settings_in_force() {
+    use ic_management_canister_types as ic;
+    let mut t = Env::new();
+    let id = t.deploy(&counter_wat());
+    t.update(id, "print", vec![]).unwrap();
+    let viewer = other_user();
+    let settings = CanisterSettings {
+        minimum_incoming_canister_call_cycles: Some(Nat::from(1_000u64)),
+        snapshot_visibility: Some(LogVisibility::Public),
+        status_visibility: Some(LogVisibility::AllowedViewers(vec![viewer])),
+        wasm_memory_threshold: Some(Nat::from(4096u64)),
+        environment_variables: vars(&[("A", "1")]),
+        ..Default::default()
+    };
+    update_settings(&mut t, id, settings).unwrap();
+
+    let arg = CanisterIdRecord { canister_id: id };
+    let reply = t.mgmt(user(), "canister_status", &arg).unwrap();
+    let s: ic::CanisterStatusResult = candid::decode_one(&reply).expect("ic-management-canister-types decodes the reply");
+    assert_eq!(s.status, ic::CanisterStatusType::Running);
+    assert_eq!(s.settings.controllers, vec![user()]);
+    assert_eq!(s.settings.minimum_incoming_canister_call_cycles, Nat::from(1_000u64));
+    assert_eq!(s.settings.snapshot_visibility, ic::SnapshotVisibility::Public);
+    assert_eq!(s.settings.status_visibility, ic::StatusVisibility::AllowedViewers(vec![viewer]));
+    assert_eq!(s.settings.log_visibility, ic::LogVisibility::Controllers);
+    assert_eq!(s.settings.wasm_memory_threshold, Nat::from(4096u64));
+    assert_eq!(s.settings.environment_variables, vec![ic::EnvironmentVariable { name: "A".into(), value: "1".into() }]);
+    assert!(s.memory_metrics.log_memory_store_size > Nat::from(0u64), "the printed line is in the log store");
+    assert!(s.memory_metrics.wasm_memory_size > Nat::from(0u64));
+    assert!(s.module_hash.is_some());
+
+    // status_visibility: the viewer may read the status, by ingress and as a query; a
+    // stranger may not.
+    let stranger = Principal::self_authenticating(b"stranger");
+    assert!(t.mgmt(viewer, "canister_status", &arg).is_ok());
+    assert!(t.query(viewer, MANAGEMENT_CANISTER, "canister_status", Encode!(&arg).unwrap()).is_ok());
+    assert_eq!(t.mgmt(stranger, "canister_status", &arg).unwrap_err().2, ErrorCode::CanisterInvalidController);
+    let e = t.query(stranger, MANAGEMENT_CANISTER, "canister_status", Encode!(&arg).unwrap()).unwrap_err();
+    assert_eq!(e.2, ErrorCode::CanisterInvalidController);
+    // Reading the status gives no other right.
+    let e = t.mgmt(viewer, "stop_canister", &arg).unwrap_err();
+    assert_eq!(e.2, ErrorCode::CanisterInvalidController);
+
+    // At most 10 allowed viewers (spec).
+    let eleven = (0..11u8).map(|i| Principal::self_authenticating([i])).collect();
+    let e = update_settings(&mut t, id, CanisterSettings { status_visibility: Some(LogVisibility::AllowedViewers(eleven)), ..Default::default() });
+    assert_eq!(e.unwrap_err().2, ErrorCode::CanisterContractViolation);
+}
+
+#[test]
+fn calls_from_other_canisters_below_the_minimum_cycles_are_rejected_before_they_run() {
+    let mut t = Env::new();
+    let callee = t.deploy(&proxy_wat());
+    let caller = t.deploy(&proxy_wat());
+    let settings = CanisterSettings { minimum_incoming_canister_call_cycles: Some(Nat::from(1_000u64)), ..Default::default() };
+    update_settings(&mut t, callee, settings).unwrap();
+
+    let before = t.cycles(callee);
+    let reply = t.update(caller, "forward", forward_arg(callee, "receive", 999, 0, b"")).unwrap();
+    let (code, message) = proxy_result(&reply).unwrap_err();
+    assert_eq!(code, RejectCode::CanisterError as u32, "{message}");
+    assert_eq!(t.cycles(callee), before, "the callee paid nothing and got nothing");
+    assert_eq!(u64_of(&t.query(user(), caller, "refunded", vec![]).unwrap()), 999, "the cycles went back");
+
+    // Enough cycles: the call runs.
+    let reply = t.update(caller, "forward", forward_arg(callee, "receive", 1_000, 0, b"")).unwrap();
+    assert_eq!(proxy_result(&reply).unwrap(), b"ok");
+    // Self-calls and ingress are exempt.
+    let reply = t.update(callee, "forward", forward_arg(callee, "receive", 0, 0, b"")).unwrap();
+    assert_eq!(proxy_result(&reply).unwrap(), b"ok");
 }

@@ -14,6 +14,12 @@ pub enum LogVisibility {
     AllowedViewers(Vec<Principal>),
 }
 
+/// Who may list and read a canister's snapshots (`snapshot_visibility`); the shape of
+/// [`LogVisibility`].
+pub type SnapshotVisibility = LogVisibility;
+/// Who may read a canister's status (`status_visibility`); the shape of [`LogVisibility`].
+pub type StatusVisibility = LogVisibility;
+
 #[derive(CandidType, Deserialize, Clone, Debug, PartialEq, Eq)]
 pub struct EnvironmentVariable {
     pub name: String,
@@ -27,7 +33,10 @@ pub struct CanisterSettings {
     pub memory_allocation: Option<Nat>,
     pub freezing_threshold: Option<Nat>,
     pub reserved_cycles_limit: Option<Nat>,
+    pub minimum_incoming_canister_call_cycles: Option<Nat>,
     pub log_visibility: Option<LogVisibility>,
+    pub snapshot_visibility: Option<SnapshotVisibility>,
+    pub status_visibility: Option<StatusVisibility>,
     pub wasm_memory_limit: Option<Nat>,
     pub wasm_memory_threshold: Option<Nat>,
     pub environment_variables: Option<Vec<EnvironmentVariable>>,
@@ -40,8 +49,11 @@ pub struct DefiniteCanisterSettings {
     pub memory_allocation: Nat,
     pub freezing_threshold: Nat,
     pub reserved_cycles_limit: Nat,
+    pub minimum_incoming_canister_call_cycles: Nat,
     pub log_visibility: LogVisibility,
     pub log_memory_limit: Nat,
+    pub snapshot_visibility: SnapshotVisibility,
+    pub status_visibility: StatusVisibility,
     pub wasm_memory_limit: Nat,
     pub wasm_memory_threshold: Nat,
     pub environment_variables: Vec<EnvironmentVariable>,
@@ -155,6 +167,7 @@ pub struct MemoryMetrics {
     pub canister_history_size: Nat,
     pub wasm_chunk_store_size: Nat,
     pub snapshots_size: Nat,
+    pub log_memory_store_size: Nat,
 }
 
 #[derive(CandidType, Deserialize, Clone, Debug, PartialEq, Eq)]

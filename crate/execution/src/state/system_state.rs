@@ -79,6 +79,31 @@ pub struct CanisterSettings {
     pub log_visibility: LogVisibility,
     /// Sorted by name (see `management::validate_env_vars`).
     pub environment_variables: Vec<(String, String)>,
+    /// Who may read snapshots (kept and reported; this node has no snapshots yet).
+    #[serde(default = "controllers_only")]
+    pub snapshot_visibility: LogVisibility,
+    /// Who besides controllers and the canister itself may read `canister_status`.
+    #[serde(default = "controllers_only")]
+    pub status_visibility: LogVisibility,
+    /// Calls from other canisters that attach fewer cycles are rejected before they run.
+    #[serde(default)]
+    pub minimum_incoming_canister_call_cycles: u128,
+}
+
+fn controllers_only() -> LogVisibility {
+    LogVisibility::Controllers
+}
+
+impl LogVisibility {
+    /// Whether `p` may read what this visibility guards (controllers always may).
+    pub fn allows(&self, p: &Principal, controllers: &[Principal]) -> bool {
+        controllers.contains(p)
+            || match self {
+                LogVisibility::Controllers => false,
+                LogVisibility::Public => true,
+                LogVisibility::AllowedViewers(viewers) => viewers.contains(p),
+            }
+    }
 }
 
 impl CanisterSettings {
@@ -92,6 +117,9 @@ impl CanisterSettings {
             wasm_memory_threshold: 0,
             log_visibility: LogVisibility::Controllers,
             environment_variables: Vec::new(),
+            snapshot_visibility: LogVisibility::Controllers,
+            status_visibility: LogVisibility::Controllers,
+            minimum_incoming_canister_call_cycles: 0,
         }
     }
 }
