@@ -777,10 +777,23 @@ pub fn authenticate_call(bytes: &[u8], effective_canister_id: &Principal, now: u
 pub fn authenticate(bytes: &[u8], kind: RequestType, scope: ReadStateScope, now: u64) -> Result<Authenticated, HttpError> {
     let request = envelope::decode(bytes, kind)?;
     let target = match (&request.content, scope) {
-        // As on the IC, a query to the management canister (fetch_canister_logs) goes to the
-        // URL of the canister it is about (agent-js sends it so); any other query's canister
-        // must be the effective one.
-        (Content::Query(call), ReadStateScope::Canister(ecid)) if call.canister_id != ecid && call.canister_id != MANAGEMENT_CANISTER => {
+        // As on the IC, a query to the management canister (fetch_canister_logs,
+        // canister_status) goes to the URL of the canister it is about (agent-js sends it so):
+        // the spec has the effective canister id be the `canister_id` of its argument.
+        (Content::Query(call), ReadStateScope::Canister(ecid)) if call.canister_id == MANAGEMENT_CANISTER => {
+            match management_target(&call.arg) {
+                Some(target) if target == ecid => Some(call.canister_id),
+                _ => {
+                    return Err(HttpError::bad_request(format!(
+                        "Effective canister id in URL {} is not the canister_id in the argument of management query {}",
+                        ecid.to_text(),
+                        call.method_name
+                    )))
+                }
+            }
+        }
+        // Any other query's canister must be the effective one.
+        (Content::Query(call), ReadStateScope::Canister(ecid)) if call.canister_id != ecid => {
             return Err(HttpError::bad_request(format!(
                 "Specified CanisterId {} does not match effective canister id in URL {}",
                 call.canister_id.to_text(),

@@ -402,6 +402,52 @@ fn a_management_query_goes_to_the_url_of_the_canister_it_is_about() {
 }
 
 #[test]
+fn canister_status_as_a_query_goes_to_the_url_of_its_canister_and_no_other() {
+    // `dfx canister status`-style: canister_status sent as a query to
+    // /api/v2/canister/<that canister>/query with canister_id = aaaaa-aa.
+    let mut r = new_replica();
+    let alice = Identity::new(1);
+    create_canister(&mut r, &alice, NOW);
+    let canister = canister_id_from_index(0);
+    #[derive(CandidType)]
+    struct CanisterIdRecord {
+        canister_id: Principal,
+    }
+    let content = |method: &str| {
+        map(vec![
+            ("request_type", Value::Text("query".into())),
+            ("sender", Value::Bytes(alice.principal().as_slice().to_vec())),
+            ("ingress_expiry", Value::Integer((NOW + 60_000_000_000).into())),
+            ("canister_id", Value::Bytes(MANAGEMENT_CANISTER.as_slice().to_vec())),
+            ("method_name", Value::Text(method.into())),
+            ("arg", Value::Bytes(Encode!(&CanisterIdRecord { canister_id: canister }).unwrap())),
+        ])
+    };
+    let body = r.query(&alice.envelope(content("canister_status")), ReadStateScope::Canister(canister), NOW + 5).unwrap();
+    let response = decode(&body);
+    assert_eq!(field(&response, "status"), &Value::Text("replied".into()), "{response:?}");
+    #[derive(candid::Deserialize, CandidType)]
+    struct Settings {
+        controllers: Vec<Principal>,
+    }
+    #[derive(candid::Deserialize, CandidType)]
+    struct Status {
+        settings: Settings,
+    }
+    let reply = bytes(field(field(&response, "reply"), "arg"));
+    use candid::Decode;
+    assert_eq!(Decode!(&reply, Status).unwrap().settings.controllers, vec![alice.principal()]);
+
+    // The spec: the effective canister id of a management query is the canister_id of its
+    // argument; another canister's URL is refused.
+    let elsewhere = ReadStateScope::Canister(canister_id_from_index(7));
+    for method in ["canister_status", "fetch_canister_logs"] {
+        let e = r.query(&alice.envelope(content(method)), elsewhere, NOW + 5).unwrap_err();
+        assert_eq!(e.status, 400, "{method}");
+    }
+}
+
+#[test]
 fn state_survives_reopening_the_store() {
     let mut r = new_replica();
     let alice = Identity::new(1);
