@@ -119,13 +119,13 @@ pub fn authorize(
     Ok(())
 }
 
-/// `/subnet`, `/subnet/<id>`, `/subnet/<id>/{public_key,canister_ranges,metrics,node}`,
+/// `/subnet`, `/subnet/<id>`, `/subnet/<id>/{public_key,type,canister_ranges,metrics,node}`,
 /// `/subnet/<id>/node/<node>`, `/subnet/<id>/node/<node>/public_key`.
 fn subnet_path_ok(rest: &[&[u8]]) -> bool {
     matches!(
         rest,
         [] | [_]
-            | [_, b"public_key" | b"canister_ranges" | b"metrics" | b"node"]
+            | [_, b"public_key" | b"type" | b"canister_ranges" | b"metrics" | b"node"]
             | [_, b"node", _]
             | [_, b"node", _, b"public_key"]
     )

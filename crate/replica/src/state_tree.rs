@@ -4,7 +4,7 @@
 //! /time                                            LEB128 ns
 //! /request_status/<id>/{status,reply,reject_code,reject_message,error_code}
 //! /canister/<id>/{certified_data,module_hash,controllers,metadata/<name>}
-//! /subnet/<id>/{public_key,canister_ranges,node/<node>/public_key}
+//! /subnet/<id>/{public_key,type,canister_ranges,node/<node>/public_key}
 //! /canister_ranges/<subnet>/<first canister id of the shard>     (newer agents read this)
 //! ```
 
@@ -30,6 +30,10 @@ pub struct SubnetInfo {
     /// it signs query responses with. The same on every replica, so their trees agree.
     pub nodes: Vec<(Principal, Vec<u8>)>,
 }
+
+/// `/subnet/<id>/type`: one of the spec's "application", "system", "verified_application",
+/// "cloud_engine". Tabnet's subnets host anyone's canisters and charge application fees.
+pub const SUBNET_TYPE: &str = "application";
 
 /// The canister id range this subnet hosts, inclusive.
 pub fn canister_range() -> (Principal, Principal) {
@@ -130,6 +134,7 @@ fn subnet_tree(subnet: &SubnetInfo) -> LabeledTree {
         subnet.subnet_id.as_slice().to_vec(),
         subtree([
             (b"public_key".to_vec(), leaf(subnet.public_key_der.clone())),
+            (b"type".to_vec(), leaf(SUBNET_TYPE)),
             (b"canister_ranges".to_vec(), leaf(ranges_cbor())),
             (b"node".to_vec(), node),
         ]),

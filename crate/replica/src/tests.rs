@@ -448,6 +448,21 @@ fn canister_status_as_a_query_goes_to_the_url_of_its_canister_and_no_other() {
 }
 
 #[test]
+fn read_state_shows_the_subnet_type() {
+    let mut r = new_replica();
+    let alice = Identity::new(1);
+    create_canister(&mut r, &alice, NOW);
+    let subnet = r.subnet_id();
+    for scope in [ReadStateScope::Canister(canister_id_from_index(0)), ReadStateScope::Subnet(subnet)] {
+        let cert = read_state(&r, &alice, scope, vec![vec![b"subnet", subnet.as_slice(), b"type"]], NOW + 5).unwrap();
+        assert_eq!(
+            lookup_path(&cert.tree, &[b"subnet", subnet.as_slice(), b"type"]),
+            LookupResult::Found(b"application".as_slice()),
+        );
+    }
+}
+
+#[test]
 fn state_survives_reopening_the_store() {
     let mut r = new_replica();
     let alice = Identity::new(1);
