@@ -3,6 +3,7 @@
 
 mod chunks;
 pub(crate) mod install;
+mod snapshots;
 pub mod types;
 
 use crate::hypervisor::WasmResult;
@@ -61,7 +62,19 @@ const CONTROLLER_INGRESS: &[&str] = &[
     "stored_chunks",
     "clear_chunk_store",
     "install_chunked_code",
+    "take_canister_snapshot",
+    "load_canister_snapshot",
+    "delete_canister_snapshot",
+    "upload_canister_snapshot_metadata",
+    "upload_canister_snapshot_data",
+    // Also open to whom `snapshot_visibility` names (see `check_ingress`).
+    "list_canister_snapshots",
+    "read_canister_snapshot_metadata",
+    "read_canister_snapshot_data",
 ];
+
+/// Methods that whom a canister's `snapshot_visibility` names may call besides controllers.
+const SNAPSHOT_READS: &[&str] = &["list_canister_snapshots", "read_canister_snapshot_metadata", "read_canister_snapshot_data"];
 
 /// The effective canister id the replica reads from a management payload. Each argument is
 /// decoded as its method's own type: decoding only `canister_id` would skip the other fields,
@@ -73,6 +86,14 @@ fn effective_canister_id(method: &str, arg: &[u8]) -> Option<CanisterId> {
         "upload_chunk" => decode::<UploadChunkArgs>(arg).ok().map(|a| a.canister_id),
         "update_settings" => decode::<UpdateSettingsArgs>(arg).ok().map(|a| a.canister_id),
         "uninstall_code" => decode::<UninstallCodeArgs>(arg).ok().map(|a| a.canister_id),
+        "take_canister_snapshot" => decode::<TakeCanisterSnapshotArgs>(arg).ok().map(|a| a.canister_id),
+        "load_canister_snapshot" => decode::<LoadCanisterSnapshotArgs>(arg).ok().map(|a| a.canister_id),
+        "delete_canister_snapshot" | "read_canister_snapshot_metadata" => {
+            decode::<SnapshotIdRecord>(arg).ok().map(|a| a.canister_id)
+        }
+        "read_canister_snapshot_data" => decode::<ReadCanisterSnapshotDataArgs>(arg).ok().map(|a| a.canister_id),
+        "upload_canister_snapshot_metadata" => decode::<UploadCanisterSnapshotMetadataArgs>(arg).ok().map(|a| a.canister_id),
+        "upload_canister_snapshot_data" => decode::<UploadCanisterSnapshotDataArgs>(arg).ok().map(|a| a.canister_id),
         _ => decode::<CanisterIdRecord>(arg).ok().map(|r| r.canister_id),
     }
 }
@@ -105,7 +126,9 @@ pub(crate) fn check_ingress(env: &ExecutionEnvironment, msg: &IngressMessage) ->
             .ok_or_else(|| UserError::new(ErrorCode::CanisterNotFound, format!("Canister {id} not found")))?;
         let may_read_status =
             m == "canister_status" && c.system.settings.status_visibility.allows(&msg.sender, &c.system.controllers);
-        if !c.system.is_controller(&msg.sender) && !may_read_status {
+        let may_read_snapshots =
+            SNAPSHOT_READS.contains(&m) && c.system.settings.snapshot_visibility.allows(&msg.sender, &c.system.controllers);
+        if !c.system.is_controller(&msg.sender) && !may_read_status && !may_read_snapshots {
             return Err(UserError::new(
                 ErrorCode::CanisterInvalidController,
                 format!("Only controllers of canister {id} can call ic00 method {m}"),
@@ -231,6 +254,14 @@ fn dispatch(env: &mut ExecutionEnvironment, req: &Request) -> Outcome {
         "delete_canister" => reply(decode::<CanisterIdRecord>(arg).and_then(|a| delete_canister(env, sender, &a.canister_id))),
         "update_settings" => reply(decode(arg).and_then(|a| update_settings(env, sender, a))),
         "canister_status" => reply(decode::<CanisterIdRecord>(arg).and_then(|a| canister_status(env, sender, &a.canister_id))),
+        "take_canister_snapshot" => reply(decode(arg).and_then(|a| snapshots::take(env, sender, a))),
+        "load_canister_snapshot" => reply(decode(arg).and_then(|a| snapshots::load(env, sender, a))),
+        "list_canister_snapshots" => reply(decode(arg).and_then(|a| snapshots::list(env, sender, a))),
+        "delete_canister_snapshot" => reply(decode(arg).and_then(|a| snapshots::delete(env, sender, a))),
+        "read_canister_snapshot_metadata" => reply(decode(arg).and_then(|a| snapshots::read_metadata(env, sender, a))),
+        "read_canister_snapshot_data" => reply(decode(arg).and_then(|a| snapshots::read_data(env, sender, a))),
+        "upload_canister_snapshot_metadata" => reply(decode(arg).and_then(|a| snapshots::upload_metadata(env, sender, a))),
+        "upload_canister_snapshot_data" => reply(decode(arg).and_then(|a| snapshots::upload_data(env, sender, a))),
         "deposit_cycles" if caller_is_canister => match decode::<CanisterIdRecord>(arg) {
             Ok(a) => match env.state.canister_mut(&a.canister_id) {
                 Some(c) => {
@@ -468,7 +499,7 @@ fn status_of(config: &SubnetConfig, sender: Principal, id: &CanisterId, c: &Cani
             custom_sections_size: Nat::from(custom_sections),
             canister_history_size: Nat::from(0u64),
             wasm_chunk_store_size: Nat::from(s.wasm_chunk_store.values().map(|chunk| chunk.len() as u64).sum::<u64>()),
-            snapshots_size: Nat::from(0u64),
+            snapshots_size: Nat::from(s.snapshots_size()),
             log_memory_store_size: Nat::from(s.log.size()),
         },
         cycles: Nat::from(s.cycles),

@@ -4,8 +4,10 @@
 //! through its `ExecutionSnapshot`. Two replicas that executed the same rounds have equal
 //! [`ReplicatedState::state_hash`]es.
 
+pub mod snapshot;
 pub mod system_state;
 
+pub use snapshot::*;
 pub use system_state::*;
 
 use crate::hypervisor::{ExecutionSnapshot, ExecutionState};
@@ -68,10 +70,11 @@ pub struct CanisterState {
 
 impl CanisterState {
     /// Bytes the canister is charged storage for: Wasm memories, globals and the module, its
-    /// certified data and its Wasm chunk store (which the IC counts as the canister's memory).
+    /// certified data, its Wasm chunk store and its snapshots (which the IC counts as the
+    /// canister's memory).
     pub fn memory_usage(&self) -> u64 {
         let wasm = self.execution.as_ref().map_or(0, |e| e.memory_usage());
-        wasm + self.system.certified_data.len() as u64 + self.wasm_chunk_store_bytes()
+        wasm + self.system.certified_data.len() as u64 + self.wasm_chunk_store_bytes() + self.system.snapshots_size()
     }
 
     pub fn wasm_chunk_store_bytes(&self) -> u64 {
@@ -134,12 +137,26 @@ pub struct ReplicatedState {
 struct CanisterRecordRef<'a> {
     system: &'a SystemState,
     wasm: Option<WasmLayout>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    snapshots: Vec<SnapshotLayout>,
 }
 
 #[derive(Deserialize)]
 struct CanisterRecord {
     system: SystemState,
     wasm: Option<WasmLayout>,
+    /// Records written before snapshots existed have none.
+    #[serde(default)]
+    snapshots: Vec<SnapshotLayout>,
+}
+
+/// What a stored canister's record says about one of its snapshots: its local id and the
+/// hash of its content, so that a save rewrites a snapshot only when it changed.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SnapshotLayout {
+    pub local_id: u64,
+    #[serde(with = "serde_bytes")]
+    pub hash: Vec<u8>,
 }
 
 /// What a stored canister's record says about its Wasm state.
@@ -158,6 +175,31 @@ pub struct StoredCanister<'a> {
     pub record: Vec<u8>,
     /// The module and the memories, borrowed from the live instance.
     pub wasm: Option<StoredWasm<'a>>,
+    pub snapshots: Vec<StoredSnapshot<'a>>,
+}
+
+/// One snapshot in its stored form: its metadata (CBOR of [`SnapshotMeta`]) and its module and
+/// memories, borrowed.
+pub struct StoredSnapshot<'a> {
+    pub layout: SnapshotLayout,
+    pub meta: Vec<u8>,
+    pub module: &'a [u8],
+    pub heap: &'a [u8],
+    pub stable: &'a [u8],
+}
+
+impl StoredSnapshot<'_> {
+    /// The snapshot back from its stored form (as a restarted node reads it).
+    pub fn load(&self) -> Result<CanisterSnapshot, String> {
+        let meta = decode_snapshot_meta(&self.meta)?;
+        CanisterSnapshot::new(meta, self.module.to_vec(), self.heap.to_vec(), self.stable.to_vec())
+            .ok_or_else(|| "snapshot memories do not have the recorded sizes".to_string())
+    }
+}
+
+/// A snapshot's metadata from its stored form.
+pub fn decode_snapshot_meta(bytes: &[u8]) -> Result<SnapshotMeta, String> {
+    ciborium::from_reader(bytes).map_err(|e| format!("bad snapshot metadata: {e}"))
 }
 
 pub struct StoredWasm<'a> {
@@ -174,10 +216,12 @@ pub struct LoadedWasm {
     pub stable: Vec<u8>,
 }
 
-/// Rebuilds a canister from its record; `load` fetches the module and memories it names.
+/// Rebuilds a canister from its record; `load` fetches the module and memories it names,
+/// `load_snapshot` each snapshot it names (checked against the hash the record holds).
 pub fn decode_canister(
     record: &[u8],
     load: impl FnOnce(&WasmLayout) -> Result<LoadedWasm, String>,
+    mut load_snapshot: impl FnMut(&SnapshotLayout) -> Result<CanisterSnapshot, String>,
 ) -> Result<CanisterState, String> {
     let record: CanisterRecord = ciborium::from_reader(record).map_err(|e| format!("bad canister record: {e}"))?;
     let id = record.system.canister_id;
@@ -193,7 +237,25 @@ pub fn decode_canister(
         }
         None => None,
     };
-    Ok(CanisterState { system: record.system, execution, install: None })
+    let mut system = record.system;
+    for layout in &record.snapshots {
+        let snapshot = load_snapshot(layout).map_err(|e| format!("canister {id}: snapshot {}: {e}", layout.local_id))?;
+        if snapshot.hash()[..] != layout.hash[..] {
+            return Err(format!("canister {id}: snapshot {} does not have the recorded hash", layout.local_id));
+        }
+        system.snapshots.insert(layout.local_id, std::sync::Arc::new(snapshot));
+    }
+    Ok(CanisterState { system, execution, install: None })
+}
+
+impl CanisterState {
+    fn snapshot_layouts(&self) -> Vec<SnapshotLayout> {
+        self.system
+            .snapshots
+            .iter()
+            .map(|(local_id, s)| SnapshotLayout { local_id: *local_id, hash: s.hash().to_vec() })
+            .collect()
+    }
 }
 
 impl ReplicatedState {
@@ -283,7 +345,20 @@ impl ReplicatedState {
             stable_len: e.stable_bytes().len() as u64,
             globals: e.global_values(),
         });
-        Some(StoredCanister { record: to_cbor(&CanisterRecordRef { system: &c.system, wasm: layout }), wasm })
+        let snapshots = c
+            .system
+            .snapshots
+            .iter()
+            .map(|(local_id, s)| StoredSnapshot {
+                layout: SnapshotLayout { local_id: *local_id, hash: s.hash().to_vec() },
+                meta: to_cbor(s.meta()),
+                module: s.bytes(SnapshotArea::Module),
+                heap: s.bytes(SnapshotArea::Heap),
+                stable: s.bytes(SnapshotArea::Stable),
+            })
+            .collect();
+        let record = CanisterRecordRef { system: &c.system, wasm: layout, snapshots: c.snapshot_layouts() };
+        Some(StoredCanister { record: to_cbor(&record), wasm, snapshots })
     }
 
     /// The stored form of everything but the canisters.
@@ -365,6 +440,11 @@ fn canister_hash(id: &CanisterId, c: &CanisterState) -> [u8; 32] {
             h.update(e.state_hash());
         }
         None => h.update([0]),
+    }
+    // Snapshots are replicated state too.
+    for (local_id, s) in &c.system.snapshots {
+        h.update(local_id.to_be_bytes());
+        h.update(s.hash());
     }
     h.finalize().into()
 }

@@ -647,3 +647,43 @@ fn the_effective_canister_id_of_a_large_management_call_is_found_past_its_payloa
         assert!(submitted.is_ok(), "a {size}-byte chunk: {submitted:?}");
     }
 }
+
+/// Submits a management call as `identity` at `now` and runs the round; its reply.
+fn management_call<T: CandidType>(r: &mut Replica<MemoryStore>, identity: &Identity, method: &str, arg: &T, target: Principal, now: u64) -> Vec<u8> {
+    let content = call_content(identity.principal(), MANAGEMENT_CANISTER, method, Encode!(arg).unwrap(), now + 60_000_000_000);
+    let id = r.submit_call(&identity.envelope(content), &target, now).unwrap();
+    assert_eq!(r.tick(now + 1, [7; 32]).unwrap(), vec![id]);
+    match &r.request_status(&id).unwrap().state {
+        IngressState::Replied(reply) => reply.clone(),
+        other => panic!("{method}: {other:?}"),
+    }
+}
+
+#[test]
+fn snapshots_survive_reopening_the_store_and_leave_it_when_deleted() {
+    use crate::store::Store;
+    use tabnet_execution::management::types::{CanisterIdRecord, InstallCodeArgs, CanisterInstallMode, Snapshot, SnapshotIdRecord, TakeCanisterSnapshotArgs};
+    let mut r = new_replica();
+    let alice = Identity::new(1);
+    create_canister(&mut r, &alice, NOW);
+    let canister = canister_id_from_index(0);
+    // A module with one page of memory and nothing else.
+    let module = vec![0, 0x61, 0x73, 0x6d, 1, 0, 0, 0, 5, 3, 1, 0, 1];
+    let install = InstallCodeArgs { mode: CanisterInstallMode::Install, canister_id: canister, wasm_module: module, arg: vec![], sender_canister_version: None };
+    management_call(&mut r, &alice, "install_code", &install, canister, NOW + 10);
+    let take = TakeCanisterSnapshotArgs { canister_id: canister, replace_snapshot: None, uninstall_code: None, sender_canister_version: None };
+    let snapshot: Snapshot = candid::decode_one(&management_call(&mut r, &alice, "take_canister_snapshot", &take, canister, NOW + 20)).unwrap();
+    let snapshot_keys = |r: &mut Replica<MemoryStore>| r.store_mut().list("state/snapshot/").unwrap();
+    assert!(!snapshot_keys(&mut r).is_empty(), "the snapshot is stored");
+    let hash = r.state().state_hash();
+
+    let mut r = Replica::open(r.into_store(), [1; 32], SubnetConfig::for_subnet_size(13)).unwrap();
+    assert_eq!(r.state().state_hash(), hash, "the reopened state hashes as before, snapshot included");
+    let listed: Vec<Snapshot> =
+        candid::decode_one(&management_call(&mut r, &alice, "list_canister_snapshots", &CanisterIdRecord { canister_id: canister }, canister, NOW + 30)).unwrap();
+    assert_eq!(listed, vec![snapshot.clone()]);
+
+    let delete = SnapshotIdRecord { canister_id: canister, snapshot_id: snapshot.id };
+    management_call(&mut r, &alice, "delete_canister_snapshot", &delete, canister, NOW + 40);
+    assert!(snapshot_keys(&mut r).is_empty(), "a deleted snapshot leaves the store");
+}

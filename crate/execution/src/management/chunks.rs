@@ -11,8 +11,8 @@ use tabnet_types::{ErrorCode, Principal, UserError};
 
 /// The IC's limits: chunks of at most 1 MiB, at most 100 chunks per store. A module assembled
 /// from chunks may be as large as any module (the IC's 100 MiB, `MAX_MODULE_BYTES`).
-const MAX_CHUNK_BYTES: usize = 1 << 20;
-const MAX_CHUNKS: usize = 100;
+pub(super) const MAX_CHUNK_BYTES: usize = 1 << 20;
+pub(super) const MAX_CHUNKS: usize = 100;
 
 fn store_error(message: String) -> UserError {
     UserError::new(ErrorCode::CanisterContractViolation, message)

@@ -225,3 +225,164 @@ pub struct InstallChunkedCodeArgs {
     pub arg: Vec<u8>,
     pub sender_canister_version: Option<u64>,
 }
+
+// ---- canister snapshots ----
+
+#[derive(CandidType, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct Snapshot {
+    #[serde(with = "serde_bytes")]
+    pub id: Vec<u8>,
+    pub taken_at_timestamp: u64,
+    pub total_size: u64,
+}
+
+#[derive(CandidType, Deserialize, Clone, Debug)]
+pub struct TakeCanisterSnapshotArgs {
+    pub canister_id: CanisterId,
+    pub replace_snapshot: Option<serde_bytes::ByteBuf>,
+    pub uninstall_code: Option<bool>,
+    pub sender_canister_version: Option<u64>,
+}
+
+#[derive(CandidType, Deserialize, Clone, Debug)]
+pub struct LoadCanisterSnapshotArgs {
+    pub canister_id: CanisterId,
+    #[serde(with = "serde_bytes")]
+    pub snapshot_id: Vec<u8>,
+    pub sender_canister_version: Option<u64>,
+}
+
+/// `delete_canister_snapshot` and `read_canister_snapshot_metadata`.
+#[derive(CandidType, Deserialize, Clone, Debug)]
+pub struct SnapshotIdRecord {
+    pub canister_id: CanisterId,
+    #[serde(with = "serde_bytes")]
+    pub snapshot_id: Vec<u8>,
+}
+
+#[derive(CandidType, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SnapshotSource {
+    #[serde(rename = "taken_from_canister")]
+    TakenFromCanister(candid::Reserved),
+    #[serde(rename = "metadata_upload")]
+    MetadataUpload(candid::Reserved),
+}
+
+#[derive(CandidType, Deserialize, Clone, Debug, PartialEq)]
+pub enum SnapshotGlobal {
+    #[serde(rename = "i32")]
+    I32(i32),
+    #[serde(rename = "i64")]
+    I64(i64),
+    #[serde(rename = "f32")]
+    F32(f32),
+    #[serde(rename = "f64")]
+    F64(f64),
+    #[serde(rename = "v128")]
+    V128(Nat),
+}
+
+#[derive(CandidType, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum GlobalTimer {
+    #[serde(rename = "inactive")]
+    Inactive,
+    #[serde(rename = "active")]
+    Active(u64),
+}
+
+#[derive(CandidType, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OnLowWasmMemoryHookStatus {
+    #[serde(rename = "condition_not_satisfied")]
+    ConditionNotSatisfied,
+    #[serde(rename = "ready")]
+    Ready,
+    #[serde(rename = "executed")]
+    Executed,
+}
+
+#[derive(CandidType, Deserialize, Clone, Debug, PartialEq)]
+pub struct ReadCanisterSnapshotMetadataResult {
+    pub source: SnapshotSource,
+    pub taken_at_timestamp: u64,
+    pub wasm_module_size: u64,
+    pub globals: Vec<SnapshotGlobal>,
+    pub wasm_memory_size: u64,
+    pub stable_memory_size: u64,
+    pub wasm_chunk_store: Vec<ChunkHash>,
+    pub canister_version: u64,
+    #[serde(with = "serde_bytes")]
+    pub certified_data: Vec<u8>,
+    pub global_timer: Option<GlobalTimer>,
+    pub on_low_wasm_memory_hook_status: Option<OnLowWasmMemoryHookStatus>,
+}
+
+#[derive(CandidType, Deserialize, Clone, Debug)]
+pub enum SnapshotDataKind {
+    #[serde(rename = "wasm_module")]
+    WasmModule { offset: u64, size: u64 },
+    #[serde(rename = "wasm_memory")]
+    WasmMemory { offset: u64, size: u64 },
+    #[serde(rename = "stable_memory")]
+    StableMemory { offset: u64, size: u64 },
+    #[serde(rename = "wasm_chunk")]
+    WasmChunk {
+        #[serde(with = "serde_bytes")]
+        hash: Vec<u8>,
+    },
+}
+
+#[derive(CandidType, Deserialize, Clone, Debug)]
+pub struct ReadCanisterSnapshotDataArgs {
+    pub canister_id: CanisterId,
+    #[serde(with = "serde_bytes")]
+    pub snapshot_id: Vec<u8>,
+    pub kind: SnapshotDataKind,
+}
+
+#[derive(CandidType, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct ReadCanisterSnapshotDataResult {
+    #[serde(with = "serde_bytes")]
+    pub chunk: Vec<u8>,
+}
+
+#[derive(CandidType, Deserialize, Clone, Debug)]
+pub struct UploadCanisterSnapshotMetadataArgs {
+    pub canister_id: CanisterId,
+    pub replace_snapshot: Option<serde_bytes::ByteBuf>,
+    pub wasm_module_size: u64,
+    pub globals: Vec<SnapshotGlobal>,
+    pub wasm_memory_size: u64,
+    pub stable_memory_size: u64,
+    #[serde(with = "serde_bytes")]
+    pub certified_data: Vec<u8>,
+    pub global_timer: Option<GlobalTimer>,
+    pub on_low_wasm_memory_hook_status: Option<OnLowWasmMemoryHookStatus>,
+}
+
+#[derive(CandidType, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct UploadCanisterSnapshotMetadataResult {
+    #[serde(with = "serde_bytes")]
+    pub snapshot_id: Vec<u8>,
+}
+
+#[derive(CandidType, Deserialize, Clone, Debug)]
+pub enum SnapshotDataOffset {
+    #[serde(rename = "wasm_module")]
+    WasmModule { offset: u64 },
+    #[serde(rename = "wasm_memory")]
+    WasmMemory { offset: u64 },
+    #[serde(rename = "stable_memory")]
+    StableMemory { offset: u64 },
+    #[serde(rename = "wasm_chunk")]
+    WasmChunk,
+}
+
+#[derive(CandidType, Deserialize, Clone, Debug)]
+pub struct UploadCanisterSnapshotDataArgs {
+    pub canister_id: CanisterId,
+    #[serde(with = "serde_bytes")]
+    pub snapshot_id: Vec<u8>,
+    pub kind: SnapshotDataOffset,
+    #[serde(with = "serde_bytes")]
+    pub chunk: Vec<u8>,
+}

@@ -3,8 +3,10 @@
 //! and its log.
 
 use crate::hypervisor::{ApiType, CanisterStatusKind, EntryPoint, ExecutionParameters, LogRecord, SystemStateView, WasmClosure};
+use super::snapshot::CanisterSnapshot;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use std::collections::{BTreeMap, VecDeque};
+use std::sync::Arc;
 use tabnet_types::{CanisterId, ErrorCode, Principal, RejectCode, UserError};
 
 /// An ingress message id (the request id).
@@ -79,7 +81,7 @@ pub struct CanisterSettings {
     pub log_visibility: LogVisibility,
     /// Sorted by name (see `management::validate_env_vars`).
     pub environment_variables: Vec<(String, String)>,
-    /// Who may read snapshots (kept and reported; this node has no snapshots yet).
+    /// Who besides controllers may list and read the canister's snapshots.
     #[serde(default = "controllers_only")]
     pub snapshot_visibility: LogVisibility,
     /// Who besides controllers and the canister itself may read `canister_status`.
@@ -441,6 +443,14 @@ pub struct SystemState {
     /// An `install_code` running in slices across rounds, if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub long_install: Option<Box<LongInstall>>,
+    /// The canister's snapshots by local id. Stored and hashed beside this record, not in it
+    /// (see `state::snapshot`): a round that changes the canister rewrites its record, and
+    /// snapshots are large and rarely change.
+    #[serde(skip)]
+    pub snapshots: BTreeMap<u64, Arc<CanisterSnapshot>>,
+    /// The local id of its next snapshot (ids are never reused).
+    #[serde(default)]
+    pub next_snapshot_id: u64,
 }
 
 /// The low-Wasm-memory hook's status: ready when the Wasm memory left under
@@ -489,6 +499,8 @@ impl SystemState {
             low_wasm_memory_hook: LowWasmMemoryHook::ConditionNotSatisfied,
             long_execution: None,
             long_install: None,
+            snapshots: BTreeMap::new(),
+            next_snapshot_id: 0,
         }
     }
 
@@ -528,6 +540,11 @@ impl SystemState {
             }
             None => false,
         }
+    }
+
+    /// Bytes the canister's snapshots hold.
+    pub fn snapshots_size(&self) -> u64 {
+        self.snapshots.values().map(|s| s.size()).sum()
     }
 
     /// Burn cycles for fees: as many as there are.

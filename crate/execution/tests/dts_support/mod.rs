@@ -34,7 +34,10 @@ pub fn restarted(t: &mut Env) {
             heap: w.heap.to_vec(),
             stable: w.stable.to_vec(),
         });
-        decode_canister(&stored.record, |_| Ok(wasm.unwrap())).unwrap()
+        decode_canister(&stored.record, |_| Ok(wasm.unwrap()), |layout| {
+            stored.snapshots.iter().find(|s| s.layout == *layout).ok_or("no such snapshot")?.load()
+        })
+        .unwrap()
     });
     let state =
         ReplicatedState::decode(&state.encode_metadata(), canisters.collect::<Vec<_>>()).unwrap();
