@@ -10,7 +10,8 @@ use crate::hypervisor::WasmResult;
 use crate::SubnetConfig;
 use crate::scheduler::{ExecutionEnvironment, IngressMessage};
 use crate::state::{
-    CallOrigin, CanisterState, CanisterStatus, LogVisibility, Request, ResponsePayload, SystemState,
+    CallOrigin, CanisterState, CanisterStatus, ChangeDetails, ChangeOrigin, LogVisibility, Request, ResponsePayload,
+    SystemState,
 };
 use candid::{CandidType, Nat};
 use serde::de::DeserializeOwned;
@@ -223,10 +224,10 @@ fn dispatch(env: &mut ExecutionEnvironment, req: &Request) -> Outcome {
     let arg = req.arg.as_slice();
     match req.method.as_str() {
         "create_canister" if caller_is_canister => match decode::<CreateCanisterArgs>(arg) {
-            Ok(args) => create_canister(env, sender, cycles, args),
+            Ok(args) => create_canister(env, &req.origin, sender, cycles, args),
             Err(e) => Outcome::Reject(e, cycles),
         },
-        "provisional_create_canister_with_cycles" => reply(decode(arg).and_then(|a| provisional_create(env, sender, a))),
+        "provisional_create_canister_with_cycles" => reply(decode(arg).and_then(|a| provisional_create(env, &req.origin, sender, a))),
         "provisional_top_up_canister" => reply(decode(arg).and_then(|a| provisional_top_up(env, a))),
         // An install answers when it ends (possibly in a later round, see `install`).
         "install_code" => match decode(arg).and_then(|a| install::install_code(env, &req.origin, cycles, sender, a)) {
@@ -242,7 +243,7 @@ fn dispatch(env: &mut ExecutionEnvironment, req: &Request) -> Outcome {
         "clear_chunk_store" => reply(decode(arg).and_then(|a| chunks::clear_chunk_store(env, sender, a))),
         "uninstall_code" => reply(decode::<UninstallCodeArgs>(arg).and_then(|a| {
             controlled_canister(env, sender, &a.canister_id)?;
-            uninstall(env, &a.canister_id);
+            uninstall(env, &a.canister_id, Some(change_origin(&req.origin, a.sender_canister_version)));
             Ok(empty_reply())
         })),
         "start_canister" => reply(decode::<CanisterIdRecord>(arg).and_then(|a| start_canister(env, sender, &a.canister_id))),
@@ -252,10 +253,10 @@ fn dispatch(env: &mut ExecutionEnvironment, req: &Request) -> Outcome {
             Err(e) => Outcome::Reject(e, cycles),
         },
         "delete_canister" => reply(decode::<CanisterIdRecord>(arg).and_then(|a| delete_canister(env, sender, &a.canister_id))),
-        "update_settings" => reply(decode(arg).and_then(|a| update_settings(env, sender, a))),
+        "update_settings" => reply(decode(arg).and_then(|a| update_settings(env, &req.origin, sender, a))),
         "canister_status" => reply(decode::<CanisterIdRecord>(arg).and_then(|a| canister_status(env, sender, &a.canister_id))),
-        "take_canister_snapshot" => reply(decode(arg).and_then(|a| snapshots::take(env, sender, a))),
-        "load_canister_snapshot" => reply(decode(arg).and_then(|a| snapshots::load(env, sender, a))),
+        "take_canister_snapshot" => reply(decode(arg).and_then(|a| snapshots::take(env, &req.origin, sender, a))),
+        "load_canister_snapshot" => reply(decode(arg).and_then(|a| snapshots::load(env, &req.origin, sender, a))),
         "list_canister_snapshots" => reply(decode(arg).and_then(|a| snapshots::list(env, sender, a))),
         "delete_canister_snapshot" => reply(decode(arg).and_then(|a| snapshots::delete(env, sender, a))),
         "read_canister_snapshot_metadata" => reply(decode(arg).and_then(|a| snapshots::read_metadata(env, sender, a))),
@@ -272,6 +273,7 @@ fn dispatch(env: &mut ExecutionEnvironment, req: &Request) -> Outcome {
             },
             Err(e) => Outcome::Reject(e, cycles),
         },
+        "canister_info" if caller_is_canister => reply(decode(arg).and_then(|a| canister_info(env, a))),
         "raw_rand" if caller_is_canister => {
             let bytes = env.next_random();
             reply(Ok(encode(&serde_bytes::ByteBuf::from(bytes.to_vec()))))
@@ -289,7 +291,7 @@ fn dispatch(env: &mut ExecutionEnvironment, req: &Request) -> Outcome {
 
 // ---- canister lifecycle ----
 
-fn create_canister(env: &mut ExecutionEnvironment, sender: Principal, cycles: u128, args: CreateCanisterArgs) -> Outcome {
+fn create_canister(env: &mut ExecutionEnvironment, origin: &CallOrigin, sender: Principal, cycles: u128, args: CreateCanisterArgs) -> Outcome {
     let fee = env.config.cycles.creation_fee();
     if cycles < fee {
         return Outcome::Reject(
@@ -302,7 +304,8 @@ fn create_canister(env: &mut ExecutionEnvironment, sender: Principal, cycles: u1
             cycles,
         );
     }
-    match new_canister(env, sender, cycles - fee, args.settings, None) {
+    let origin = change_origin(origin, args.sender_canister_version);
+    match new_canister(env, origin, sender, cycles - fee, args.settings, None) {
         Ok(canister_id) => Outcome::Reply(encode(&CreateCanisterResult { canister_id }), 0),
         Err(e) => Outcome::Reject(e, cycles),
     }
@@ -310,6 +313,7 @@ fn create_canister(env: &mut ExecutionEnvironment, sender: Principal, cycles: u1
 
 fn provisional_create(
     env: &mut ExecutionEnvironment,
+    origin: &CallOrigin,
     sender: Principal,
     args: ProvisionalCreateCanisterWithCyclesArgs,
 ) -> Result<Vec<u8>, UserError> {
@@ -317,7 +321,8 @@ fn provisional_create(
         Some(n) => nat_to_u128(n, "amount")?,
         None => env.config.provisional_default_cycles,
     };
-    let canister_id = new_canister(env, sender, amount, args.settings, args.specified_id)?;
+    let origin = change_origin(origin, args.sender_canister_version);
+    let canister_id = new_canister(env, origin, sender, amount, args.settings, args.specified_id)?;
     Ok(encode(&CreateCanisterResult { canister_id }))
 }
 
@@ -331,6 +336,7 @@ fn provisional_top_up(env: &mut ExecutionEnvironment, args: ProvisionalTopUpCani
 /// Creates an empty running canister controlled by `sender` (unless the settings say otherwise).
 fn new_canister(
     env: &mut ExecutionEnvironment,
+    origin: ChangeOrigin,
     sender: Principal,
     cycles: u128,
     settings: Option<CanisterSettings>,
@@ -365,14 +371,19 @@ fn new_canister(
         crate::state::CanisterSettings::new(env.config.default_freezing_threshold),
         env.time(),
     );
+    let environment_variables_hash = validated.environment_variables.as_deref().map(env_vars_hash);
     validated.apply(&mut system);
+    let creation = ChangeDetails::Creation { controllers: system.controllers.clone(), environment_variables_hash };
+    system.record_change(env.time(), origin, creation);
     env.state.insert_canister(CanisterState { system, execution: None, install: None });
     Ok(id)
 }
 
 /// Removes the code and memories; open call contexts are rejected; callbacks stay so that
-/// their refunds still arrive, but they no longer run.
-pub(crate) fn uninstall(env: &mut ExecutionEnvironment, id: &CanisterId) {
+/// their refunds still arrive, but they no longer run. The canister history records it when
+/// someone asked for it (`origin`).
+pub(crate) fn uninstall(env: &mut ExecutionEnvironment, id: &CanisterId, origin: Option<ChangeOrigin>) {
+    let time = env.time();
     let Some(c) = env.state.canister_mut(id) else { return };
     c.execution = None;
     c.system.certified_data.clear();
@@ -380,7 +391,9 @@ pub(crate) fn uninstall(env: &mut ExecutionEnvironment, id: &CanisterId) {
     c.system.log.clear();
     c.system.global_timer = 0;
     c.system.canister_version += 1;
-    c.system.total_num_changes += 1;
+    if let Some(origin) = origin {
+        c.system.record_change(time, origin, ChangeDetails::CodeUninstall);
+    }
     let contexts = std::mem::take(&mut c.system.call_contexts);
     for ctx in contexts.into_values().filter(|ctx| !ctx.responded) {
         env.deliver_response(
@@ -441,15 +454,23 @@ fn delete_canister(env: &mut ExecutionEnvironment, sender: Principal, id: &Canis
     Ok(empty_reply())
 }
 
-fn update_settings(env: &mut ExecutionEnvironment, sender: Principal, args: UpdateSettingsArgs) -> Result<Vec<u8>, UserError> {
+fn update_settings(
+    env: &mut ExecutionEnvironment,
+    origin: &CallOrigin,
+    sender: Principal,
+    args: UpdateSettingsArgs,
+) -> Result<Vec<u8>, UserError> {
     controlled_canister(env, sender, &args.canister_id)?;
     let validated = validate_settings(env, &args.settings)?;
+    let time = env.time();
     let c = env.state.canister_mut(&args.canister_id).expect("checked");
-    if validated.controllers.is_some() {
-        c.system.total_num_changes += 1;
-    }
+    let controllers_change = validated.controllers.is_some();
     validated.apply(&mut c.system);
     c.system.canister_version += 1;
+    if controllers_change {
+        let details = ChangeDetails::ControllersChange { controllers: c.system.controllers.clone() };
+        c.system.record_change(time, change_origin(origin, args.sender_canister_version), details);
+    }
     // A new limit or threshold can meet (or end) the low-memory hook's condition.
     let heap_bytes = c.execution.as_ref().map_or(0, |e| e.heap_bytes().len() as u64);
     c.system.update_low_wasm_memory_hook(heap_bytes);
@@ -729,6 +750,85 @@ fn validate_env_vars(vars: &[EnvironmentVariable]) -> Result<Vec<(String, String
         }
     }
     Ok(sorted)
+}
+
+// ---- canister history ----
+
+/// Who made a change, for the canister history.
+pub(crate) fn change_origin(origin: &CallOrigin, sender_canister_version: Option<u64>) -> ChangeOrigin {
+    match origin {
+        CallOrigin::Canister { caller, .. } => ChangeOrigin::Canister { canister_id: *caller, canister_version: sender_canister_version },
+        CallOrigin::Ingress { user, .. } => ChangeOrigin::User(*user),
+        CallOrigin::System => ChangeOrigin::User(MANAGEMENT_CANISTER),
+    }
+}
+
+/// The representation-independent hash of the variables as a map from name to value (spec:
+/// canister history, hash of map).
+fn env_vars_hash(vars: &[(String, String)]) -> [u8; 32] {
+    use sha2::{Digest, Sha256};
+    let mut pairs: Vec<Vec<u8>> = vars
+        .iter()
+        .map(|(name, value)| [Sha256::digest(name.as_bytes()), Sha256::digest(value.as_bytes())].concat())
+        .collect();
+    pairs.sort();
+    Sha256::digest(pairs.concat()).into()
+}
+
+/// `canister_info`: any canister may ask about any canister (spec).
+fn canister_info(env: &ExecutionEnvironment, args: CanisterInfoArgs) -> Result<Vec<u8>, UserError> {
+    let c = env.state.canister(&args.canister_id).ok_or_else(|| not_found(&args.canister_id))?;
+    let s = &c.system;
+    let wanted = args.num_requested_changes.unwrap_or(0).min(s.history.len() as u64) as usize;
+    let recent_changes = s.history.iter().skip(s.history.len() - wanted).map(change_out).collect();
+    Ok(encode(&CanisterInfoResult {
+        total_num_changes: s.total_num_changes,
+        recent_changes,
+        module_hash: c.module_hash().map(|h| serde_bytes::ByteBuf::from(h.to_vec())),
+        controllers: s.controllers.clone(),
+    }))
+}
+
+fn change_out(c: &crate::state::CanisterChange) -> Change {
+    use crate::state::{DeploymentMode, SnapshotSource as Source};
+    let origin = match &c.origin {
+        ChangeOrigin::User(user_id) => types::ChangeOrigin::FromUser { user_id: *user_id },
+        ChangeOrigin::Canister { canister_id, canister_version } => {
+            types::ChangeOrigin::FromCanister { canister_id: *canister_id, canister_version: *canister_version }
+        }
+    };
+    let bytes = |b: &[u8]| serde_bytes::ByteBuf::from(b.to_vec());
+    let details = match &c.details {
+        ChangeDetails::Creation { controllers, environment_variables_hash } => types::ChangeDetails::Creation {
+            controllers: controllers.clone(),
+            environment_variables_hash: environment_variables_hash.map(|h| bytes(&h)),
+        },
+        ChangeDetails::CodeUninstall => types::ChangeDetails::CodeUninstall,
+        ChangeDetails::CodeDeployment { mode, module_hash } => types::ChangeDetails::CodeDeployment {
+            mode: match mode {
+                DeploymentMode::Install => types::CodeDeploymentMode::Install,
+                DeploymentMode::Reinstall => types::CodeDeploymentMode::Reinstall,
+                DeploymentMode::Upgrade => types::CodeDeploymentMode::Upgrade,
+            },
+            module_hash: bytes(module_hash),
+        },
+        ChangeDetails::LoadSnapshot { canister_version, snapshot_id, taken_at, source, from_canister } => {
+            types::ChangeDetails::LoadSnapshot {
+                canister_version: *canister_version,
+                snapshot_id: bytes(snapshot_id),
+                taken_at_timestamp: *taken_at,
+                source: match source {
+                    Source::TakenFromCanister => types::SnapshotSource::TakenFromCanister(candid::Reserved),
+                    Source::MetadataUpload => types::SnapshotSource::MetadataUpload(candid::Reserved),
+                },
+                from_canister_id: *from_canister,
+            }
+        }
+        ChangeDetails::ControllersChange { controllers } => {
+            types::ChangeDetails::ControllersChange { controllers: controllers.clone() }
+        }
+    };
+    Change { timestamp_nanos: c.timestamp_nanos, canister_version: c.canister_version, origin, details }
 }
 
 // ---- helpers ----

@@ -314,7 +314,13 @@ impl ExecutionEnvironment {
                     format!("Canister {id} was uninstalled during the install: it could not pay for its memory"),
                 );
                 management::install::abandon(self, &id, e);
-                management::uninstall(self, &id);
+                management::uninstall(self, &id, None);
+                // Running out of cycles also drops the canister's history and its snapshots
+                // (spec: canister_info, delete_canister_snapshot).
+                if let Some(c) = self.state.canister_mut(&id) {
+                    c.system.history.clear();
+                    c.system.snapshots.clear();
+                }
             }
         }
     }

@@ -23,7 +23,7 @@ use super::types::{CanisterInstallMode, InstallCodeArgs, WasmMemoryPersistence};
 use super::{controlled_canister, empty_reply};
 use crate::hypervisor::{ApiType, CanisterModule, EntryPoint, ExecutionOutcome, ExecutionParameters, ExecutionState, LogRecord, Step};
 use crate::scheduler::{error_payload, no_module_error, ExecutionEnvironment};
-use crate::state::{CallOrigin, InstallMode, LongInstall, ResponsePayload};
+use crate::state::{CallOrigin, ChangeDetails, DeploymentMode, InstallMode, LongInstall, ResponsePayload};
 use std::sync::Arc;
 use tabnet_types::{CanisterId, ErrorCode, Principal, UserError, MANAGEMENT_CANISTER};
 
@@ -86,6 +86,7 @@ pub(super) fn install_code(
         prepaid,
         slices: 0,
         instructions_used: 0,
+        sender_canister_version: args.sender_canister_version,
     };
     let c = env.state.canister_mut(&id).expect("checked above");
     let paid = c.system.withdraw(prepaid);
@@ -373,6 +374,9 @@ fn finish(
     result: Result<Option<ExecutionState>, UserError>,
 ) {
     let cost = env.config.cycles.execution_cost(record.instructions_used, record.wasm64);
+    // The history dates the install by the time its hooks saw (fixed when it started, kept
+    // across aborts), so that an install aborted at a checkpoint ends as an uninterrupted one.
+    let time = record.sys.time;
     let upgrade = matches!(record.mode, InstallMode::Upgrade { .. });
     let payload = match env.state.canister_mut(id) {
         None => error_payload(UserError::new(ErrorCode::CanisterNotFound, format!("Canister {id} not found"))),
@@ -392,9 +396,16 @@ fn finish(
             }
             match result {
                 Ok(Some(new_state)) => {
+                    let module_hash = new_state.module().wasm_hash();
                     c.execution = Some(new_state);
                     c.system.canister_version += 1;
-                    c.system.total_num_changes += 1;
+                    let mode = match record.mode {
+                        InstallMode::Install { reinstall: false } => DeploymentMode::Install,
+                        InstallMode::Install { reinstall: true } => DeploymentMode::Reinstall,
+                        InstallMode::Upgrade { .. } => DeploymentMode::Upgrade,
+                    };
+                    let origin = super::change_origin(&record.origin, record.sender_canister_version);
+                    c.system.record_change(time, origin, ChangeDetails::CodeDeployment { mode, module_hash });
                     if !upgrade {
                         c.system.certified_data.clear();
                     }

@@ -19,7 +19,7 @@ use crate::embedder::{GlobalValue, MAX_MODULE_BYTES};
 use crate::hypervisor::{ExecutionSnapshot, ExecutionState};
 use crate::scheduler::ExecutionEnvironment;
 use crate::state::{
-    snapshot_id, snapshot_id_text, CanisterSnapshot, CanisterState, LowWasmMemoryHook, SnapshotArea, SnapshotMeta,
+    snapshot_id, snapshot_id_text, CallOrigin, ChangeDetails, CanisterSnapshot, CanisterState, LowWasmMemoryHook, SnapshotArea, SnapshotMeta,
     SnapshotSource,
 };
 use sha2::{Digest, Sha256};
@@ -36,7 +36,12 @@ const MAX_SLICE_BYTES: u64 = 2_000_000;
 const WASM_PAGE: u64 = 64 * 1024;
 const GIB: u64 = 1 << 30;
 
-pub(super) fn take(env: &mut ExecutionEnvironment, sender: Principal, args: TakeCanisterSnapshotArgs) -> Result<Vec<u8>, UserError> {
+pub(super) fn take(
+    env: &mut ExecutionEnvironment,
+    origin: &CallOrigin,
+    sender: Principal,
+    args: TakeCanisterSnapshotArgs,
+) -> Result<Vec<u8>, UserError> {
     let id = args.canister_id;
     let c = controlled_canister(env, sender, &id)?;
     let replaced = replaced_snapshot(c, &id, args.replace_snapshot.as_ref().map(|b| b.as_slice()))?;
@@ -64,12 +69,17 @@ pub(super) fn take(env: &mut ExecutionEnvironment, sender: Principal, args: Take
     let taken_at = snapshot.meta().taken_at;
     let local_id = insert(env, &id, replaced, snapshot);
     if args.uninstall_code == Some(true) {
-        super::uninstall(env, &id);
+        super::uninstall(env, &id, Some(super::change_origin(origin, args.sender_canister_version)));
     }
     Ok(encode(&Snapshot { id: snapshot_id(&id, local_id), taken_at_timestamp: taken_at, total_size: size }))
 }
 
-pub(super) fn load(env: &mut ExecutionEnvironment, sender: Principal, args: LoadCanisterSnapshotArgs) -> Result<Vec<u8>, UserError> {
+pub(super) fn load(
+    env: &mut ExecutionEnvironment,
+    origin: &CallOrigin,
+    sender: Principal,
+    args: LoadCanisterSnapshotArgs,
+) -> Result<Vec<u8>, UserError> {
     let id = args.canister_id;
     let c = controlled_canister(env, sender, &id)?;
     // The snapshot may be another canister's of this subnet; the caller must control both (spec).
@@ -90,6 +100,7 @@ pub(super) fn load(env: &mut ExecutionEnvironment, sender: Principal, args: Load
         globals: m.globals.clone(),
     })
     .map_err(|e| UserError::new(e.code, format!("Error from Canister {id}: {}", e.message)))?;
+    let time = env.time();
     let c = env.state.canister_mut(&id).expect("checked above");
     c.execution = Some(execution);
     c.system.certified_data = m.certified_data.clone();
@@ -105,7 +116,14 @@ pub(super) fn load(env: &mut ExecutionEnvironment, sender: Principal, args: Load
         }
     }
     c.system.canister_version += 1;
-    c.system.total_num_changes += 1;
+    let details = ChangeDetails::LoadSnapshot {
+        canister_version: m.canister_version,
+        snapshot_id: args.snapshot_id.clone(),
+        taken_at: m.taken_at,
+        source: m.source,
+        from_canister: (owner != id).then_some(owner),
+    };
+    c.system.record_change(time, super::change_origin(origin, args.sender_canister_version), details);
     Ok(empty_reply())
 }
 

@@ -386,3 +386,65 @@ pub struct UploadCanisterSnapshotDataArgs {
     #[serde(with = "serde_bytes")]
     pub chunk: Vec<u8>,
 }
+
+// ---- canister_info ----
+
+#[derive(CandidType, Deserialize, Clone, Debug)]
+pub struct CanisterInfoArgs {
+    pub canister_id: CanisterId,
+    pub num_requested_changes: Option<u64>,
+}
+
+#[derive(CandidType, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub enum ChangeOrigin {
+    #[serde(rename = "from_user")]
+    FromUser { user_id: Principal },
+    #[serde(rename = "from_canister")]
+    FromCanister { canister_id: Principal, canister_version: Option<u64> },
+}
+
+#[derive(CandidType, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CodeDeploymentMode {
+    #[serde(rename = "install")]
+    Install,
+    #[serde(rename = "reinstall")]
+    Reinstall,
+    #[serde(rename = "upgrade")]
+    Upgrade,
+}
+
+#[derive(CandidType, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub enum ChangeDetails {
+    #[serde(rename = "creation")]
+    Creation { controllers: Vec<Principal>, environment_variables_hash: Option<serde_bytes::ByteBuf> },
+    #[serde(rename = "code_uninstall")]
+    CodeUninstall,
+    #[serde(rename = "code_deployment")]
+    CodeDeployment { mode: CodeDeploymentMode, module_hash: serde_bytes::ByteBuf },
+    #[serde(rename = "load_snapshot")]
+    LoadSnapshot {
+        canister_version: u64,
+        snapshot_id: serde_bytes::ByteBuf,
+        taken_at_timestamp: u64,
+        source: SnapshotSource,
+        from_canister_id: Option<Principal>,
+    },
+    #[serde(rename = "controllers_change")]
+    ControllersChange { controllers: Vec<Principal> },
+}
+
+#[derive(CandidType, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct Change {
+    pub timestamp_nanos: u64,
+    pub canister_version: u64,
+    pub origin: ChangeOrigin,
+    pub details: ChangeDetails,
+}
+
+#[derive(CandidType, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct CanisterInfoResult {
+    pub total_num_changes: u64,
+    pub recent_changes: Vec<Change>,
+    pub module_hash: Option<serde_bytes::ByteBuf>,
+    pub controllers: Vec<Principal>,
+}

@@ -336,6 +336,9 @@ pub struct LongInstall {
     pub prepaid: u128,
     /// Slices given so far; 0 before the first (and after an abort).
     pub slices: u64,
+    /// What the calling canister gave as `sender_canister_version` (for the canister history).
+    #[serde(default)]
+    pub sender_canister_version: Option<u64>,
     /// Instructions it used up to its pause.
     pub instructions_used: u64,
 }
@@ -428,8 +431,12 @@ pub struct SystemState {
     pub log: CanisterLog,
     /// Chunks uploaded with `upload_chunk`, by SHA-256.
     pub wasm_chunk_store: BTreeMap<[u8; 32], serde_bytes::ByteBuf>,
-    /// Entries the canister history would hold: creation, installs, uninstalls, controller changes.
+    /// Changes ever recorded in the canister history (creation, installs, uninstalls, snapshot
+    /// loads, controller changes), including those dropped from `history`.
     pub total_num_changes: u64,
+    /// The most recent changes, oldest first (`canister_info`); at most [`MAX_HISTORY`].
+    #[serde(default)]
+    pub history: VecDeque<CanisterChange>,
     /// Block time of the last storage/compute charge.
     pub last_charge_time: u64,
     /// Cycles burned, for metrics.
@@ -451,6 +458,52 @@ pub struct SystemState {
     /// The local id of its next snapshot (ids are never reused).
     #[serde(default)]
     pub next_snapshot_id: u64,
+}
+
+/// The canister history keeps the 20 most recent changes, as the IC does (the spec promises
+/// at least 20).
+pub const MAX_HISTORY: usize = 20;
+
+/// One entry of the canister history.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CanisterChange {
+    pub timestamp_nanos: u64,
+    pub canister_version: u64,
+    pub origin: ChangeOrigin,
+    pub details: ChangeDetails,
+}
+
+/// Who made a change: a user, or a canister (with the version it gave as
+/// `sender_canister_version`, if it did).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ChangeOrigin {
+    User(Principal),
+    Canister { canister_id: Principal, canister_version: Option<u64> },
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ChangeDetails {
+    /// `environment_variables_hash`: the hash-of-map of the variables, if the settings gave any.
+    Creation { controllers: Vec<Principal>, environment_variables_hash: Option<[u8; 32]> },
+    CodeUninstall,
+    CodeDeployment { mode: DeploymentMode, module_hash: [u8; 32] },
+    /// `from_canister`: the snapshot's canister, when it is another.
+    LoadSnapshot {
+        canister_version: u64,
+        #[serde(with = "serde_bytes")]
+        snapshot_id: Vec<u8>,
+        taken_at: u64,
+        source: super::snapshot::SnapshotSource,
+        from_canister: Option<Principal>,
+    },
+    ControllersChange { controllers: Vec<Principal> },
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum DeploymentMode {
+    Install,
+    Reinstall,
+    Upgrade,
 }
 
 /// The low-Wasm-memory hook's status: ready when the Wasm memory left under
@@ -493,7 +546,8 @@ impl SystemState {
             input_queue: MessageQueue::default(),
             log: CanisterLog::default(),
             wasm_chunk_store: BTreeMap::new(),
-            total_num_changes: 1,
+            total_num_changes: 0,
+            history: VecDeque::new(),
             last_charge_time: time,
             cycles_consumed: 0,
             low_wasm_memory_hook: LowWasmMemoryHook::ConditionNotSatisfied,
@@ -539,6 +593,16 @@ impl SystemState {
                 true
             }
             None => false,
+        }
+    }
+
+    /// Records a change made now (`time`) in the canister history; its version is the
+    /// canister's after the change.
+    pub fn record_change(&mut self, time: u64, origin: ChangeOrigin, details: ChangeDetails) {
+        self.total_num_changes += 1;
+        self.history.push_back(CanisterChange { timestamp_nanos: time, canister_version: self.canister_version, origin, details });
+        while self.history.len() > MAX_HISTORY {
+            self.history.pop_front();
         }
     }
 
