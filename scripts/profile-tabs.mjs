@@ -20,7 +20,7 @@ const prof = async (page) => { const c = await context.newCDPSession(page); awai
 const sessions = [await prof(tabs[1]), await prof(tabs[2])];
 const r = await tabs[1].evaluate(async ([kind, id, callers]) => JSON.parse(kind === 'update'
   ? await window.tabnetSubnet.load_updates(id, 'inc', new Uint8Array([0x44,0x49,0x44,0x4c,0,0]), callers * 10, callers)
-  : await window.tabnetSubnet.load_queries(id, 'get', new Uint8Array([0x44,0x49,0x44,0x4c,0,0]), 10000, kind === 'anon')), [kind, counter, CALLERS]);
+  : await window.tabnetSubnet.load_queries(id, 'get', new Uint8Array([0x44,0x49,0x44,0x4c,0,0]), 10000, kind === 'anon' ? 0 : 10000)), [kind, counter, CALLERS]);
 console.log(kind, r.per_second, r.p50_ms);
 for (const [k, c] of sessions.entries()) {
   const { profile } = await c.send('Profiler.stop');

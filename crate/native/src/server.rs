@@ -513,10 +513,13 @@ async fn metrics(State(node): State<Arc<Node>>) -> Response {
     let latency = node.update_latency.lock().unwrap_or_else(|e| e.into_inner()).summary();
     let height = node.certified_height.load(Ordering::Relaxed);
     let bodies = MAX_BODIES_IN_MEMORY - node.body_slots.available_permits();
+    let (hits, runs) = node.queries.cache_stats();
     (
         StatusCode::OK,
         [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
-        format!("{latency}certified height: {height}\nrequest bodies in memory: {bodies} (at most {MAX_BODIES_IN_MEMORY})\n"),
+        format!(
+            "{latency}certified height: {height}\nrequest bodies in memory: {bodies} (at most {MAX_BODIES_IN_MEMORY})\nqueries answered from the query cache: {hits}, run: {runs}\n"
+        ),
     )
         .into_response()
 }

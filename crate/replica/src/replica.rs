@@ -12,7 +12,9 @@
 
 use ciborium::Value;
 use std::collections::BTreeSet;
-use std::sync::{Arc, RwLock};
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
 
 use tabnet_crypto::{
     hash_of_map, CertifiedMap, self_authenticating_principal, sha256, BlsSecretKey, Certificate, HashedTree, LabeledTree, NodeSigningKey,
@@ -165,7 +167,7 @@ impl<S: Store> Replica<S> {
         };
         let (state, history) = load_replicated(&store)?;
         let pool = IngressPool::default();
-        let query_views = QueryViews { subnet_id: subnet.subnet_id, current: Default::default() };
+        let query_views = QueryViews { subnet_id: subnet.subnet_id, current: Default::default(), cache_stats: Default::default() };
         // Calls that were accepted but not executed before a restart are lost from the pool;
         // they come back to the pool so that an acknowledged call is never dropped.
         let mut replica = Self {
@@ -610,9 +612,12 @@ impl<S: Store> Replica<S> {
     fn publish_queries(&self) {
         let c = &self.certified;
         let view = match (&c.queries, self.has_certified_state()) {
-            (Some(state), true) => {
-                Some(Arc::new(QueryView { tree: c.tree.clone(), signature: c.signature, state: state.clone() }))
-            }
+            (Some(state), true) => Some(Arc::new(QueryView {
+                tree: c.tree.clone(),
+                signature: c.signature,
+                state: state.clone(),
+                answers: Default::default(),
+            })),
             _ => None,
         };
         *self.query_views.current.write().unwrap_or_else(|e| e.into_inner()) = view;
@@ -644,6 +649,8 @@ pub struct QueryViews {
     subnet_id: Principal,
     /// Held only to swap or clone the pointer.
     current: Arc<RwLock<Option<Arc<QueryView>>>>,
+    /// Queries answered from the query cache, and those run.
+    cache_stats: Arc<(AtomicU64, AtomicU64)>,
 }
 
 /// The certified state as queries see it: immutable, shared by the queries that run on it.
@@ -651,6 +658,52 @@ struct QueryView {
     tree: Arc<HashedTree>,
     signature: [u8; 48],
     state: Arc<QueryState>,
+    /// The query cache (the IC replica keeps one too): a query's answer is a function of the
+    /// state, its time and certificate, the caller, the canister, the method and the argument,
+    /// so on one view the same query has the same answer. A view lives until the next
+    /// certified state, which starts with an empty cache. (The IC's cache also keeps answers
+    /// across states while the canisters involved did not change; this one does not.)
+    answers: Mutex<QueryAnswers>,
+}
+
+/// Bytes of keys and answers one view's query cache holds; past that it starts again empty.
+const QUERY_CACHE_BYTES: usize = 16 << 20;
+
+/// Who asked what: a query's identity, nonce and expiry aside.
+#[derive(PartialEq, Eq, Hash)]
+struct QueryKey {
+    sender: Principal,
+    canister_id: Principal,
+    method: String,
+    arg: Vec<u8>,
+}
+
+#[derive(Default)]
+struct QueryAnswers {
+    answers: HashMap<QueryKey, Result<WasmResult, UserError>>,
+    bytes: usize,
+}
+
+impl QueryAnswers {
+    fn insert(&mut self, key: QueryKey, answer: &Result<WasmResult, UserError>) {
+        // A transient failure may not happen again: asked again, the query runs again.
+        if matches!(answer, Err(e) if e.reject_code() == tabnet_types::RejectCode::SysTransient) {
+            return;
+        }
+        let size = key.method.len() + key.arg.len() + 128 + match answer {
+            Ok(WasmResult::Reply(bytes)) => bytes.len(),
+            Ok(WasmResult::Reject(text)) => text.len(),
+            Err(e) => e.message.len(),
+        };
+        if size > QUERY_CACHE_BYTES / 16 {
+            return;
+        }
+        if self.bytes + size > QUERY_CACHE_BYTES {
+            *self = QueryAnswers::default();
+        }
+        self.bytes += size;
+        self.answers.insert(key, answer.clone());
+    }
 }
 
 impl QueryViews {
@@ -661,12 +714,26 @@ impl QueryViews {
         let view = self.current.read().unwrap_or_else(|e| e.into_inner()).clone();
         let view = view.ok_or_else(|| HttpError::unavailable("this node has no certified state yet; try again shortly"))?;
         let Content::Query(call) = &request.0.content else { unreachable!("authenticated as a query") };
+        let key = QueryKey { sender: request.0.sender, canister_id: call.canister_id, method: call.method_name.clone(), arg: call.arg.clone() };
+        let answers = || view.answers.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(answer) = answers().answers.get(&key) {
+            self.cache_stats.0.fetch_add(1, Ordering::Relaxed);
+            return Ok(answer.clone());
+        }
+        self.cache_stats.1.fetch_add(1, Ordering::Relaxed);
         let data_certificate = certificate(
             &view.tree,
             view.signature,
             &[vec![b"canister".to_vec(), call.canister_id.as_slice().to_vec(), b"certified_data".to_vec()]],
         );
-        Ok(view.state.query(request.0.sender, call.canister_id, &call.method_name, call.arg.clone(), Some(data_certificate)))
+        let answer = view.state.query(request.0.sender, call.canister_id, &call.method_name, call.arg.clone(), Some(data_certificate));
+        answers().insert(key, &answer);
+        Ok(answer)
+    }
+
+    /// Queries answered from the query cache and queries run, since this replica started.
+    pub fn cache_stats(&self) -> (u64, u64) {
+        (self.cache_stats.0.load(Ordering::Relaxed), self.cache_stats.1.load(Ordering::Relaxed))
     }
 }
 

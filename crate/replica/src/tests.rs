@@ -687,3 +687,55 @@ fn snapshots_survive_reopening_the_store_and_leave_it_when_deleted() {
     management_call(&mut r, &alice, "delete_canister_snapshot", &delete, canister, NOW + 40);
     assert!(snapshot_keys(&mut r).is_empty(), "a deleted snapshot leaves the store");
 }
+
+#[test]
+fn a_query_asked_again_on_the_same_state_is_answered_from_the_query_cache() {
+    use candid::Decode;
+    use tabnet_execution::management::types::{CanisterSettings, UpdateSettingsArgs};
+    let mut r = new_replica();
+    let (alice, bob) = (Identity::new(1), Identity::new(2));
+    create_canister(&mut r, &alice, NOW);
+    let canister = canister_id_from_index(0);
+    #[derive(CandidType)]
+    struct CanisterIdRecord {
+        canister_id: Principal,
+    }
+    #[derive(candid::Deserialize, CandidType)]
+    struct Settings {
+        controllers: Vec<Principal>,
+    }
+    #[derive(candid::Deserialize, CandidType)]
+    struct Status {
+        settings: Settings,
+    }
+    // canister_status as a query: a new envelope (its own nonce) each time.
+    let ask = |r: &mut Replica<MemoryStore>, who: &Identity, nonce: u64| -> Value {
+        let content = map(vec![
+            ("request_type", Value::Text("query".into())),
+            ("sender", Value::Bytes(who.principal().as_slice().to_vec())),
+            ("nonce", Value::Bytes(nonce.to_be_bytes().to_vec())),
+            ("ingress_expiry", Value::Integer((NOW + 60_000_000_000).into())),
+            ("canister_id", Value::Bytes(MANAGEMENT_CANISTER.as_slice().to_vec())),
+            ("method_name", Value::Text("canister_status".into())),
+            ("arg", Value::Bytes(Encode!(&CanisterIdRecord { canister_id: canister }).unwrap())),
+        ]);
+        decode(&r.query(&who.envelope(content), ReadStateScope::Canister(canister), NOW + 5).unwrap())
+    };
+    let controllers = |response: &Value| Decode!(&bytes(field(field(response, "reply"), "arg")), Status).unwrap().settings.controllers;
+    let first = ask(&mut r, &alice, 1);
+    assert_eq!(r.query_views().cache_stats(), (0, 1));
+    let again = ask(&mut r, &alice, 2);
+    assert_eq!(r.query_views().cache_stats(), (1, 1), "the same query on the same state is not run again");
+    assert_eq!(field(&again, "reply"), field(&first, "reply"));
+    // The caller is part of the query: bob, no controller, is refused, not given alice's answer.
+    let by_bob = ask(&mut r, &bob, 3);
+    assert_eq!(field(&by_bob, "status"), &Value::Text("rejected".into()));
+    assert_eq!(r.query_views().cache_stats(), (1, 2));
+    // A new certified state starts with an empty cache: the query runs on it and sees bob.
+    let settings = CanisterSettings { controllers: Some(vec![alice.principal(), bob.principal()]), ..Default::default() };
+    management_call(&mut r, &alice, "update_settings", &UpdateSettingsArgs { canister_id: canister, settings, sender_canister_version: None }, canister, NOW + 10);
+    let after = ask(&mut r, &alice, 4);
+    assert_eq!(r.query_views().cache_stats(), (1, 3));
+    assert_eq!(controllers(&after), vec![alice.principal(), bob.principal()]);
+    assert_eq!(controllers(&first), vec![alice.principal()]);
+}

@@ -67,7 +67,13 @@ fn field<'a>(value: &'a Value, key: &str) -> Option<&'a Value> {
 /// Envelopes for `count` requests of `kind` (`call` or `query`), from `senders` identities (0:
 /// the anonymous principal, unsigned).
 fn envelopes(kind: &str, canister: &Principal, method: &str, arg: &[u8], count: usize, senders: usize) -> Vec<Vec<u8>> {
-    let who: Vec<UserIdentity> = (0..senders).map(|k| UserIdentity::from_seed([k as u8 ^ 0xa5; 32])).collect();
+    let who: Vec<UserIdentity> = (0..senders as u64)
+        .map(|k| {
+            let mut seed = [0xa5; 32];
+            seed[..8].copy_from_slice(&k.to_be_bytes());
+            UserIdentity::from_seed(seed)
+        })
+        .collect();
     let expiry = (js_sys::Date::now() as u64 + 4 * 60 * 1_000) * 1_000_000;
     // Nonces differ from run to run, so a second run's calls are new calls.
     let base = js_sys::Date::now() as u64 * 1_000_000;
@@ -146,12 +152,13 @@ impl TabSubnet {
     }
 
     /// Sends `count` queries of `method(arg)` to `canister_id`, one after another (the node
-    /// answers each at once), signed by one of 16 identities or (`anonymous`) unsigned;
-    /// resolves to the same JSON figures as `load_updates`.
-    pub async fn load_queries(&self, canister_id: String, method: String, arg: Vec<u8>, count: u32, anonymous: bool) -> Result<JsValue, JsValue> {
+    /// answers each at once), signed by `senders` identities in turn or (0) unsigned; resolves
+    /// to the same JSON figures as `load_updates`. The node's query cache answers a query the
+    /// same sender asked on the same state: as many senders as queries make each one run.
+    pub async fn load_queries(&self, canister_id: String, method: String, arg: Vec<u8>, count: u32, senders: u32) -> Result<JsValue, JsValue> {
         let canister = Principal::from_text(&canister_id).map_err(|e| JsValue::from_str(&e.to_string()))?;
         let path = format!("/api/v2/canister/{canister_id}/query");
-        let all = envelopes("query", &canister, &method, &arg, count as usize, if anonymous { 0 } else { 16 });
+        let all = envelopes("query", &canister, &method, &arg, count as usize, senders as usize);
         let (mut latencies, mut errors) = (Vec::with_capacity(all.len()), Vec::new());
         let started = performance_now();
         for (k, envelope) in all.iter().enumerate() {
