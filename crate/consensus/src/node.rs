@@ -1371,29 +1371,37 @@ impl ConsensusNode {
                 signers.insert(s.signer, s.sig) != Some(s.sig)
             }
             Artifact::Aggregate(a) => {
-                if self.is_penalized(from) || self.is_stale(a.kind, a.height) || self.pool.validated.aggregate(a.kind, a.height, &a.content).is_some() {
+                if self.is_penalized(from) || self.is_stale(a.kind, a.height) {
                     return false;
                 }
+                // A finalization this node holds already but has not delivered (it is above the
+                // finalized height): it lacks that block or one below it. After a whole-subnet
+                // restart it may hold the finalization it made before the crash but not the block
+                // (others' blocks are not persisted), and the block's maker, past that height,
+                // sends it no more: the peer re-sending the finalization is asked to catch it up,
+                // as often as it re-sends (a request lost while links came up stalled the subnet
+                // for good).
+                let held = self.pool.validated.aggregate(a.kind, a.height, &a.content).is_some();
                 // A finalization beyond the next height, or of a block this node has not seen (a
                 // peer that restarted holds it, and pushes it no more): catch up from its sender.
                 // So does a beacon beyond the next (this node lacks one between).
                 let unseen = |a: &Aggregate| [&self.pool.validated, &self.pool.unvalidated].iter().all(|s| s.proposal(a.height, &a.content).is_none());
                 let behind = match a.kind {
-                    Kind::Finalization => a.height > notarized + 1 || unseen(&a),
-                    Kind::Beacon => a.height > self.beacon_tip() + 1,
+                    Kind::Finalization => held || a.height > notarized + 1 || unseen(&a),
+                    Kind::Beacon => !held && a.height > self.beacon_tip() + 1,
                     _ => false,
                 };
                 // Whom to ask is the sender's word: checked first (at most once per catch-up
                 // interval), so junk from far ahead cannot steer this node's catch-up to a peer
-                // that never answers.
+                // that never answers. (One held was checked when it came.)
                 if behind && self.may_request_catch_up(now) {
-                    if !self.check_aggregate(&a) {
+                    if !held && !self.check_aggregate(&a) {
                         self.charge(from, "aggregate with a bad signature");
                         return false;
                     }
                     self.request_catch_up(now, from);
                 }
-                if too_far(a.height) {
+                if held || too_far(a.height) {
                     return false;
                 }
                 // Honest nodes make at most one aggregate per rank of a kind and height; beacons
