@@ -298,6 +298,10 @@ pub struct ConsensusNode {
     timer_at: Time,
     next_rebroadcast: Time,
     last_catch_up_request: Option<Time>,
+    /// Whom the last catch-up request went to, from which finalized height; and how many
+    /// times a request was turned to another peer (see `request_catch_up`).
+    catch_up_asked: Option<(NodeIndex, Height)>,
+    catch_up_turn: usize,
     purged_at: (Height, Height),
     /// The highest finalized block persisted, and the height below which persisted artifacts
     /// were forgotten.
@@ -441,6 +445,8 @@ impl ConsensusNode {
             timer_at: 0,
             next_rebroadcast: 0,
             last_catch_up_request: None,
+            catch_up_asked: None,
+            catch_up_turn: 0,
             purged_at: (height, height),
             stats: Cell::new(CryptoStats::default()),
             notarized_cache: Cell::new(None),
@@ -1654,7 +1660,20 @@ impl ConsensusNode {
             return;
         }
         self.last_catch_up_request = Some(now);
-        self.outputs.push_back(Output::Send { to: Some(from), message: Message::CatchUpRequest { finalized: self.finalized_height } });
+        // Asking the same peer again from the same height did not help the last time (the
+        // answer was lost, the peer is not ahead, or it is faulty and re-sends a finalization
+        // to be asked): every other time the next other peer in turn is asked, so that no one
+        // peer can keep this node waiting.
+        let h = self.finalized_height;
+        let to = if self.catch_up_asked == Some((from, h)) {
+            self.catch_up_turn += 1;
+            let others: Vec<NodeIndex> = (0..self.n).filter(|p| *p != self.me && *p != from).collect();
+            others.get(self.catch_up_turn % others.len().max(1)).copied().unwrap_or(from)
+        } else {
+            from
+        };
+        self.catch_up_asked = Some((to, h));
+        self.outputs.push_back(Output::Send { to: Some(to), message: Message::CatchUpRequest { finalized: h } });
     }
 
     fn serve_catch_up(&mut self, now: Time, to: NodeIndex, from: Height) {
