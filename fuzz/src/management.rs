@@ -171,10 +171,15 @@ impl Subnet {
 
     fn restore(stored: &Stored) -> Self {
         let canisters = stored.canisters.iter().map(|(record, wasm)| {
-            decode_canister(record, |_| {
-                let w = wasm.as_ref().ok_or("no wasm stored")?;
-                Ok(LoadedWasm { module: w.module.clone(), heap: w.heap.clone(), stable: w.stable.clone() })
-            })
+            decode_canister(
+                record,
+                |_| {
+                    let w = wasm.as_ref().ok_or("no wasm stored")?;
+                    Ok(LoadedWasm { module: w.module.clone(), heap: w.heap.clone(), stable: w.stable.clone() })
+                },
+                // The set-up takes no snapshots.
+                |_| Err("no snapshot stored".into()),
+            )
             .expect("a stored canister decodes")
         });
         let state = ReplicatedState::decode(&stored.metadata, canisters).expect("the stored state decodes");
@@ -306,6 +311,9 @@ pub fn seeds() -> Vec<Seed> {
         wasm_memory_limit: Some(Nat::from(1u64 << 32)),
         wasm_memory_threshold: Some(Nat::from(1u64 << 20)),
         environment_variables: Some(vec![EnvironmentVariable { name: "A".into(), value: "b".into() }]),
+        minimum_incoming_canister_call_cycles: Some(Nat::from(1_000u32)),
+        snapshot_visibility: Some(LogVisibility::Public),
+        status_visibility: Some(LogVisibility::AllowedViewers(vec![user()])),
     };
     let wasm = wat::parse_str("(module (func (export \"canister_update go\")))").expect("WAT");
     let chunk_hash: [u8; 32] = <sha2::Sha256 as sha2::Digest>::digest(&wasm).into();
